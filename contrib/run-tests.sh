@@ -1,0 +1,27 @@
+#!/bin/bash
+# Installs what the test suite needs (Debian packages; Rust crates come through cargo) and runs
+# every test. Safe to run again: packages already present are not reinstalled.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Debian packages the end-to-end tests drive:
+#   postfix  - smtp-sink as a real SMTP server on loopback, and a real MTA for interop tests
+#   swaks    - a real SMTP client
+packages=(postfix swaks)
+
+missing=()
+for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "run-tests: need root to install: ${missing[*]}" >&2
+        exit 77
+    fi
+    # Postfix unconfigured: installed for its programs, never started as the system's MTA.
+    echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" </dev/null
+fi
+
+cargo test --release --all-targets

@@ -1,0 +1,435 @@
+//! The one configuration file every program reads: `/etc/etrnq/etrnq.toml`, `-C FILE` or
+//! `ETRNQ_CONFIG`.
+//!
+//! Every key is optional and every program runs on defaults without a file. The file is checked
+//! whole, once, before anything else happens: an unknown key, a value of the wrong type or a value
+//! out of range stops the program with EX_CONFIG and a line naming the file, the key and the
+//! reason. Keys are read by hand from the TOML table rather than through a derived deserialiser so
+//! that every message can name its key exactly.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::address::Domain;
+use crate::route::RelayTarget;
+use crate::sysexits::{Status, Sysexit};
+
+pub const DEFAULT_CONFIG: &str = "/etc/etrnq/etrnq.toml";
+pub const DEFAULT_QUEUE_DIR: &str = "/var/spool/etrnq";
+pub const CONFIG_ENV: &str = "ETRNQ_CONFIG";
+pub const QUEUE_DIR_ENV: &str = "ETRNQ_QUEUE_DIR";
+
+/// A configuration problem: the file, the key when there is one, and why.
+#[derive(Debug, thiserror::Error)]
+#[error("{file}: {}{reason}", key.as_ref().map(|k| format!("{k}: ")).unwrap_or_default())]
+pub struct ConfigError {
+    pub file: String,
+    pub key: Option<String>,
+    pub reason: String,
+}
+
+impl Sysexit for ConfigError {
+    fn status(&self) -> Status {
+        Status::Config
+    }
+}
+
+/// How the SMTP client uses STARTTLS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsPolicy {
+    /// Use it when the server offers it; deliver in clear otherwise.
+    Opportunistic,
+    /// Never deliver without it.
+    Required,
+    /// Never use it.
+    Off,
+}
+
+/// Where log lines go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LogTarget {
+    Syslog,
+    Stderr,
+    File(PathBuf),
+}
+
+/// The validated configuration, defaults filled in.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file this came from, when there was one.
+    pub source: Option<PathBuf>,
+    pub queue_dir: PathBuf,
+    /// This host's own names: MX self-detection, HELO, qualifying bare user names.
+    pub hostnames: Vec<Domain>,
+    pub max_message_size: u64,
+    pub max_hops: u32,
+    pub queue_lifetime: Duration,
+    pub retry_first: Duration,
+    pub retry_factor: f64,
+    pub smarthost: Option<RelayTarget>,
+    pub hold_domains: Vec<Domain>,
+    pub relay_domains: Vec<Domain>,
+    pub tls: TlsPolicy,
+    pub log: LogTarget,
+    pub routes: BTreeMap<String, (Domain, RelayTarget)>,
+    pub dns_nameservers: Vec<SocketAddr>,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            source: None,
+            queue_dir: PathBuf::from(DEFAULT_QUEUE_DIR),
+            hostnames: Vec::new(),
+            max_message_size: 50 * 1024 * 1024,
+            max_hops: 25,
+            queue_lifetime: Duration::from_secs(5 * 86400),
+            retry_first: Duration::from_secs(3600),
+            retry_factor: 1.5,
+            smarthost: None,
+            hold_domains: Vec::new(),
+            relay_domains: Vec::new(),
+            tls: TlsPolicy::Opportunistic,
+            log: LogTarget::Syslog,
+            routes: BTreeMap::new(),
+            dns_nameservers: Vec::new(),
+        }
+    }
+}
+
+impl Config {
+    /// Loads the configuration a program should run with: `explicit` (`-C`), else `$ETRNQ_CONFIG`,
+    /// else the default file when it exists, else defaults. A file named explicitly must exist.
+    /// `$ETRNQ_QUEUE_DIR` then overrides the file's `queue_dir`.
+    pub fn load(explicit: Option<&Path>) -> Result<Config, ConfigError> {
+        let env_file = std::env::var_os(CONFIG_ENV).filter(|v| !v.is_empty());
+        let mut config = match (explicit, env_file) {
+            (Some(path), _) => Config::read(path)?,
+            (None, Some(path)) => Config::read(Path::new(&path))?,
+            (None, None) if Path::new(DEFAULT_CONFIG).exists() => {
+                Config::read(Path::new(DEFAULT_CONFIG))?
+            }
+            (None, None) => Config::default(),
+        };
+        if let Some(dir) = std::env::var_os(QUEUE_DIR_ENV).filter(|v| !v.is_empty()) {
+            config.queue_dir = PathBuf::from(dir);
+        }
+        Ok(config)
+    }
+
+    /// Reads and validates one file.
+    pub fn read(path: &Path) -> Result<Config, ConfigError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: file.clone(),
+            key: None,
+            reason: format!("cannot read: {e}"),
+        })?;
+        let mut config = Config::parse(&text, &file)?;
+        config.source = Some(path.to_path_buf());
+        Ok(config)
+    }
+
+    /// Parses configuration text; `file` names it in errors.
+    pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
+        let table: toml::Table = text.parse().map_err(|e: toml::de::Error| ConfigError {
+            file: file.to_string(),
+            key: None,
+            reason: toml_error_line(text, &e),
+        })?;
+        let mut config = Config::default();
+        for (key, value) in &table {
+            let reader = Reader { file, key };
+            match key.as_str() {
+                "queue_dir" => config.queue_dir = PathBuf::from(reader.string(value)?),
+                "hostnames" => config.hostnames = reader.domains(value)?,
+                "max_message_size" => config.max_message_size = reader.positive(value)?,
+                "max_hops" => {
+                    config.max_hops = u32::try_from(reader.positive(value)?)
+                        .map_err(|_| reader.error("too large"))?
+                }
+                "queue_lifetime" => config.queue_lifetime = reader.interval(value)?,
+                "retry_first" => config.retry_first = reader.interval(value)?,
+                "retry_factor" => config.retry_factor = reader.factor(value)?,
+                "smarthost" => config.smarthost = Some(reader.relay(value)?),
+                "hold_domains" => config.hold_domains = reader.domains(value)?,
+                "relay_domains" => config.relay_domains = reader.domains(value)?,
+                "tls" => config.tls = reader.tls(value)?,
+                "log" => config.log = reader.log(value)?,
+                "routes" => config.routes = reader.routes(value)?,
+                "dns" => config.dns_nameservers = reader.dns(value)?,
+                _ => return Err(reader.error("unknown key")),
+            }
+        }
+        Ok(config)
+    }
+
+    /// The name this host gives itself: the first of `hostnames`, else the system's host name.
+    pub fn primary_hostname(&self) -> Domain {
+        if let Some(name) = self.hostnames.first() {
+            return name.clone();
+        }
+        nix::unistd::gethostname()
+            .ok()
+            .and_then(|name| name.into_string().ok())
+            .and_then(|name| Domain::parse(&name).ok())
+            .unwrap_or_else(|| Domain::parse("localhost").expect("constant domain is valid"))
+    }
+
+    /// True when mail for `domain` is held until a run names it (ETRN, `-R`).
+    pub fn is_held(&self, domain: &Domain) -> bool {
+        self.hold_domains.iter().any(|held| held == domain)
+    }
+}
+
+/// Turns a TOML syntax error into one line with its line number.
+fn toml_error_line(text: &str, err: &toml::de::Error) -> String {
+    let message = err.message().trim().replace('\n', " ");
+    match err.span() {
+        Some(span) => {
+            let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
+            format!("line {line}: {message}")
+        }
+        None => message,
+    }
+}
+
+/// Parses an interval such as `5d`, `1h`, `30m`, `90s`, `2w` or a bare number of seconds.
+pub fn parse_interval(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let count: u64 = digits
+        .parse()
+        .map_err(|_| format!("{text:?} is not an interval such as 30m, 1h or 5d"))?;
+    let scale = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86400,
+        "w" => 7 * 86400,
+        _ => return Err(format!("{text:?}: unit must be s, m, h, d or w")),
+    };
+    count
+        .checked_mul(scale)
+        .map(Duration::from_secs)
+        .ok_or_else(|| format!("{text:?} is too long"))
+}
+
+struct Reader<'a> {
+    file: &'a str,
+    key: &'a str,
+}
+
+impl Reader<'_> {
+    fn error(&self, reason: impl Into<String>) -> ConfigError {
+        ConfigError {
+            file: self.file.to_string(),
+            key: Some(self.key.to_string()),
+            reason: reason.into(),
+        }
+    }
+
+    fn string<'v>(&self, value: &'v toml::Value) -> Result<&'v str, ConfigError> {
+        value
+            .as_str()
+            .ok_or_else(|| self.error(format!("expected a string, found {}", value.type_str())))
+    }
+
+    fn positive(&self, value: &toml::Value) -> Result<u64, ConfigError> {
+        match value.as_integer() {
+            Some(n) if n > 0 => Ok(n as u64),
+            Some(_) => Err(self.error("must be greater than zero")),
+            None => Err(self.error(format!(
+                "expected a whole number, found {}",
+                value.type_str()
+            ))),
+        }
+    }
+
+    fn factor(&self, value: &toml::Value) -> Result<f64, ConfigError> {
+        let factor = value
+            .as_float()
+            .or_else(|| value.as_integer().map(|n| n as f64))
+            .ok_or_else(|| self.error(format!("expected a number, found {}", value.type_str())))?;
+        if !(1.0..=10.0).contains(&factor) {
+            return Err(self.error("must be between 1 and 10"));
+        }
+        Ok(factor)
+    }
+
+    fn interval(&self, value: &toml::Value) -> Result<Duration, ConfigError> {
+        let interval = parse_interval(self.string(value)?).map_err(|e| self.error(e))?;
+        if interval.is_zero() {
+            return Err(self.error("must be longer than zero"));
+        }
+        Ok(interval)
+    }
+
+    fn domains(&self, value: &toml::Value) -> Result<Vec<Domain>, ConfigError> {
+        let items = value.as_array().ok_or_else(|| {
+            self.error(format!(
+                "expected a list of domains, found {}",
+                value.type_str()
+            ))
+        })?;
+        items
+            .iter()
+            .map(|item| Domain::parse(self.string(item)?).map_err(|e| self.error(e.to_string())))
+            .collect()
+    }
+
+    fn relay(&self, value: &toml::Value) -> Result<RelayTarget, ConfigError> {
+        RelayTarget::parse(self.string(value)?).map_err(|e| self.error(e))
+    }
+
+    fn tls(&self, value: &toml::Value) -> Result<TlsPolicy, ConfigError> {
+        match self.string(value)? {
+            "opportunistic" => Ok(TlsPolicy::Opportunistic),
+            "required" => Ok(TlsPolicy::Required),
+            "off" => Ok(TlsPolicy::Off),
+            other => Err(self.error(format!(
+                "{other:?}: expected \"opportunistic\", \"required\" or \"off\""
+            ))),
+        }
+    }
+
+    fn log(&self, value: &toml::Value) -> Result<LogTarget, ConfigError> {
+        match self.string(value)? {
+            "syslog" => Ok(LogTarget::Syslog),
+            "stderr" => Ok(LogTarget::Stderr),
+            path if path.starts_with('/') => Ok(LogTarget::File(PathBuf::from(path))),
+            other => Err(self.error(format!(
+                "{other:?}: expected \"syslog\", \"stderr\" or an absolute file path"
+            ))),
+        }
+    }
+
+    fn table<'v>(&self, value: &'v toml::Value) -> Result<&'v toml::Table, ConfigError> {
+        value
+            .as_table()
+            .ok_or_else(|| self.error(format!("expected a table, found {}", value.type_str())))
+    }
+
+    fn routes(
+        &self,
+        value: &toml::Value,
+    ) -> Result<BTreeMap<String, (Domain, RelayTarget)>, ConfigError> {
+        let mut routes = BTreeMap::new();
+        for (domain, target) in self.table(value)? {
+            let key = format!("routes.{domain}");
+            let reader = Reader {
+                file: self.file,
+                key: &key,
+            };
+            let parsed = Domain::parse(domain).map_err(|e| reader.error(e.to_string()))?;
+            let target = reader.relay(target)?;
+            routes.insert(parsed.to_lowercase(), (parsed, target));
+        }
+        Ok(routes)
+    }
+
+    fn dns(&self, value: &toml::Value) -> Result<Vec<SocketAddr>, ConfigError> {
+        let mut nameservers = Vec::new();
+        for (key, item) in self.table(value)? {
+            let full_key = format!("dns.{key}");
+            let reader = Reader {
+                file: self.file,
+                key: &full_key,
+            };
+            if key != "nameservers" {
+                return Err(reader.error("unknown key"));
+            }
+            let items = item.as_array().ok_or_else(|| {
+                reader.error(format!(
+                    "expected a list of addresses, found {}",
+                    item.type_str()
+                ))
+            })?;
+            for server in items {
+                nameservers.push(parse_nameserver(reader.string(server)?).map_err(|e| reader.error(e))?);
+            }
+        }
+        Ok(nameservers)
+    }
+}
+
+/// Parses `IP`, `IP:PORT` or `[IPv6]:PORT`; port 53 when none is given.
+pub fn parse_nameserver(text: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = text.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    text.trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse::<std::net::IpAddr>()
+        .map(|ip| SocketAddr::new(ip, 53))
+        .map_err(|_| format!("{text:?} is not an IP address with an optional port"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FULL: &str = r#"
+queue_dir = "/var/spool/etrnq"
+hostnames = ["mx2.isp.example"]
+max_message_size = 52428800
+max_hops = 25
+queue_lifetime = "5d"
+retry_first = "1h"
+retry_factor = 1.5
+smarthost = "[relay.isp.example]:25"
+hold_domains = ["customer.example"]
+relay_domains = ["customer.example"]
+tls = "opportunistic"
+log = "syslog"
+[routes]
+"customer.example" = "[127.0.0.1]:2526"
+[dns]
+nameservers = ["127.0.0.1:5353"]
+"#;
+
+    #[test]
+    fn the_documented_example_parses() {
+        let c = Config::parse(FULL, "etrnq.toml").unwrap();
+        assert_eq!(c.hostnames[0].as_str(), "mx2.isp.example");
+        assert_eq!(c.queue_lifetime, Duration::from_secs(5 * 86400));
+        assert_eq!(c.routes["customer.example"].1.port, 2526);
+        assert_eq!(c.dns_nameservers[0].port(), 5353);
+        assert!(c.is_held(&Domain::parse("Customer.Example").unwrap()));
+    }
+
+    #[test]
+    fn errors_name_file_and_key() {
+        let cases = [
+            ("bogus = 1", "etrnq.toml: bogus: unknown key"),
+            ("max_hops = \"x\"", "etrnq.toml: max_hops: expected a whole number"),
+            ("max_hops = 0", "etrnq.toml: max_hops: must be greater than zero"),
+            ("queue_lifetime = \"5x\"", "etrnq.toml: queue_lifetime: \"5x\": unit"),
+            ("tls = \"maybe\"", "etrnq.toml: tls: \"maybe\""),
+            ("hostnames = [\"bad host\"]", "etrnq.toml: hostnames: \"bad host\""),
+            ("[routes]\n\"a.example\" = \"[x\"", "etrnq.toml: routes.a.example:"),
+            ("[dns]\nservers = []", "etrnq.toml: dns.servers: unknown key"),
+            ("log = \"relative.log\"", "etrnq.toml: log:"),
+            ("retry_factor = 0.5", "etrnq.toml: retry_factor: must be between"),
+            ("hostnames = [", "etrnq.toml: line 1:"),
+        ];
+        for (text, expected) in cases {
+            let err = Config::parse(text, "etrnq.toml").unwrap_err().to_string();
+            assert!(err.starts_with(expected), "{text:?} gave {err:?}");
+            assert!(!err.contains('\n'), "{err:?} spans lines");
+        }
+    }
+
+    #[test]
+    fn intervals() {
+        assert_eq!(parse_interval("30m"), Ok(Duration::from_secs(1800)));
+        assert_eq!(parse_interval("90"), Ok(Duration::from_secs(90)));
+        assert!(parse_interval("m").is_err());
+        assert!(parse_interval("1y").is_err());
+    }
+}

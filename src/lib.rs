@@ -1,0 +1,10 @@
+//! etrnq: a store-and-forward mail queue for part-time connected sites.
+//!
+//! The data flow reads top to bottom: argv → queue → route → smtp → retry/bounce → report. Each
+//! program in `src/bin/` parses its arguments, calls into these modules and maps the outcome to a
+//! `sysexits.h` status through [`sysexits::finish`].
+
+pub mod address;
+pub mod config;
+pub mod route;
+pub mod sysexits;
