@@ -5,6 +5,12 @@
 //! `sysexits.h` status through [`sysexits::finish`].
 
 pub mod address;
+pub mod cli;
 pub mod config;
+pub mod envelope;
+pub mod queue;
+pub mod report;
 pub mod route;
+pub mod selection;
+pub mod submission;
 pub mod sysexits;

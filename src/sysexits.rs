@@ -117,6 +117,15 @@ fn typed_status(cause: &(dyn std::error::Error + 'static)) -> Option<Status> {
     if let Some(e) = cause.downcast_ref::<crate::address::AddressError>() {
         return Some(e.status());
     }
+    if let Some(e) = cause.downcast_ref::<crate::queue::QueueError>() {
+        return Some(e.status());
+    }
+    if let Some(e) = cause.downcast_ref::<crate::submission::SubmissionError>() {
+        return Some(e.status());
+    }
+    if let Some(e) = cause.downcast_ref::<crate::report::ReportError>() {
+        return Some(e.status());
+    }
     if let Some(e) = cause.downcast_ref::<std::io::Error>() {
         return Some(Status::of_io(e));
     }

@@ -1,0 +1,101 @@
+//! mailq: list the queue.
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+
+use etrnq::cli::{self, QueueOptions};
+use etrnq::queue::Queue;
+use etrnq::report::{self, Format};
+use etrnq::selection::{DomainPattern, Selection};
+use etrnq::sysexits::{self, Status};
+
+const PROGRAM: &str = "mailq";
+
+/// List the messages in the queue, in sendmail's layout, as JSON, or as a per-domain summary.
+///
+/// sendmail's selector spellings work too: -qRdomain, -qR domain, -qSsender, -qIid.
+#[derive(Debug, Parser)]
+#[command(name = PROGRAM, version)]
+struct Cli {
+    /// Print deferral reasons whole instead of cut to fit 80 columns.
+    #[arg(short = 'v', long)]
+    verbose: bool,
+
+    /// One JSON object per message per line (postqueue -j field names; see mailq(1)).
+    #[arg(long, conflicts_with = "summary")]
+    json: bool,
+
+    /// Per recipient domain: messages, bytes, oldest, and counts by age (like qshape).
+    #[arg(long)]
+    summary: bool,
+
+    /// Only recipients in DOMAIN; @DOMAIN adds its subdomains. Repeatable.
+    #[arg(short = 'R', value_name = "DOMAIN", value_parser = DomainPattern::parse)]
+    domains: Vec<DomainPattern>,
+
+    /// Only messages whose sender contains SENDER (case-insensitive). Repeatable.
+    #[arg(short = 'S', value_name = "SENDER")]
+    senders: Vec<String>,
+
+    /// Only messages whose queue id contains ID. Repeatable.
+    #[arg(short = 'I', value_name = "ID")]
+    ids: Vec<String>,
+
+    /// sendmail's -bp (print the queue): accepted, it is what mailq does.
+    #[arg(short = 'b', value_name = "MODE", hide = true, value_parser = ["p"])]
+    mode: Option<String>,
+
+    #[command(flatten)]
+    queue: QueueOptions,
+}
+
+fn main() -> ExitCode {
+    let args = cli::sendmail_selectors(std::env::args_os());
+    let cli = match cli::parse_from::<Cli>(PROGRAM, args) {
+        Ok(cli) => cli,
+        Err(code) => return code,
+    };
+    sysexits::finish(PROGRAM, run(cli))
+}
+
+fn run(cli: Cli) -> anyhow::Result<Status> {
+    let config = cli.queue.load()?;
+    let queue = Queue::open(&config.queue_dir)?;
+    let selection = Selection {
+        domains: cli.domains,
+        senders: cli.senders,
+        ids: cli.ids,
+    };
+    let format = match (cli.json, cli.summary) {
+        (true, _) => Format::Json,
+        (_, true) => Format::Summary,
+        _ => Format::Sendmail {
+            verbose: cli.verbose,
+        },
+    };
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let outcome = report::list(
+        &queue,
+        &selection,
+        format,
+        chrono::Utc::now().timestamp(),
+        &mut out,
+    )
+    .with_context(|| format!("cannot list {}", config.queue_dir.display()))?;
+    out.flush().context("cannot write the listing")?;
+    for c in &outcome.corrupt {
+        let disposition = if c.moved {
+            "moved to corrupt/"
+        } else {
+            "left in place"
+        };
+        eprintln!(
+            "{PROGRAM}: {}: unreadable envelope ({}); {disposition}",
+            c.id, c.reason
+        );
+    }
+    Ok(Status::Ok)
+}

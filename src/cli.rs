@@ -1,0 +1,128 @@
+//! What every program's command line shares: parsing with one-line usage errors (EX_USAGE, not
+//! clap's status 2), and the `-C FILE` / `--queue-dir DIR` pair that locates configuration and
+//! queue.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::config::{Config, ConfigError};
+use crate::sysexits::Status;
+
+/// Options every program that touches the queue accepts.
+#[derive(Debug, Clone, clap::Args)]
+pub struct QueueOptions {
+    /// Configuration file [default: $ETRNQ_CONFIG, else /etc/etrnq/etrnq.toml when it exists].
+    #[arg(short = 'C', long = "config", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Queue directory [default: $ETRNQ_QUEUE_DIR, else queue_dir from the configuration, else
+    /// /var/spool/etrnq].
+    #[arg(long = "queue-dir", value_name = "DIR")]
+    pub queue_dir: Option<PathBuf>,
+}
+
+impl QueueOptions {
+    /// The configuration in force, with `--queue-dir` applied.
+    pub fn load(&self) -> Result<Config, ConfigError> {
+        let mut config = Config::load(self.config.as_deref())?;
+        if let Some(dir) = &self.queue_dir {
+            config.queue_dir = dir.clone();
+        }
+        Ok(config)
+    }
+}
+
+/// Parses the process arguments. `--help` and `--version` print and end the program with status
+/// 0; a usage error prints one line and ends it with EX_USAGE.
+pub fn parse<T: Parser>(program: &str) -> Result<T, ExitCode> {
+    T::try_parse().map_err(|err| usage_error(program, err))
+}
+
+/// As [`parse`], over arguments already rewritten (see [`sendmail_selectors`]).
+pub fn parse_from<T: Parser>(program: &str, args: Vec<OsString>) -> Result<T, ExitCode> {
+    T::try_parse_from(args).map_err(|err| usage_error(program, err))
+}
+
+/// Rewrites sendmail's queue selectors into their plain forms: `-qRdomain` and `-qR domain`
+/// become `-R domain`; likewise `-qS` (sender) and `-qI` (queue id). Everything else, and
+/// everything after `--`, is passed through untouched.
+pub fn sendmail_selectors(args: impl IntoIterator<Item = OsString>) -> Vec<OsString> {
+    let mut out = Vec::new();
+    let mut args = args.into_iter();
+    while let Some(arg) = args.next() {
+        if arg == "--" {
+            out.push(arg);
+            out.extend(args.by_ref());
+            break;
+        }
+        let text = arg.to_string_lossy();
+        let selector = ["R", "S", "I"]
+            .into_iter()
+            .find(|kind| text.starts_with(&format!("-q{kind}")));
+        match selector {
+            Some(kind) => {
+                out.push(OsString::from(format!("-{kind}")));
+                let value = &text[3..];
+                if !value.is_empty() {
+                    out.push(OsString::from(value));
+                }
+            }
+            None => out.push(arg),
+        }
+    }
+    out
+}
+
+fn usage_error(program: &str, err: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    if matches!(
+        err.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        let _ = err.print();
+        return Status::Ok.into();
+    }
+    let rendered = err.render().to_string();
+    let first = rendered
+        .lines()
+        .find(|line| !line.trim().is_empty())
+        .unwrap_or("bad arguments")
+        .trim_start_matches("error: ");
+    eprintln!("{program}: {first} (try --help)");
+    Status::Usage.into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rewrite(args: &[&str]) -> Vec<String> {
+        sendmail_selectors(args.iter().map(OsString::from))
+            .into_iter()
+            .map(|a| a.into_string().unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn sendmail_selector_spellings() {
+        assert_eq!(
+            rewrite(&["mailq", "-qRcustomer.test"]),
+            ["mailq", "-R", "customer.test"]
+        );
+        assert_eq!(
+            rewrite(&["mailq", "-qR", "customer.test"]),
+            ["mailq", "-R", "customer.test"]
+        );
+        assert_eq!(
+            rewrite(&["mailq", "-qSbob", "-qI1x"]),
+            ["mailq", "-S", "bob", "-I", "1x"]
+        );
+        assert_eq!(rewrite(&["mailq", "--", "-qRx"]), ["mailq", "--", "-qRx"]);
+        assert_eq!(rewrite(&["mailq", "-v"]), ["mailq", "-v"]);
+    }
+}

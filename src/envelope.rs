@@ -1,0 +1,359 @@
+//! The mutable delivery state of one queued message, and its file format.
+//!
+//! The envelope holds who sent the message, who it is for, and, per recipient, where delivery
+//! stands: pending (never tried), deferred (tried, will retry at `next_attempt`), sent or failed,
+//! with the number of attempts and the last reply. It is small and is the only file a queue run or
+//! a listing reads to decide what to do, so the message data is never opened just to schedule.
+//!
+//! File format: UTF-8 text, one record per line, fields separated by TAB:
+//!
+//! ```text
+//! etrnq-envelope 1
+//! id       <queue id>
+//! arrival  <epoch seconds>
+//! size     <bytes of the data file>
+//! sender   <address, empty for the null sender>
+//! notify   <never | success,failure,delay>      (optional, -N)
+//! ret      <full | hdrs>                        (optional, -R)
+//! envid    <text>                               (optional, -V)
+//! rcpt     <status> <attempts> <next_attempt> <address> <reason>
+//! end
+//! ```
+//!
+//! The first line names the format and its version; the last line is `end`, so a reader tells a
+//! whole file from a torn or foreign one without guessing. No field may contain TAB, CR or LF:
+//! values that come from the network (replies) are flattened before they are stored.
+
+use std::fmt::Write as _;
+
+use crate::queue::QueueId;
+
+const MAGIC: &str = "etrnq-envelope 1";
+
+/// Where delivery to one recipient stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecipientStatus {
+    /// Not yet attempted.
+    Pending,
+    /// Attempted and failed temporarily; will be retried.
+    Deferred,
+    /// Accepted by the next hop.
+    Sent,
+    /// Failed permanently (or expired); a bounce reports it.
+    Failed,
+}
+
+impl RecipientStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RecipientStatus::Pending => "pending",
+            RecipientStatus::Deferred => "deferred",
+            RecipientStatus::Sent => "sent",
+            RecipientStatus::Failed => "failed",
+        }
+    }
+
+    fn parse(text: &str) -> Option<RecipientStatus> {
+        match text {
+            "pending" => Some(RecipientStatus::Pending),
+            "deferred" => Some(RecipientStatus::Deferred),
+            "sent" => Some(RecipientStatus::Sent),
+            "failed" => Some(RecipientStatus::Failed),
+            _ => None,
+        }
+    }
+
+    /// True while delivery to this recipient is still owed.
+    pub fn is_open(self) -> bool {
+        matches!(self, RecipientStatus::Pending | RecipientStatus::Deferred)
+    }
+}
+
+/// One envelope recipient and its delivery state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recipient {
+    /// The address as stored (`local@domain`); parsed when it was accepted.
+    pub address: String,
+    pub status: RecipientStatus,
+    pub attempts: u32,
+    /// Epoch seconds before which no plain queue run tries again; 0 for "now".
+    pub next_attempt: i64,
+    /// The last reply or error, empty when there was none.
+    pub reason: String,
+}
+
+impl Recipient {
+    pub fn new(address: String) -> Recipient {
+        Recipient {
+            address,
+            status: RecipientStatus::Pending,
+            attempts: 0,
+            next_attempt: 0,
+            reason: String::new(),
+        }
+    }
+
+    /// The domain part, for routing and `-R` matching.
+    pub fn domain(&self) -> &str {
+        self.address
+            .rsplit_once('@')
+            .map_or("", |(_, domain)| domain)
+    }
+}
+
+/// The delivery state of a message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Envelope {
+    pub id: QueueId,
+    /// Epoch seconds when the message was committed.
+    pub arrival: i64,
+    /// Bytes of the message data file.
+    pub size: u64,
+    /// The envelope sender; empty for the null sender `<>`.
+    pub sender: String,
+    /// DSN NOTIFY (`-N`), as given: `never` or a comma list of success, failure, delay.
+    pub notify: Option<String>,
+    /// DSN RET (`-R`): `full` or `hdrs`.
+    pub ret: Option<String>,
+    /// DSN ENVID (`-V`).
+    pub envid: Option<String>,
+    pub recipients: Vec<Recipient>,
+}
+
+/// Why an envelope file could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("line {line}: {reason}")]
+pub struct EnvelopeError {
+    pub line: usize,
+    pub reason: String,
+}
+
+impl Envelope {
+    /// Recipients still owed a delivery.
+    pub fn open_recipients(&self) -> impl Iterator<Item = &Recipient> {
+        self.recipients.iter().filter(|r| r.status.is_open())
+    }
+
+    /// The serialised form, ready to be written and renamed into place.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = String::with_capacity(256 + 96 * self.recipients.len());
+        let _ = writeln!(out, "{MAGIC}");
+        let _ = writeln!(out, "id\t{}", self.id);
+        let _ = writeln!(out, "arrival\t{}", self.arrival);
+        let _ = writeln!(out, "size\t{}", self.size);
+        let _ = writeln!(out, "sender\t{}", flatten(&self.sender));
+        for (key, value) in [
+            ("notify", &self.notify),
+            ("ret", &self.ret),
+            ("envid", &self.envid),
+        ] {
+            if let Some(value) = value {
+                let _ = writeln!(out, "{key}\t{}", flatten(value));
+            }
+        }
+        for r in &self.recipients {
+            let _ = writeln!(
+                out,
+                "rcpt\t{}\t{}\t{}\t{}\t{}",
+                r.status.as_str(),
+                r.attempts,
+                r.next_attempt,
+                flatten(&r.address),
+                flatten(&r.reason)
+            );
+        }
+        out.push_str("end\n");
+        out.into_bytes()
+    }
+
+    /// Parses an envelope file; anything but a whole, well-formed file is an error.
+    pub fn parse(bytes: &[u8]) -> Result<Envelope, EnvelopeError> {
+        let text = std::str::from_utf8(bytes).map_err(|e| EnvelopeError {
+            line: 1 + bytes[..e.valid_up_to()]
+                .iter()
+                .filter(|&&b| b == b'\n')
+                .count(),
+            reason: "not UTF-8".to_string(),
+        })?;
+        let body = text.strip_suffix("\nend\n").ok_or(EnvelopeError {
+            line: text.lines().count(),
+            reason: "no end record: the file is truncated".to_string(),
+        })?;
+        let mut lines = body.lines().enumerate().map(|(n, l)| (n + 1, l));
+        match lines.next() {
+            Some((_, MAGIC)) => {}
+            _ => return Err(bad(1, format!("first line is not {MAGIC:?}"))),
+        }
+        let mut builder = Builder::default();
+        for (n, line) in lines {
+            builder.record(n, line)?;
+        }
+        builder.finish()
+    }
+}
+
+fn bad(line: usize, reason: impl Into<String>) -> EnvelopeError {
+    EnvelopeError {
+        line,
+        reason: reason.into(),
+    }
+}
+
+/// Replaces TAB, CR, LF and other control characters so a value stays within its field.
+fn flatten(value: &str) -> std::borrow::Cow<'_, str> {
+    if value.chars().any(char::is_control) {
+        value
+            .chars()
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .collect::<String>()
+            .into()
+    } else {
+        value.into()
+    }
+}
+
+#[derive(Default)]
+struct Builder {
+    id: Option<QueueId>,
+    arrival: Option<i64>,
+    size: Option<u64>,
+    sender: Option<String>,
+    notify: Option<String>,
+    ret: Option<String>,
+    envid: Option<String>,
+    recipients: Vec<Recipient>,
+}
+
+impl Builder {
+    fn record(&mut self, n: usize, line: &str) -> Result<(), EnvelopeError> {
+        let (key, value) = line
+            .split_once('\t')
+            .ok_or_else(|| bad(n, "record without a TAB"))?;
+        let number = |v: &str| {
+            v.parse::<i64>()
+                .map_err(|_| bad(n, format!("{key}: not a number")))
+        };
+        match key {
+            "id" => {
+                self.id = Some(
+                    QueueId::parse(value)
+                        .ok_or_else(|| bad(n, format!("bad queue id {value:?}")))?,
+                )
+            }
+            "arrival" => self.arrival = Some(number(value)?),
+            "size" => {
+                self.size =
+                    Some(u64::try_from(number(value)?).map_err(|_| bad(n, "size: negative"))?)
+            }
+            "sender" => self.sender = Some(value.to_string()),
+            "notify" => self.notify = Some(value.to_string()),
+            "ret" => self.ret = Some(value.to_string()),
+            "envid" => self.envid = Some(value.to_string()),
+            "rcpt" => self.recipients.push(parse_recipient(n, value)?),
+            _ => return Err(bad(n, format!("unknown record {key:?}"))),
+        }
+        Ok(())
+    }
+
+    fn finish(self) -> Result<Envelope, EnvelopeError> {
+        let missing = |what: &str| bad(0, format!("no {what} record"));
+        if self.recipients.is_empty() {
+            return Err(missing("rcpt"));
+        }
+        Ok(Envelope {
+            id: self.id.ok_or_else(|| missing("id"))?,
+            arrival: self.arrival.ok_or_else(|| missing("arrival"))?,
+            size: self.size.ok_or_else(|| missing("size"))?,
+            sender: self.sender.ok_or_else(|| missing("sender"))?,
+            notify: self.notify,
+            ret: self.ret,
+            envid: self.envid,
+            recipients: self.recipients,
+        })
+    }
+}
+
+fn parse_recipient(n: usize, value: &str) -> Result<Recipient, EnvelopeError> {
+    let fields: Vec<&str> = value.split('\t').collect();
+    let [status, attempts, next_attempt, address, reason] = fields[..] else {
+        return Err(bad(n, "rcpt: expected 5 fields"));
+    };
+    if address.is_empty() {
+        return Err(bad(n, "rcpt: empty address"));
+    }
+    Ok(Recipient {
+        address: address.to_string(),
+        status: RecipientStatus::parse(status)
+            .ok_or_else(|| bad(n, format!("rcpt: unknown status {status:?}")))?,
+        attempts: attempts
+            .parse()
+            .map_err(|_| bad(n, "rcpt: attempts is not a number"))?,
+        next_attempt: next_attempt
+            .parse()
+            .map_err(|_| bad(n, "rcpt: next attempt is not a number"))?,
+        reason: reason.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Envelope {
+        let mut deferred = Recipient::new("b@customer.example".into());
+        deferred.status = RecipientStatus::Deferred;
+        deferred.attempts = 2;
+        deferred.next_attempt = 1_795_422_191;
+        deferred.reason = "connect to [127.0.0.1]:2525: Connection refused".into();
+        Envelope {
+            id: QueueId::parse("1mZx3k0a9B2cQz").unwrap(),
+            arrival: 1_795_418_591,
+            size: 296,
+            sender: "alice@example.test".into(),
+            notify: Some("failure,delay".into()),
+            ret: None,
+            envid: None,
+            recipients: vec![Recipient::new("a@customer.example".into()), deferred],
+        }
+    }
+
+    #[test]
+    fn round_trip() {
+        let e = sample();
+        assert_eq!(Envelope::parse(&e.to_bytes()).unwrap(), e);
+    }
+
+    #[test]
+    fn control_characters_in_replies_cannot_break_records() {
+        let mut e = sample();
+        e.recipients[1].reason = "450 busy\r\nrcpt\tsent\t0\t0\tx@y\t".into();
+        let parsed = Envelope::parse(&e.to_bytes()).unwrap();
+        assert_eq!(parsed.recipients.len(), 2);
+        assert_eq!(parsed.recipients[1].status, RecipientStatus::Deferred);
+    }
+
+    #[test]
+    fn every_truncation_is_detected() {
+        let bytes = sample().to_bytes();
+        for cut in 0..bytes.len() {
+            assert!(
+                Envelope::parse(&bytes[..cut]).is_err(),
+                "cut at {cut} accepted"
+            );
+        }
+    }
+
+    #[test]
+    fn foreign_and_damaged_files_are_refused() {
+        assert!(Envelope::parse(b"hello\nend\n").is_err());
+        let text = String::from_utf8(sample().to_bytes()).unwrap();
+        let damaged = text.replace("rcpt\tpending", "rcpt\tmaybe");
+        assert!(Envelope::parse(damaged.as_bytes()).is_err());
+        let no_rcpt: String = text
+            .lines()
+            .filter(|l| !l.starts_with("rcpt"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        assert!(Envelope::parse(no_rcpt.as_bytes()).is_err());
+    }
+}

@@ -1,0 +1,838 @@
+//! The queue directory: the only code that creates, renames, links or deletes queue files.
+//!
+//! # Layout
+//!
+//! ```text
+//! QUEUE/tmp/       files being written; nothing here is a message
+//! QUEUE/data/ID    the message bytes: written once, never changed, never replaced
+//! QUEUE/env/ID     the envelope of an active message (see `envelope`), replaced by rename
+//! QUEUE/hold/ID    the envelope of a message on administrative hold
+//! QUEUE/corrupt/   what could not be read, moved aside for a human: ID.env, ID.data
+//! ```
+//!
+//! # States of a message, by the files that exist
+//!
+//! | state                  | tmp/ID.data | data/ID | env/ID | hold/ID |
+//! |------------------------|-------------|---------|--------|---------|
+//! | being received         | yes         | -       | -      | -       |
+//! | data committed         | -           | yes     | -      | -       |
+//! | queued (active)        | -           | yes     | yes    | -       |
+//! | held                   | -           | yes     | -      | yes     |
+//! | being removed          | -           | yes     | -      | -       |
+//! | gone                   | -           | -       | -      | -       |
+//!
+//! "data committed" and "being removed" look alike on disk: data without an envelope is never a
+//! message. It is either a submission that died between its two renames or a removal that died
+//! between its two unlinks, and `sweep` deletes it once nobody holds its lock.
+//!
+//! # Commit instants
+//!
+//! - A message is queued at the instant `rename(tmp/ID.env, env/ID)` reaches the disk: before it,
+//!   data is fsynced, renamed into `data/`, and `data/` is fsynced; after it, `env/` is fsynced,
+//!   and only then does `queue-enqueue` exit 0.
+//! - Delivery state changes at the instant `rename(tmp/ID.env, env/ID)` replaces the envelope
+//!   (written and fsynced first), so a reader sees the old state or the new one, never a mixture.
+//! - A message leaves the queue at the instant `env/ID` is unlinked; `data/ID` follows.
+//!
+//! # Invariants
+//!
+//! - Every file is created 0600 with `O_NOFOLLOW`; directories are 0700; no symlink is followed.
+//! - `data/ID` is the message's lock file: runners take an exclusive `flock` with try-lock
+//!   semantics and skip what is busy. It is never replaced, so a lock always names the message.
+//! - The envelope is only replaced or removed by the holder of the lock.
+//! - Renames into `data/` and `env/` never overwrite (`RENAME_NOREPLACE`): an id collision fails
+//!   the submission instead of replacing a message.
+//! - Unparseable envelopes are moved to `corrupt/`, never deleted and never bounced.
+//! - Listing streams the directory; only the ids are held in memory, to sort them.
+//!
+//! # Known limits
+//!
+//! Removal is not fsynced: after a power cut a delivered message may be delivered again (SMTP
+//! promises at least once, never at most once). A listing takes a shared lock for an instant to
+//! learn whether a runner holds a message; a runner that tries that message in the same instant
+//! skips it until its next pass.
+
+use std::fmt;
+use std::fs::{self, DirBuilder, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use nix::fcntl::{RenameFlags, renameat2};
+
+use crate::envelope::{Envelope, EnvelopeError};
+use crate::sysexits::{Status, Sysexit};
+
+const TMP: &str = "tmp";
+const DATA: &str = "data";
+const ENV: &str = "env";
+const HOLD: &str = "hold";
+const CORRUPT: &str = "corrupt";
+
+/// How long a file in `tmp/`, or data without an envelope, must sit unlocked before a sweep
+/// deletes it.
+pub const SWEEP_GRACE: Duration = Duration::from_secs(3600);
+
+/// A queue failure, with what was being done and to which path.
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    #[error("{action} {}: {source}", path.display())]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        source: io::Error,
+    },
+    #[error("{}: is a symbolic link; the queue follows none", path.display())]
+    Symlink { path: PathBuf },
+    #[error("queue id {id} is already taken; submit again")]
+    IdCollision { id: QueueId },
+}
+
+impl Sysexit for QueueError {
+    fn status(&self) -> Status {
+        match self {
+            QueueError::Io { source, .. } => Status::of_io(source),
+            QueueError::Symlink { .. } => Status::CantCreat,
+            QueueError::IdCollision { .. } => Status::TempFail,
+        }
+    }
+}
+
+fn io_error(
+    action: &'static str,
+    path: impl Into<PathBuf>,
+) -> impl FnOnce(io::Error) -> QueueError {
+    let path = path.into();
+    move |source| QueueError::Io {
+        action,
+        path,
+        source,
+    }
+}
+
+fn nix_error(action: &'static str, path: PathBuf) -> impl FnOnce(nix::Error) -> QueueError {
+    move |errno| QueueError::Io {
+        action,
+        path,
+        source: io::Error::from_raw_os_error(errno as i32),
+    }
+}
+
+/// A queue id: 14 characters from `[0-9A-Za-z]`, unique across processes and hosts, and ordered
+/// by arrival when compared as strings. Six characters of seconds since the epoch, four of
+/// microseconds, four random.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct QueueId([u8; QueueId::LEN]);
+
+const ALPHABET: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+
+impl QueueId {
+    pub const LEN: usize = 14;
+
+    /// A fresh id for a message arriving now.
+    pub fn generate() -> QueueId {
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        let mut bytes = [0u8; QueueId::LEN];
+        encode(now.as_secs(), &mut bytes[0..6]);
+        encode(u64::from(now.subsec_micros()), &mut bytes[6..10]);
+        let noise = {
+            use std::hash::{BuildHasher, Hasher};
+            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+            h.write_u32(std::process::id());
+            h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
+            h.write_u128(now.as_nanos());
+            h.finish()
+        };
+        encode(noise, &mut bytes[10..14]);
+        QueueId(bytes)
+    }
+
+    /// Accepts exactly the shape `generate` makes; anything else is not a queue file.
+    pub fn parse(text: &str) -> Option<QueueId> {
+        let bytes: [u8; QueueId::LEN] = text.as_bytes().try_into().ok()?;
+        bytes
+            .iter()
+            .all(u8::is_ascii_alphanumeric)
+            .then_some(QueueId(bytes))
+    }
+
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.0).unwrap_or("??????????????")
+    }
+}
+
+/// Writes `value` in base 62, most significant digit first, into exactly `out.len()` characters.
+fn encode(mut value: u64, out: &mut [u8]) {
+    let modulus = 62u64.pow(out.len() as u32);
+    value %= modulus;
+    for slot in out.iter_mut().rev() {
+        *slot = ALPHABET[(value % 62) as usize];
+        value /= 62;
+    }
+}
+
+impl fmt::Display for QueueId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl fmt::Debug for QueueId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "QueueId({})", self.as_str())
+    }
+}
+
+/// An open queue directory.
+#[derive(Debug)]
+pub struct Queue {
+    root: PathBuf,
+    tmp: File,
+    data: File,
+    env: File,
+}
+
+impl Queue {
+    /// Opens the queue at `root`, creating the layout (mode 0700) where it is missing.
+    pub fn open(root: &Path) -> Result<Queue, QueueError> {
+        for sub in ["", TMP, DATA, ENV, HOLD, CORRUPT] {
+            let path = root.join(sub);
+            match fs::symlink_metadata(&path) {
+                Ok(meta) if meta.file_type().is_symlink() => {
+                    return Err(QueueError::Symlink { path });
+                }
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o700)
+                    .create(&path)
+                    .map_err(io_error("cannot create queue directory", &path))?,
+                Err(e) => return Err(io_error("cannot examine", path)(e)),
+            }
+        }
+        let open_dir = |sub: &str| {
+            let path = root.join(sub);
+            OpenOptions::new()
+                .read(true)
+                .custom_flags(nix::libc::O_DIRECTORY | nix::libc::O_NOFOLLOW)
+                .open(&path)
+                .map_err(io_error("cannot open queue directory", path))
+        };
+        Ok(Queue {
+            root: root.to_path_buf(),
+            tmp: open_dir(TMP)?,
+            data: open_dir(DATA)?,
+            env: open_dir(ENV)?,
+        })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn path(&self, sub: &str, name: &str) -> PathBuf {
+        self.root.join(sub).join(name)
+    }
+
+    /// Starts a new message: a locked, empty data file under `tmp/`.
+    pub fn draft(&self) -> Result<Draft<'_>, QueueError> {
+        let id = QueueId::generate();
+        let tmp_name = format!("{id}.data");
+        let tmp_path = self.path(TMP, &tmp_name);
+        let file = create_file(&tmp_path).map_err(io_error("cannot create", &tmp_path))?;
+        file.lock().map_err(io_error("cannot lock", &tmp_path))?;
+        Ok(Draft {
+            queue: self,
+            id,
+            tmp_name,
+            tmp_path,
+            writer: io::BufWriter::with_capacity(64 * 1024, file),
+            committed: false,
+        })
+    }
+
+    /// Removes leftovers in `tmp/` older than `grace` that nobody holds a lock on.
+    pub fn sweep_tmp(&self, grace: Duration) -> Result<usize, QueueError> {
+        let dir = self.root.join(TMP);
+        let mut removed = 0;
+        for entry in fs::read_dir(&dir).map_err(io_error("cannot read", &dir))? {
+            let Ok(entry) = entry else { continue };
+            let path = entry.path();
+            if is_stale(&path, grace) && unlocked_then_removed(&path) {
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
+    /// The ids of active and held messages, oldest first. Only names are read here.
+    pub fn ids(&self) -> Result<Vec<(QueueId, Place)>, QueueError> {
+        let mut ids = Vec::new();
+        for (sub, place) in [(ENV, Place::Active), (HOLD, Place::Held)] {
+            let dir = self.root.join(sub);
+            for entry in fs::read_dir(&dir).map_err(io_error("cannot read", &dir))? {
+                let entry = entry.map_err(io_error("cannot read", &dir))?;
+                if let Some(id) = entry.file_name().to_str().and_then(QueueId::parse) {
+                    ids.push((id, place));
+                }
+            }
+        }
+        ids.sort_unstable();
+        Ok(ids)
+    }
+
+    /// Reads one message's envelope for a listing, without taking it from a runner.
+    /// `None` when it left the queue since its id was read.
+    pub fn inspect(&self, id: QueueId, place: Place) -> Result<Option<Inspection>, QueueError> {
+        let env_path = self.path(place.dir(), id.as_str());
+        let bytes = match read_file(&env_path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io_error("cannot read", env_path)(e)),
+        };
+        let data_path = self.path(DATA, id.as_str());
+        let locked = match open_existing(&data_path) {
+            Ok(file) => match file.try_lock_shared() {
+                Ok(()) => false,
+                Err(fs::TryLockError::WouldBlock) => true,
+                Err(fs::TryLockError::Error(e)) => {
+                    return Err(io_error("cannot lock", data_path)(e));
+                }
+            },
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                if !env_path.exists() {
+                    return Ok(None);
+                }
+                return Ok(Some(Inspection {
+                    id,
+                    place,
+                    locked: false,
+                    envelope: Err(EnvelopeError {
+                        line: 0,
+                        reason: "message data file is missing".to_string(),
+                    }),
+                }));
+            }
+            Err(e) => return Err(io_error("cannot open", data_path)(e)),
+        };
+        let envelope = Envelope::parse(&bytes).and_then(|env| {
+            if env.id == id {
+                Ok(env)
+            } else {
+                Err(EnvelopeError {
+                    line: 2,
+                    reason: format!("envelope names id {}, file is {id}", env.id),
+                })
+            }
+        });
+        Ok(Some(Inspection {
+            id,
+            place,
+            locked,
+            envelope,
+        }))
+    }
+
+    /// Takes a message for delivery: an exclusive lock on its data file, then its envelope.
+    pub fn try_lock(&self, id: QueueId) -> Result<LockAttempt<'_>, QueueError> {
+        let data_path = self.path(DATA, id.as_str());
+        let env_path = self.path(ENV, id.as_str());
+        let data = match open_existing(&data_path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Ok(if env_path.exists() {
+                    LockAttempt::Corrupt("message data file is missing".to_string())
+                } else {
+                    LockAttempt::Gone
+                });
+            }
+            Err(e) => return Err(io_error("cannot open", data_path)(e)),
+        };
+        match data.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => return Ok(LockAttempt::Busy),
+            Err(fs::TryLockError::Error(e)) => return Err(io_error("cannot lock", data_path)(e)),
+        }
+        let bytes = match read_file(&env_path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(LockAttempt::Gone),
+            Err(e) => return Err(io_error("cannot read", env_path)(e)),
+        };
+        match Envelope::parse(&bytes) {
+            Ok(envelope) if envelope.id == id => Ok(LockAttempt::Locked(Locked {
+                queue: self,
+                id,
+                data,
+                envelope,
+            })),
+            Ok(envelope) => Ok(LockAttempt::Corrupt(format!(
+                "envelope names id {}, file is {id}",
+                envelope.id
+            ))),
+            Err(e) => Ok(LockAttempt::Corrupt(e.to_string())),
+        }
+    }
+
+    /// Moves an unreadable message to `corrupt/`, unless a runner holds it right now. Returns
+    /// whether it was moved.
+    pub fn quarantine(&self, id: QueueId, place: Place) -> Result<bool, QueueError> {
+        let data_path = self.path(DATA, id.as_str());
+        let lock = match open_existing(&data_path) {
+            Ok(file) => match file.try_lock() {
+                Ok(()) => Some(file),
+                Err(fs::TryLockError::WouldBlock) => return Ok(false),
+                Err(fs::TryLockError::Error(e)) => {
+                    return Err(io_error("cannot lock", data_path)(e));
+                }
+            },
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(e) => return Err(io_error("cannot open", data_path)(e)),
+        };
+        let env_path = self.path(place.dir(), id.as_str());
+        let env_target = self.path(CORRUPT, &format!("{id}.env"));
+        match fs::rename(&env_path, &env_target) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(io_error("cannot move aside", env_path)(e)),
+        }
+        if lock.is_some() {
+            let data_target = self.path(CORRUPT, &format!("{id}.data"));
+            fs::rename(&data_path, &data_target)
+                .map_err(io_error("cannot move aside", data_path))?;
+        }
+        Ok(true)
+    }
+
+    fn replace_envelope(&self, envelope: &Envelope) -> Result<(), QueueError> {
+        let id = envelope.id;
+        let tmp_name = format!("{id}.env");
+        let tmp_path = self.path(TMP, &tmp_name);
+        write_synced(&tmp_path, &envelope.to_bytes(), true)?;
+        fs::rename(&tmp_path, self.path(ENV, id.as_str()))
+            .map_err(io_error("cannot rename", &tmp_path))?;
+        self.env
+            .sync_all()
+            .map_err(io_error("cannot sync", self.root.join(ENV)))
+    }
+}
+
+/// Where a message's envelope lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Place {
+    Active,
+    Held,
+}
+
+impl Place {
+    fn dir(self) -> &'static str {
+        match self {
+            Place::Active => ENV,
+            Place::Held => HOLD,
+        }
+    }
+}
+
+/// What a listing learns about one message.
+#[derive(Debug)]
+pub struct Inspection {
+    pub id: QueueId,
+    pub place: Place,
+    /// A runner holds the message right now.
+    pub locked: bool,
+    pub envelope: Result<Envelope, EnvelopeError>,
+}
+
+/// The outcome of `Queue::try_lock`.
+#[derive(Debug)]
+pub enum LockAttempt<'q> {
+    Locked(Locked<'q>),
+    /// Another process holds it.
+    Busy,
+    /// It left the queue meanwhile.
+    Gone,
+    /// Its envelope cannot be read; `quarantine` it.
+    Corrupt(String),
+}
+
+/// A message held for delivery. The lock lasts as long as this value.
+#[derive(Debug)]
+pub struct Locked<'q> {
+    queue: &'q Queue,
+    id: QueueId,
+    data: File,
+    envelope: Envelope,
+}
+
+impl Locked<'_> {
+    pub fn id(&self) -> QueueId {
+        self.id
+    }
+
+    pub fn envelope(&self) -> &Envelope {
+        &self.envelope
+    }
+
+    pub fn envelope_mut(&mut self) -> &mut Envelope {
+        &mut self.envelope
+    }
+
+    /// The message bytes, read from the start.
+    pub fn data(&self) -> Result<File, QueueError> {
+        let path = self.queue.path(DATA, self.id.as_str());
+        open_existing(&path).map_err(io_error("cannot open", path))
+    }
+
+    /// Writes the envelope back, atomically.
+    pub fn save(&self) -> Result<(), QueueError> {
+        self.queue.replace_envelope(&self.envelope)
+    }
+
+    /// Takes the message out of the queue: envelope first (the instant it leaves), then data.
+    pub fn remove(self) -> Result<(), QueueError> {
+        let env_path = self.queue.path(ENV, self.id.as_str());
+        fs::remove_file(&env_path).map_err(io_error("cannot remove", env_path))?;
+        let data_path = self.queue.path(DATA, self.id.as_str());
+        fs::remove_file(&data_path).map_err(io_error("cannot remove", data_path))?;
+        drop(self.data);
+        Ok(())
+    }
+}
+
+/// A message being written. Dropped without `commit`, it leaves nothing behind.
+pub struct Draft<'q> {
+    queue: &'q Queue,
+    id: QueueId,
+    tmp_name: String,
+    tmp_path: PathBuf,
+    writer: io::BufWriter<File>,
+    committed: bool,
+}
+
+impl Draft<'_> {
+    pub fn id(&self) -> QueueId {
+        self.id
+    }
+
+    /// Queues the message: data synced and renamed into `data/`, `data/` synced, the envelope
+    /// written, synced and renamed into `env/`, `env/` synced. When this returns `Ok` the message
+    /// survives a power cut. The lock is held until the draft is dropped.
+    pub fn commit(mut self, envelope: &Envelope) -> Result<QueueId, QueueError> {
+        let id = self.id;
+        let queue = self.queue;
+        self.writer
+            .flush()
+            .map_err(io_error("cannot write", &self.tmp_path))?;
+        self.writer
+            .get_ref()
+            .sync_all()
+            .map_err(io_error("cannot sync", &self.tmp_path))?;
+
+        rename_noreplace(&queue.tmp, &self.tmp_name, &queue.data, id.as_str())
+            .map_err(|e| collision_or(e, id, "cannot commit", self.tmp_path.clone()))?;
+        self.committed = true;
+        queue
+            .data
+            .sync_all()
+            .map_err(io_error("cannot sync", queue.root.join(DATA)))?;
+
+        let env_tmp_name = format!("{id}.env");
+        let env_tmp = queue.path(TMP, &env_tmp_name);
+        let result = write_synced(&env_tmp, &envelope.to_bytes(), false).and_then(|()| {
+            rename_noreplace(&queue.tmp, &env_tmp_name, &queue.env, id.as_str())
+                .map_err(|e| collision_or(e, id, "cannot commit", env_tmp.clone()))
+        });
+        if let Err(e) = result {
+            let _ = fs::remove_file(&env_tmp);
+            let _ = fs::remove_file(queue.path(DATA, id.as_str()));
+            return Err(e);
+        }
+        queue
+            .env
+            .sync_all()
+            .map_err(io_error("cannot sync", queue.root.join(ENV)))?;
+        Ok(id)
+    }
+}
+
+impl Write for Draft<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.writer.write(buf)
+    }
+
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        self.writer.write_all(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.writer.flush()
+    }
+}
+
+impl Drop for Draft<'_> {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = fs::remove_file(&self.tmp_path);
+        }
+    }
+}
+
+fn collision_or(e: nix::Error, id: QueueId, action: &'static str, path: PathBuf) -> QueueError {
+    if e == nix::Error::EEXIST {
+        QueueError::IdCollision { id }
+    } else {
+        nix_error(action, path)(e)
+    }
+}
+
+/// `rename(2)` that fails with EEXIST instead of replacing; where the file system lacks
+/// RENAME_NOREPLACE, `link(2)` + `unlink(2)` gives the same guarantee.
+fn rename_noreplace(from_dir: &File, from: &str, to_dir: &File, to: &str) -> nix::Result<()> {
+    match renameat2(from_dir, from, to_dir, to, RenameFlags::RENAME_NOREPLACE) {
+        Err(nix::Error::EINVAL) | Err(nix::Error::ENOSYS) => {
+            nix::unistd::linkat(from_dir, from, to_dir, to, nix::fcntl::AtFlags::empty())?;
+            nix::unistd::unlinkat(from_dir, from, nix::unistd::UnlinkatFlags::NoRemoveDir)
+        }
+        other => other,
+    }
+}
+
+fn create_file(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(nix::libc::O_NOFOLLOW)
+        .open(path)
+}
+
+fn open_existing(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NOFOLLOW)
+        .open(path)
+}
+
+fn read_file(path: &Path) -> io::Result<Vec<u8>> {
+    let mut bytes = Vec::with_capacity(512);
+    open_existing(path)?.read_to_end(&mut bytes)?;
+    Ok(bytes)
+}
+
+/// Writes a whole small file and fsyncs it. `replace` allows a stale file of the same name (left
+/// by a runner that died) to be overwritten; only the lock holder writes these names.
+fn write_synced(path: &Path, bytes: &[u8], replace: bool) -> Result<(), QueueError> {
+    let mut options = OpenOptions::new();
+    options
+        .write(true)
+        .mode(0o600)
+        .custom_flags(nix::libc::O_NOFOLLOW);
+    if replace {
+        options.create(true).truncate(true);
+    } else {
+        options.create_new(true);
+    }
+    let mut file = options
+        .open(path)
+        .map_err(io_error("cannot create", path))?;
+    file.write_all(bytes)
+        .map_err(io_error("cannot write", path))?;
+    file.sync_all().map_err(io_error("cannot sync", path))
+}
+
+fn is_stale(path: &Path, grace: Duration) -> bool {
+    fs::symlink_metadata(path)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|mtime| mtime.elapsed().ok())
+        .is_some_and(|age| age >= grace)
+}
+
+fn unlocked_then_removed(path: &Path) -> bool {
+    let Ok(file) = open_existing(path) else {
+        return false;
+    };
+    if file.try_lock().is_err() {
+        return false;
+    }
+    fs::remove_file(path).is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::envelope::Recipient;
+
+    fn envelope(id: QueueId, size: u64) -> Envelope {
+        Envelope {
+            id,
+            arrival: 1_795_418_591,
+            size,
+            sender: "alice@example.test".into(),
+            notify: None,
+            ret: None,
+            envid: None,
+            recipients: vec![Recipient::new("user@customer.example".into())],
+        }
+    }
+
+    fn commit(queue: &Queue, body: &[u8]) -> QueueId {
+        let mut draft = queue.draft().unwrap();
+        draft.write_all(body).unwrap();
+        let id = draft.id();
+        draft.commit(&envelope(id, body.len() as u64)).unwrap()
+    }
+
+    #[test]
+    fn ids_are_unique_sorted_and_safe() {
+        let mut ids: Vec<QueueId> = (0..10_000).map(|_| QueueId::generate()).collect();
+        for id in &ids {
+            assert_eq!(QueueId::parse(id.as_str()), Some(*id));
+        }
+        let before = ids.clone();
+        ids.sort();
+        ids.dedup();
+        assert_eq!(ids.len(), 10_000);
+        let first = before[0].as_str()[..6].to_string();
+        let last = before[9_999].as_str()[..6].to_string();
+        assert!(first <= last);
+        assert!(QueueId::parse("../../etc/pwd!").is_none());
+        assert!(QueueId::parse("short").is_none());
+    }
+
+    #[test]
+    fn layout_is_created_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("q");
+        Queue::open(&root).unwrap();
+        for sub in ["", "tmp", "data", "env", "hold", "corrupt"] {
+            let mode = fs::metadata(root.join(sub)).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o700, "{sub}");
+        }
+    }
+
+    #[test]
+    fn symlinked_subdirectory_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("q");
+        fs::create_dir(&root).unwrap();
+        std::os::unix::fs::symlink("/tmp", root.join("env")).unwrap();
+        assert!(matches!(
+            Queue::open(&root),
+            Err(QueueError::Symlink { .. })
+        ));
+    }
+
+    #[test]
+    fn commit_lock_save_remove() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let queue = Queue::open(dir.path()).unwrap();
+        let id = commit(&queue, b"Subject: x\n\nhello\n");
+        let data_mode = fs::metadata(queue.path(DATA, id.as_str()))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(data_mode & 0o777, 0o600);
+        assert_eq!(queue.ids().unwrap(), vec![(id, Place::Active)]);
+
+        let LockAttempt::Locked(mut locked) = queue.try_lock(id).unwrap() else {
+            panic!("not locked")
+        };
+        assert!(matches!(queue.try_lock(id).unwrap(), LockAttempt::Busy));
+        assert!(queue.inspect(id, Place::Active).unwrap().unwrap().locked);
+        locked.envelope_mut().recipients[0].attempts = 3;
+        locked.save().unwrap();
+        let mut body = String::new();
+        locked.data().unwrap().read_to_string(&mut body).unwrap();
+        assert_eq!(body, "Subject: x\n\nhello\n");
+        locked.remove().unwrap();
+        assert!(matches!(queue.try_lock(id).unwrap(), LockAttempt::Gone));
+        assert!(queue.ids().unwrap().is_empty());
+    }
+
+    #[test]
+    fn saved_state_is_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let queue = Queue::open(dir.path()).unwrap();
+        let id = commit(&queue, b"x\n");
+        let LockAttempt::Locked(mut locked) = queue.try_lock(id).unwrap() else {
+            panic!("not locked")
+        };
+        locked.envelope_mut().recipients[0].reason = "450 try later".into();
+        locked.save().unwrap();
+        drop(locked);
+        let seen = queue.inspect(id, Place::Active).unwrap().unwrap();
+        assert!(!seen.locked);
+        assert_eq!(seen.envelope.unwrap().recipients[0].reason, "450 try later");
+    }
+
+    #[test]
+    fn an_uncommitted_draft_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let queue = Queue::open(dir.path()).unwrap();
+        let mut draft = queue.draft().unwrap();
+        draft.write_all(b"partial").unwrap();
+        drop(draft);
+        assert_eq!(fs::read_dir(dir.path().join(TMP)).unwrap().count(), 0);
+        assert!(queue.ids().unwrap().is_empty());
+    }
+
+    #[test]
+    fn corrupt_envelopes_are_quarantined_not_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        let queue = Queue::open(dir.path()).unwrap();
+        let id = commit(&queue, b"x\n");
+        fs::write(queue.path(ENV, id.as_str()), b"garbage").unwrap();
+        assert!(matches!(
+            queue.try_lock(id).unwrap(),
+            LockAttempt::Corrupt(_)
+        ));
+        assert!(
+            queue
+                .inspect(id, Place::Active)
+                .unwrap()
+                .unwrap()
+                .envelope
+                .is_err()
+        );
+        assert!(queue.quarantine(id, Place::Active).unwrap());
+        assert!(queue.ids().unwrap().is_empty());
+        assert_eq!(
+            fs::read(queue.path(CORRUPT, &format!("{id}.env"))).unwrap(),
+            b"garbage"
+        );
+        assert_eq!(
+            fs::read(queue.path(CORRUPT, &format!("{id}.data"))).unwrap(),
+            b"x\n"
+        );
+    }
+
+    #[test]
+    fn quarantine_leaves_a_message_a_runner_holds() {
+        let dir = tempfile::tempdir().unwrap();
+        let queue = Queue::open(dir.path()).unwrap();
+        let id = commit(&queue, b"x\n");
+        let LockAttempt::Locked(_locked) = queue.try_lock(id).unwrap() else {
+            panic!("not locked")
+        };
+        assert!(!queue.quarantine(id, Place::Active).unwrap());
+        assert_eq!(queue.ids().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn sweep_spares_fresh_and_locked_leftovers() {
+        let dir = tempfile::tempdir().unwrap();
+        let queue = Queue::open(dir.path()).unwrap();
+        let draft = queue.draft().unwrap();
+        fs::write(dir.path().join(TMP).join("stale.data"), b"left over").unwrap();
+        assert_eq!(queue.sweep_tmp(SWEEP_GRACE).unwrap(), 0);
+        assert_eq!(queue.sweep_tmp(Duration::ZERO).unwrap(), 1);
+        assert!(draft.tmp_path.exists(), "a locked draft was swept");
+    }
+}

@@ -1,0 +1,559 @@
+//! Submission: one message from a local program into the queue, as `sendmail -odq` does it.
+//!
+//! The message is read from a stream (standard input), its header section examined, and the
+//! whole written to a queue draft in one pass: the headers a submission agent adds when missing
+//! (`Received:` always, exactly one; `Date:`, `From:`, `Message-ID:` when absent) at the top, the
+//! submitted header fields as they were except `Bcc:`, then the body byte for byte. Memory use is
+//! bounded by the header section; the body streams to disk.
+//!
+//! Promises: nothing is left in the queue unless everything succeeded; every refusal (no
+//! recipients, a malformed address, too large, too many hops, unreadable input, a full disk) is a
+//! typed error with its sysexits status. Line endings are kept as submitted; added headers use
+//! the line ending of the first line of input. A leading mbox `From ` line is dropped, as
+//! Postfix's sendmail does, since it is not a header and would push the real headers into the
+//! body.
+
+use std::collections::HashSet;
+use std::io::{self, BufRead, BufReader, Read, Write};
+
+use mail_parser::{HeaderName, MessageParser};
+
+use crate::address::{Address, AddressError, Domain, ReversePath};
+use crate::config::Config;
+use crate::envelope::{Envelope, Recipient};
+use crate::queue::{Queue, QueueError, QueueId};
+use crate::sysexits::{Status, Sysexit};
+
+/// What the submitting program asked for (sendmail's argv, already parsed).
+#[derive(Debug, Clone, Default)]
+pub struct Request {
+    /// `-f`/`-r`: the envelope sender; the invoking user when absent.
+    pub sender: Option<String>,
+    /// `-F`: the full name for a `From:` header we add.
+    pub full_name: Option<String>,
+    /// Recipients named as arguments.
+    pub recipients: Vec<String>,
+    /// `-t`: also take recipients from `To:`, `Cc:` and `Bcc:`.
+    pub recipients_from_headers: bool,
+    /// False with `-i`/`-oi`: a line holding a lone `.` no longer ends the input.
+    pub dot_ends_input: bool,
+    /// `-N`: DSN NOTIFY.
+    pub notify: Option<String>,
+    /// `-R`: DSN RET.
+    pub ret: Option<String>,
+    /// `-V`: DSN ENVID.
+    pub envid: Option<String>,
+}
+
+/// Why a submission was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum SubmissionError {
+    #[error("no recipients: name them as arguments or use -t")]
+    NoRecipients,
+    #[error("no recipient addresses found in the To:, Cc: or Bcc: headers")]
+    NoHeaderRecipients,
+    #[error("bad recipient {0}")]
+    BadRecipient(AddressError),
+    #[error("bad sender {0}")]
+    BadSender(AddressError),
+    #[error("bad address in {header}: header: {source}")]
+    BadHeaderAddress {
+        header: &'static str,
+        source: AddressError,
+    },
+    #[error("{0}")]
+    BadOption(String),
+    #[error("cannot determine the sender: no user name for uid {0}; use -f")]
+    UnknownUser(u32),
+    #[error("message exceeds the size limit of {limit} bytes")]
+    TooBig { limit: u64 },
+    #[error(
+        "too many hops: the message already has {count} Received: headers (limit {limit}); a mail loop?"
+    )]
+    TooManyHops { count: usize, limit: u32 },
+    #[error("cannot read the message: {0}")]
+    Input(io::Error),
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+}
+
+impl Sysexit for SubmissionError {
+    fn status(&self) -> Status {
+        match self {
+            SubmissionError::NoRecipients
+            | SubmissionError::BadRecipient(_)
+            | SubmissionError::BadSender(_)
+            | SubmissionError::BadOption(_) => Status::Usage,
+            SubmissionError::NoHeaderRecipients
+            | SubmissionError::BadHeaderAddress { .. }
+            | SubmissionError::TooBig { .. }
+            | SubmissionError::TooManyHops { .. } => Status::DataErr,
+            SubmissionError::UnknownUser(_) => Status::NoUser,
+            SubmissionError::Input(_) => Status::NoInput,
+            SubmissionError::Queue(e) => e.status(),
+        }
+    }
+}
+
+/// Reads one message from `input` and queues it. Returns its queue id.
+pub fn submit(
+    queue: &Queue,
+    config: &Config,
+    request: &Request,
+    input: impl Read,
+) -> Result<QueueId, SubmissionError> {
+    let here = config.primary_hostname();
+    validate_dsn(request)?;
+    let sender = envelope_sender(request, &here)?;
+    let mut recipients = RecipientList::default();
+    for raw in &request.recipients {
+        let address = Address::parse(raw, &here).map_err(SubmissionError::BadRecipient)?;
+        recipients.add(address);
+    }
+    if recipients.is_empty() && !request.recipients_from_headers {
+        return Err(SubmissionError::NoRecipients);
+    }
+
+    // One byte past the limit is enough to know the message is too big.
+    let mut reader = Input::new(
+        BufReader::with_capacity(64 * 1024, input.take(config.max_message_size + 1)),
+        request.dot_ends_input,
+    );
+    let header = HeaderSection::read(&mut reader)?;
+    let received = header.count("received");
+    if received >= config.max_hops as usize {
+        return Err(SubmissionError::TooManyHops {
+            count: received,
+            limit: config.max_hops,
+        });
+    }
+    if request.recipients_from_headers {
+        for address in header.recipient_addresses(&here)? {
+            recipients.add(address);
+        }
+        if recipients.is_empty() {
+            return Err(SubmissionError::NoHeaderRecipients);
+        }
+    }
+
+    let mut draft = queue.draft()?;
+    let id = draft.id();
+    let now = chrono::Local::now();
+    let added = added_headers(&header, id, &here, &sender, request, &now);
+    let mut written = 0u64;
+    let mut emit =
+        |draft: &mut crate::queue::Draft<'_>, bytes: &[u8]| -> Result<(), SubmissionError> {
+            written += bytes.len() as u64;
+            if written > config.max_message_size {
+                return Err(SubmissionError::TooBig {
+                    limit: config.max_message_size,
+                });
+            }
+            draft.write_all(bytes).map_err(|e| {
+                SubmissionError::Queue(QueueError::Io {
+                    action: "cannot write",
+                    path: queue.root().join("tmp"),
+                    source: e,
+                })
+            })
+        };
+    emit(&mut draft, added.as_bytes())?;
+    for field in header.fields.iter().filter(|f| !f.is("bcc")) {
+        emit(&mut draft, &field.raw)?;
+    }
+    if header.fields.is_empty() && header.separator.is_empty() {
+        // Submitted text without a header section: keep it out of the headers we added.
+        emit(&mut draft, header.line_ending.as_bytes())?;
+    } else {
+        emit(&mut draft, &header.separator)?;
+    }
+    emit(&mut draft, &header.first_body_line)?;
+    while let Some(line) = reader.next_line()? {
+        emit(&mut draft, line)?;
+    }
+
+    let envelope = Envelope {
+        id,
+        arrival: now.timestamp(),
+        size: written,
+        sender: sender.to_string(),
+        notify: request.notify.clone(),
+        ret: request.ret.clone(),
+        envid: request.envid.clone(),
+        recipients: recipients
+            .into_vec()
+            .into_iter()
+            .map(|a| Recipient::new(a.to_string()))
+            .collect(),
+    };
+    Ok(draft.commit(&envelope)?)
+}
+
+fn validate_dsn(request: &Request) -> Result<(), SubmissionError> {
+    if let Some(notify) = &request.notify {
+        let words: Vec<String> = notify
+            .split(',')
+            .map(|w| w.trim().to_ascii_lowercase())
+            .collect();
+        let valid = words == ["never"]
+            || words
+                .iter()
+                .all(|w| matches!(w.as_str(), "success" | "failure" | "delay"));
+        if !valid {
+            return Err(SubmissionError::BadOption(format!(
+                "-N {notify:?}: expected never, or a list of success, failure, delay"
+            )));
+        }
+    }
+    if let Some(ret) = &request.ret
+        && !ret.eq_ignore_ascii_case("full")
+        && !ret.eq_ignore_ascii_case("hdrs")
+    {
+        return Err(SubmissionError::BadOption(format!(
+            "-R {ret:?}: expected full or hdrs"
+        )));
+    }
+    if let Some(envid) = &request.envid
+        && (envid.len() > 100 || !envid.bytes().all(|b| (b'!'..=b'~').contains(&b)))
+    {
+        return Err(SubmissionError::BadOption(format!(
+            "-V {envid:?}: at most 100 printable characters without spaces"
+        )));
+    }
+    Ok(())
+}
+
+fn envelope_sender(request: &Request, here: &Domain) -> Result<ReversePath, SubmissionError> {
+    if let Some(raw) = &request.sender {
+        return ReversePath::parse(raw, here).map_err(SubmissionError::BadSender);
+    }
+    let uid = nix::unistd::getuid();
+    let name = nix::unistd::User::from_uid(uid)
+        .ok()
+        .flatten()
+        .map(|user| user.name)
+        .or_else(|| std::env::var("LOGNAME").ok())
+        .or_else(|| std::env::var("USER").ok())
+        .ok_or(SubmissionError::UnknownUser(uid.as_raw()))?;
+    Address::parse(&name, here)
+        .map(ReversePath::Mailbox)
+        .map_err(SubmissionError::BadSender)
+}
+
+/// Recipients in the order given, each once (domains compare without case).
+#[derive(Default)]
+struct RecipientList {
+    seen: HashSet<(String, String)>,
+    list: Vec<Address>,
+}
+
+impl RecipientList {
+    fn add(&mut self, address: Address) {
+        let key = (
+            address.local_part().to_string(),
+            address.domain().to_lowercase(),
+        );
+        if self.seen.insert(key) {
+            self.list.push(address);
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
+
+    fn into_vec(self) -> Vec<Address> {
+        self.list
+    }
+}
+
+/// The input, line by line, ending at EOF or (unless `-i`) at a line holding a lone dot.
+struct Input<R> {
+    reader: R,
+    dot_ends_input: bool,
+    line: Vec<u8>,
+    done: bool,
+}
+
+impl<R: BufRead> Input<R> {
+    fn new(reader: R, dot_ends_input: bool) -> Input<R> {
+        Input {
+            reader,
+            dot_ends_input,
+            line: Vec::with_capacity(1024),
+            done: false,
+        }
+    }
+
+    /// The next line with its line ending (the last may have none).
+    fn next_line(&mut self) -> Result<Option<&[u8]>, SubmissionError> {
+        if self.done {
+            return Ok(None);
+        }
+        self.line.clear();
+        let n = self
+            .reader
+            .read_until(b'\n', &mut self.line)
+            .map_err(SubmissionError::Input)?;
+        if n == 0 || (self.dot_ends_input && matches!(&self.line[..], b".\n" | b".\r\n" | b".")) {
+            self.done = true;
+            return Ok(None);
+        }
+        Ok(Some(&self.line))
+    }
+}
+
+/// One header field: its lower-case name and its raw lines, continuation lines included.
+struct Field {
+    name: String,
+    raw: Vec<u8>,
+}
+
+impl Field {
+    fn is(&self, name: &str) -> bool {
+        self.name == name
+    }
+}
+
+/// The submitted header section, split into fields.
+struct HeaderSection {
+    fields: Vec<Field>,
+    /// The empty line that ended the section, when there was one.
+    separator: Vec<u8>,
+    /// A line read past the header section that was not a header: the first line of the body.
+    first_body_line: Vec<u8>,
+    line_ending: &'static str,
+}
+
+impl HeaderSection {
+    fn read<R: BufRead>(input: &mut Input<R>) -> Result<HeaderSection, SubmissionError> {
+        let mut section = HeaderSection {
+            fields: Vec::new(),
+            separator: Vec::new(),
+            first_body_line: Vec::new(),
+            line_ending: "\n",
+        };
+        let mut first = true;
+        while let Some(line) = input.next_line()? {
+            if first {
+                first = false;
+                if line.ends_with(b"\r\n") {
+                    section.line_ending = "\r\n";
+                }
+                if line.starts_with(b"From ") {
+                    continue;
+                }
+            }
+            if line == b"\n" || line == b"\r\n" {
+                section.separator = line.to_vec();
+                break;
+            }
+            let continuation = matches!(line.first(), Some(b' ' | b'\t'));
+            match section.fields.last_mut() {
+                Some(field) if continuation => field.raw.extend_from_slice(line),
+                _ => match field_name(line) {
+                    Some(name) => section.fields.push(Field {
+                        name,
+                        raw: line.to_vec(),
+                    }),
+                    None => {
+                        section.first_body_line = line.to_vec();
+                        break;
+                    }
+                },
+            }
+        }
+        Ok(section)
+    }
+
+    fn count(&self, name: &str) -> usize {
+        self.fields.iter().filter(|f| f.is(name)).count()
+    }
+
+    fn has(&self, name: &str) -> bool {
+        self.fields.iter().any(|f| f.is(name))
+    }
+
+    /// The addresses of `To:`, `Cc:` and `Bcc:`, as `-t` takes them.
+    fn recipient_addresses(&self, here: &Domain) -> Result<Vec<Address>, SubmissionError> {
+        let mut raw = Vec::new();
+        for field in self
+            .fields
+            .iter()
+            .filter(|f| f.is("to") || f.is("cc") || f.is("bcc"))
+        {
+            raw.extend_from_slice(&field.raw);
+        }
+        if raw.is_empty() {
+            return Ok(Vec::new());
+        }
+        raw.extend_from_slice(b"\n");
+        let Some(message) = MessageParser::new().parse_headers(&raw) else {
+            return Ok(Vec::new());
+        };
+        let mut addresses = Vec::new();
+        for (header, name) in [
+            (HeaderName::To, "To"),
+            (HeaderName::Cc, "Cc"),
+            (HeaderName::Bcc, "Bcc"),
+        ] {
+            for value in message.header_values(header) {
+                let Some(list) = value.as_address() else {
+                    continue;
+                };
+                for addr in list.iter() {
+                    let Some(text) = addr.address() else { continue };
+                    let address = Address::parse(text, here).map_err(|source| {
+                        SubmissionError::BadHeaderAddress {
+                            header: name,
+                            source,
+                        }
+                    })?;
+                    addresses.push(address);
+                }
+            }
+        }
+        Ok(addresses)
+    }
+}
+
+/// The lower-case field name when `line` starts a header field (`name:` with printable ASCII and
+/// no spaces before the colon).
+fn field_name(line: &[u8]) -> Option<String> {
+    let colon = line.iter().position(|&b| b == b':')?;
+    let name = &line[..colon];
+    if name.is_empty() || !name.iter().all(|&b| (b'!'..=b'~').contains(&b)) {
+        return None;
+    }
+    Some(String::from_utf8_lossy(name).to_ascii_lowercase())
+}
+
+fn added_headers(
+    header: &HeaderSection,
+    id: QueueId,
+    here: &Domain,
+    sender: &ReversePath,
+    request: &Request,
+    now: &chrono::DateTime<chrono::Local>,
+) -> String {
+    let eol = header.line_ending;
+    let date = now.format("%a, %d %b %Y %H:%M:%S %z").to_string();
+    let uid = nix::unistd::getuid();
+    let mut out =
+        format!("Received: by {here} (etrnq, from userid {uid}){eol}\tid {id}; {date}{eol}");
+    if !header.has("date") {
+        out.push_str(&format!("Date: {date}{eol}"));
+    }
+    if !header.has("from") {
+        let mailbox = match sender {
+            ReversePath::Mailbox(address) => address.to_string(),
+            ReversePath::Null => format!("MAILER-DAEMON@{here}"),
+        };
+        match request.full_name.as_deref().map(str::trim) {
+            Some(name) if !name.is_empty() => {
+                out.push_str(&format!("From: {} <{mailbox}>{eol}", display_name(name)))
+            }
+            _ => out.push_str(&format!("From: {mailbox}{eol}")),
+        }
+    }
+    if !header.has("message-id") {
+        out.push_str(&format!("Message-ID: <{id}@{here}>{eol}"));
+    }
+    out
+}
+
+/// A display name as an RFC 5322 phrase: left alone when it is plain words, quoted otherwise.
+fn display_name(name: &str) -> String {
+    let plain = name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == ' ' || "!#$%&'*+-/=?^_`{|}~".contains(c));
+    if plain {
+        return name.to_string();
+    }
+    let escaped: String = name
+        .chars()
+        .filter(|c| !c.is_control())
+        .flat_map(|c| match c {
+            '"' | '\\' => vec!['\\', c],
+            _ => vec![c],
+        })
+        .collect();
+    format!("\"{escaped}\"")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn section(text: &str) -> HeaderSection {
+        let mut input = Input::new(text.as_bytes(), true);
+        HeaderSection::read(&mut input).unwrap()
+    }
+
+    #[test]
+    fn header_fields_and_continuations() {
+        let h = section("Received: a\n\tb\nSubject: x\nreceived: c\n\nbody\n");
+        assert_eq!(h.fields.len(), 3);
+        assert_eq!(h.count("received"), 2);
+        assert_eq!(h.fields[0].raw, b"Received: a\n\tb\n");
+        assert_eq!(h.separator, b"\n");
+    }
+
+    #[test]
+    fn text_without_headers_is_all_body() {
+        let h = section("hello world\nsecond\n");
+        assert!(h.fields.is_empty());
+        assert_eq!(h.first_body_line, b"hello world\n");
+    }
+
+    #[test]
+    fn crlf_input_gets_crlf_headers() {
+        assert_eq!(section("Subject: x\r\n\r\n").line_ending, "\r\n");
+    }
+
+    #[test]
+    fn mbox_from_line_is_dropped() {
+        let h = section("From alice Mon Nov 23 06:27:00 2026\nSubject: x\n\n");
+        assert_eq!(h.fields.len(), 1);
+    }
+
+    #[test]
+    fn header_recipients_include_groups_and_bcc() {
+        let h = section(
+            "To: A <a@customer.example>, b@customer.example\nCc: team: c@other.example;\nBcc: d@other.example\n\n",
+        );
+        let here = Domain::parse("mx.example").unwrap();
+        let got: Vec<String> = h
+            .recipient_addresses(&here)
+            .unwrap()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            got,
+            [
+                "a@customer.example",
+                "b@customer.example",
+                "c@other.example",
+                "d@other.example"
+            ]
+        );
+    }
+
+    #[test]
+    fn dot_line_ends_input_only_without_i() {
+        let mut with_dot = Input::new(&b"a\n.\nb\n"[..], true);
+        assert_eq!(with_dot.next_line().unwrap(), Some(&b"a\n"[..]));
+        assert_eq!(with_dot.next_line().unwrap(), None);
+        let mut literal = Input::new(&b"a\n.\nb\n"[..], false);
+        literal.next_line().unwrap();
+        assert_eq!(literal.next_line().unwrap(), Some(&b".\n"[..]));
+    }
+
+    #[test]
+    fn display_names_are_quoted_when_needed() {
+        assert_eq!(display_name("Alice Smith"), "Alice Smith");
+        assert_eq!(display_name("Smith, Alice"), "\"Smith, Alice\"");
+        assert_eq!(display_name("A \"B\""), "\"A \\\"B\\\"\"");
+    }
+}
