@@ -7,4 +7,5 @@
 pub mod address;
 pub mod config;
 pub mod route;
+pub mod smtp;
 pub mod sysexits;
