@@ -12,5 +12,6 @@ pub mod queue;
 pub mod report;
 pub mod route;
 pub mod selection;
+pub mod smtp;
 pub mod submission;
 pub mod sysexits;

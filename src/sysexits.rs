@@ -108,28 +108,27 @@ pub fn status_of(err: &anyhow::Error) -> Status {
 }
 
 fn typed_status(cause: &(dyn std::error::Error + 'static)) -> Option<Status> {
-    if let Some(e) = cause.downcast_ref::<Failure>() {
-        return Some(e.status());
+    macro_rules! typed {
+        ($($error:ty),* $(,)?) => {
+            $(
+                if let Some(e) = cause.downcast_ref::<$error>() {
+                    return Some(e.status());
+                }
+            )*
+        };
     }
-    if let Some(e) = cause.downcast_ref::<crate::config::ConfigError>() {
-        return Some(e.status());
-    }
-    if let Some(e) = cause.downcast_ref::<crate::address::AddressError>() {
-        return Some(e.status());
-    }
-    if let Some(e) = cause.downcast_ref::<crate::queue::QueueError>() {
-        return Some(e.status());
-    }
-    if let Some(e) = cause.downcast_ref::<crate::submission::SubmissionError>() {
-        return Some(e.status());
-    }
-    if let Some(e) = cause.downcast_ref::<crate::report::ReportError>() {
-        return Some(e.status());
-    }
-    if let Some(e) = cause.downcast_ref::<std::io::Error>() {
-        return Some(Status::of_io(e));
-    }
-    None
+    typed!(
+        Failure,
+        crate::config::ConfigError,
+        crate::address::AddressError,
+        crate::queue::QueueError,
+        crate::submission::SubmissionError,
+        crate::report::ReportError,
+        crate::smtp::SmtpError,
+    );
+    cause
+        .downcast_ref::<std::io::Error>()
+        .map(Status::of_io)
 }
 
 /// Ends a program: prints a failure as one line on stderr, prefixed with the program name, and
