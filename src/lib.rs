@@ -6,5 +6,6 @@
 
 pub mod address;
 pub mod config;
+pub mod dns;
 pub mod route;
 pub mod sysexits;

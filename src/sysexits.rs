@@ -117,6 +117,9 @@ fn typed_status(cause: &(dyn std::error::Error + 'static)) -> Option<Status> {
     if let Some(e) = cause.downcast_ref::<crate::address::AddressError>() {
         return Some(e.status());
     }
+    if let Some(e) = cause.downcast_ref::<crate::dns::DnsError>() {
+        return Some(e.status());
+    }
     if let Some(e) = cause.downcast_ref::<std::io::Error>() {
         return Some(Status::of_io(e));
     }
