@@ -7,6 +7,7 @@
 pub mod address;
 pub mod cli;
 pub mod config;
+pub mod dns;
 pub mod envelope;
 pub mod queue;
 pub mod report;

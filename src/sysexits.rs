@@ -125,10 +125,9 @@ fn typed_status(cause: &(dyn std::error::Error + 'static)) -> Option<Status> {
         crate::submission::SubmissionError,
         crate::report::ReportError,
         crate::smtp::SmtpError,
+        crate::dns::DnsError,
     );
-    cause
-        .downcast_ref::<std::io::Error>()
-        .map(Status::of_io)
+    cause.downcast_ref::<std::io::Error>().map(Status::of_io)
 }
 
 /// Ends a program: prints a failure as one line on stderr, prefixed with the program name, and
