@@ -97,6 +97,32 @@ fn usage_error(program: &str, err: clap::Error) -> ExitCode {
     Status::Usage.into()
 }
 
+/// Rewrites sendmail's queue-run spellings for `queue-run`: `-q` alone is a plain run and is
+/// dropped, `-q30m` becomes `--every 30m`, `-qf` becomes `-f`, and the selectors are rewritten as
+/// [`sendmail_selectors`] does.
+pub fn sendmail_queue_run(args: impl IntoIterator<Item = OsString>) -> Vec<OsString> {
+    let mut out = Vec::new();
+    let mut args = sendmail_selectors(args).into_iter();
+    while let Some(arg) = args.next() {
+        if arg == "--" {
+            out.push(arg);
+            out.extend(args.by_ref());
+            break;
+        }
+        let text = arg.to_string_lossy();
+        match text.strip_prefix("-q") {
+            Some("") => {}
+            Some("f") => out.push(OsString::from("-f")),
+            Some(interval) if interval.starts_with(|c: char| c.is_ascii_digit()) => {
+                out.push(OsString::from("--every"));
+                out.push(OsString::from(interval));
+            }
+            _ => out.push(arg),
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -124,5 +150,30 @@ mod tests {
         );
         assert_eq!(rewrite(&["mailq", "--", "-qRx"]), ["mailq", "--", "-qRx"]);
         assert_eq!(rewrite(&["mailq", "-v"]), ["mailq", "-v"]);
+    }
+
+    #[test]
+    fn sendmail_queue_run_spellings() {
+        let rewrite = |args: &[&str]| -> Vec<String> {
+            sendmail_queue_run(args.iter().map(OsString::from))
+                .into_iter()
+                .map(|a| a.into_string().unwrap())
+                .collect()
+        };
+        assert_eq!(rewrite(&["queue-run", "-q"]), ["queue-run"]);
+        assert_eq!(
+            rewrite(&["queue-run", "-q30m"]),
+            ["queue-run", "--every", "30m"]
+        );
+        assert_eq!(rewrite(&["queue-run", "-qf"]), ["queue-run", "-f"]);
+        assert_eq!(
+            rewrite(&["queue-run", "-q", "-R", "a.example"]),
+            ["queue-run", "-R", "a.example"]
+        );
+        assert_eq!(
+            rewrite(&["queue-run", "-qRa.example"]),
+            ["queue-run", "-R", "a.example"]
+        );
+        assert_eq!(rewrite(&["queue-run", "-q!Ra"]), ["queue-run", "-q!Ra"]);
     }
 }

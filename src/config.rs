@@ -178,9 +178,10 @@ impl Config {
             .unwrap_or_else(|| Domain::parse("localhost").expect("constant domain is valid"))
     }
 
-    /// True when mail for `domain` is held until a run names it (ETRN, `-R`).
+    /// True when mail for `domain` is held until a run names it (ETRN, `-R`): a held domain
+    /// holds its subdomains too, as a part-time site's subdomains usually live on the same link.
     pub fn is_held(&self, domain: &Domain) -> bool {
-        self.hold_domains.iter().any(|held| held == domain)
+        self.hold_domains.iter().any(|held| domain.is_within(held))
     }
 }
 

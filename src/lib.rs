@@ -5,12 +5,16 @@
 //! `sysexits.h` status through [`sysexits::finish`].
 
 pub mod address;
+pub mod bounce;
 pub mod cli;
 pub mod config;
+pub mod delivery;
 pub mod dns;
 pub mod envelope;
+pub mod maillog;
 pub mod queue;
 pub mod report;
+pub mod retry;
 pub mod route;
 pub mod selection;
 pub mod smtp;

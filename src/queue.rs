@@ -270,6 +270,29 @@ impl Queue {
         Ok(removed)
     }
 
+    /// Removes message data that has had no envelope for longer than `grace` and that nobody
+    /// holds: what a submission or a removal left when it died between its two steps.
+    pub fn sweep_orphans(&self, grace: Duration) -> Result<usize, QueueError> {
+        let dir = self.root.join(DATA);
+        let mut removed = 0;
+        for entry in fs::read_dir(&dir).map_err(io_error("cannot read", &dir))? {
+            let Ok(entry) = entry else { continue };
+            let Some(id) = entry.file_name().to_str().and_then(QueueId::parse) else {
+                continue;
+            };
+            let has_envelope = [ENV, HOLD]
+                .iter()
+                .any(|sub| fs::symlink_metadata(self.path(sub, id.as_str())).is_ok());
+            if !has_envelope
+                && is_stale(&entry.path(), grace)
+                && unlocked_then_removed(&entry.path())
+            {
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
     /// The ids of active and held messages, oldest first. Only names are read here.
     pub fn ids(&self) -> Result<Vec<(QueueId, Place)>, QueueError> {
         let mut ids = Vec::new();
@@ -823,6 +846,19 @@ mod tests {
         };
         assert!(!queue.quarantine(id, Place::Active).unwrap());
         assert_eq!(queue.ids().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn orphaned_data_is_swept_but_not_a_queued_message() {
+        let dir = tempfile::tempdir().unwrap();
+        let queue = Queue::open(dir.path()).unwrap();
+        let kept = commit(&queue, b"queued\n");
+        let orphan = QueueId::generate();
+        fs::write(queue.path(DATA, orphan.as_str()), b"half a submission").unwrap();
+        assert_eq!(queue.sweep_orphans(SWEEP_GRACE).unwrap(), 0);
+        assert_eq!(queue.sweep_orphans(Duration::ZERO).unwrap(), 1);
+        assert!(!queue.path(DATA, orphan.as_str()).exists());
+        assert!(queue.path(DATA, kept.as_str()).exists());
     }
 
     #[test]

@@ -1,0 +1,120 @@
+//! queue-run: deliver the queue over SMTP, once or every interval.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+
+use etrnq::cli::{self, QueueOptions};
+use etrnq::config::parse_interval;
+use etrnq::delivery::{self, RunOptions};
+use etrnq::maillog::MailLog;
+use etrnq::queue::Queue;
+use etrnq::selection::{DomainPattern, Selection};
+use etrnq::smtp::{Timeouts, Transcript};
+use etrnq::sysexits::{self, Status};
+
+const PROGRAM: &str = "queue-run";
+
+/// Deliver queued mail over SMTP: everything that is due, or what -R, -I, -S name.
+///
+/// sendmail's spellings work too: -q, -qR domain, -qRdomain, -qIid, -qSsender, -qf, -q30m.
+/// Quiet on stdout; one log line per recipient attempt. Exit 0 when nothing this run was asked to
+/// deliver is left, 75 when some of it was deferred.
+#[derive(Debug, Parser)]
+#[command(name = PROGRAM, version)]
+struct Cli {
+    /// Show the SMTP conversation on stderr.
+    #[arg(short = 'v', long)]
+    verbose: bool,
+
+    /// Deliver recipients in DOMAIN now, held or not; @DOMAIN adds its subdomains. Repeatable.
+    #[arg(short = 'R', value_name = "DOMAIN", value_parser = DomainPattern::parse)]
+    domains: Vec<DomainPattern>,
+
+    /// Deliver messages whose queue id contains ID now. Repeatable.
+    #[arg(short = 'I', value_name = "ID")]
+    ids: Vec<String>,
+
+    /// Deliver messages whose sender contains SENDER (case-insensitive) now. Repeatable.
+    #[arg(short = 'S', value_name = "SENDER")]
+    senders: Vec<String>,
+
+    /// Attempt everything now, whatever its next-attempt time (held domains still wait for -R).
+    #[arg(short = 'f', long = "force")]
+    force: bool,
+
+    /// Only messages of at most SIZE bytes.
+    #[arg(long, value_name = "SIZE")]
+    max_size: Option<u64>,
+
+    /// Only messages of at least SIZE bytes.
+    #[arg(long, value_name = "SIZE")]
+    min_size: Option<u64>,
+
+    /// Parallel SMTP connections.
+    #[arg(short = 'j', long = "jobs", value_name = "N", default_value_t = 4,
+          value_parser = clap::value_parser!(u16).range(1..=256))]
+    jobs: u16,
+
+    /// Time limit in seconds for each SMTP step [default: RFC 5321's, 5 to 10 minutes].
+    #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
+    timeout: Option<u64>,
+
+    /// Run again every INTERVAL (30m, 1h, ...) until killed, like sendmail -q30m.
+    #[arg(long, value_name = "INTERVAL", value_parser = parse_interval)]
+    every: Option<Duration>,
+
+    #[command(flatten)]
+    queue: QueueOptions,
+}
+
+fn main() -> ExitCode {
+    let args = cli::sendmail_queue_run(std::env::args_os());
+    let cli = match cli::parse_from::<Cli>(PROGRAM, args) {
+        Ok(cli) => cli,
+        Err(code) => return code,
+    };
+    sysexits::finish(PROGRAM, run(cli))
+}
+
+fn run(cli: Cli) -> anyhow::Result<Status> {
+    let config = cli.queue.load()?;
+    let queue = Queue::open(&config.queue_dir)?;
+    let log = MailLog::open(&config.log, PROGRAM).context("cannot open the mail log")?;
+    let options = RunOptions {
+        selection: Selection {
+            domains: cli.domains,
+            senders: cli.senders,
+            ids: cli.ids,
+        },
+        force: cli.force,
+        max_size: cli.max_size,
+        min_size: cli.min_size,
+        jobs: usize::from(cli.jobs),
+        transcript: if cli.verbose {
+            Transcript::Stderr
+        } else {
+            Transcript::Off
+        },
+        timeouts: cli
+            .timeout
+            .map(|s| Timeouts::uniform(Duration::from_secs(s)))
+            .unwrap_or_default(),
+    };
+    let Some(interval) = cli.every else {
+        let summary = delivery::run(&queue, &config, &options, &log)?;
+        return Ok(if summary.deferred > 0 {
+            Status::TempFail
+        } else {
+            Status::Ok
+        });
+    };
+    loop {
+        if let Err(e) = delivery::run(&queue, &config, &options, &log) {
+            log.warning(&format!("queue run failed: {e}"));
+        }
+        std::thread::sleep(interval);
+    }
+}

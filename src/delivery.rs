@@ -1,0 +1,1051 @@
+//! A queue run: deliver what is due (or what a run names) over SMTP, like `sendmail -q`.
+//!
+//! DESCRIPTION
+//!     The run reads every envelope once to plan, without locking: which recipients are due, and
+//!     where each goes (a static route, the smart host, or the MX hosts of its domain). Work is
+//!     grouped by destination so one SMTP connection carries every message for it; a large group
+//!     is split so that up to `-j` connections work in parallel. Each message is then locked,
+//!     its envelope read again (another run may have moved on), delivered, and its new state
+//!     written back before the lock is released: sent recipients are done, 4xx and connection
+//!     trouble defer with the next attempt growing by the retry factor, 5xx fail and are
+//!     bounced. A message with nothing left open is removed.
+//!
+//! PROMISES
+//!     No message is delivered by two runs at once (the queue lock is held across the SMTP
+//!     conversation; busy messages are skipped and tried once more at the end of the run). A
+//!     plain run never touches a held domain until it expires; a run names held mail with `-R`.
+//!     Expired messages fail what remains, held domains included. A run adds no header. Every
+//!     recipient attempt writes one log line. Bounces are queued before failures are recorded.
+//!
+//! SECURITY
+//!     Everything from the network is bounded by the SMTP client and flattened before it is
+//!     stored. Domains used for routing were validated when the message was queued.
+//!
+//! LIMITS
+//!     Static routes match a domain exactly. Host names in bracketed routes are resolved with the
+//!     system resolver (so `/etc/hosts` works for a smart host); MX targets with the DNS module.
+//!     TLS encrypts but does not authenticate the server (Postfix's "may" and "encrypt" levels).
+
+use std::collections::{HashMap, VecDeque};
+use std::io::{BufReader, IsTerminal};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use crate::address::{Address, Domain, ReversePath};
+use crate::bounce::{self, FailedRecipient};
+use crate::config::{Config, TlsPolicy};
+use crate::dns::{DnsError, MxList, Resolver};
+use crate::envelope::{Envelope, RecipientStatus};
+use crate::maillog::MailLog;
+use crate::queue::{LockAttempt, Locked, Place, Queue, QueueError, QueueId, SWEEP_GRACE};
+use crate::retry;
+use crate::route::{RelayHost, RelayTarget, SMTP_PORT};
+use crate::selection::Selection;
+use crate::smtp::{
+    ConnectOptions, Connection, Mail, Reply, SmtpError, Timeouts, TlsClient, Transcript,
+    Verification,
+};
+
+/// Messages per connection below which a destination is not split across connections.
+const MIN_BATCH: usize = 50;
+
+/// What a run was asked to do.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// `-R`, `-S`, `-I`.
+    pub selection: Selection,
+    /// `-f`: ignore the next-attempt time.
+    pub force: bool,
+    /// Only messages of at most this many bytes.
+    pub max_size: Option<u64>,
+    /// Only messages of at least this many bytes.
+    pub min_size: Option<u64>,
+    /// Parallel SMTP connections.
+    pub jobs: usize,
+    /// `-v`: the SMTP conversation on stderr.
+    pub transcript: Transcript,
+    /// SMTP time limits.
+    pub timeouts: Timeouts,
+}
+
+/// What a run did, recipient by recipient.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RunSummary {
+    pub sent: usize,
+    pub deferred: usize,
+    pub failed: usize,
+    /// Messages another run held throughout this one.
+    pub busy: usize,
+    pub corrupt: usize,
+}
+
+impl RunSummary {
+    fn add(&mut self, other: &RunSummary) {
+        self.sent += other.sent;
+        self.deferred += other.deferred;
+        self.failed += other.failed;
+        self.busy += other.busy;
+        self.corrupt += other.corrupt;
+    }
+}
+
+/// Where a recipient's mail goes next.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Destination {
+    /// A static route or the smart host.
+    Relay(String),
+    /// The MX hosts of a domain.
+    Domain(String),
+}
+
+/// The rules of this run, applied the same way when planning and after locking.
+struct Policy<'a> {
+    config: &'a Config,
+    options: &'a RunOptions,
+    now: i64,
+    here: Domain,
+}
+
+impl Policy<'_> {
+    /// True when this run attempts `domain`'s recipient now.
+    fn wants(&self, envelope: &Envelope, index: usize) -> bool {
+        let recipient = &envelope.recipients[index];
+        if !recipient.status.is_open() || !self.options.selection.selects_recipient(recipient) {
+            return false;
+        }
+        let held = Domain::parse(recipient.domain()).is_ok_and(|d| self.config.is_held(&d));
+        if held && self.options.selection.domains.is_empty() {
+            return false;
+        }
+        let named = !self.options.selection.is_everything() || self.options.force;
+        named || recipient.next_attempt <= self.now
+    }
+
+    fn size_selected(&self, envelope: &Envelope) -> bool {
+        self.options.max_size.is_none_or(|max| envelope.size <= max)
+            && self.options.min_size.is_none_or(|min| envelope.size >= min)
+    }
+
+    /// The static route for `domain`, else the smart host, else its MX hosts.
+    fn destination(&self, domain: &str) -> (Destination, Option<&RelayTarget>) {
+        let key = domain.to_ascii_lowercase();
+        if let Some((_, target)) = self.config.routes.get(&key) {
+            return (Destination::Relay(target.to_string()), Some(target));
+        }
+        if let Some(target) = &self.config.smarthost {
+            return (Destination::Relay(target.to_string()), Some(target));
+        }
+        (Destination::Domain(key), None)
+    }
+}
+
+/// One connection's work: messages for one destination.
+struct Job {
+    destination: Destination,
+    relay: Option<RelayTarget>,
+    ids: Vec<QueueId>,
+}
+
+/// Runs the queue once.
+pub fn run(
+    queue: &Queue,
+    config: &Config,
+    options: &RunOptions,
+    log: &MailLog,
+) -> Result<RunSummary, QueueError> {
+    let policy = Policy {
+        config,
+        options,
+        now: chrono::Utc::now().timestamp(),
+        here: config.primary_hostname(),
+    };
+    queue.sweep_tmp(SWEEP_GRACE)?;
+    queue.sweep_orphans(SWEEP_GRACE)?;
+    let mut summary = RunSummary::default();
+    let jobs = plan(queue, &policy, log, &mut summary)?;
+    let total: usize = jobs.iter().map(|job| job.ids.len()).sum();
+    let progress = progress_bar(total);
+    let busy = Mutex::new(Vec::new());
+    summary.add(&work(queue, &policy, log, jobs, &busy, &progress));
+    let retry_later: Vec<Job> = regroup(busy.into_inner().unwrap_or_default());
+    let still_busy = Mutex::new(Vec::new());
+    summary.add(&work(
+        queue,
+        &policy,
+        log,
+        retry_later,
+        &still_busy,
+        &progress,
+    ));
+    summary.busy += still_busy.into_inner().map(|v| v.len()).unwrap_or(0);
+    progress.finish_and_clear();
+    Ok(summary)
+}
+
+fn progress_bar(total: usize) -> indicatif::ProgressBar {
+    if total == 0 || !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    indicatif::ProgressBar::new(total as u64)
+}
+
+/// Reads every envelope once, expires what is too old and groups what is due by destination.
+fn plan(
+    queue: &Queue,
+    policy: &Policy<'_>,
+    log: &MailLog,
+    summary: &mut RunSummary,
+) -> Result<Vec<Job>, QueueError> {
+    let selection = &policy.options.selection;
+    let mut groups: HashMap<Destination, Job> = HashMap::new();
+    for (id, place) in queue.ids()? {
+        if place != Place::Active {
+            continue;
+        }
+        let Some(inspection) = queue.inspect(id, place)? else {
+            continue;
+        };
+        let envelope = match inspection.envelope {
+            Ok(envelope) => envelope,
+            Err(e) => {
+                quarantine(queue, id, &e.to_string(), log, summary);
+                continue;
+            }
+        };
+        if !policy.size_selected(&envelope) {
+            continue;
+        }
+        if retry::is_expired(policy.config, envelope.arrival, policy.now) {
+            if selection.is_everything() || selection.selects(&envelope) {
+                expire(queue, id, policy, log, summary)?;
+            }
+            continue;
+        }
+        for index in 0..envelope.recipients.len() {
+            if !policy.wants(&envelope, index) {
+                continue;
+            }
+            let (destination, relay) = policy.destination(envelope.recipients[index].domain());
+            let job = groups.entry(destination.clone()).or_insert_with(|| Job {
+                destination,
+                relay: relay.cloned(),
+                ids: Vec::new(),
+            });
+            if job.ids.last() != Some(&id) {
+                job.ids.push(id);
+            }
+        }
+    }
+    Ok(split(
+        groups.into_values().collect(),
+        policy.options.jobs.max(1),
+    ))
+}
+
+/// Splits big destinations so `jobs` connections can share them; biggest work first.
+fn split(groups: Vec<Job>, jobs: usize) -> Vec<Job> {
+    let mut out = Vec::new();
+    for group in groups {
+        let size = group.ids.len().div_ceil(jobs).max(MIN_BATCH);
+        for chunk in group.ids.chunks(size) {
+            out.push(Job {
+                destination: group.destination.clone(),
+                relay: group.relay.clone(),
+                ids: chunk.to_vec(),
+            });
+        }
+    }
+    out.sort_by_key(|job| std::cmp::Reverse(job.ids.len()));
+    out
+}
+
+fn regroup(busy: Vec<(Destination, Option<RelayTarget>, QueueId)>) -> Vec<Job> {
+    let mut groups: HashMap<Destination, Job> = HashMap::new();
+    for (destination, relay, id) in busy {
+        groups
+            .entry(destination.clone())
+            .or_insert_with(|| Job {
+                destination,
+                relay,
+                ids: Vec::new(),
+            })
+            .ids
+            .push(id);
+    }
+    groups.into_values().collect()
+}
+
+type Busy = Mutex<Vec<(Destination, Option<RelayTarget>, QueueId)>>;
+
+/// Runs `jobs` on up to `policy.options.jobs` threads.
+fn work(
+    queue: &Queue,
+    policy: &Policy<'_>,
+    log: &MailLog,
+    jobs: Vec<Job>,
+    busy: &Busy,
+    progress: &indicatif::ProgressBar,
+) -> RunSummary {
+    if jobs.is_empty() {
+        return RunSummary::default();
+    }
+    let threads = policy.options.jobs.max(1).min(jobs.len());
+    let pending = Mutex::new(VecDeque::from(jobs));
+    let total = Mutex::new(RunSummary::default());
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            scope.spawn(|| {
+                let mut worker = Worker {
+                    queue,
+                    policy,
+                    log,
+                    busy,
+                    progress,
+                    resolver: None,
+                    summary: RunSummary::default(),
+                };
+                loop {
+                    let next = pending.lock().ok().and_then(|mut p| p.pop_front());
+                    let Some(job) = next else { break };
+                    worker.job(&job);
+                }
+                if let Ok(mut total) = total.lock() {
+                    total.add(&worker.summary);
+                }
+            });
+        }
+    });
+    total.into_inner().unwrap_or_default()
+}
+
+fn quarantine(queue: &Queue, id: QueueId, reason: &str, log: &MailLog, summary: &mut RunSummary) {
+    summary.corrupt += 1;
+    let moved = queue.quarantine(id, Place::Active).unwrap_or(false);
+    let disposition = if moved {
+        "moved to corrupt/"
+    } else {
+        "left in place"
+    };
+    log.warning(&format!(
+        "{id}: unreadable envelope ({reason}); {disposition}"
+    ));
+}
+
+/// Fails what remains of an expired message, bounces it and removes it.
+fn expire(
+    queue: &Queue,
+    id: QueueId,
+    policy: &Policy<'_>,
+    log: &MailLog,
+    summary: &mut RunSummary,
+) -> Result<(), QueueError> {
+    let mut locked = match queue.try_lock(id)? {
+        LockAttempt::Locked(locked) => locked,
+        LockAttempt::Busy => {
+            summary.busy += 1;
+            return Ok(());
+        }
+        LockAttempt::Gone => return Ok(()),
+        LockAttempt::Corrupt(reason) => {
+            quarantine(queue, id, &reason, log, summary);
+            return Ok(());
+        }
+    };
+    let lifetime = policy.config.queue_lifetime.as_secs();
+    let indices: Vec<usize> = (0..locked.envelope().recipients.len())
+        .filter(|&i| locked.envelope().recipients[i].status.is_open())
+        .collect();
+    let mut outcomes = Vec::new();
+    for &index in &indices {
+        let last = locked.envelope().recipients[index].reason.clone();
+        let reason = if last.is_empty() {
+            format!("message expired after {} in the queue", age_words(lifetime))
+        } else {
+            format!(
+                "message expired after {} in the queue; last error: {last}",
+                age_words(lifetime)
+            )
+        };
+        outcomes.push((
+            index,
+            Outcome::Failed {
+                status: "4.4.7".to_string(),
+                remote: None,
+                diagnostic: None,
+                reason,
+            },
+        ));
+    }
+    record(queue, &mut locked, outcomes, "none", policy, log, summary)?;
+    finish_message(locked)
+}
+
+fn age_words(seconds: u64) -> String {
+    match seconds {
+        s if s % 86400 == 0 => format!("{}d", s / 86400),
+        s if s % 3600 == 0 => format!("{}h", s / 3600),
+        s if s % 60 == 0 => format!("{}m", s / 60),
+        s => format!("{s}s"),
+    }
+}
+
+/// What happened to one recipient in this attempt.
+enum Outcome {
+    Sent {
+        reply: String,
+    },
+    Deferred {
+        reason: String,
+    },
+    Failed {
+        status: String,
+        remote: Option<String>,
+        diagnostic: Option<String>,
+        reason: String,
+    },
+}
+
+/// Applies outcomes to the envelope: bounce first, then the new state, then one log line each.
+fn record(
+    queue: &Queue,
+    locked: &mut Locked<'_>,
+    outcomes: Vec<(usize, Outcome)>,
+    relay: &str,
+    policy: &Policy<'_>,
+    log: &MailLog,
+    summary: &mut RunSummary,
+) -> Result<(), QueueError> {
+    let failed: Vec<FailedRecipient> = outcomes
+        .iter()
+        .filter_map(|(index, outcome)| match outcome {
+            Outcome::Failed {
+                status,
+                remote,
+                diagnostic,
+                reason,
+            } => Some(FailedRecipient {
+                address: locked.envelope().recipients[*index].address.clone(),
+                status: status.clone(),
+                remote_mta: remote.clone(),
+                diagnostic: diagnostic.clone(),
+                reason: reason.clone(),
+            }),
+            _ => None,
+        })
+        .collect();
+    if !failed.is_empty() {
+        let data = locked.data()?;
+        match bounce::queue_bounce(
+            queue,
+            &policy.here,
+            locked.envelope(),
+            &failed,
+            data,
+            chrono::Local::now(),
+        ) {
+            Ok(Some(bounce_id)) => log.info(&format!(
+                "{}: sender non-delivery notification: {bounce_id}",
+                locked.id()
+            )),
+            Ok(None) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let id = locked.id();
+    let arrival = locked.envelope().arrival;
+    let delay = (chrono::Utc::now().timestamp() - arrival).max(0);
+    for (index, outcome) in outcomes {
+        let recipient = &mut locked.envelope_mut().recipients[index];
+        recipient.attempts = recipient.attempts.saturating_add(1);
+        let (status, text) = match outcome {
+            Outcome::Sent { reply } => {
+                summary.sent += 1;
+                recipient.status = RecipientStatus::Sent;
+                recipient.reason = reply.clone();
+                ("sent", reply)
+            }
+            Outcome::Deferred { reason } => {
+                summary.deferred += 1;
+                recipient.status = RecipientStatus::Deferred;
+                recipient.next_attempt =
+                    retry::next_attempt(policy.config, recipient.attempts, policy.now);
+                recipient.reason = reason.clone();
+                ("deferred", reason)
+            }
+            Outcome::Failed { reason, .. } => {
+                summary.failed += 1;
+                recipient.status = RecipientStatus::Failed;
+                recipient.reason = reason.clone();
+                ("bounced", reason)
+            }
+        };
+        log.info(&format!(
+            "{id}: to=<{}>, relay={relay}, delay={delay}, status={status} ({text})",
+            recipient.address
+        ));
+    }
+    Ok(())
+}
+
+/// Writes the new state back, or removes the message when nothing is left open.
+fn finish_message(locked: Locked<'_>) -> Result<(), QueueError> {
+    if locked.envelope().open_recipients().next().is_none() {
+        locked.remove()
+    } else {
+        locked.save()
+    }
+}
+
+/// One delivery thread.
+struct Worker<'a> {
+    queue: &'a Queue,
+    policy: &'a Policy<'a>,
+    log: &'a MailLog,
+    busy: &'a Busy,
+    progress: &'a indicatif::ProgressBar,
+    resolver: Option<Resolver>,
+    summary: RunSummary,
+}
+
+/// A host to try, in order.
+struct Target {
+    name: Option<String>,
+    addr: SocketAddr,
+}
+
+/// Why a destination has no host to try.
+struct NoRoute {
+    permanent: bool,
+    status: &'static str,
+    reason: String,
+}
+
+impl<'a> Worker<'a> {
+    fn job(&mut self, job: &Job) {
+        let mut connection: Option<Connection> = None;
+        let mut targets: Option<Result<Vec<Target>, NoRoute>> = None;
+        for &id in &job.ids {
+            self.progress.inc(1);
+            if connection.is_none() {
+                let found = targets.get_or_insert_with(|| self.targets(job));
+                let attempt = match found {
+                    Ok(list) => self.connect(list),
+                    Err(no_route) => Err(NoRoute {
+                        permanent: no_route.permanent,
+                        status: no_route.status,
+                        reason: no_route.reason.clone(),
+                    }),
+                };
+                match attempt {
+                    Ok(conn) => connection = Some(conn),
+                    Err(no_route) => {
+                        self.without_connection(job, id, &no_route);
+                        continue;
+                    }
+                }
+            }
+            let Some(conn) = connection.as_mut() else {
+                continue;
+            };
+            if !self.message(job, id, conn) {
+                // The connection broke: the next message gets a fresh one.
+                connection = None;
+            }
+        }
+        if let Some(conn) = connection {
+            conn.quit();
+        }
+    }
+
+    /// The hosts to try for a destination, in order, with their addresses.
+    fn targets(&mut self, job: &Job) -> Result<Vec<Target>, NoRoute> {
+        match (&job.relay, &job.destination) {
+            (Some(relay), _) if !relay.mx_lookup => relay_targets(relay),
+            (Some(relay), _) => match &relay.host {
+                RelayHost::Name(name) => self.mx_targets(name, relay.port),
+                RelayHost::Ip(ip) => Ok(vec![Target {
+                    name: None,
+                    addr: SocketAddr::new(*ip, relay.port),
+                }]),
+            },
+            (None, Destination::Domain(domain)) | (None, Destination::Relay(domain)) => {
+                match Domain::parse(domain) {
+                    Ok(d) if d.is_literal() => literal_target(&d),
+                    Ok(d) => self.mx_targets(&d, SMTP_PORT),
+                    Err(e) => Err(NoRoute {
+                        permanent: true,
+                        status: "5.1.2",
+                        reason: format!("bad destination domain: {e}"),
+                    }),
+                }
+            }
+        }
+    }
+
+    fn resolver(&mut self) -> Result<&Resolver, NoRoute> {
+        if self.resolver.is_none() {
+            let resolver = Resolver::for_program(&[], self.policy.config, Duration::from_secs(10))
+                .map_err(|e| NoRoute {
+                    permanent: false,
+                    status: "4.4.3",
+                    reason: format!("cannot set up DNS: {e}"),
+                })?;
+            self.resolver = Some(resolver);
+        }
+        self.resolver.as_ref().ok_or_else(|| NoRoute {
+            permanent: false,
+            status: "4.4.3",
+            reason: "no DNS resolver".to_string(),
+        })
+    }
+
+    fn mx_targets(&mut self, domain: &Domain, port: u16) -> Result<Vec<Target>, NoRoute> {
+        let hostnames = self.policy.config.hostnames.clone();
+        let resolver = self.resolver()?;
+        let mut rng = fastrand::Rng::new();
+        let list = resolver
+            .mail_exchangers(domain, &hostnames, &mut rng)
+            .map_err(|e| dns_no_route(domain, &e))?;
+        let hosts = match list {
+            MxList::NullMx => {
+                return Err(NoRoute {
+                    permanent: true,
+                    status: "5.1.10",
+                    reason: format!("{domain} accepts no mail (null MX)"),
+                });
+            }
+            MxList::ThisHostIsBest { preference } => {
+                return Err(NoRoute {
+                    permanent: false,
+                    status: "4.4.6",
+                    reason: format!(
+                        "mail for {domain} loops back to myself: this host is its best MX ({preference})"
+                    ),
+                });
+            }
+            list => list.hosts().to_vec(),
+        };
+        let mut targets = Vec::new();
+        let mut last_error = None;
+        for mx in hosts {
+            let name = mx.host.as_str();
+            let v4 = resolver.ipv4(name);
+            let v6 = resolver.ipv6(name);
+            let addresses: Vec<IpAddr> = v4
+                .iter()
+                .flatten()
+                .map(|ip| IpAddr::V4(*ip))
+                .chain(v6.iter().flatten().map(|ip| IpAddr::V6(*ip)))
+                .collect();
+            if addresses.is_empty() {
+                last_error = v4.err().or(v6.err());
+            }
+            targets.extend(addresses.into_iter().map(|ip| Target {
+                name: Some(name.to_string()),
+                addr: SocketAddr::new(ip, port),
+            }));
+        }
+        if targets.is_empty() {
+            return Err(match last_error {
+                Some(e) => dns_no_route(domain, &e),
+                None => NoRoute {
+                    permanent: false,
+                    status: "4.4.3",
+                    reason: format!("no address for any MX host of {domain}"),
+                },
+            });
+        }
+        Ok(targets)
+    }
+
+    /// Connects to the first target that greets and takes EHLO/HELO (and STARTTLS as the
+    /// policy wants). Returns the last failure when none does.
+    fn connect(&self, targets: &[Target]) -> Result<Connection, NoRoute> {
+        let mut last = String::from("no host to try");
+        for target in targets {
+            let outcome = match self.session(target, self.policy.config.tls) {
+                // Opportunistic TLS that fails is retried in clear, as the policy promises.
+                Err(SessionError::TlsFailed(_))
+                    if self.policy.config.tls == TlsPolicy::Opportunistic =>
+                {
+                    self.session(target, TlsPolicy::Off)
+                }
+                other => other,
+            };
+            match outcome {
+                Ok(conn) => return Ok(conn),
+                Err(e) => last = e.to_string(),
+            }
+        }
+        Err(NoRoute {
+            permanent: false,
+            status: "4.4.1",
+            reason: last,
+        })
+    }
+
+    fn session(&self, target: &Target, tls: TlsPolicy) -> Result<Connection, SessionError> {
+        let options = ConnectOptions {
+            timeouts: self.policy.options.timeouts,
+            family: Default::default(),
+            transcript: self.policy.options.transcript.clone(),
+        };
+        let mut conn = Connection::open(target.addr, target.name.clone(), &options)?;
+        conn.greeting()?;
+        conn.hello(&self.policy.here)?;
+        let offered = conn.capabilities().starttls();
+        match (tls, offered) {
+            (TlsPolicy::Off, _) | (TlsPolicy::Opportunistic, false) => Ok(conn),
+            (TlsPolicy::Required, false) => Err(SessionError::TlsRequired(conn.peer().to_string())),
+            (_, true) => {
+                let client = TlsClient::new(Verification::Insecure);
+                conn.starttls(&client).map_err(SessionError::TlsFailed)?;
+                conn.hello(&self.policy.here)?;
+                Ok(conn)
+            }
+        }
+    }
+
+    /// Defers (or fails, for a permanent routing error) this destination's recipients of `id`.
+    fn without_connection(&mut self, job: &Job, id: QueueId, no_route: &NoRoute) {
+        let Some(mut locked) = self.lock(job, id) else {
+            return;
+        };
+        let indices = self.indices(&locked, job);
+        let outcomes = indices
+            .into_iter()
+            .map(|index| {
+                let outcome = if no_route.permanent {
+                    Outcome::Failed {
+                        status: no_route.status.to_string(),
+                        remote: None,
+                        diagnostic: None,
+                        reason: no_route.reason.clone(),
+                    }
+                } else {
+                    Outcome::Deferred {
+                        reason: no_route.reason.clone(),
+                    }
+                };
+                (index, outcome)
+            })
+            .collect();
+        self.conclude(&mut locked, outcomes, "none");
+        self.finish(locked);
+    }
+
+    /// Delivers `id` over `conn`. Returns false when the connection can no longer be used.
+    fn message(&mut self, job: &Job, id: QueueId, conn: &mut Connection) -> bool {
+        let Some(mut locked) = self.lock(job, id) else {
+            return true;
+        };
+        let indices = self.indices(&locked, job);
+        if indices.is_empty() {
+            return true;
+        }
+        let relay = conn.peer().to_string();
+        let (outcomes, usable) = self.transaction(&locked, &indices, conn);
+        self.conclude(&mut locked, outcomes, &relay);
+        self.finish(locked);
+        usable
+    }
+
+    fn transaction(
+        &self,
+        locked: &Locked<'_>,
+        indices: &[usize],
+        conn: &mut Connection,
+    ) -> (Vec<(usize, Outcome)>, bool) {
+        let envelope = locked.envelope();
+        let peer = conn.peer().clone();
+        let remote = peer
+            .name
+            .clone()
+            .or_else(|| Some(peer.addr.ip().to_string()));
+        let every = |outcome: &dyn Fn() -> Outcome| -> Vec<(usize, Outcome)> {
+            indices.iter().map(|&i| (i, outcome())).collect()
+        };
+        if let Some(limit) = conn.capabilities().size_limit().filter(|&l| l > 0)
+            && envelope.size > limit
+        {
+            let reason = format!(
+                "message of {} bytes exceeds the size limit of {limit} bytes of {peer}",
+                envelope.size
+            );
+            return (
+                every(&|| Outcome::Failed {
+                    status: "5.3.4".into(),
+                    remote: remote.clone(),
+                    diagnostic: None,
+                    reason: reason.clone(),
+                }),
+                true,
+            );
+        }
+        let here = &self.policy.here;
+        let from = match ReversePath::parse(&envelope.sender, here) {
+            Ok(from) => from,
+            Err(e) => {
+                let reason = format!("bad sender address in the queue: {e}");
+                return (
+                    every(&|| Outcome::Deferred {
+                        reason: reason.clone(),
+                    }),
+                    true,
+                );
+            }
+        };
+        let mut outcomes = Vec::new();
+        let mut sendable = Vec::new();
+        let mut addresses = Vec::new();
+        for &index in indices {
+            match Address::parse(&envelope.recipients[index].address, here) {
+                Ok(address) => {
+                    sendable.push(index);
+                    addresses.push(address);
+                }
+                Err(e) => outcomes.push((
+                    index,
+                    Outcome::Failed {
+                        status: "5.1.3".into(),
+                        remote: None,
+                        diagnostic: None,
+                        reason: format!("bad recipient address: {e}"),
+                    },
+                )),
+            }
+        }
+        if sendable.is_empty() {
+            return (outcomes, true);
+        }
+        let data = match locked.data() {
+            Ok(file) => file,
+            Err(e) => {
+                let reason = format!("cannot read the message: {e}");
+                outcomes.extend(sendable.iter().map(|&i| {
+                    (
+                        i,
+                        Outcome::Deferred {
+                            reason: reason.clone(),
+                        },
+                    )
+                }));
+                return (outcomes, true);
+            }
+        };
+        let mail = Mail {
+            from: &from,
+            recipients: &addresses,
+            size: Some(envelope.size),
+            eight_bit: true,
+        };
+        let mut body = BufReader::with_capacity(64 * 1024, data);
+        match conn.deliver(&mail, &mut body) {
+            Ok(delivery) => {
+                for (position, &index) in sendable.iter().enumerate() {
+                    let outcome = match delivery.outcome(position) {
+                        Some(reply) => reply_outcome(
+                            reply,
+                            &peer.to_string(),
+                            remote.clone(),
+                            &delivery,
+                            position,
+                        ),
+                        None => Outcome::Deferred {
+                            reason: format!("{peer}: no reply for this recipient"),
+                        },
+                    };
+                    outcomes.push((index, outcome));
+                }
+                (outcomes, true)
+            }
+            Err(e) => {
+                let reason = e.to_string();
+                outcomes.extend(sendable.iter().map(|&i| {
+                    (
+                        i,
+                        Outcome::Deferred {
+                            reason: reason.clone(),
+                        },
+                    )
+                }));
+                (outcomes, false)
+            }
+        }
+    }
+
+    /// Locks a message of this job; a busy one is put aside for the end of the run.
+    fn lock(&mut self, job: &Job, id: QueueId) -> Option<Locked<'a>> {
+        match self.queue.try_lock(id) {
+            Ok(LockAttempt::Locked(locked)) => Some(locked),
+            Ok(LockAttempt::Busy) => {
+                if let Ok(mut busy) = self.busy.lock() {
+                    busy.push((job.destination.clone(), job.relay.clone(), id));
+                }
+                None
+            }
+            Ok(LockAttempt::Gone) => None,
+            Ok(LockAttempt::Corrupt(reason)) => {
+                quarantine(self.queue, id, &reason, self.log, &mut self.summary);
+                None
+            }
+            Err(e) => {
+                self.log.warning(&format!("{id}: {e}"));
+                self.summary.deferred += 1;
+                None
+            }
+        }
+    }
+
+    /// The recipients of a locked message that this job delivers now.
+    fn indices(&self, locked: &Locked<'_>, job: &Job) -> Vec<usize> {
+        let envelope = locked.envelope();
+        (0..envelope.recipients.len())
+            .filter(|&i| self.policy.wants(envelope, i))
+            .filter(|&i| {
+                self.policy.destination(envelope.recipients[i].domain()).0 == job.destination
+            })
+            .collect()
+    }
+
+    fn conclude(&mut self, locked: &mut Locked<'a>, outcomes: Vec<(usize, Outcome)>, relay: &str) {
+        if let Err(e) = record(
+            self.queue,
+            locked,
+            outcomes,
+            relay,
+            self.policy,
+            self.log,
+            &mut self.summary,
+        ) {
+            self.log
+                .warning(&format!("{}: state not recorded: {e}", locked.id()));
+        }
+    }
+
+    fn finish(&mut self, locked: Locked<'a>) {
+        let id = locked.id();
+        if let Err(e) = finish_message(locked) {
+            self.log
+                .warning(&format!("{id}: cannot write delivery state: {e}"));
+            self.summary.deferred += 1;
+        }
+    }
+}
+
+/// Why a session could not be set up on one host.
+#[derive(Debug, thiserror::Error)]
+enum SessionError {
+    #[error(transparent)]
+    Smtp(#[from] SmtpError),
+    #[error("{0}: TLS is required but the server does not offer STARTTLS")]
+    TlsRequired(String),
+    #[error(transparent)]
+    TlsFailed(SmtpError),
+}
+
+/// The outcome one reply means for a recipient.
+fn reply_outcome(
+    reply: &Reply,
+    peer: &str,
+    remote: Option<String>,
+    delivery: &crate::smtp::Delivery,
+    position: usize,
+) -> Outcome {
+    let stage = if !delivery.mail.is_positive() {
+        "MAIL FROM"
+    } else if delivery
+        .recipients
+        .get(position)
+        .is_some_and(|r| !r.is_positive())
+    {
+        "RCPT TO"
+    } else {
+        "end of DATA"
+    };
+    if reply.is_positive() {
+        return Outcome::Sent {
+            reply: reply.to_string(),
+        };
+    }
+    let reason = format!("host {peer} said: {reply} (in reply to {stage})");
+    if reply.is_transient() {
+        return Outcome::Deferred { reason };
+    }
+    let status = reply
+        .enhanced
+        .map(|code| code.to_string())
+        .unwrap_or_else(|| "5.0.0".to_string());
+    Outcome::Failed {
+        status,
+        remote,
+        diagnostic: Some(reply.to_string()),
+        reason,
+    }
+}
+
+/// A bracketed route: the host itself, no MX lookup; names through the system resolver.
+fn relay_targets(relay: &RelayTarget) -> Result<Vec<Target>, NoRoute> {
+    let name = match &relay.host {
+        RelayHost::Name(name) => Some(name.to_string()),
+        RelayHost::Ip(_) => None,
+    };
+    crate::smtp::resolve(&relay.host, relay.port, Default::default())
+        .map(|addrs| {
+            addrs
+                .into_iter()
+                .map(|addr| Target {
+                    name: name.clone(),
+                    addr,
+                })
+                .collect()
+        })
+        .map_err(|e| NoRoute {
+            permanent: false,
+            status: "4.4.3",
+            reason: e.to_string(),
+        })
+}
+
+/// `user@[192.0.2.1]`: straight to that address.
+fn literal_target(domain: &Domain) -> Result<Vec<Target>, NoRoute> {
+    let inner = domain
+        .as_str()
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    let inner = inner
+        .strip_prefix("IPv6:")
+        .or_else(|| inner.strip_prefix("ipv6:"))
+        .unwrap_or(inner);
+    inner
+        .parse::<IpAddr>()
+        .map(|ip| {
+            vec![Target {
+                name: None,
+                addr: SocketAddr::new(ip, SMTP_PORT),
+            }]
+        })
+        .map_err(|_| NoRoute {
+            permanent: true,
+            status: "5.1.2",
+            reason: format!("bad address literal {domain}"),
+        })
+}
+
+/// A DNS failure as a routing verdict: a name that does not exist fails, the rest defers.
+fn dns_no_route(domain: &Domain, err: &DnsError) -> NoRoute {
+    if err.is_transient() {
+        NoRoute {
+            permanent: false,
+            status: "4.4.3",
+            reason: format!("DNS lookup for {domain} failed: {err}"),
+        }
+    } else {
+        NoRoute {
+            permanent: true,
+            status: "5.1.2",
+            reason: format!("host or domain name not found: {err}"),
+        }
+    }
+}

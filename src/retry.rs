@@ -1,0 +1,54 @@
+//! When to try again, and when to give up.
+//!
+//! A temporary failure (4xx, connection trouble) defers a recipient; the wait before the next
+//! attempt starts at `retry_first` and grows by `retry_factor` with every attempt (1h, 1.5h,
+//! 2.25h, ... with the defaults), never beyond the queue lifetime. A message older than
+//! `queue_lifetime` has expired: what remains of it fails, held domains included.
+//! Runs that name what they want (`-R`, `-I`, `-S`, `-f`) ignore the wait, never the lifetime.
+
+use std::time::Duration;
+
+use crate::config::Config;
+
+/// The wait after the `attempts`-th failed attempt (counting from 1).
+pub fn delay_after(config: &Config, attempts: u32) -> Duration {
+    let growth = config
+        .retry_factor
+        .powi(attempts.saturating_sub(1).min(200) as i32);
+    let seconds = config.retry_first.as_secs_f64() * growth;
+    let cap = config.queue_lifetime.as_secs_f64();
+    Duration::from_secs_f64(seconds.min(cap))
+}
+
+/// The epoch second of the next attempt after the `attempts`-th failure at `now`.
+pub fn next_attempt(config: &Config, attempts: u32, now: i64) -> i64 {
+    now.saturating_add(delay_after(config, attempts).as_secs() as i64)
+}
+
+/// True when a message that arrived at `arrival` has outlived the queue lifetime at `now`.
+pub fn is_expired(config: &Config, arrival: i64, now: i64) -> bool {
+    now.saturating_sub(arrival) >= config.queue_lifetime.as_secs() as i64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn waits_grow_by_the_factor_and_stop_at_the_lifetime() {
+        let config = Config::default();
+        assert_eq!(delay_after(&config, 1), Duration::from_secs(3600));
+        assert_eq!(delay_after(&config, 2), Duration::from_secs(5400));
+        assert_eq!(delay_after(&config, 3), Duration::from_secs(8100));
+        assert_eq!(delay_after(&config, 1000), config.queue_lifetime);
+        assert_eq!(next_attempt(&config, 1, 1000), 4600);
+    }
+
+    #[test]
+    fn expiry_is_age_against_lifetime() {
+        let config = Config::default();
+        let lifetime = config.queue_lifetime.as_secs() as i64;
+        assert!(!is_expired(&config, 0, lifetime - 1));
+        assert!(is_expired(&config, 0, lifetime));
+    }
+}
