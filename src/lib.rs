@@ -6,6 +6,7 @@
 
 pub mod address;
 pub mod config;
+pub mod etrn;
 pub mod route;
 pub mod smtp;
 pub mod sysexits;
