@@ -278,7 +278,18 @@ fn session(
     conn.hello(&request.helo)?;
     if request.starttls != TlsPolicy::Off {
         if conn.capabilities().starttls() {
-            conn.starttls(tls)?;
+            conn.starttls(tls).map_err(|err| match err {
+                SmtpError::Tls { peer, detail }
+                    if tls.verification() == Verification::Required
+                        && detail.contains("certificate") =>
+                {
+                    SmtpError::Tls {
+                        peer,
+                        detail: format!("{detail} (--tls-insecure accepts it)"),
+                    }
+                }
+                other => other,
+            })?;
             conn.hello(&request.helo)?;
         } else if request.starttls == TlsPolicy::Required {
             let err = SmtpError::NotOffered {

@@ -477,7 +477,7 @@ fn starttls_required_but_not_offered_is_a_protocol_failure() {
 #[test]
 fn auth_plain_with_the_password_from_a_file_or_the_environment() {
     const SECRET: &str = "s3cret-pass";
-    let script = Script::default().auth("site", SECRET);
+    let script = Script::default().auth("site", SECRET, "PLAIN LOGIN");
     let site = Site::new();
     let password_file = site.file("password", &format!("{SECRET}\n"));
 
@@ -529,6 +529,43 @@ fn auth_plain_with_the_password_from_a_file_or_the_environment() {
         .assert()
         .code(66)
         .stderr(predicate::str::contains("password file"));
+}
+
+#[test]
+fn auth_login_when_plain_is_not_offered() {
+    const SECRET: &str = "login-pass";
+    let server = Server::start(Script::default().auth("site", SECRET, "LOGIN CRAM-MD5"));
+    let site = Site::new();
+    site.etrn_send()
+        .env("ETRN_PASSWORD", SECRET)
+        .args([
+            "-v",
+            "--auth-user",
+            "site",
+            &server_arg(&server),
+            "x.example.test",
+        ])
+        .assert()
+        .code(0)
+        .stderr(
+            predicate::str::contains(">>> AUTH LOGIN\n")
+                .and(predicate::str::contains(">>> ****\n"))
+                .and(predicate::str::contains(SECRET).not()),
+        );
+    assert!(server.seen().contains(&"AUTH LOGIN".to_string()));
+
+    let server = Server::start(Script::default().auth("site", SECRET, "CRAM-MD5"));
+    site.etrn_send()
+        .env("ETRN_PASSWORD", SECRET)
+        .args([
+            "--auth-user",
+            "site",
+            &server_arg(&server),
+            "x.example.test",
+        ])
+        .assert()
+        .code(76)
+        .stderr(predicate::str::contains("only PLAIN and LOGIN"));
 }
 
 #[test]

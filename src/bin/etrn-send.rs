@@ -72,7 +72,7 @@ struct Args {
     starttls: Option<TlsPolicy>,
 
     /// Accept any TLS certificate with --starttls (a self-signed server you know).
-    #[arg(long)]
+    #[arg(long, requires = "starttls")]
     tls_insecure: bool,
 
     /// Authenticate as USER (AUTH PLAIN, else LOGIN). The password comes from

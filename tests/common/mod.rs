@@ -2,8 +2,6 @@
 //! [`Script`] says, records every line the client sent, and stops when dropped (or after a minute
 //! at most, whatever happens to the test).
 
-#![allow(dead_code)] // each test file uses its own part of this module
-
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -33,8 +31,10 @@ pub struct Script {
     pub greeting: Option<String>,
     pub ehlo: Ehlo,
     pub tls: Option<Arc<rustls::ServerConfig>>,
-    /// User and password that AUTH PLAIN and LOGIN accept.
+    /// User and password that AUTH accepts, and the mechanisms announced (PLAIN and LOGIN are
+    /// understood).
     pub auth: Option<(String, String)>,
+    pub auth_mechanisms: &'static str,
     /// Reply per ETRN argument (as sent); lines separated by `\n`.
     pub etrn: Vec<(String, String)>,
     pub etrn_default: String,
@@ -47,6 +47,7 @@ impl Default for Script {
             ehlo: Ehlo::Keywords(vec!["PIPELINING", "SIZE 10240000", "ETRN", "8BITMIME"]),
             tls: None,
             auth: None,
+            auth_mechanisms: "PLAIN LOGIN",
             etrn: Vec::new(),
             etrn_default: "250 2.0.0 Queuing started".to_string(),
         }
@@ -74,8 +75,9 @@ impl Script {
         self
     }
 
-    pub fn auth(mut self, user: &str, password: &str) -> Script {
+    pub fn auth(mut self, user: &str, password: &str, mechanisms: &'static str) -> Script {
         self.auth = Some((user.to_string(), password.to_string()));
+        self.auth_mechanisms = mechanisms;
         self
     }
 }
@@ -236,7 +238,7 @@ impl Session<'_> {
                             lines.push("250-STARTTLS".to_string());
                         }
                         if script.auth.is_some() {
-                            lines.push("250-AUTH PLAIN LOGIN".to_string());
+                            lines.push(format!("250-AUTH {}", script.auth_mechanisms));
                         }
                         lines.push("250 HELP".to_string());
                         self.reply(&lines.join("\n"))?
@@ -287,7 +289,11 @@ impl Session<'_> {
     fn authenticate(&mut self, script: &Script, rest: &str) -> Option<bool> {
         let (user, password) = script.auth.clone()?;
         let (mechanism, initial) = rest.split_once(' ').unwrap_or((rest, ""));
-        match mechanism.to_ascii_uppercase().as_str() {
+        let mechanism = mechanism.to_ascii_uppercase();
+        if !script.auth_mechanisms.split(' ').any(|m| m == mechanism) {
+            return Some(false);
+        }
+        match mechanism.as_str() {
             "PLAIN" => {
                 let token = BASE64.decode(initial).ok()?;
                 Some(token == format!("\0{user}\0{password}").into_bytes())
