@@ -159,6 +159,28 @@ fn the_worst_outcome_decides_and_every_domain_is_reported() {
 }
 
 #[test]
+fn a_421_to_etrn_ends_the_session_and_says_so() {
+    let server = Server::start(Script::default().etrn("b.example.test", "421 4.3.0 shutting down"));
+    let site = Site::new();
+    site.etrn_send()
+        .args([&server_arg(&server), "a.example.test", "b.example.test"])
+        .arg("c.example.test")
+        .assert()
+        .code(75)
+        .stdout(
+            "a.example.test 250 2.0.0 Queuing started\n\
+             b.example.test 421 4.3.0 shutting down\n",
+        )
+        .stderr(predicate::str::contains(
+            "server closed the session: 421 4.3.0 shutting down",
+        ));
+    assert_eq!(
+        etrn_lines(&server),
+        ["ETRN a.example.test", "ETRN b.example.test"]
+    );
+}
+
+#[test]
 fn multi_line_replies_are_read_whole() {
     let server = Server::start(Script::default().etrn(
         "m.example.test",
