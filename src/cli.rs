@@ -77,23 +77,22 @@ pub fn sendmail_selectors(args: impl IntoIterator<Item = OsString>) -> Vec<OsStr
 }
 
 fn usage_error(program: &str, err: clap::Error) -> ExitCode {
-    use clap::error::ErrorKind;
-    if matches!(
-        err.kind(),
-        ErrorKind::DisplayHelp
-            | ErrorKind::DisplayVersion
-            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
-    ) {
+    if !err.use_stderr() {
         let _ = err.print();
         return Status::Ok.into();
     }
+    // clap's message may go on over indented lines (the missing arguments); the usage summary
+    // after it is left to --help.
     let rendered = err.render().to_string();
-    let first = rendered
+    let message = rendered
         .lines()
-        .find(|line| !line.trim().is_empty())
-        .unwrap_or("bad arguments")
-        .trim_start_matches("error: ");
-    eprintln!("{program}: {first} (try --help)");
+        .take_while(|line| !line.starts_with("Usage:"))
+        .map(str::trim)
+        .filter(|line| !line.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let message = message.strip_prefix("error: ").unwrap_or(&message);
+    eprintln!("{program}: {message} (try '{program} --help')");
     Status::Usage.into()
 }
 

@@ -11,6 +11,7 @@ pub mod config;
 pub mod delivery;
 pub mod dns;
 pub mod envelope;
+pub mod etrn;
 pub mod maillog;
 pub mod queue;
 pub mod report;

@@ -315,7 +315,7 @@ impl Connection {
                     },
                     _ => SmtpError::Connect {
                         peer: peer.to_string(),
-                        source: e,
+                        error: e,
                     },
                 }
             })?;
@@ -811,7 +811,7 @@ impl Connection {
             _ => SmtpError::Io {
                 peer,
                 during,
-                source: err,
+                error: err,
             },
         }
     }

@@ -5,30 +5,27 @@ use std::io;
 use super::reply::Reply;
 use crate::sysexits::{Status, Sysexit};
 
-/// One failure of an SMTP conversation. `peer` strings read `host[ip]:port` as in mail logs.
+/// One failure of an SMTP conversation. `peer` strings read `host[ip]:port` as in mail logs. The
+/// message of each variant is complete in itself (an I/O error's text included), so that it can
+/// be logged or shown as one line.
 #[derive(Debug, thiserror::Error)]
 pub enum SmtpError {
     /// The server's name has no address (or the resolver could not be asked).
     #[error("{host}: host name lookup failed: {detail}")]
     NoHost { host: String, detail: String },
-    #[error("{peer}: cannot connect: {source}")]
-    Connect {
-        peer: String,
-        #[source]
-        source: io::Error,
-    },
+    #[error("{peer}: cannot connect: {error}")]
+    Connect { peer: String, error: io::Error },
     /// No answer within the configured time.
     #[error("{peer}: timed out {during}")]
     Timeout { peer: String, during: String },
     /// The server closed the connection where a reply was due.
     #[error("{peer}: lost connection {during}")]
     Closed { peer: String, during: String },
-    #[error("{peer}: {during}: {source}")]
+    #[error("{peer}: {during}: {error}")]
     Io {
         peer: String,
         during: String,
-        #[source]
-        source: io::Error,
+        error: io::Error,
     },
     /// The TLS handshake failed or the certificate was not trusted.
     #[error("{peer}: TLS: {detail}")]
@@ -48,7 +45,7 @@ pub enum SmtpError {
     NotOffered { peer: String, detail: String },
     /// The message data could not be read from the queue.
     #[error("reading the message: {0}")]
-    MessageRead(#[source] io::Error),
+    MessageRead(io::Error),
     /// The server refused the credentials for good (`535`, `534`...).
     #[error("{peer}: authentication failed: {reply}")]
     AuthFailed { peer: String, reply: Reply },
