@@ -82,7 +82,9 @@ impl Domain {
             .and_then(|t| t.strip_suffix(']'))
             .ok_or_else(|| refuse(input, "unbalanced '[' in address literal"))?;
         let valid = match inner.get(..5) {
-            Some(tag) if tag.eq_ignore_ascii_case("IPv6:") => inner[5..].parse::<Ipv6Addr>().is_ok(),
+            Some(tag) if tag.eq_ignore_ascii_case("IPv6:") => {
+                inner[5..].parse::<Ipv6Addr>().is_ok()
+            }
             _ => inner.parse::<Ipv4Addr>().is_ok(),
         };
         if !valid {
@@ -281,7 +283,10 @@ fn validate_local_part(input: &str, local: &str) -> Result<(), AddressError> {
                 if local.bytes().all(|b| (b' '..=b'~').contains(&b)) {
                     Ok(())
                 } else {
-                    Err(refuse(input, "control or 8-bit character in quoted local part"))
+                    Err(refuse(
+                        input,
+                        "control or 8-bit character in quoted local part",
+                    ))
                 }
             }
             _ => Err(refuse(input, "unbalanced '\"' in local part")),
@@ -360,15 +365,30 @@ mod tests {
 
     #[test]
     fn null_sender() {
-        assert_eq!(ReversePath::parse("<>", &here()).unwrap(), ReversePath::Null);
+        assert_eq!(
+            ReversePath::parse("<>", &here()).unwrap(),
+            ReversePath::Null
+        );
         assert_eq!(ReversePath::parse("", &here()).unwrap(), ReversePath::Null);
     }
 
     #[test]
     fn subdomain_matching_is_by_whole_labels() {
         let parent = Domain::parse("customer.example").unwrap();
-        assert!(Domain::parse("sub.CUSTOMER.example").unwrap().is_within(&parent));
-        assert!(Domain::parse("customer.example").unwrap().is_within(&parent));
-        assert!(!Domain::parse("xcustomer.example").unwrap().is_within(&parent));
+        assert!(
+            Domain::parse("sub.CUSTOMER.example")
+                .unwrap()
+                .is_within(&parent)
+        );
+        assert!(
+            Domain::parse("customer.example")
+                .unwrap()
+                .is_within(&parent)
+        );
+        assert!(
+            !Domain::parse("xcustomer.example")
+                .unwrap()
+                .is_within(&parent)
+        );
     }
 }

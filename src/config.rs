@@ -351,7 +351,8 @@ impl Reader<'_> {
                 ))
             })?;
             for server in items {
-                nameservers.push(parse_nameserver(reader.string(server)?).map_err(|e| reader.error(e))?);
+                nameservers
+                    .push(parse_nameserver(reader.string(server)?).map_err(|e| reader.error(e))?);
             }
         }
         Ok(nameservers)
@@ -407,15 +408,36 @@ nameservers = ["127.0.0.1:5353"]
     fn errors_name_file_and_key() {
         let cases = [
             ("bogus = 1", "etrnq.toml: bogus: unknown key"),
-            ("max_hops = \"x\"", "etrnq.toml: max_hops: expected a whole number"),
-            ("max_hops = 0", "etrnq.toml: max_hops: must be greater than zero"),
-            ("queue_lifetime = \"5x\"", "etrnq.toml: queue_lifetime: \"5x\": unit"),
+            (
+                "max_hops = \"x\"",
+                "etrnq.toml: max_hops: expected a whole number",
+            ),
+            (
+                "max_hops = 0",
+                "etrnq.toml: max_hops: must be greater than zero",
+            ),
+            (
+                "queue_lifetime = \"5x\"",
+                "etrnq.toml: queue_lifetime: \"5x\": unit",
+            ),
             ("tls = \"maybe\"", "etrnq.toml: tls: \"maybe\""),
-            ("hostnames = [\"bad host\"]", "etrnq.toml: hostnames: \"bad host\""),
-            ("[routes]\n\"a.example\" = \"[x\"", "etrnq.toml: routes.a.example:"),
-            ("[dns]\nservers = []", "etrnq.toml: dns.servers: unknown key"),
+            (
+                "hostnames = [\"bad host\"]",
+                "etrnq.toml: hostnames: \"bad host\"",
+            ),
+            (
+                "[routes]\n\"a.example\" = \"[x\"",
+                "etrnq.toml: routes.a.example:",
+            ),
+            (
+                "[dns]\nservers = []",
+                "etrnq.toml: dns.servers: unknown key",
+            ),
             ("log = \"relative.log\"", "etrnq.toml: log:"),
-            ("retry_factor = 0.5", "etrnq.toml: retry_factor: must be between"),
+            (
+                "retry_factor = 0.5",
+                "etrnq.toml: retry_factor: must be between",
+            ),
             ("hostnames = [", "etrnq.toml: line 1:"),
         ];
         for (text, expected) in cases {

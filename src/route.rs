@@ -117,7 +117,14 @@ mod tests {
 
     #[test]
     fn bad_targets() {
-        for bad in ["[127.0.0.1", "host:0", "host:port", "[::1]x", "bad host", ""] {
+        for bad in [
+            "[127.0.0.1",
+            "host:0",
+            "host:port",
+            "[::1]x",
+            "bad host",
+            "",
+        ] {
             assert!(RelayTarget::parse(bad).is_err(), "{bad} accepted");
         }
     }
