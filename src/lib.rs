@@ -6,6 +6,7 @@
 
 pub mod address;
 pub mod config;
+pub mod diagnosis;
 pub mod dns;
 pub mod route;
 pub mod sysexits;

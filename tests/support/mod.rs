@@ -1,0 +1,3 @@
+//! Servers the end-to-end tests start on loopback.
+
+pub mod dns;
