@@ -8,5 +8,7 @@ pub mod address;
 pub mod config;
 pub mod diagnosis;
 pub mod dns;
+pub mod etrn;
 pub mod route;
+pub mod smtp;
 pub mod sysexits;

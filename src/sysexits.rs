@@ -120,6 +120,9 @@ fn typed_status(cause: &(dyn std::error::Error + 'static)) -> Option<Status> {
     if let Some(e) = cause.downcast_ref::<crate::dns::DnsError>() {
         return Some(e.status());
     }
+    if let Some(e) = cause.downcast_ref::<crate::smtp::SmtpError>() {
+        return Some(e.status());
+    }
     if let Some(e) = cause.downcast_ref::<std::io::Error>() {
         return Some(Status::of_io(e));
     }
@@ -153,6 +156,33 @@ pub fn finish_check(program: &str, outcome: anyhow::Result<u8>) -> ExitCode {
         Err(err) => {
             report(program, &err);
             ExitCode::from(CHECK_UNKNOWN)
+        }
+    }
+}
+
+/// Parses a program's argv with clap. `--help` and `--version` print and exit 0; any other
+/// problem prints one line on stderr and exits 64 (EX_USAGE) rather than clap's own 2.
+pub fn parse_args<T: clap::Parser>(program: &str) -> Result<T, ExitCode> {
+    match T::try_parse() {
+        Ok(args) => Ok(args),
+        Err(err) if !err.use_stderr() => {
+            let _ = err.print();
+            Err(Status::Ok.into())
+        }
+        Err(err) => {
+            // clap's message may continue on indented lines (the missing arguments); the usage
+            // summary after it is left to --help.
+            let rendered = err.render().to_string();
+            let message = rendered
+                .lines()
+                .take_while(|line| !line.starts_with("Usage:"))
+                .map(str::trim)
+                .filter(|line| !line.is_empty())
+                .collect::<Vec<_>>()
+                .join(" ");
+            let message = message.strip_prefix("error: ").unwrap_or(&message);
+            eprintln!("{program}: {message} (try '{program} --help')");
+            Err(Status::Usage.into())
         }
     }
 }

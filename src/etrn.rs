@@ -1,0 +1,415 @@
+//! NAME
+//!     etrn - ask a mail server to start delivering the mail it holds for us (RFC 1985)
+//!
+//! DESCRIPTION
+//!     One session: greeting, EHLO (HELO when EHLO is refused), STARTTLS and AUTH when asked,
+//!     one `ETRN` per argument, QUIT. Each argument's reply becomes an [`Outcome`]; the outcomes
+//!     and any failure of the session decide the exit status, the worst one winning:
+//!     success < temporary (75) < refused for this domain (459, 77) < protocol (76) < no such
+//!     host (68).
+//!
+//!     With retries, a session that failed at the connection level or on a 4xx is repeated
+//!     after a pause for the arguments that have no final answer yet, which is what a dial-up
+//!     hook needs when the link and the name servers come up a little after the hook runs.
+//!
+//! PROMISES
+//!     Arguments are typed ([`EtrnArgument`]): a domain is a validated `Domain`, so nothing the
+//!     user typed can add a second command to the session. Every step is bounded by the session's
+//!     time limit. Only arguments that have a reply are reported on stdout; a failure that left
+//!     some without one is the error line.
+//!
+//! LIMITS
+//!     ETRN only asks: a 250 means the server started a queue run, not that mail arrived. A
+//!     server that answers HELO only is sent ETRN anyway, since it cannot say whether it has it.
+
+use std::fmt;
+use std::io::Write;
+use std::time::Duration;
+
+use anyhow::Context;
+
+use crate::address::Domain;
+use crate::config::TlsPolicy;
+use crate::route::RelayHost;
+use crate::smtp::{
+    Command, ConnectOptions, Connection, Credentials, EtrnArgument, Reply, SmtpError, TlsClient,
+    Verification,
+};
+use crate::sysexits::{Failure, Status, Sysexit};
+
+/// The SMTP port etrn-send uses unless told otherwise.
+pub const SMTP_PORT: u16 = 25;
+
+/// The server to ask, as written on the command line: `name`, `IPv4`, `[IPv6]`, each with an
+/// optional `:port`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Server {
+    pub host: RelayHost,
+    pub port: Option<u16>,
+}
+
+impl Server {
+    pub fn parse(text: &str) -> Result<Server, String> {
+        let bad_port = |port: &str| format!("{text:?}: {port:?} is not a port number");
+        let parse_port = |port: &str| match port.parse::<u16>() {
+            Ok(0) | Err(_) => Err(bad_port(port)),
+            Ok(n) => Ok(n),
+        };
+        if let Some(rest) = text.strip_prefix('[') {
+            let (inside, after) = rest
+                .split_once(']')
+                .ok_or_else(|| format!("{text:?}: unbalanced '['"))?;
+            let inside = inside
+                .strip_prefix("IPv6:")
+                .or_else(|| inside.strip_prefix("ipv6:"))
+                .unwrap_or(inside);
+            let ip = inside
+                .parse()
+                .map_err(|_| format!("{text:?}: brackets must hold an IP address"))?;
+            let port = match after {
+                "" => None,
+                tail => Some(parse_port(
+                    tail.strip_prefix(':').ok_or_else(|| bad_port(tail))?,
+                )?),
+            };
+            return Ok(Server {
+                host: RelayHost::Ip(ip),
+                port,
+            });
+        }
+        if let Ok(ip) = text.parse() {
+            return Ok(Server {
+                host: RelayHost::Ip(ip),
+                port: None,
+            });
+        }
+        let (host, port) = match text.rsplit_once(':') {
+            Some((host, port)) => (host, Some(parse_port(port)?)),
+            None => (text, None),
+        };
+        if let Ok(ip) = host.parse::<std::net::Ipv4Addr>() {
+            return Ok(Server {
+                host: RelayHost::Ip(ip.into()),
+                port,
+            });
+        }
+        if host.contains(':') {
+            return Err(format!(
+                "{text:?}: write an IPv6 address with a port as [address]:port"
+            ));
+        }
+        let name = Domain::parse(host).map_err(|e| e.to_string())?;
+        if name.is_literal() {
+            return Err(format!("{text:?}: not a host name"));
+        }
+        Ok(Server {
+            host: RelayHost::Name(name),
+            port,
+        })
+    }
+}
+
+impl std::str::FromStr for Server {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Server, String> {
+        Server::parse(text)
+    }
+}
+
+/// Everything one run needs.
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub host: RelayHost,
+    pub port: u16,
+    pub arguments: Vec<EtrnArgument>,
+    pub helo: Domain,
+    pub connect: ConnectOptions,
+    pub starttls: TlsPolicy,
+    /// Whether the certificate must be trusted when STARTTLS is required. Opportunistic TLS
+    /// never insists, as Postfix's `may` level does not.
+    pub verification: Verification,
+    pub credentials: Option<Credentials>,
+    /// Send ETRN even when EHLO did not announce it.
+    pub force: bool,
+    /// How many times to try again after a temporary failure.
+    pub retries: u32,
+    pub retry_wait: Duration,
+}
+
+/// The server's answer to one argument.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    pub argument: EtrnArgument,
+    pub reply: Reply,
+}
+
+impl Outcome {
+    /// RFC 1985's replies: 250–253 the queue was started or there is nothing to do, 458 not now,
+    /// 459 not for this name, 5xx a refusal or a server without ETRN.
+    pub fn status(&self) -> Status {
+        match self.reply.code.value() {
+            250..=253 => Status::Ok,
+            459 => Status::NoPerm,
+            400..=499 => Status::TempFail,
+            _ => Status::Protocol,
+        }
+    }
+
+    /// A failure that another session might turn into a success.
+    fn worth_retrying(&self) -> bool {
+        self.status() == Status::TempFail
+    }
+}
+
+impl fmt::Display for Outcome {
+    /// `customer.example 250 2.0.0 Queuing for node customer.example started`
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.argument, self.reply)
+    }
+}
+
+/// What a run came to: the answers received and the failure that stopped the session, if any.
+#[derive(Debug)]
+pub struct Report {
+    pub outcomes: Vec<Outcome>,
+    pub failure: Option<SmtpError>,
+}
+
+impl Report {
+    /// The worst status among the outcomes and the failure.
+    pub fn status(&self) -> Status {
+        self.outcomes
+            .iter()
+            .map(Outcome::status)
+            .chain(self.failure.iter().map(Sysexit::status))
+            .max_by_key(|&status| severity(status))
+            .unwrap_or(Status::Ok)
+    }
+}
+
+fn severity(status: Status) -> u8 {
+    match status {
+        Status::Ok => 0,
+        Status::TempFail => 1,
+        Status::NoPerm => 2,
+        Status::Protocol => 3,
+        _ => 4,
+    }
+}
+
+/// Runs the request, writes one line per answered argument to `out` in argument order, and
+/// returns the status, or the failure as an error carrying the worst status.
+pub fn run(request: &Request, out: &mut dyn Write) -> anyhow::Result<Status> {
+    let report = send(request);
+    for outcome in &report.outcomes {
+        writeln!(out, "{outcome}").context("writing to standard output")?;
+    }
+    out.flush().context("writing to standard output")?;
+    let status = report.status();
+    match report.failure {
+        None => Ok(status),
+        Some(failure) if failure.status() == status => Err(failure.into()),
+        Some(failure) => Err(Failure::new(status, failure.to_string()).into()),
+    }
+}
+
+/// Runs the request, retrying as asked, and reports every argument's final answer.
+pub fn send(request: &Request) -> Report {
+    let tls = TlsClient::new(match request.starttls {
+        TlsPolicy::Required => request.verification,
+        TlsPolicy::Opportunistic | TlsPolicy::Off => Verification::Insecure,
+    });
+    let mut answers: Vec<Option<Reply>> = vec![None; request.arguments.len()];
+    let mut failure;
+    let mut attempt = 0;
+    loop {
+        let pending: Vec<usize> = (0..request.arguments.len())
+            .filter(|&i| {
+                answers[i]
+                    .as_ref()
+                    .is_none_or(|reply| outcome(request, i, reply).worth_retrying())
+            })
+            .collect();
+        failure = session(request, &tls, &pending, &mut answers).err();
+        let unsettled = pending.iter().any(|&i| {
+            answers[i]
+                .as_ref()
+                .is_none_or(|reply| outcome(request, i, reply).worth_retrying())
+        });
+        let transient = failure.as_ref().is_none_or(SmtpError::is_transient);
+        if !unsettled || !transient || attempt >= request.retries {
+            break;
+        }
+        attempt += 1;
+        request.connect.transcript.note(&format!(
+            "{}; trying again in {} s ({attempt} of {})",
+            failure
+                .as_ref()
+                .map_or_else(|| "temporary refusal".to_string(), ToString::to_string),
+            request.retry_wait.as_secs(),
+            request.retries
+        ));
+        std::thread::sleep(request.retry_wait);
+    }
+    let outcomes = answers
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, reply)| reply.map(|reply| outcome(request, i, &reply)))
+        .collect();
+    Report { outcomes, failure }
+}
+
+fn outcome(request: &Request, index: usize, reply: &Reply) -> Outcome {
+    Outcome {
+        argument: request.arguments[index].clone(),
+        reply: reply.clone(),
+    }
+}
+
+/// One SMTP session for the arguments at `pending`, recording each reply as it arrives.
+fn session(
+    request: &Request,
+    tls: &TlsClient,
+    pending: &[usize],
+    answers: &mut [Option<Reply>],
+) -> Result<(), SmtpError> {
+    let mut conn = Connection::connect(&request.host, request.port, &request.connect)?;
+    conn.greeting()?;
+    conn.hello(&request.helo)?;
+    if request.starttls != TlsPolicy::Off {
+        if conn.capabilities().starttls() {
+            conn.starttls(tls)?;
+            conn.hello(&request.helo)?;
+        } else if request.starttls == TlsPolicy::Required {
+            let err = SmtpError::NotOffered {
+                peer: conn.peer().to_string(),
+                detail: "server does not offer STARTTLS, which --starttls requires".to_string(),
+            };
+            conn.quit();
+            return Err(err);
+        } else {
+            conn.note("server does not offer STARTTLS; continuing without TLS");
+        }
+    }
+    if let Some(credentials) = &request.credentials {
+        conn.authenticate(credentials)?;
+    }
+    if conn.capabilities().etrn() {
+        conn.note("server advertises ETRN");
+    } else if !conn.is_extended() {
+        conn.note("server answered HELO only, so it cannot advertise ETRN; trying ETRN anyway");
+    } else if request.force {
+        conn.note("server does not advertise ETRN; sending it anyway (--force)");
+    } else {
+        let err = SmtpError::NotOffered {
+            peer: conn.peer().to_string(),
+            detail: "server does not advertise ETRN (--force sends it anyway)".to_string(),
+        };
+        conn.quit();
+        return Err(err);
+    }
+    for &index in pending {
+        let reply = conn.command(&Command::Etrn(request.arguments[index].clone()))?;
+        let closing = reply.code == crate::smtp::ReplyCode::SERVICE_UNAVAILABLE;
+        answers[index] = Some(reply);
+        if closing {
+            // 421: the server is closing the session; it will not answer the rest.
+            return Ok(());
+        }
+    }
+    conn.quit();
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outcome_with(code: &str) -> Outcome {
+        Outcome {
+            argument: EtrnArgument::parse("customer.example").unwrap(),
+            reply: Reply::from_lines(&[code]).unwrap(),
+        }
+    }
+
+    #[test]
+    fn reply_codes_map_to_statuses() {
+        let cases = [
+            ("250 Queuing started", Status::Ok),
+            ("251 OK, no messages waiting", Status::Ok),
+            ("252 OK, pending messages for node started", Status::Ok),
+            ("253 OK, 14 pending messages started", Status::Ok),
+            ("458 Unable to queue messages", Status::TempFail),
+            (
+                "459 <customer.example>: service unavailable",
+                Status::NoPerm,
+            ),
+            ("421 closing", Status::TempFail),
+            ("500 Syntax error", Status::Protocol),
+            ("501 Syntax error in parameters", Status::Protocol),
+            ("502 not implemented", Status::Protocol),
+            ("504 not implemented for this argument", Status::Protocol),
+            ("220 what", Status::Protocol),
+        ];
+        for (reply, status) in cases {
+            assert_eq!(outcome_with(reply).status(), status, "{reply}");
+        }
+    }
+
+    #[test]
+    fn the_worst_outcome_decides() {
+        let report = |codes: &[&str]| Report {
+            outcomes: codes.iter().map(|c| outcome_with(c)).collect(),
+            failure: None,
+        };
+        assert_eq!(report(&[]).status(), Status::Ok);
+        assert_eq!(report(&["250 a", "458 b"]).status(), Status::TempFail);
+        assert_eq!(report(&["458 a", "459 b"]).status(), Status::NoPerm);
+        assert_eq!(
+            report(&["459 a", "501 b", "250 c"]).status(),
+            Status::Protocol
+        );
+        let mut with_failure = report(&["459 a"]);
+        with_failure.failure = Some(SmtpError::Closed {
+            peer: "p".to_string(),
+            during: "waiting".to_string(),
+        });
+        assert_eq!(with_failure.status(), Status::NoPerm);
+    }
+
+    #[test]
+    fn server_forms() {
+        let ok = [
+            ("mail.isp.example", "mail.isp.example", None),
+            ("mail.isp.example:2525", "mail.isp.example", Some(2525)),
+            ("192.0.2.1", "192.0.2.1", None),
+            ("192.0.2.1:26", "192.0.2.1", Some(26)),
+            ("[2001:db8::1]", "2001:db8::1", None),
+            ("[2001:db8::1]:587", "2001:db8::1", Some(587)),
+            ("[IPv6:::1]:25", "::1", Some(25)),
+            ("::1", "::1", None),
+        ];
+        for (text, host, port) in ok {
+            let server = Server::parse(text).unwrap();
+            assert_eq!(
+                (server.host.to_string().as_str(), server.port),
+                (host, port),
+                "{text}"
+            );
+        }
+        for bad in [
+            "",
+            "mail.isp.example:0",
+            "mail.isp.example:x",
+            "mail.isp.example:70000",
+            "[2001:db8::1",
+            "[mail.isp.example]",
+            "[::1]25",
+            "2001:db8::1:x",
+            "bad host",
+            "a;rm -rf",
+        ] {
+            assert!(Server::parse(bad).is_err(), "{bad:?} was accepted");
+        }
+    }
+}

@@ -1,0 +1,256 @@
+//! Server replies (RFC 5321 §4.2), parsed once into a code, an optional enhanced status code
+//! (RFC 3463) and the text lines.
+
+use std::fmt;
+
+/// A three-digit reply code whose first digit is 2, 3, 4 or 5.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ReplyCode(u16);
+
+impl ReplyCode {
+    pub const SERVICE_READY: ReplyCode = ReplyCode(220);
+    pub const OK: ReplyCode = ReplyCode(250);
+    pub const START_DATA: ReplyCode = ReplyCode(354);
+    pub const SERVICE_UNAVAILABLE: ReplyCode = ReplyCode(421);
+
+    /// Parses the three digits that open a reply line.
+    pub fn parse(digits: &[u8]) -> Option<ReplyCode> {
+        match digits {
+            [a @ b'2'..=b'5', b @ b'0'..=b'5', c @ b'0'..=b'9'] => Some(ReplyCode(
+                u16::from(a - b'0') * 100 + u16::from(b - b'0') * 10 + u16::from(c - b'0'),
+            )),
+            _ => None,
+        }
+    }
+
+    pub fn value(self) -> u16 {
+        self.0
+    }
+
+    /// The first digit: 2 success, 3 intermediate, 4 transient failure, 5 permanent failure.
+    pub fn class(self) -> u8 {
+        (self.0 / 100) as u8
+    }
+}
+
+impl fmt::Display for ReplyCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// An RFC 3463 enhanced status code such as `2.0.0` or `4.7.1`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct EnhancedCode {
+    pub class: u8,
+    pub subject: u16,
+    pub detail: u16,
+}
+
+impl EnhancedCode {
+    /// Parses `class.subject.detail` as it opens the text of a reply line.
+    pub fn parse(word: &str) -> Option<EnhancedCode> {
+        let mut parts = word.split('.');
+        let class = parts.next()?;
+        let subject = parts.next()?;
+        let detail = parts.next()?;
+        if parts.next().is_some() || !matches!(class, "2" | "4" | "5") {
+            return None;
+        }
+        let number = |part: &str| -> Option<u16> {
+            if part.is_empty() || part.len() > 3 || !part.bytes().all(|b| b.is_ascii_digit()) {
+                return None;
+            }
+            part.parse().ok()
+        };
+        Some(EnhancedCode {
+            class: class.as_bytes()[0] - b'0',
+            subject: number(subject)?,
+            detail: number(detail)?,
+        })
+    }
+}
+
+impl fmt::Display for EnhancedCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}.{}", self.class, self.subject, self.detail)
+    }
+}
+
+/// One complete reply, single- or multi-line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    pub code: ReplyCode,
+    /// Present when the first line's text opens with an enhanced status code of the same class.
+    pub enhanced: Option<EnhancedCode>,
+    /// The text after `NNN-` or `NNN ` of each line, verbatim (the enhanced code included).
+    pub lines: Vec<String>,
+}
+
+impl Reply {
+    /// Builds a reply from raw lines without their line ends, checking every line's syntax: all
+    /// lines carry the same code, every line but the last has `-` after it, the last has a space or
+    /// nothing.
+    pub fn from_lines<S: AsRef<str>>(raw: &[S]) -> Result<Reply, String> {
+        let Some((last, _)) = raw.split_last() else {
+            return Err("empty reply".to_string());
+        };
+        let mut code = None;
+        let mut lines = Vec::with_capacity(raw.len());
+        for (index, line) in raw.iter().enumerate() {
+            let line = line.as_ref();
+            let (line_code, continued, text) = split_line(line)?;
+            if *code.get_or_insert(line_code) != line_code {
+                return Err(format!("reply code changes within a reply: {line:?}"));
+            }
+            let is_last = index + 1 == raw.len();
+            if continued == is_last {
+                return Err(format!("badly continued reply line: {line:?}"));
+            }
+            lines.push(text.to_string());
+        }
+        let code = code.ok_or_else(|| format!("no reply code in {:?}", last.as_ref()))?;
+        let enhanced = lines
+            .first()
+            .and_then(|text| text.split_whitespace().next())
+            .and_then(EnhancedCode::parse)
+            .filter(|e| e.class == code.class());
+        Ok(Reply {
+            code,
+            enhanced,
+            lines,
+        })
+    }
+
+    pub fn is_positive(&self) -> bool {
+        self.code.class() == 2
+    }
+
+    pub fn is_intermediate(&self) -> bool {
+        self.code.class() == 3
+    }
+
+    pub fn is_transient(&self) -> bool {
+        self.code.class() == 4
+    }
+
+    pub fn is_permanent(&self) -> bool {
+        self.code.class() == 5
+    }
+
+    /// All lines' text joined by single spaces: the reply as one log or report line.
+    pub fn message(&self) -> String {
+        self.lines
+            .iter()
+            .map(|line| line.trim())
+            .filter(|line| !line.is_empty())
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+}
+
+impl fmt::Display for Reply {
+    /// `250 2.0.0 Queuing started`: the code and the text of every line on one line.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let message = self.message();
+        if message.is_empty() {
+            write!(f, "{}", self.code)
+        } else {
+            write!(f, "{} {}", self.code, message)
+        }
+    }
+}
+
+/// Splits `250-text`, `250 text` or `250` into its code, whether more lines follow, and the text.
+pub(crate) fn split_line(line: &str) -> Result<(ReplyCode, bool, &str), String> {
+    let bytes = line.as_bytes();
+    let code = bytes
+        .get(..3)
+        .and_then(ReplyCode::parse)
+        .ok_or_else(|| format!("malformed reply line: {line:?}"))?;
+    match bytes.get(3) {
+        None => Ok((code, false, "")),
+        Some(b' ') => Ok((code, false, &line[4..])),
+        Some(b'-') => Ok((code, true, &line[4..])),
+        Some(_) => Err(format!("malformed reply line: {line:?}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn single_line_with_enhanced_code() {
+        let reply =
+            Reply::from_lines(&["250 2.0.0 Queuing for node customer.test started"]).unwrap();
+        assert_eq!(reply.code.value(), 250);
+        assert_eq!(reply.enhanced.unwrap().to_string(), "2.0.0");
+        assert!(reply.is_positive());
+        assert_eq!(
+            reply.to_string(),
+            "250 2.0.0 Queuing for node customer.test started"
+        );
+    }
+
+    #[test]
+    fn postfix_replies_have_no_enhanced_code() {
+        let reply = Reply::from_lines(&["459 <unknown.test>: service unavailable"]).unwrap();
+        assert!(reply.is_transient());
+        assert_eq!(reply.enhanced, None);
+        assert_eq!(reply.message(), "<unknown.test>: service unavailable");
+    }
+
+    #[test]
+    fn multi_line() {
+        let reply =
+            Reply::from_lines(&["250-mta.example.test", "250-PIPELINING", "250 ETRN"]).unwrap();
+        assert_eq!(reply.lines, ["mta.example.test", "PIPELINING", "ETRN"]);
+        assert_eq!(reply.to_string(), "250 mta.example.test PIPELINING ETRN");
+    }
+
+    #[test]
+    fn bare_code_is_a_reply() {
+        let reply = Reply::from_lines(&["250"]).unwrap();
+        assert_eq!(reply.lines, [""]);
+        assert_eq!(reply.to_string(), "250");
+    }
+
+    #[test]
+    fn enhanced_code_of_another_class_is_ignored() {
+        let reply = Reply::from_lines(&["550 2.0.0 odd"]).unwrap();
+        assert_eq!(reply.enhanced, None);
+        assert!(reply.is_permanent());
+    }
+
+    #[test]
+    fn malformed_replies_are_refused() {
+        let bad: &[&[&str]] = &[
+            &[],
+            &["25"],
+            &["2500 x"],
+            &["650 x"],
+            &["1xx x"],
+            &["250_x"],
+            &["abc def"],
+            &["250-first", "251 second"],
+            &["250-first"],
+            &["250 first", "250 second"],
+            &["270 x"],
+        ];
+        for lines in bad {
+            assert!(Reply::from_lines(lines).is_err(), "{lines:?} was accepted");
+        }
+    }
+
+    #[test]
+    fn enhanced_code_syntax() {
+        assert!(EnhancedCode::parse("4.7.1").is_some());
+        assert!(EnhancedCode::parse("5.1.10").is_some());
+        assert!(EnhancedCode::parse("3.0.0").is_none());
+        assert!(EnhancedCode::parse("4.7").is_none());
+        assert!(EnhancedCode::parse("4.7.1.2").is_none());
+        assert!(EnhancedCode::parse("4.x.1").is_none());
+        assert!(EnhancedCode::parse("4.1000.1").is_none());
+    }
+}
