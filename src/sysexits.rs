@@ -163,6 +163,15 @@ pub fn finish_check(program: &str, outcome: anyhow::Result<u8>) -> ExitCode {
 /// Parses a program's argv with clap. `--help` and `--version` print and exit 0; any other
 /// problem prints one line on stderr and exits 64 (EX_USAGE) rather than clap's own 2.
 pub fn parse_args<T: clap::Parser>(program: &str) -> Result<T, ExitCode> {
+    parse_args_or::<T>(program, Status::Usage.into())
+}
+
+/// [`parse_args`] for a monitoring check: a usage error exits 3 (UNKNOWN).
+pub fn parse_check_args<T: clap::Parser>(program: &str) -> Result<T, ExitCode> {
+    parse_args_or::<T>(program, ExitCode::from(CHECK_UNKNOWN))
+}
+
+fn parse_args_or<T: clap::Parser>(program: &str, usage: ExitCode) -> Result<T, ExitCode> {
     match T::try_parse() {
         Ok(args) => Ok(args),
         Err(err) if !err.use_stderr() => {
@@ -182,7 +191,7 @@ pub fn parse_args<T: clap::Parser>(program: &str) -> Result<T, ExitCode> {
                 .join(" ");
             let message = message.strip_prefix("error: ").unwrap_or(&message);
             eprintln!("{program}: {message} (try '{program} --help')");
-            Err(Status::Usage.into())
+            Err(usage)
         }
     }
 }

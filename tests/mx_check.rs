@@ -12,6 +12,7 @@ use predicates::prelude::*;
 use serde_json::Value;
 
 use support::dns::{DnsServer, SilentDns};
+use support::smtp::{Behaviour, start_all};
 
 struct Run {
     code: i32,
@@ -429,4 +430,247 @@ fn usage_and_config_errors_are_unknown_with_one_line() {
         .assert()
         .success()
         .stdout(predicate::str::contains("--nameserver"));
+}
+
+fn loopback(last: u8) -> std::net::IpAddr {
+    std::net::IpAddr::from([127, 0, 0, last])
+}
+
+#[test]
+fn probe_reports_greeting_capabilities_and_accepted_rcpt() {
+    let dns = DnsServer::start();
+    let (port, servers) = start_all(&[(loopback(11), Behaviour::Accept)]);
+    let port = port.to_string();
+    let run = mx_check(
+        &dns,
+        &[
+            "--probe",
+            "--port",
+            &port,
+            "--timeout",
+            "5",
+            "--rcpt",
+            "postmaster",
+            "ok.probe.example",
+        ],
+    );
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    let out = &run.stdout;
+    assert!(
+        out.contains("      greeting  220 accept.probe.example ESMTP test server\n"),
+        "{out}"
+    );
+    assert!(
+        out.contains("      EHLO      8BITMIME, ETRN, PIPELINING, SIZE 10240000\n"),
+        "{out}"
+    );
+    assert!(
+        out.contains("      MAIL      250 2.1.0 Ok\n      RCPT      250 2.1.5 Ok\n"),
+        "{out}"
+    );
+    assert!(
+        out.contains("note: accept.probe.example [127.0.0.11]:"),
+        "{out}"
+    );
+    let commands = servers[0].received();
+    let verbs: Vec<&str> = commands
+        .iter()
+        .map(|c| c.split(' ').next().unwrap_or(""))
+        .collect();
+    assert_eq!(
+        verbs,
+        ["EHLO", "MAIL", "RCPT", "RSET", "QUIT"],
+        "{commands:?}"
+    );
+    assert_eq!(commands[1], "MAIL FROM:<>");
+    assert_eq!(commands[2], "RCPT TO:<postmaster@ok.probe.example>");
+
+    let v = json(&mx_check(
+        &dns,
+        &[
+            "--json",
+            "--probe",
+            "--port",
+            &port,
+            "--rcpt",
+            "postmaster",
+            "ok.probe.example",
+        ],
+    ));
+    let probe = &v["exchangers"][0]["addresses"][0]["probe"];
+    assert_eq!(probe["connected"], true);
+    assert_eq!(probe["etrn"], true);
+    assert_eq!(probe["starttls"], false);
+    assert_eq!(probe["pipelining"], true);
+    assert_eq!(probe["8bitmime"], true);
+    assert_eq!(probe["size"], 10240000);
+    assert_eq!(probe["rcpt_accepted"], true);
+    assert_eq!(probe["port"].as_u64(), Some(port.parse().unwrap()));
+}
+
+#[test]
+fn backup_mx_refusing_relay_is_critical_and_never_gets_data() {
+    let dns = DnsServer::start();
+    let (port, servers) = start_all(&[
+        (loopback(11), Behaviour::Accept),
+        (loopback(12), Behaviour::DenyRelay),
+    ]);
+    let port = port.to_string();
+    let run = mx_check(
+        &dns,
+        &[
+            "--probe",
+            "--port",
+            &port,
+            "--rcpt",
+            "user@relaydenied.probe.example",
+            "relaydenied.probe.example",
+        ],
+    );
+    assert_eq!(run.code, 2, "{}{}", run.stdout, run.stderr);
+    let out = &run.stdout;
+    assert!(
+        out.starts_with(&format!(
+            "MX CRITICAL - relaydenied.probe.example: deny.probe.example [127.0.0.12]:{port}: refuses RCPT TO:<user@relaydenied.probe.example>: 554 5.7.1 Relay access denied (a backup MX must accept mail for the domain and hold it)"
+        )),
+        "{out}"
+    );
+    // Preference order in the output although both were probed at once.
+    let accept = out
+        .find("  accept.probe.example\n")
+        .expect("accept host listed");
+    let deny = out
+        .find("  deny.probe.example\n")
+        .expect("deny host listed");
+    assert!(accept < deny, "{out}");
+    assert!(out.contains("backup MX does not offer ETRN"), "{out}");
+    for server in &servers {
+        let received = server.received();
+        assert!(
+            received.iter().any(|c| c.starts_with("RCPT")),
+            "{received:?}"
+        );
+        assert!(
+            !received.iter().any(|c| c.eq_ignore_ascii_case("DATA")),
+            "{received:?}"
+        );
+        assert_eq!(
+            received.last().map(String::as_str),
+            Some("QUIT"),
+            "{received:?}"
+        );
+        assert!(received.iter().any(|c| c == "RSET"), "{received:?}");
+    }
+}
+
+#[test]
+fn starttls_certificate_is_reported() {
+    let dns = DnsServer::start();
+    let (port, servers) = start_all(&[(loopback(13), Behaviour::StartTls)]);
+    let port = port.to_string();
+    let run = mx_check(
+        &dns,
+        &[
+            "--probe",
+            "--port",
+            &port,
+            "--rcpt",
+            "postmaster",
+            "tls-site.probe.example",
+        ],
+    );
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    let out = &run.stdout;
+    assert!(out.contains("STARTTLS"), "{out}");
+    assert!(out.contains("      TLS       TLSv1.3, certificate CN=rcgen self signed cert (tls.probe.example), not trusted, expires "), "{out}");
+    assert!(out.contains(": TLS: certificate not trusted: "), "{out}");
+    let received = servers[0].received();
+    let verbs: Vec<&str> = received
+        .iter()
+        .map(|c| c.split(' ').next().unwrap_or(""))
+        .collect();
+    assert_eq!(
+        verbs,
+        ["EHLO", "STARTTLS", "EHLO", "MAIL", "RCPT", "RSET", "QUIT"],
+        "{received:?}"
+    );
+
+    let v = json(&mx_check(
+        &dns,
+        &[
+            "--json",
+            "--probe",
+            "--port",
+            &port,
+            "tls-site.probe.example",
+        ],
+    ));
+    let tls = &v["exchangers"][0]["addresses"][0]["probe"]["tls"];
+    assert_eq!(tls["protocol"], "TLSv1.3");
+    assert_eq!(tls["trusted"], false);
+    assert_eq!(tls["expired"], false);
+    assert_eq!(tls["alt_names"][0], "tls.probe.example");
+    assert!(
+        tls["not_after"].as_str().is_some_and(|d| d.len() >= 10),
+        "{tls}"
+    );
+}
+
+#[test]
+fn silent_backup_is_a_warning_within_the_timeout() {
+    let dns = DnsServer::start();
+    let (port, _servers) = start_all(&[
+        (loopback(11), Behaviour::Accept),
+        (loopback(14), Behaviour::Silent),
+    ]);
+    let port = port.to_string();
+    let started = Instant::now();
+    let run = mx_check(
+        &dns,
+        &[
+            "--probe",
+            "--port",
+            &port,
+            "--timeout",
+            "1",
+            "slow.probe.example",
+        ],
+    );
+    assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert!(
+        run.stdout.contains(&format!(
+            "WARNING: silent.probe.example [127.0.0.14]:{port}: no SMTP service: timed out"
+        )),
+        "{}",
+        run.stdout
+    );
+}
+
+#[test]
+fn no_host_answering_is_critical() {
+    let dns = DnsServer::start();
+    let (port, _servers) = start_all(&[(loopback(14), Behaviour::Silent)]);
+    let run = mx_check(
+        &dns,
+        &[
+            "--probe",
+            "--port",
+            &port.to_string(),
+            "--timeout",
+            "1",
+            "dead.probe.example",
+        ],
+    );
+    assert_eq!(run.code, 2, "{}{}", run.stdout, run.stderr);
+    assert!(
+        run.stdout
+            .starts_with("MX CRITICAL - dead.probe.example: silent.probe.example [127.0.0.14]"),
+        "{}",
+        run.stdout
+    );
 }

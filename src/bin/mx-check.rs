@@ -10,8 +10,8 @@ use clap::Parser;
 
 use etrnq::address::Domain;
 use etrnq::config::{parse_interval, parse_nameserver};
-use etrnq::diagnosis::{self, Request};
-use etrnq::sysexits::{CHECK_UNKNOWN, finish_check};
+use etrnq::diagnosis::{self, ProbeRequest, Request};
+use etrnq::sysexits::{finish_check, parse_check_args};
 
 /// Show a domain's MX records the way mail sees them, and what its mail hosts answer.
 ///
@@ -43,6 +43,26 @@ struct Cli {
     #[arg(long, value_name = "TIME", default_value = "5", value_parser = positive_interval)]
     dns_timeout: Duration,
 
+    /// Connect to every address of every MX host and report the greeting, the EHLO
+    /// extensions (ETRN, STARTTLS, SIZE, PIPELINING, 8BITMIME) and the STARTTLS certificate.
+    /// Addresses are probed in parallel; output stays in preference order.
+    #[arg(long)]
+    probe: bool,
+
+    /// The SMTP port to probe.
+    #[arg(long, value_name = "PORT", default_value_t = 25, requires = "probe")]
+    port: u16,
+
+    /// How long a probe waits to connect and for each reply: seconds, or with a unit (s, m).
+    #[arg(long, value_name = "TIME", default_value = "10", value_parser = positive_interval)]
+    timeout: Duration,
+
+    /// With --probe, ask each host whether it accepts mail for ADDRESS: MAIL FROM:<> and
+    /// RCPT TO:<ADDRESS>, then RSET and QUIT; never DATA, so nothing is delivered. A bare name
+    /// is taken as a mailbox of DOMAIN (--rcpt postmaster).
+    #[arg(long, value_name = "ADDRESS", requires = "probe")]
+    rcpt: Option<String>,
+
     /// Write one JSON object (schema in mx-check(1)) instead of the table.
     #[arg(long)]
     json: bool,
@@ -56,16 +76,9 @@ fn positive_interval(text: &str) -> Result<Duration, String> {
 }
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let cli: Cli = match parse_check_args("mx-check") {
         Ok(cli) => cli,
-        Err(err) => {
-            let _ = err.print();
-            return if err.use_stderr() {
-                ExitCode::from(CHECK_UNKNOWN)
-            } else {
-                ExitCode::SUCCESS
-            };
-        }
+        Err(code) => return code,
     };
     let stdout = std::io::stdout();
     let request = Request {
@@ -76,6 +89,11 @@ fn main() -> ExitCode {
         nameservers: cli.nameserver,
         config: cli.config,
         dns_timeout: cli.dns_timeout,
+        probe: cli.probe.then_some(ProbeRequest {
+            port: cli.port,
+            timeout: cli.timeout,
+            rcpt: cli.rcpt,
+        }),
         json: cli.json,
     };
     let outcome = diagnosis::check(&request, &mut stdout.lock());

@@ -24,6 +24,7 @@
 //!     Everything shown comes from the network; names and replies are printed as data, with
 //!     control characters replaced, never interpreted.
 
+pub mod probe;
 pub mod render;
 
 use std::io::Write;
@@ -33,7 +34,9 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::address::Domain;
+use anyhow::Context;
+
+use crate::address::{Address, Domain};
 use crate::config::Config;
 use crate::dns::{DnsError, MxRecord, Resolver};
 use crate::sysexits::{Failure, Status};
@@ -147,6 +150,8 @@ pub struct HostAddress {
     pub address: IpAddr,
     pub reverse: Vec<String>,
     pub reverse_error: Option<LookupFailure>,
+    /// What the address answered on the SMTP port, with `--probe`.
+    pub probe: Option<probe::ProbeReport>,
 }
 
 /// One MX target (or the domain itself for an implicit MX).
@@ -219,9 +224,20 @@ pub struct Request {
     pub config: Option<PathBuf>,
     /// How long each DNS query waits per try.
     pub dns_timeout: Duration,
+    /// `--probe`: talk SMTP to every address.
+    pub probe: Option<ProbeRequest>,
     pub json: bool,
     /// Colour the table (stdout is a terminal and `NO_COLOR` is not set).
     pub colour: bool,
+}
+
+/// The `--probe` options as given on the command line.
+#[derive(Debug, Clone)]
+pub struct ProbeRequest {
+    pub port: u16,
+    pub timeout: Duration,
+    /// `--rcpt`: a bare local part is taken as an address in the domain checked.
+    pub rcpt: Option<String>,
 }
 
 /// mx-check from start to end: reads the configuration, asks the DNS, writes the report to
@@ -238,6 +254,20 @@ pub fn check(request: &Request, out: &mut dyn Write) -> anyhow::Result<Verdict> 
         .into());
     }
     let config = Config::load(request.config.as_deref())?;
+    let probe_options = match &request.probe {
+        Some(probe) => Some(probe::ProbeOptions {
+            port: probe.port,
+            timeout: probe.timeout,
+            rcpt: probe
+                .rcpt
+                .as_deref()
+                .map(|rcpt| Address::parse(rcpt, &request.domain))
+                .transpose()
+                .context("--rcpt")?,
+            helo: config.primary_hostname(),
+        }),
+        None => None,
+    };
     let resolver = Resolver::for_program(&request.nameservers, &config, request.dns_timeout)?;
     let mut diagnosis = diagnose(&request.domain, &resolver, &config.hostnames);
     diagnosis.nameservers = match (
@@ -248,6 +278,9 @@ pub fn check(request: &Request, out: &mut dyn Write) -> anyhow::Result<Verdict> 
         ([], configured) => configured.iter().map(|s| s.to_string()).collect(),
         (given, _) => given.iter().map(|s| s.to_string()).collect(),
     };
+    if let Some(options) = &probe_options {
+        probe::probe(&mut diagnosis, options);
+    }
     if request.json {
         render::json(&diagnosis, out)?;
     } else {
@@ -470,11 +503,13 @@ fn examine(
                 address,
                 reverse,
                 reverse_error: None,
+                probe: None,
             },
             Err(err) => HostAddress {
                 address,
                 reverse: Vec::new(),
                 reverse_error: Some((&err).into()),
+                probe: None,
             },
         })
         .collect();

@@ -11,6 +11,7 @@ use std::io::{self, Write};
 
 use serde::Serialize;
 
+use super::probe::{ProbeReport, TlsReport};
 use super::{Diagnosis, Exchanger, HostAddress, LookupFailure, Routing, Severity, Verdict};
 
 /// The JSON schema version written as `schema`.
@@ -193,7 +194,65 @@ fn address_lines(address: &HostAddress, width: usize, out: &mut dyn Write) -> io
         out,
         "    {:<width$}  {reverse}",
         address.address.to_string()
-    )
+    )?;
+    match &address.probe {
+        Some(report) => probe_lines(report, out),
+        None => Ok(()),
+    }
+}
+
+fn probe_lines(report: &ProbeReport, out: &mut dyn Write) -> io::Result<()> {
+    let mut line = |label: &str, text: &str| writeln!(out, "      {label:<9} {}", clean(text));
+    if let Some(greeting) = &report.greeting {
+        line("greeting", greeting)?;
+    }
+    if report.connected {
+        let hello = if !report.esmtp {
+            "HELO only (no ESMTP extensions)".to_string()
+        } else if report.extensions.is_empty() {
+            "no extensions".to_string()
+        } else {
+            report.extensions.join(", ")
+        };
+        line("EHLO", &hello)?;
+    }
+    if let Some(tls) = &report.tls {
+        line("TLS", &tls_line(tls))?;
+    }
+    if let Some(mail) = &report.mail_from {
+        line("MAIL", mail)?;
+    }
+    if let Some(rcpt) = &report.rcpt {
+        line("RCPT", rcpt)?;
+    }
+    if let Some(error) = &report.error {
+        line("error", error)?;
+    }
+    Ok(())
+}
+
+/// `TLSv1.3, certificate CN=mx.example (mx.example, 192.0.2.1), not trusted, expires 2027-01-01`
+fn tls_line(tls: &TlsReport) -> String {
+    let mut parts = vec![tls.protocol.clone()];
+    let mut certificate = format!("certificate CN={}", tls.common_names.join(","));
+    if !tls.alt_names.is_empty() {
+        certificate.push_str(&format!(" ({})", tls.alt_names.join(", ")));
+    }
+    parts.push(certificate);
+    parts.push(
+        if tls.trusted {
+            "trusted"
+        } else {
+            "not trusted"
+        }
+        .to_string(),
+    );
+    if let Some(not_after) = &tls.not_after {
+        let date = not_after.get(..10).unwrap_or(not_after);
+        let verb = if tls.expired { "expired" } else { "expires" };
+        parts.push(format!("{verb} {date}"));
+    }
+    parts.join(", ")
 }
 
 /// `A NXDOMAIN`, `AAAA NODATA`, `A SERVFAIL`, ...
@@ -284,6 +343,7 @@ mod tests {
                         address: "127.0.0.2".parse().unwrap(),
                         reverse: vec!["mx.customer.example".into()],
                         reverse_error: None,
+                        probe: None,
                     }],
                     lookup_errors: vec![],
                 },
