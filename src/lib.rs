@@ -9,6 +9,7 @@ pub mod bounce;
 pub mod cli;
 pub mod config;
 pub mod delivery;
+pub mod diagnosis;
 pub mod dns;
 pub mod envelope;
 pub mod etrn;

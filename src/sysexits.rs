@@ -137,8 +137,7 @@ pub fn finish(program: &str, outcome: anyhow::Result<Status>) -> ExitCode {
         Ok(status) => status.into(),
         Err(err) if is_broken_pipe(&err) => Status::Ok.into(),
         Err(err) => {
-            let message = format!("{err:#}").replace('\n', " ");
-            eprintln!("{program}: {message}");
+            report(program, &err);
             status_of(&err).into()
         }
     }

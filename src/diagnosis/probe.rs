@@ -1,0 +1,374 @@
+//! `mx-check --probe`: what every address of every MX host answers on the SMTP port.
+//!
+//! One thread per address, all at once, each bounded by the timeout per step; results are put
+//! back in preference order. A probe reads the greeting, says EHLO (HELO when refused), takes
+//! STARTTLS when offered (the certificate is recorded, not required to be trusted: MX-to-MX TLS
+//! is opportunistic), says EHLO again, and with a recipient sends `MAIL FROM:<>` and
+//! `RCPT TO:<recipient>`, then RSET and QUIT. It never sends DATA, so no probe delivers mail.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::{Diagnosis, Exchanger, Severity};
+use crate::address::{Address, Domain, ReversePath};
+use crate::smtp::{
+    Command, ConnectOptions, Connection, Reply, SmtpError, Timeouts, TlsClient, TlsInfo,
+    Verification,
+};
+
+/// What `--probe` was asked to do.
+#[derive(Debug, Clone)]
+pub struct ProbeOptions {
+    pub port: u16,
+    /// The limit for connecting and for each reply.
+    pub timeout: Duration,
+    /// `--rcpt`: the recipient each host is asked to accept.
+    pub rcpt: Option<Address>,
+    /// The name this host gives in EHLO.
+    pub helo: Domain,
+}
+
+/// What one address answered.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ProbeReport {
+    pub port: u16,
+    /// True when the server greeted with 2xx.
+    pub connected: bool,
+    /// The failure that ended the conversation early, if any.
+    pub error: Option<String>,
+    pub greeting: Option<String>,
+    /// True when EHLO was accepted (false after a HELO fallback).
+    pub esmtp: bool,
+    /// The EHLO keywords with their parameters, as announced before STARTTLS.
+    pub extensions: Vec<String>,
+    pub etrn: bool,
+    pub starttls: bool,
+    pub pipelining: bool,
+    #[serde(rename = "8bitmime")]
+    pub eight_bit_mime: bool,
+    /// The SIZE limit in octets; `None` when not announced or announced without a limit.
+    pub size: Option<u64>,
+    pub tls: Option<TlsReport>,
+    pub mail_from: Option<String>,
+    pub rcpt: Option<String>,
+    /// The RCPT reply's class: true for 2xx, false otherwise; `None` when not asked or not reached.
+    pub rcpt_accepted: Option<bool>,
+    /// The RCPT reply code, for telling 4xx from 5xx.
+    pub rcpt_code: Option<u16>,
+}
+
+/// The STARTTLS handshake and the server's certificate.
+#[derive(Debug, Clone, Serialize)]
+pub struct TlsReport {
+    pub protocol: String,
+    pub cipher_suite: String,
+    /// True when the chain leads to a trusted root and names the host.
+    pub trusted: bool,
+    pub trust_error: Option<String>,
+    pub common_names: Vec<String>,
+    pub alt_names: Vec<String>,
+    pub issuer: Option<String>,
+    /// RFC 3339.
+    pub not_before: Option<String>,
+    pub not_after: Option<String>,
+    pub expired: bool,
+}
+
+/// Probes every address of every exchanger and adds the findings.
+pub fn probe(diagnosis: &mut Diagnosis, options: &ProbeOptions) {
+    let tls = TlsClient::new(Verification::Insecure);
+    let targets: Vec<(usize, usize, String, SocketAddr)> = diagnosis
+        .exchangers
+        .iter()
+        .enumerate()
+        .flat_map(|(e, exchanger)| {
+            exchanger
+                .addresses
+                .iter()
+                .enumerate()
+                .map(move |(a, address)| {
+                    (
+                        e,
+                        a,
+                        exchanger.host.clone(),
+                        SocketAddr::new(address.address, options.port),
+                    )
+                })
+        })
+        .collect();
+    let reports: Vec<(usize, usize, ProbeReport)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = targets
+            .iter()
+            .map(|(e, a, host, addr)| {
+                let tls = &tls;
+                let handle = scope.spawn(move || probe_address(host, *addr, options, tls));
+                (*e, *a, handle)
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|(e, a, handle)| {
+                let report = handle.join().unwrap_or_else(|_| ProbeReport {
+                    port: options.port,
+                    error: Some("the probe failed unexpectedly".to_string()),
+                    ..ProbeReport::default()
+                });
+                (e, a, report)
+            })
+            .collect()
+    });
+    for (e, a, report) in reports {
+        diagnosis.exchangers[e].addresses[a].probe = Some(report);
+    }
+    judge(diagnosis, options);
+}
+
+fn probe_address(
+    host: &str,
+    addr: SocketAddr,
+    options: &ProbeOptions,
+    tls: &TlsClient,
+) -> ProbeReport {
+    let mut report = ProbeReport {
+        port: addr.port(),
+        ..ProbeReport::default()
+    };
+    if let Err(err) = converse(host, addr, options, tls, &mut report) {
+        if let Some(reply) = err.reply()
+            && report.greeting.is_none()
+        {
+            report.greeting = Some(reply.to_string());
+        }
+        report.error = Some(err.to_string());
+    }
+    report
+}
+
+/// The conversation; each step's result goes into `report` as soon as it is known, so an error
+/// leaves what was learnt before it.
+fn converse(
+    host: &str,
+    addr: SocketAddr,
+    options: &ProbeOptions,
+    tls: &TlsClient,
+    report: &mut ProbeReport,
+) -> Result<(), SmtpError> {
+    let connect = ConnectOptions {
+        timeouts: Timeouts::uniform(options.timeout),
+        ..ConnectOptions::default()
+    };
+    let mut connection = Connection::open(addr, Some(host.to_string()), &connect)?;
+    report.greeting = Some(connection.greeting()?.to_string());
+    report.connected = true;
+    connection.hello(&options.helo)?;
+    report.esmtp = connection.is_extended();
+    let capabilities = connection.capabilities();
+    report.extensions = capabilities
+        .keywords()
+        .map(|keyword| {
+            let parameters = capabilities.parameters(keyword);
+            if parameters.is_empty() {
+                keyword.to_string()
+            } else {
+                format!("{keyword} {}", parameters.join(" "))
+            }
+        })
+        .collect();
+    report.etrn = capabilities.etrn();
+    report.starttls = capabilities.starttls();
+    report.pipelining = capabilities.pipelining();
+    report.eight_bit_mime = capabilities.eight_bit_mime();
+    report.size = capabilities.size_limit();
+    if report.starttls {
+        let info = connection.starttls(tls)?;
+        report.tls = Some(tls_report(info));
+        connection.hello(&options.helo)?;
+    }
+    if let Some(recipient) = &options.rcpt {
+        let mail = connection.command(&Command::Mail {
+            from: ReversePath::Null,
+            parameters: Vec::new(),
+        })?;
+        report.mail_from = Some(mail.to_string());
+        if mail.is_positive() {
+            let rcpt = connection.command(&Command::Rcpt {
+                to: recipient.clone(),
+                parameters: Vec::new(),
+            })?;
+            record_rcpt(report, &rcpt);
+        }
+        connection.reset()?;
+    }
+    connection.quit();
+    Ok(())
+}
+
+fn record_rcpt(report: &mut ProbeReport, rcpt: &Reply) {
+    report.rcpt = Some(rcpt.to_string());
+    report.rcpt_accepted = Some(rcpt.is_positive());
+    report.rcpt_code = Some(rcpt.code.value());
+}
+
+fn tls_report(info: &TlsInfo) -> TlsReport {
+    let certificate = info.certificate.as_ref();
+    TlsReport {
+        protocol: info.protocol.clone(),
+        cipher_suite: info.cipher_suite.clone(),
+        trusted: info.verified.is_ok(),
+        trust_error: info.verified.clone().err(),
+        common_names: certificate.map_or_else(Vec::new, |c| c.common_names.clone()),
+        alt_names: certificate.map_or_else(Vec::new, |c| c.alt_names.clone()),
+        issuer: certificate.map(|c| c.issuer.clone()),
+        not_before: certificate.map(|c| c.not_before.to_rfc3339()),
+        not_after: certificate.map(|c| c.not_after.to_rfc3339()),
+        expired: certificate.is_some_and(|c| c.not_after < chrono::Utc::now()),
+    }
+}
+
+/// Findings from the probes. Unreachable hosts are a warning while another host answers and
+/// critical when none does; a refused recipient is critical, a deferred one a warning.
+fn judge(diagnosis: &mut Diagnosis, options: &ProbeOptions) {
+    let reports = || {
+        diagnosis.exchangers.iter().flat_map(|e| {
+            e.addresses
+                .iter()
+                .filter_map(move |a| a.probe.as_ref().map(|p| (e, a.address, p)))
+        })
+    };
+    let any_answered = reports().any(|(_, _, p)| p.connected);
+    let probed = reports().count();
+    let best = diagnosis.exchangers.iter().map(|e| e.preference).min();
+    let mut findings: Vec<(Severity, String, String)> = Vec::new();
+    for (exchanger, ip, report) in reports() {
+        let subject = format!("{} [{ip}]:{}", exchanger.host, report.port);
+        if !report.connected {
+            let severity = if any_answered {
+                Severity::Warning
+            } else {
+                Severity::Critical
+            };
+            let why = report.error.clone().unwrap_or_default();
+            findings.push((
+                severity,
+                subject,
+                format!("no SMTP service: {}", strip_peer(&why)),
+            ));
+            continue;
+        }
+        findings.extend(conversation_findings(
+            exchanger, report, best, options, &subject,
+        ));
+    }
+    if probed == 0 && !diagnosis.exchangers.is_empty() {
+        findings.push((
+            Severity::Critical,
+            diagnosis.domain.clone(),
+            "no address to probe".to_string(),
+        ));
+    }
+    for (severity, subject, message) in findings {
+        diagnosis.add(severity, Some(&subject), message);
+    }
+}
+
+fn conversation_findings(
+    exchanger: &Exchanger,
+    report: &ProbeReport,
+    best: Option<u16>,
+    options: &ProbeOptions,
+    subject: &str,
+) -> Vec<(Severity, String, String)> {
+    let mut findings = Vec::new();
+    let mut add =
+        |severity, message: String| findings.push((severity, subject.to_string(), message));
+    if let Some(error) = &report.error {
+        add(
+            Severity::Warning,
+            format!("conversation failed: {}", strip_peer(error)),
+        );
+    }
+    if let Some(tls) = &report.tls {
+        if tls.expired {
+            add(
+                Severity::Warning,
+                format!(
+                    "TLS certificate expired {}",
+                    tls.not_after.as_deref().unwrap_or("")
+                ),
+            );
+        }
+        if let Some(reason) = &tls.trust_error {
+            add(Severity::Note, format!("TLS: {reason}"));
+        }
+    } else if report.error.is_none() && !report.starttls {
+        add(Severity::Note, "does not offer STARTTLS".to_string());
+    }
+    let is_backup = best.is_some_and(|b| exchanger.preference > b);
+    if is_backup && report.esmtp && !report.etrn {
+        add(
+            Severity::Note,
+            "backup MX does not offer ETRN: the site cannot ask it to send held mail".to_string(),
+        );
+    }
+    if let Some(mail) = &report.mail_from
+        && !mail.starts_with('2')
+    {
+        let severity = if mail.starts_with('4') {
+            Severity::Warning
+        } else {
+            Severity::Critical
+        };
+        add(
+            severity,
+            format!("refuses the null sender: MAIL FROM:<> answered {mail}"),
+        );
+    }
+    if let (Some(recipient), Some(rcpt), Some(code)) =
+        (&options.rcpt, &report.rcpt, report.rcpt_code)
+    {
+        match code / 100 {
+            2 => {}
+            4 => add(
+                Severity::Warning,
+                format!("defers RCPT TO:<{recipient}>: {rcpt}"),
+            ),
+            _ => add(
+                Severity::Critical,
+                format!(
+                    "refuses RCPT TO:<{recipient}>: {rcpt}{}",
+                    if is_backup {
+                        " (a backup MX must accept mail for the domain and hold it)"
+                    } else {
+                        ""
+                    }
+                ),
+            ),
+        }
+    }
+    findings
+}
+
+/// SMTP errors start with the peer (`host[ip]:port: ...`), which the finding's subject already
+/// names.
+fn strip_peer(message: &str) -> &str {
+    message
+        .split_once("]:")
+        .and_then(|(_, rest)| rest.split_once(": "))
+        .map_or(message, |(_, rest)| rest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peer_prefix_is_stripped_once() {
+        assert_eq!(
+            strip_peer("mx.example[127.0.0.1]:25: timed out waiting for the greeting"),
+            "timed out waiting for the greeting"
+        );
+        assert_eq!(strip_peer("plain text"), "plain text");
+    }
+}

@@ -1,0 +1,676 @@
+//! mx-check end to end: the real binary against a DNS server and SMTP servers this test starts
+//! on loopback. Every run names the test's name server and its own configuration file, so the
+//! machine's resolver and /etc/etrnq are never read.
+
+mod support;
+
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use assert_cmd::Command;
+use predicates::prelude::*;
+use serde_json::Value;
+
+use support::dns::{DnsServer, SilentDns};
+use support::smtp::{Behaviour, start_all};
+
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+/// Runs mx-check with the given configuration text and arguments.
+fn mx_check_with(config: &str, args: &[&str]) -> Run {
+    let mut file = tempfile::NamedTempFile::new().expect("temp config");
+    file.write_all(config.as_bytes()).expect("write config");
+    let output = Command::cargo_bin("mx-check")
+        .expect("mx-check is built")
+        .arg("-C")
+        .arg(file.path())
+        .args(args)
+        .timeout(Duration::from_secs(60))
+        .output()
+        .expect("mx-check runs");
+    Run {
+        code: output.status.code().expect("exit code"),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+fn mx_check(dns: &DnsServer, args: &[&str]) -> Run {
+    let mut all = vec!["--nameserver", &dns.addr_text];
+    all.extend_from_slice(args);
+    mx_check_with("", &all)
+}
+
+fn json(run: &Run) -> Value {
+    serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("{e}: {}", run.stdout))
+}
+
+fn messages(value: &Value) -> Vec<(String, String)> {
+    value["findings"]
+        .as_array()
+        .expect("findings")
+        .iter()
+        .map(|f| {
+            (
+                f["severity"].as_str().unwrap_or_default().to_string(),
+                f["message"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect()
+}
+
+fn has_finding(value: &Value, severity: &str, text: &str) -> bool {
+    messages(value)
+        .iter()
+        .any(|(s, m)| s == severity && m.contains(text))
+}
+
+#[test]
+fn mx_10_20_20_listed_by_preference_with_equal_group() {
+    let dns = DnsServer::start();
+    let run = mx_check(&dns, &["customer.example"]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    let out = &run.stdout;
+    assert!(
+        out.starts_with(
+            "MX OK - customer.example: 3 MX hosts in 2 preference groups, 4 addresses\n"
+        ),
+        "{out}"
+    );
+    let order: Vec<usize> = [
+        "preference 10\n  mx.customer.example\n",
+        "    127.0.0.2  localhost\n",
+        "    ::1        localhost\n",
+        "preference 20 (2 hosts, tried in random order)\n  mx2.isp.example\n    192.0.2.3  mx2.isp.example\n",
+        "  mx3.isp.example\n    192.0.2.4  (PTR NXDOMAIN)\n",
+    ]
+    .iter()
+    .map(|piece| out.find(piece).unwrap_or_else(|| panic!("{piece:?} missing in\n{out}")))
+    .collect();
+    assert!(order.windows(2).all(|w| w[0] < w[1]), "{out}");
+    assert!(!out.contains('\x1b'), "colour without a terminal");
+    assert!(run.stderr.is_empty(), "{}", run.stderr);
+}
+
+#[test]
+fn json_output_follows_the_schema() {
+    let dns = DnsServer::start();
+    let run = mx_check(&dns, &["--json", "customer.example"]);
+    assert_eq!(run.code, 0, "{}", run.stdout);
+    let v = json(&run);
+    assert_eq!(v["schema"], 1);
+    assert_eq!(v["status"], "OK");
+    assert_eq!(v["exit_code"], 0);
+    assert_eq!(v["domain"], "customer.example");
+    assert_eq!(v["routing"], "mx");
+    assert_eq!(v["nameservers"][0], dns.addr_text.as_str());
+    let hosts: Vec<(u64, &str)> = v["exchangers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["preference"].as_u64().unwrap(),
+                e["host"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        hosts,
+        [
+            (10, "mx.customer.example"),
+            (20, "mx2.isp.example"),
+            (20, "mx3.isp.example")
+        ]
+    );
+    let first = &v["exchangers"][0]["addresses"];
+    assert_eq!(first[0]["address"], "127.0.0.2");
+    assert_eq!(first[0]["reverse"][0], "localhost");
+    assert_eq!(first[1]["address"], "::1");
+    assert_eq!(
+        v["exchangers"][1]["addresses"][0]["reverse"][0],
+        "mx2.isp.example"
+    );
+    assert_eq!(
+        v["exchangers"][2]["addresses"][0]["reverse_error"]["kind"],
+        "nxdomain"
+    );
+}
+
+#[test]
+fn null_mx_is_critical() {
+    let dns = DnsServer::start();
+    let run = mx_check(&dns, &["nullmx.example"]);
+    assert_eq!(run.code, 2, "{}", run.stdout);
+    assert!(
+        run.stdout
+            .starts_with("MX CRITICAL - nullmx.example: nullmx.example has a null MX (RFC 7505)"),
+        "{}",
+        run.stdout
+    );
+    let v = json(&mx_check(&dns, &["--json", "nullmx.example"]));
+    assert_eq!(v["routing"], "null_mx");
+    assert_eq!(v["status"], "CRITICAL");
+}
+
+#[test]
+fn no_mx_but_address_is_implicit_mx_warning() {
+    let dns = DnsServer::start();
+    let run = mx_check(&dns, &["implicit.example"]);
+    assert_eq!(run.code, 1, "{}", run.stdout);
+    assert!(
+        run.stdout
+            .contains("implicit MX\n  implicit.example\n    127.0.0.5"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout
+            .contains("WARNING: implicit.example has no MX records"),
+        "{}",
+        run.stdout
+    );
+    let v = json(&mx_check(&dns, &["--json", "implicit.example"]));
+    assert_eq!(v["routing"], "implicit");
+    assert_eq!(v["exchangers"][0]["implicit"], true);
+}
+
+#[test]
+fn neither_mx_nor_address_is_critical() {
+    let dns = DnsServer::start();
+    let run = mx_check(&dns, &["nothing.example"]);
+    assert_eq!(run.code, 2, "{}", run.stdout);
+    assert!(
+        run.stdout.contains("has neither MX records nor an address"),
+        "{}",
+        run.stdout
+    );
+}
+
+#[test]
+fn nonexistent_domain_is_critical_nxdomain() {
+    let dns = DnsServer::start();
+    let run = mx_check(&dns, &["--json", "no-such-domain.example"]);
+    assert_eq!(run.code, 2, "{}", run.stdout);
+    let v = json(&run);
+    assert_eq!(v["mx_error"]["kind"], "nxdomain");
+    assert!(
+        has_finding(&v, "critical", "does not exist (NXDOMAIN)"),
+        "{v}"
+    );
+}
+
+#[test]
+fn cname_target_is_a_warning() {
+    let dns = DnsServer::start();
+    let run = mx_check(&dns, &["aliased.example"]);
+    assert_eq!(run.code, 1, "{}", run.stdout);
+    assert!(
+        run.stdout
+            .contains("alias.aliased.example  CNAME -> mx.customer.example"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.contains("127.0.0.2"),
+        "addresses of the alias shown: {}",
+        run.stdout
+    );
+    let v = json(&mx_check(&dns, &["--json", "aliased.example"]));
+    assert_eq!(v["exchangers"][0]["cname"], "mx.customer.example");
+    assert!(
+        has_finding(&v, "warning", "is a CNAME for mx.customer.example"),
+        "{v}"
+    );
+}
+
+#[test]
+fn targets_without_address_are_warnings_nodata_and_nxdomain_told_apart() {
+    let dns = DnsServer::start();
+    let run = mx_check(&dns, &["noaddr.example"]);
+    assert_eq!(run.code, 1, "{}", run.stdout);
+    assert!(
+        run.stdout
+            .contains("  ghost.noaddr.example\n    no address (A NODATA, AAAA NODATA)"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout
+            .contains("  missing.noaddr.example\n    no address (A NXDOMAIN, AAAA NXDOMAIN)"),
+        "{}",
+        run.stdout
+    );
+    let v = json(&mx_check(&dns, &["--json", "noaddr.example"]));
+    assert!(
+        has_finding(
+            &v,
+            "warning",
+            "MX 20 target ghost.noaddr.example has no A or AAAA record"
+        ),
+        "{v}"
+    );
+    assert!(
+        has_finding(
+            &v,
+            "warning",
+            "MX 30 target missing.noaddr.example does not exist (NXDOMAIN)"
+        ),
+        "{v}"
+    );
+}
+
+#[test]
+fn no_target_with_address_is_critical() {
+    let dns = DnsServer::start();
+    let run = mx_check(&dns, &["allgone.example"]);
+    assert_eq!(run.code, 2, "{}", run.stdout);
+    assert!(
+        run.stdout
+            .contains("no MX target of allgone.example has an address"),
+        "{}",
+        run.stdout
+    );
+}
+
+#[test]
+fn ip_literal_target_is_a_warning() {
+    let dns = DnsServer::start();
+    let run = mx_check(&dns, &["--json", "literal.example"]);
+    assert_eq!(run.code, 1, "{}", run.stdout);
+    let v = json(&run);
+    assert_eq!(v["exchangers"][0]["host"], "127.0.0.2");
+    assert_eq!(v["exchangers"][0]["ip_literal"], true);
+    assert!(
+        has_finding(&v, "warning", "is an IP address, not a host name"),
+        "{v}"
+    );
+}
+
+#[test]
+fn servfail_on_the_domain_is_critical_and_not_nxdomain() {
+    let dns = DnsServer::start();
+    let run = mx_check(&dns, &["--json", "servfail.example"]);
+    assert_eq!(run.code, 2, "{}", run.stdout);
+    let v = json(&run);
+    assert_eq!(v["mx_error"]["kind"], "servfail");
+    assert!(
+        has_finding(&v, "critical", "SERVFAIL (not NXDOMAIN)"),
+        "{v}"
+    );
+    assert!(!run.stdout.contains("does not exist"), "{}", run.stdout);
+}
+
+#[test]
+fn servfail_on_one_target_is_a_warning() {
+    let dns = DnsServer::start();
+    let run = mx_check(&dns, &["brokenmx.example"]);
+    assert_eq!(run.code, 1, "{}", run.stdout);
+    assert!(
+        run.stdout
+            .contains("  mx.servfail.example\n    no address (A SERVFAIL, AAAA SERVFAIL"),
+        "{}",
+        run.stdout
+    );
+    assert!(run.stdout.contains("WARNING: mx.servfail.example: lookup failed: mx.servfail.example A: name server failure (SERVFAIL)"), "{}", run.stdout);
+    assert!(!run.stdout.contains("NXDOMAIN"), "{}", run.stdout);
+}
+
+#[test]
+fn a_silent_name_server_is_unknown_after_the_timeout() {
+    let silent = SilentDns::start();
+    let started = Instant::now();
+    let run = mx_check_with(
+        "",
+        &[
+            "--nameserver",
+            &silent.addr.to_string(),
+            "--dns-timeout",
+            "1",
+            "customer.example",
+        ],
+    );
+    assert_eq!(run.code, 3, "{}{}", run.stdout, run.stderr);
+    assert!(
+        run.stdout
+            .starts_with("MX UNKNOWN - customer.example: cannot tell where mail goes"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout
+            .contains("no answer from the name servers within 1s"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn this_host_as_backup_mx_names_the_better_host() {
+    let dns = DnsServer::start();
+    let run = mx_check_with(
+        "hostnames = [\"MX2.isp.example\"]\n",
+        &["--nameserver", &dns.addr_text, "customer.example"],
+    );
+    assert_eq!(run.code, 0, "{}", run.stdout);
+    assert!(
+        run.stdout.contains("  mx2.isp.example  [this host]\n"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout
+            .contains("note: this host is MX 20; 10 is mx.customer.example\n"),
+        "{}",
+        run.stdout
+    );
+}
+
+#[test]
+fn this_host_as_best_mx() {
+    let dns = DnsServer::start();
+    let run = mx_check_with(
+        "hostnames = [\"mx.customer.example\"]\n",
+        &["--nameserver", &dns.addr_text, "--json", "customer.example"],
+    );
+    assert_eq!(run.code, 0, "{}", run.stdout);
+    let v = json(&run);
+    assert_eq!(v["this_host"]["preference"], 10);
+    assert_eq!(v["this_host"]["best"], true);
+}
+
+#[test]
+fn config_nameservers_are_used_without_the_option() {
+    let dns = DnsServer::start();
+    let config = format!("[dns]\nnameservers = [\"{}\"]\n", dns.addr_text);
+    let run = mx_check_with(&config, &["customer.example"]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert!(
+        run.stdout
+            .contains(&format!("name servers: {}", dns.addr_text)),
+        "{}",
+        run.stdout
+    );
+}
+
+#[test]
+fn usage_and_config_errors_are_unknown_with_one_line() {
+    let dns = DnsServer::start();
+    let run = mx_check(&dns, &["bad domain"]);
+    assert_eq!(run.code, 3, "{}", run.stderr);
+    assert!(run.stderr.contains("bad domain"), "{}", run.stderr);
+
+    let run = mx_check_with(
+        "bogus = 1\n",
+        &["--nameserver", &dns.addr_text, "customer.example"],
+    );
+    assert_eq!(run.code, 3, "{}", run.stderr);
+    assert_eq!(run.stderr.lines().count(), 1, "{}", run.stderr);
+    assert!(
+        run.stderr.starts_with("mx-check: ") && run.stderr.contains("bogus: unknown key"),
+        "{}",
+        run.stderr
+    );
+
+    let run = mx_check_with("", &["--nameserver", "not-an-ip", "customer.example"]);
+    assert_eq!(run.code, 3, "{}", run.stderr);
+
+    Command::cargo_bin("mx-check")
+        .unwrap()
+        .arg("--help")
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("--nameserver"));
+}
+
+fn loopback(last: u8) -> std::net::IpAddr {
+    std::net::IpAddr::from([127, 0, 0, last])
+}
+
+#[test]
+fn probe_reports_greeting_capabilities_and_accepted_rcpt() {
+    let dns = DnsServer::start();
+    let (port, servers) = start_all(&[(loopback(11), Behaviour::Accept)]);
+    let port = port.to_string();
+    let run = mx_check(
+        &dns,
+        &[
+            "--probe",
+            "--port",
+            &port,
+            "--timeout",
+            "5",
+            "--rcpt",
+            "postmaster",
+            "ok.probe.example",
+        ],
+    );
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    let out = &run.stdout;
+    assert!(
+        out.contains("      greeting  220 accept.probe.example ESMTP test server\n"),
+        "{out}"
+    );
+    assert!(
+        out.contains("      EHLO      8BITMIME, ETRN, PIPELINING, SIZE 10240000\n"),
+        "{out}"
+    );
+    assert!(
+        out.contains("      MAIL      250 2.1.0 Ok\n      RCPT      250 2.1.5 Ok\n"),
+        "{out}"
+    );
+    assert!(
+        out.contains("note: accept.probe.example [127.0.0.11]:"),
+        "{out}"
+    );
+    let commands = servers[0].received();
+    let verbs: Vec<&str> = commands
+        .iter()
+        .map(|c| c.split(' ').next().unwrap_or(""))
+        .collect();
+    assert_eq!(
+        verbs,
+        ["EHLO", "MAIL", "RCPT", "RSET", "QUIT"],
+        "{commands:?}"
+    );
+    assert_eq!(commands[1], "MAIL FROM:<>");
+    assert_eq!(commands[2], "RCPT TO:<postmaster@ok.probe.example>");
+
+    let v = json(&mx_check(
+        &dns,
+        &[
+            "--json",
+            "--probe",
+            "--port",
+            &port,
+            "--rcpt",
+            "postmaster",
+            "ok.probe.example",
+        ],
+    ));
+    let probe = &v["exchangers"][0]["addresses"][0]["probe"];
+    assert_eq!(probe["connected"], true);
+    assert_eq!(probe["etrn"], true);
+    assert_eq!(probe["starttls"], false);
+    assert_eq!(probe["pipelining"], true);
+    assert_eq!(probe["8bitmime"], true);
+    assert_eq!(probe["size"], 10240000);
+    assert_eq!(probe["rcpt_accepted"], true);
+    assert_eq!(probe["port"].as_u64(), Some(port.parse().unwrap()));
+}
+
+#[test]
+fn backup_mx_refusing_relay_is_critical_and_never_gets_data() {
+    let dns = DnsServer::start();
+    let (port, servers) = start_all(&[
+        (loopback(11), Behaviour::Accept),
+        (loopback(12), Behaviour::DenyRelay),
+    ]);
+    let port = port.to_string();
+    let run = mx_check(
+        &dns,
+        &[
+            "--probe",
+            "--port",
+            &port,
+            "--rcpt",
+            "user@relaydenied.probe.example",
+            "relaydenied.probe.example",
+        ],
+    );
+    assert_eq!(run.code, 2, "{}{}", run.stdout, run.stderr);
+    let out = &run.stdout;
+    assert!(
+        out.starts_with(&format!(
+            "MX CRITICAL - relaydenied.probe.example: deny.probe.example [127.0.0.12]:{port}: refuses RCPT TO:<user@relaydenied.probe.example>: 554 5.7.1 Relay access denied (a backup MX must accept mail for the domain and hold it)"
+        )),
+        "{out}"
+    );
+    // Preference order in the output although both were probed at once.
+    let accept = out
+        .find("  accept.probe.example\n")
+        .expect("accept host listed");
+    let deny = out
+        .find("  deny.probe.example\n")
+        .expect("deny host listed");
+    assert!(accept < deny, "{out}");
+    assert!(out.contains("backup MX does not offer ETRN"), "{out}");
+    for server in &servers {
+        let received = server.received();
+        assert!(
+            received.iter().any(|c| c.starts_with("RCPT")),
+            "{received:?}"
+        );
+        assert!(
+            !received.iter().any(|c| c.eq_ignore_ascii_case("DATA")),
+            "{received:?}"
+        );
+        assert_eq!(
+            received.last().map(String::as_str),
+            Some("QUIT"),
+            "{received:?}"
+        );
+        assert!(received.iter().any(|c| c == "RSET"), "{received:?}");
+    }
+}
+
+#[test]
+fn starttls_certificate_is_reported() {
+    let dns = DnsServer::start();
+    let (port, servers) = start_all(&[(loopback(13), Behaviour::StartTls)]);
+    let port = port.to_string();
+    let run = mx_check(
+        &dns,
+        &[
+            "--probe",
+            "--port",
+            &port,
+            "--rcpt",
+            "postmaster",
+            "tls-site.probe.example",
+        ],
+    );
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    let out = &run.stdout;
+    assert!(out.contains("STARTTLS"), "{out}");
+    assert!(out.contains("      TLS       TLSv1.3, certificate CN=rcgen self signed cert (tls.probe.example), not trusted, expires "), "{out}");
+    assert!(out.contains(": TLS: certificate not trusted: "), "{out}");
+    let received = servers[0].received();
+    let verbs: Vec<&str> = received
+        .iter()
+        .map(|c| c.split(' ').next().unwrap_or(""))
+        .collect();
+    assert_eq!(
+        verbs,
+        ["EHLO", "STARTTLS", "EHLO", "MAIL", "RCPT", "RSET", "QUIT"],
+        "{received:?}"
+    );
+
+    let v = json(&mx_check(
+        &dns,
+        &[
+            "--json",
+            "--probe",
+            "--port",
+            &port,
+            "tls-site.probe.example",
+        ],
+    ));
+    let tls = &v["exchangers"][0]["addresses"][0]["probe"]["tls"];
+    assert_eq!(tls["protocol"], "TLSv1.3");
+    assert_eq!(tls["trusted"], false);
+    assert_eq!(tls["expired"], false);
+    assert_eq!(tls["alt_names"][0], "tls.probe.example");
+    assert!(
+        tls["not_after"].as_str().is_some_and(|d| d.len() >= 10),
+        "{tls}"
+    );
+}
+
+#[test]
+fn silent_backup_is_a_warning_within_the_timeout() {
+    let dns = DnsServer::start();
+    let (port, _servers) = start_all(&[
+        (loopback(11), Behaviour::Accept),
+        (loopback(14), Behaviour::Silent),
+    ]);
+    let port = port.to_string();
+    let started = Instant::now();
+    let run = mx_check(
+        &dns,
+        &[
+            "--probe",
+            "--port",
+            &port,
+            "--timeout",
+            "1",
+            "slow.probe.example",
+        ],
+    );
+    assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert!(
+        run.stdout.contains(&format!(
+            "WARNING: silent.probe.example [127.0.0.14]:{port}: no SMTP service: timed out"
+        )),
+        "{}",
+        run.stdout
+    );
+}
+
+#[test]
+fn no_host_answering_is_critical() {
+    let dns = DnsServer::start();
+    let (port, _servers) = start_all(&[(loopback(14), Behaviour::Silent)]);
+    let run = mx_check(
+        &dns,
+        &[
+            "--probe",
+            "--port",
+            &port.to_string(),
+            "--timeout",
+            "1",
+            "dead.probe.example",
+        ],
+    );
+    assert_eq!(run.code, 2, "{}{}", run.stdout, run.stderr);
+    assert!(
+        run.stdout
+            .starts_with("MX CRITICAL - dead.probe.example: silent.probe.example [127.0.0.14]"),
+        "{}",
+        run.stdout
+    );
+}

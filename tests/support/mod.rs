@@ -1,0 +1,4 @@
+//! Servers the end-to-end tests start on loopback.
+
+pub mod dns;
+pub mod smtp;
