@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 use crate::config::{Config, ConfigError};
-use crate::sysexits::Status;
+use crate::sysexits::{CHECK_UNKNOWN, Status};
 
 /// Options every program that touches the queue accepts.
 #[derive(Debug, Clone, clap::Args)]
@@ -38,12 +38,17 @@ impl QueueOptions {
 /// Parses the process arguments. `--help` and `--version` print and end the program with status
 /// 0; a usage error prints one line and ends it with EX_USAGE.
 pub fn parse<T: Parser>(program: &str) -> Result<T, ExitCode> {
-    T::try_parse().map_err(|err| usage_error(program, err))
+    T::try_parse().map_err(|err| usage_error(program, err, Status::Usage.into()))
+}
+
+/// [`parse`] for a monitoring check: a usage error exits 3 (UNKNOWN), as Nagios expects.
+pub fn parse_check<T: Parser>(program: &str) -> Result<T, ExitCode> {
+    T::try_parse().map_err(|err| usage_error(program, err, ExitCode::from(CHECK_UNKNOWN)))
 }
 
 /// As [`parse`], over arguments already rewritten (see [`sendmail_selectors`]).
 pub fn parse_from<T: Parser>(program: &str, args: Vec<OsString>) -> Result<T, ExitCode> {
-    T::try_parse_from(args).map_err(|err| usage_error(program, err))
+    T::try_parse_from(args).map_err(|err| usage_error(program, err, Status::Usage.into()))
 }
 
 /// Rewrites sendmail's queue selectors into their plain forms: `-qRdomain` and `-qR domain`
@@ -76,7 +81,7 @@ pub fn sendmail_selectors(args: impl IntoIterator<Item = OsString>) -> Vec<OsStr
     out
 }
 
-fn usage_error(program: &str, err: clap::Error) -> ExitCode {
+fn usage_error(program: &str, err: clap::Error, usage: ExitCode) -> ExitCode {
     if !err.use_stderr() {
         let _ = err.print();
         return Status::Ok.into();
@@ -93,7 +98,7 @@ fn usage_error(program: &str, err: clap::Error) -> ExitCode {
         .join(" ");
     let message = message.strip_prefix("error: ").unwrap_or(&message);
     eprintln!("{program}: {message} (try '{program} --help')");
-    Status::Usage.into()
+    usage
 }
 
 /// Rewrites sendmail's queue-run spellings for `queue-run`: `-q` alone is a plain run and is

@@ -143,6 +143,29 @@ pub fn finish(program: &str, outcome: anyhow::Result<Status>) -> ExitCode {
     }
 }
 
+/// The exit status of a monitoring check that could not check (Nagios plugin convention).
+pub const CHECK_UNKNOWN: u8 = 3;
+
+/// Ends a monitoring check such as mx-check, whose callers (Nagios, Icinga) read 0 OK,
+/// 1 WARNING, 2 CRITICAL and 3 UNKNOWN and take anything else for a broken plugin: success exits
+/// with the check's state; a failure to check at all (usage, configuration, resolver set-up) is
+/// reported like [`finish`] reports it and exits 3, whatever its sysexits status would be.
+pub fn finish_check(program: &str, outcome: anyhow::Result<u8>) -> ExitCode {
+    match outcome {
+        Ok(state) => ExitCode::from(state),
+        Err(err) if is_broken_pipe(&err) => ExitCode::from(CHECK_UNKNOWN),
+        Err(err) => {
+            report(program, &err);
+            ExitCode::from(CHECK_UNKNOWN)
+        }
+    }
+}
+
+fn report(program: &str, err: &anyhow::Error) {
+    let message = format!("{err:#}").replace('\n', " ");
+    eprintln!("{program}: {message}");
+}
+
 fn is_broken_pipe(err: &anyhow::Error) -> bool {
     err.chain().any(|cause| {
         cause

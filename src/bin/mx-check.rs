@@ -9,9 +9,10 @@ use std::time::Duration;
 use clap::Parser;
 
 use etrnq::address::Domain;
+use etrnq::cli::parse_check;
 use etrnq::config::{parse_interval, parse_nameserver};
 use etrnq::diagnosis::{self, ProbeRequest, Request};
-use etrnq::sysexits::{finish_check, parse_check_args};
+use etrnq::sysexits::finish_check;
 
 /// Show a domain's MX records the way mail sees them, and what its mail hosts answer.
 ///
@@ -76,7 +77,7 @@ fn positive_interval(text: &str) -> Result<Duration, String> {
 }
 
 fn main() -> ExitCode {
-    let cli: Cli = match parse_check_args("mx-check") {
+    let cli: Cli = match parse_check("mx-check") {
         Ok(cli) => cli,
         Err(code) => return code,
     };
