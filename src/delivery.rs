@@ -43,8 +43,8 @@ use crate::retry;
 use crate::route::{RelayHost, RelayTarget, SMTP_PORT};
 use crate::selection::Selection;
 use crate::smtp::{
-    ConnectOptions, Connection, Mail, Reply, SmtpError, Timeouts, TlsClient, Transcript,
-    Verification,
+    Capabilities, ConnectOptions, Connection, Delivery, Message, Outbox, Reply, SmtpError,
+    Timeouts, TlsClient, Transcript, Verification,
 };
 
 /// Messages per connection below which a destination is not split across connections.
@@ -391,6 +391,7 @@ fn age_words(seconds: u64) -> String {
 }
 
 /// What happened to one recipient in this attempt.
+#[derive(Clone)]
 enum Outcome {
     Sent {
         reply: String,
@@ -515,6 +516,7 @@ struct Target {
 }
 
 /// Why a destination has no host to try.
+#[derive(Clone)]
 struct NoRoute {
     permanent: bool,
     status: &'static str,
@@ -523,38 +525,42 @@ struct NoRoute {
 
 impl<'a> Worker<'a> {
     fn job(&mut self, job: &Job) {
-        let mut connection: Option<Connection> = None;
         let mut targets: Option<Result<Vec<Target>, NoRoute>> = None;
-        for &id in &job.ids {
-            self.progress.inc(1);
-            if connection.is_none() {
-                let found = targets.get_or_insert_with(|| self.targets(job));
-                let attempt = match found {
-                    Ok(list) => self.connect(list),
-                    Err(no_route) => Err(NoRoute {
-                        permanent: no_route.permanent,
-                        status: no_route.status,
-                        reason: no_route.reason.clone(),
-                    }),
-                };
-                match attempt {
-                    Ok(conn) => connection = Some(conn),
-                    Err(no_route) => {
-                        self.without_connection(job, id, &no_route);
-                        continue;
-                    }
-                }
-            }
-            let Some(conn) = connection.as_mut() else {
-                continue;
+        let mut cursor = 0;
+        while cursor < job.ids.len() {
+            let found = targets.get_or_insert_with(|| self.targets(job));
+            let attempt = match found {
+                Ok(list) => self.connect(list),
+                Err(no_route) => Err(no_route.clone()),
             };
-            if !self.message(job, id, conn) {
-                // The connection broke: the next message gets a fresh one.
-                connection = None;
+            let mut conn = match attempt {
+                Ok(conn) => conn,
+                Err(no_route) => {
+                    for &id in &job.ids[cursor..] {
+                        self.progress.inc(1);
+                        self.without_connection(job, id, &no_route);
+                    }
+                    return;
+                }
+            };
+            let peer = conn.peer().clone();
+            let mut outbox = JobOutbox {
+                relay: peer.to_string(),
+                remote: peer
+                    .name
+                    .clone()
+                    .or_else(|| Some(peer.addr.ip().to_string())),
+                worker: self,
+                job,
+                cursor,
+                in_flight: VecDeque::new(),
+            };
+            let delivered = conn.deliver_all(&mut outbox);
+            cursor = outbox.cursor;
+            // A broken connection is dropped; the rest of the job gets a fresh one.
+            if delivered.is_ok() {
+                conn.quit();
             }
-        }
-        if let Some(conn) = connection {
-            conn.quit();
         }
     }
 
@@ -735,146 +741,6 @@ impl<'a> Worker<'a> {
         self.finish(locked);
     }
 
-    /// Delivers `id` over `conn`. Returns false when the connection can no longer be used.
-    fn message(&mut self, job: &Job, id: QueueId, conn: &mut Connection) -> bool {
-        let Some(mut locked) = self.lock(job, id) else {
-            return true;
-        };
-        let indices = self.indices(&locked, job);
-        if indices.is_empty() {
-            return true;
-        }
-        let relay = conn.peer().to_string();
-        let (outcomes, usable) = self.transaction(&locked, &indices, conn);
-        self.conclude(&mut locked, outcomes, &relay);
-        self.finish(locked);
-        usable
-    }
-
-    fn transaction(
-        &self,
-        locked: &Locked<'_>,
-        indices: &[usize],
-        conn: &mut Connection,
-    ) -> (Vec<(usize, Outcome)>, bool) {
-        let envelope = locked.envelope();
-        let peer = conn.peer().clone();
-        let remote = peer
-            .name
-            .clone()
-            .or_else(|| Some(peer.addr.ip().to_string()));
-        let every = |outcome: &dyn Fn() -> Outcome| -> Vec<(usize, Outcome)> {
-            indices.iter().map(|&i| (i, outcome())).collect()
-        };
-        if let Some(limit) = conn.capabilities().size_limit().filter(|&l| l > 0)
-            && envelope.size > limit
-        {
-            let reason = format!(
-                "message of {} bytes exceeds the size limit of {limit} bytes of {peer}",
-                envelope.size
-            );
-            return (
-                every(&|| Outcome::Failed {
-                    status: "5.3.4".into(),
-                    remote: remote.clone(),
-                    diagnostic: None,
-                    reason: reason.clone(),
-                }),
-                true,
-            );
-        }
-        let here = &self.policy.here;
-        let from = match ReversePath::parse(&envelope.sender, here) {
-            Ok(from) => from,
-            Err(e) => {
-                let reason = format!("bad sender address in the queue: {e}");
-                return (
-                    every(&|| Outcome::Deferred {
-                        reason: reason.clone(),
-                    }),
-                    true,
-                );
-            }
-        };
-        let mut outcomes = Vec::new();
-        let mut sendable = Vec::new();
-        let mut addresses = Vec::new();
-        for &index in indices {
-            match Address::parse(&envelope.recipients[index].address, here) {
-                Ok(address) => {
-                    sendable.push(index);
-                    addresses.push(address);
-                }
-                Err(e) => outcomes.push((
-                    index,
-                    Outcome::Failed {
-                        status: "5.1.3".into(),
-                        remote: None,
-                        diagnostic: None,
-                        reason: format!("bad recipient address: {e}"),
-                    },
-                )),
-            }
-        }
-        if sendable.is_empty() {
-            return (outcomes, true);
-        }
-        let data = match locked.data() {
-            Ok(file) => file,
-            Err(e) => {
-                let reason = format!("cannot read the message: {e}");
-                outcomes.extend(sendable.iter().map(|&i| {
-                    (
-                        i,
-                        Outcome::Deferred {
-                            reason: reason.clone(),
-                        },
-                    )
-                }));
-                return (outcomes, true);
-            }
-        };
-        let mail = Mail {
-            from: &from,
-            recipients: &addresses,
-            size: Some(envelope.size),
-            eight_bit: true,
-        };
-        let mut body = BufReader::with_capacity(64 * 1024, data);
-        match conn.deliver(&mail, &mut body) {
-            Ok(delivery) => {
-                for (position, &index) in sendable.iter().enumerate() {
-                    let outcome = match delivery.outcome(position) {
-                        Some(reply) => reply_outcome(
-                            reply,
-                            &peer.to_string(),
-                            remote.clone(),
-                            &delivery,
-                            position,
-                        ),
-                        None => Outcome::Deferred {
-                            reason: format!("{peer}: no reply for this recipient"),
-                        },
-                    };
-                    outcomes.push((index, outcome));
-                }
-                (outcomes, true)
-            }
-            Err(e) => {
-                let reason = e.to_string();
-                outcomes.extend(sendable.iter().map(|&i| {
-                    (
-                        i,
-                        Outcome::Deferred {
-                            reason: reason.clone(),
-                        },
-                    )
-                }));
-                (outcomes, false)
-            }
-        }
-    }
-
     /// Locks a message of this job; a busy one is put aside for the end of the run.
     fn lock(&mut self, job: &Job, id: QueueId) -> Option<Locked<'a>> {
         match self.queue.try_lock(id) {
@@ -934,6 +800,178 @@ impl<'a> Worker<'a> {
     }
 }
 
+/// A message handed to the SMTP connection and not yet answered.
+struct InFlight<'a> {
+    locked: Locked<'a>,
+    /// Recipient indices in the order they were sent.
+    sent: Vec<usize>,
+    /// Outcomes settled before sending (a bad address).
+    settled: Vec<(usize, Outcome)>,
+}
+
+/// A message ready to send, and what was settled without sending.
+struct Prepared {
+    message: Message,
+    sent: Vec<usize>,
+    settled: Vec<(usize, Outcome)>,
+}
+
+/// Feeds one job's messages to a connection and records what the server says about each.
+struct JobOutbox<'w, 'a> {
+    worker: &'w mut Worker<'a>,
+    job: &'w Job,
+    /// The next message of the job to hand out.
+    cursor: usize,
+    in_flight: VecDeque<InFlight<'a>>,
+    relay: String,
+    remote: Option<String>,
+}
+
+impl JobOutbox<'_, '_> {
+    /// Decides what can be decided before sending, and builds the message for the rest.
+    fn prepare(
+        &self,
+        locked: &Locked<'_>,
+        indices: &[usize],
+        capabilities: &Capabilities,
+    ) -> Result<Prepared, Vec<(usize, Outcome)>> {
+        let envelope = locked.envelope();
+        let every = |outcome: &dyn Fn() -> Outcome| -> Vec<(usize, Outcome)> {
+            indices.iter().map(|&i| (i, outcome())).collect()
+        };
+        if let Some(limit) = capabilities.size_limit().filter(|&l| l > 0)
+            && envelope.size > limit
+        {
+            let reason = format!(
+                "message of {} bytes exceeds the size limit of {limit} bytes of {}",
+                envelope.size, self.relay
+            );
+            return Err(every(&|| Outcome::Failed {
+                status: "5.3.4".into(),
+                remote: self.remote.clone(),
+                diagnostic: None,
+                reason: reason.clone(),
+            }));
+        }
+        let here = &self.worker.policy.here;
+        let from = ReversePath::parse(&envelope.sender, here).map_err(|e| {
+            let reason = format!("bad sender address in the queue: {e}");
+            every(&|| Outcome::Deferred {
+                reason: reason.clone(),
+            })
+        })?;
+        let mut settled = Vec::new();
+        let mut sent = Vec::new();
+        let mut recipients = Vec::new();
+        for &index in indices {
+            match Address::parse(&envelope.recipients[index].address, here) {
+                Ok(address) => {
+                    sent.push(index);
+                    recipients.push(address);
+                }
+                Err(e) => settled.push((
+                    index,
+                    Outcome::Failed {
+                        status: "5.1.3".into(),
+                        remote: None,
+                        diagnostic: None,
+                        reason: format!("bad recipient address: {e}"),
+                    },
+                )),
+            }
+        }
+        if sent.is_empty() {
+            return Err(settled);
+        }
+        let data = locked.data().map_err(|e| {
+            let reason = format!("cannot read the message: {e}");
+            let mut all = settled.clone();
+            all.extend(sent.iter().map(|&i| {
+                (
+                    i,
+                    Outcome::Deferred {
+                        reason: reason.clone(),
+                    },
+                )
+            }));
+            all
+        })?;
+        let message = Message {
+            from,
+            recipients,
+            size: Some(envelope.size),
+            eight_bit: true,
+            body: Box::new(BufReader::with_capacity(64 * 1024, data)),
+        };
+        Ok(Prepared {
+            message,
+            sent,
+            settled,
+        })
+    }
+}
+
+impl Outbox for JobOutbox<'_, '_> {
+    fn next(&mut self, capabilities: &Capabilities) -> Option<Message> {
+        while let Some(&id) = self.job.ids.get(self.cursor) {
+            self.cursor += 1;
+            self.worker.progress.inc(1);
+            let Some(mut locked) = self.worker.lock(self.job, id) else {
+                continue;
+            };
+            let indices = self.worker.indices(&locked, self.job);
+            if indices.is_empty() {
+                continue;
+            }
+            match self.prepare(&locked, &indices, capabilities) {
+                Ok(Prepared {
+                    message,
+                    sent,
+                    settled,
+                }) => {
+                    self.in_flight.push_back(InFlight {
+                        locked,
+                        sent,
+                        settled,
+                    });
+                    return Some(message);
+                }
+                Err(outcomes) => {
+                    self.worker.conclude(&mut locked, outcomes, &self.relay);
+                    self.worker.finish(locked);
+                }
+            }
+        }
+        None
+    }
+
+    fn done(&mut self, outcome: Result<Delivery, &SmtpError>) {
+        let Some(mut flight) = self.in_flight.pop_front() else {
+            return;
+        };
+        let mut outcomes = std::mem::take(&mut flight.settled);
+        for (position, &index) in flight.sent.iter().enumerate() {
+            let result = match &outcome {
+                Ok(delivery) => match delivery.outcome(position) {
+                    Some(reply) => {
+                        reply_outcome(reply, &self.relay, self.remote.clone(), delivery, position)
+                    }
+                    None => Outcome::Deferred {
+                        reason: format!("{}: no reply for this recipient", self.relay),
+                    },
+                },
+                Err(e) => Outcome::Deferred {
+                    reason: e.to_string(),
+                },
+            };
+            outcomes.push((index, result));
+        }
+        self.worker
+            .conclude(&mut flight.locked, outcomes, &self.relay);
+        self.worker.finish(flight.locked);
+    }
+}
+
 /// Why a session could not be set up on one host.
 #[derive(Debug, thiserror::Error)]
 enum SessionError {
@@ -950,7 +988,7 @@ fn reply_outcome(
     reply: &Reply,
     peer: &str,
     remote: Option<String>,
-    delivery: &crate::smtp::Delivery,
+    delivery: &Delivery,
     position: usize,
 ) -> Outcome {
     let stage = if !delivery.mail.is_positive() {

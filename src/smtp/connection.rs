@@ -214,6 +214,49 @@ impl Delivery {
     }
 }
 
+/// One message for [`Connection::deliver_all`], owning its envelope and its data.
+pub struct Message {
+    pub from: ReversePath,
+    pub recipients: Vec<Address>,
+    /// Announced with `SIZE=` when the server takes SIZE.
+    pub size: Option<u64>,
+    /// Announced with `BODY=8BITMIME` when the server takes 8BITMIME.
+    pub eight_bit: bool,
+    /// The message as stored; sent with dot-stuffing and CRLF line ends.
+    pub body: Box<dyn BufRead + Send>,
+}
+
+impl Message {
+    fn as_mail(&self) -> Mail<'_> {
+        Mail {
+            from: &self.from,
+            recipients: &self.recipients,
+            size: self.size,
+            eight_bit: self.eight_bit,
+        }
+    }
+}
+
+/// Where [`Connection::deliver_all`] takes messages from and reports their outcomes to.
+pub trait Outbox {
+    /// The next message to send, given what the server offers; `None` when there is no more.
+    fn next(&mut self, capabilities: &Capabilities) -> Option<Message>;
+    /// The outcome of the oldest message handed out and not yet reported.
+    fn done(&mut self, outcome: Result<Delivery, &SmtpError>);
+}
+
+/// What the replies still due after a transaction's envelope will answer.
+enum Ending {
+    /// The final dot of the message data.
+    Data,
+    /// The dot of an empty message sent because DATA was taken with nobody to deliver to.
+    Dot,
+    /// That dot, then a reset.
+    DotThenReset,
+    /// A reset; the DATA reply, and whether any recipient was accepted.
+    Reset(Reply, bool),
+}
+
 /// An open SMTP connection.
 pub struct Connection {
     tcp: TcpStream,
@@ -228,6 +271,13 @@ pub struct Connection {
     unsent: Vec<u8>,
     /// What each reply still due answers, with how long it may take.
     awaited: VecDeque<(&'static str, Duration)>,
+}
+
+fn rcpt_command(to: &Address) -> Command {
+    Command::Rcpt {
+        to: to.clone(),
+        parameters: Vec::new(),
+    }
 }
 
 /// Resolves `host` to the addresses to try, in the resolver's order.
@@ -591,74 +641,136 @@ impl Connection {
         mail: &Mail<'_>,
         body: &mut dyn BufRead,
     ) -> Result<Delivery, SmtpError> {
-        let mut parameters = Vec::new();
-        if let Some(size) = mail.size.filter(|_| self.capabilities.has("SIZE")) {
-            parameters.push(Parameter::size(size));
+        if !self.capabilities.pipelining() {
+            return self.deliver_in_lockstep(mail, body);
         }
-        if mail.eight_bit && self.capabilities.eight_bit_mime() {
-            parameters.push(Parameter::body_8bitmime());
-        }
-        let mail_command = Command::Mail {
-            from: mail.from.clone(),
-            parameters,
-        };
-        let rcpt = |to: &Address| Command::Rcpt {
-            to: to.clone(),
-            parameters: Vec::new(),
-        };
-        let (mail_reply, recipients, data_reply) = if self.capabilities.pipelining() {
-            self.send(&mail_command)?;
-            for to in mail.recipients {
-                self.send(&rcpt(to))?;
-            }
-            self.send(&Command::Data)?;
-            self.flush()?;
-            let mail_reply = self.read_reply()?;
-            let mut recipients = Vec::with_capacity(mail.recipients.len());
-            for _ in mail.recipients {
-                recipients.push(self.read_reply()?);
-            }
-            (mail_reply, recipients, self.read_reply()?)
-        } else {
-            let mail_reply = self.command(&mail_command)?;
-            if !mail_reply.is_positive() {
-                return Ok(Delivery {
-                    mail: mail_reply,
-                    recipients: Vec::new(),
-                    data: None,
-                });
-            }
-            let mut recipients = Vec::with_capacity(mail.recipients.len());
-            for to in mail.recipients {
-                recipients.push(self.command(&rcpt(to))?);
-            }
-            if !recipients.iter().any(Reply::is_positive) {
-                self.reset()?;
-                return Ok(Delivery {
-                    mail: mail_reply,
-                    recipients,
-                    data: None,
-                });
-            }
-            let data_reply = self.command(&Command::Data)?;
-            (mail_reply, recipients, data_reply)
-        };
-        let transaction_open = mail_reply.is_positive();
-        let anyone = transaction_open && recipients.iter().any(Reply::is_positive);
-        if data_reply.code != ReplyCode::START_DATA {
-            if transaction_open {
-                self.reset()?;
-            }
+        self.send_envelope(mail)?;
+        self.flush()?;
+        let (mail_reply, recipients, data_reply) = self.envelope_replies(mail.recipients.len())?;
+        let Some(ending) = self.close_transaction(&mail_reply, &recipients, &data_reply, body)?
+        else {
             return Ok(Delivery {
                 mail: mail_reply,
                 recipients,
-                data: anyone.then_some(data_reply),
+                data: None,
+            });
+        };
+        self.flush_data()?;
+        let data = self.conclude(ending)?;
+        Ok(Delivery {
+            mail: mail_reply,
+            recipients,
+            data,
+        })
+    }
+
+    /// Delivers every message `outbox` hands out over this connection. With PIPELINING the end of
+    /// each message goes out in one write with the next message's MAIL, RCPT and DATA (RFC 2920
+    /// lets message content open a group), so over a long round trip each message costs about one
+    /// round trip instead of two. Each message's outcome goes back to `outbox.done` in order. On a
+    /// connection failure every message still in flight is told the error, which is returned:
+    /// the connection is then unusable.
+    pub fn deliver_all(&mut self, outbox: &mut dyn Outbox) -> Result<(), SmtpError> {
+        if !self.capabilities.pipelining() {
+            while let Some(mut message) = outbox.next(&self.capabilities) {
+                let mail = Mail {
+                    from: &message.from,
+                    recipients: &message.recipients,
+                    size: message.size,
+                    eight_bit: message.eight_bit,
+                };
+                match self.deliver(&mail, &mut message.body) {
+                    Ok(delivery) => outbox.done(Ok(delivery)),
+                    Err(e) => {
+                        outbox.done(Err(&e));
+                        return Err(e);
+                    }
+                }
+            }
+            return Ok(());
+        }
+        let Some(mut current) = outbox.next(&self.capabilities) else {
+            return Ok(());
+        };
+        let mut in_flight = 1;
+        let result = self
+            .send_envelope(&current.as_mail())
+            .and_then(|()| self.flush());
+        if let Err(e) = result {
+            outbox.done(Err(&e));
+            return Err(e);
+        }
+        loop {
+            let step = self.pipelined_step(&mut current, outbox, &mut in_flight);
+            match step {
+                Ok((delivery, next)) => {
+                    in_flight -= 1;
+                    outbox.done(Ok(delivery));
+                    match next {
+                        Some(next) => current = next,
+                        None => return Ok(()),
+                    }
+                }
+                Err(e) => {
+                    for _ in 0..in_flight {
+                        outbox.done(Err(&e));
+                    }
+                    return Err(e);
+                }
+            }
+        }
+    }
+
+    /// Reads the envelope replies of `current`, sends its data (or a reset), sends the next
+    /// message's envelope in the same write, and reads the reply that ends `current`.
+    fn pipelined_step(
+        &mut self,
+        current: &mut Message,
+        outbox: &mut dyn Outbox,
+        in_flight: &mut usize,
+    ) -> Result<(Delivery, Option<Message>), SmtpError> {
+        let (mail_reply, recipients, data_reply) =
+            self.envelope_replies(current.recipients.len())?;
+        let ending =
+            self.close_transaction(&mail_reply, &recipients, &data_reply, &mut current.body)?;
+        let next = outbox.next(&self.capabilities);
+        if let Some(next) = &next {
+            self.send_envelope(&next.as_mail())?;
+            *in_flight += 1;
+        }
+        self.flush_data()?;
+        let data = match ending {
+            Some(ending) => self.conclude(ending)?,
+            None => None,
+        };
+        Ok((
+            Delivery {
+                mail: mail_reply,
+                recipients,
+                data,
+            },
+            next,
+        ))
+    }
+
+    fn deliver_in_lockstep(
+        &mut self,
+        mail: &Mail<'_>,
+        body: &mut dyn BufRead,
+    ) -> Result<Delivery, SmtpError> {
+        let mail_reply = self.command(&self.mail_command(mail))?;
+        if !mail_reply.is_positive() {
+            return Ok(Delivery {
+                mail: mail_reply,
+                recipients: Vec::new(),
+                data: None,
             });
         }
-        if !anyone {
-            // A server that took DATA with nobody to deliver to gets an empty message and a reset
-            // (RFC 2920 §3.1).
-            self.end_data()?;
+        let mut recipients = Vec::with_capacity(mail.recipients.len());
+        for to in mail.recipients {
+            recipients.push(self.command(&rcpt_command(to))?);
+        }
+        if !recipients.iter().any(Reply::is_positive) {
             self.reset()?;
             return Ok(Delivery {
                 mail: mail_reply,
@@ -666,13 +778,104 @@ impl Connection {
                 data: None,
             });
         }
-        self.write_body(body)?;
-        let data = self.end_data()?;
+        let data_reply = self.command(&Command::Data)?;
+        let Some(ending) = self.close_transaction(&mail_reply, &recipients, &data_reply, body)?
+        else {
+            return Ok(Delivery {
+                mail: mail_reply,
+                recipients,
+                data: None,
+            });
+        };
+        self.flush_data()?;
+        let data = self.conclude(ending)?;
         Ok(Delivery {
             mail: mail_reply,
             recipients,
-            data: Some(data),
+            data,
         })
+    }
+
+    fn mail_command(&self, mail: &Mail<'_>) -> Command {
+        let mut parameters = Vec::new();
+        if let Some(size) = mail.size.filter(|_| self.capabilities.has("SIZE")) {
+            parameters.push(Parameter::size(size));
+        }
+        if mail.eight_bit && self.capabilities.eight_bit_mime() {
+            parameters.push(Parameter::body_8bitmime());
+        }
+        Command::Mail {
+            from: mail.from.clone(),
+            parameters,
+        }
+    }
+
+    /// Queues MAIL, one RCPT per recipient and DATA, unflushed.
+    fn send_envelope(&mut self, mail: &Mail<'_>) -> Result<(), SmtpError> {
+        self.send(&self.mail_command(mail))?;
+        for to in mail.recipients {
+            self.send(&rcpt_command(to))?;
+        }
+        self.send(&Command::Data)
+    }
+
+    fn envelope_replies(&mut self, count: usize) -> Result<(Reply, Vec<Reply>, Reply), SmtpError> {
+        let mail_reply = self.read_reply()?;
+        let mut recipients = Vec::with_capacity(count);
+        for _ in 0..count {
+            recipients.push(self.read_reply()?);
+        }
+        Ok((mail_reply, recipients, self.read_reply()?))
+    }
+
+    /// Ends a transaction whose envelope has been answered, without flushing: the message data
+    /// and its final dot when DATA was taken and someone accepted; otherwise a reset where a
+    /// transaction is open (a DATA taken with nobody to deliver to gets an empty message first,
+    /// RFC 2920 §3.1). Returns what the replies still due will answer; `None` when the message is
+    /// settled already.
+    fn close_transaction(
+        &mut self,
+        mail_reply: &Reply,
+        recipients: &[Reply],
+        data_reply: &Reply,
+        body: &mut dyn BufRead,
+    ) -> Result<Option<Ending>, SmtpError> {
+        let transaction_open = mail_reply.is_positive();
+        let anyone = transaction_open && recipients.iter().any(Reply::is_positive);
+        let data_started = data_reply.code == ReplyCode::START_DATA;
+        if data_started && anyone {
+            self.write_body(body)?;
+            self.queue_dot();
+            return Ok(Some(Ending::Data));
+        }
+        if data_started {
+            self.queue_dot();
+        }
+        if transaction_open {
+            self.send(&Command::Rset)?;
+        }
+        Ok(match (data_started, transaction_open) {
+            (true, true) => Some(Ending::DotThenReset),
+            (true, false) => Some(Ending::Dot),
+            (false, true) => Some(Ending::Reset(data_reply.clone(), anyone)),
+            (false, false) => None,
+        })
+    }
+
+    /// Reads the replies that end a transaction; the reply to the message data when it was sent.
+    fn conclude(&mut self, ending: Ending) -> Result<Option<Reply>, SmtpError> {
+        match ending {
+            Ending::Data => self.read_reply().map(Some),
+            Ending::Dot => self.read_reply().map(|_| None),
+            Ending::DotThenReset => {
+                self.read_reply()?;
+                self.read_reply().map(|_| None)
+            }
+            Ending::Reset(data_reply, anyone) => {
+                self.read_reply()?;
+                Ok(anyone.then_some(data_reply))
+            }
+        }
     }
 
     /// Sends RSET and reads its reply.
@@ -720,7 +923,7 @@ impl Connection {
         }
         self.transcript
             .note(&format!("({octets} octets of message data)"));
-        self.flush_data()
+        Ok(())
     }
 
     fn flush_data(&mut self) -> Result<(), SmtpError> {
@@ -729,13 +932,12 @@ impl Connection {
             .map_err(|e| self.failure(e, "sending message data"))
     }
 
-    fn end_data(&mut self) -> Result<Reply, SmtpError> {
+    /// Queues the dot that ends message data; its reply may take the longest of all.
+    fn queue_dot(&mut self) {
         self.transcript.sent(".");
         self.unsent.extend_from_slice(b".\r\n");
         self.awaited
             .push_back(("the end of message data", self.timeouts.data_end));
-        self.flush_data()?;
-        self.read_reply()
     }
 
     fn write_all(&mut self, bytes: &[u8], wait: Duration) -> io::Result<()> {

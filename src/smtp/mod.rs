@@ -86,7 +86,7 @@ pub use command::{AuthMechanism, Command, EtrnArgument, Parameter};
 pub use connection::{
     AddressFamily, COMMAND_TIMEOUT, CONNECT_TIMEOUT, ConnectOptions, Connection, Credentials,
     DATA_BLOCK_TIMEOUT, DATA_END_TIMEOUT, DATA_START_TIMEOUT, Delivery, GREETING_TIMEOUT, Mail,
-    Peer, Timeouts, Transcript, resolve,
+    Message, Outbox, Peer, Timeouts, Transcript, resolve,
 };
 pub use error::SmtpError;
 pub use reply::{EnhancedCode, Reply, ReplyCode};
