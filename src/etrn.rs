@@ -1,26 +1,28 @@
-//! NAME
-//!     etrn - ask a mail server to start delivering the mail it holds for us (RFC 1985)
+//! The ETRN session: ask a mail server to start delivering the mail it holds for us (RFC 1985).
 //!
-//! DESCRIPTION
-//!     One session: greeting, EHLO (HELO when EHLO is refused), STARTTLS and AUTH when asked,
-//!     one `ETRN` per argument, QUIT. Each argument's reply becomes an [`Outcome`]; the outcomes
-//!     and any failure of the session decide the exit status, the worst one winning:
-//!     success < temporary (75) < refused for this domain (459, 77) < protocol (76) < no such
-//!     host (68).
+//! # Description
 //!
-//!     With retries, a session that failed at the connection level or on a 4xx is repeated
-//!     after a pause for the arguments that have no final answer yet, which is what a dial-up
-//!     hook needs when the link and the name servers come up a little after the hook runs.
+//! One session: greeting, EHLO (HELO when EHLO is refused), STARTTLS and AUTH when asked, one
+//! `ETRN` per argument, QUIT. Each argument's reply becomes an [`Outcome`]; the outcomes and any
+//! failure of the session decide the exit status, the worst one winning: success < temporary
+//! (75) < refused for this domain (459, 77) < protocol (76) < no such host (68).
 //!
-//! PROMISES
-//!     Arguments are typed ([`EtrnArgument`]): a domain is a validated `Domain`, so nothing the
-//!     user typed can add a second command to the session. Every step is bounded by the session's
-//!     time limit. Only arguments that have a reply are reported on stdout; a failure that left
-//!     some without one is the error line.
+//! With retries, a session that failed at the connection level or on a 4xx is repeated after a
+//! pause for the arguments that have no final answer yet, which is what a dial-up hook needs
+//! when the link and the name servers come up a little after the hook runs.
 //!
-//! LIMITS
-//!     ETRN only asks: a 250 means the server started a queue run, not that mail arrived. A
-//!     server that answers HELO only is sent ETRN anyway, since it cannot say whether it has it.
+//! # Promises
+//!
+//! - Arguments are typed ([`EtrnArgument`]): a domain is a validated `Domain`, so nothing the
+//!   user typed can add a second command to the session.
+//! - Every step is bounded by the session's time limit.
+//! - Only arguments that have a reply are reported on stdout; a failure that left some without
+//!   one is the error line.
+//!
+//! # Limits
+//!
+//! ETRN only asks: a 250 means the server started a queue run, not that mail arrived. A server
+//! that answers HELO only is sent ETRN anyway, since it cannot say whether it has it.
 
 use std::fmt;
 use std::io::Write;
@@ -32,8 +34,8 @@ use crate::address::Domain;
 use crate::config::TlsPolicy;
 use crate::route::RelayHost;
 use crate::smtp::{
-    Command, ConnectOptions, Connection, Credentials, EtrnArgument, Reply, SmtpError, TlsClient,
-    Verification,
+    Command, ConnectOptions, Connection, Credentials, EtrnArgument, Reply, ReplyCode, SmtpError,
+    TlsClient, Verification,
 };
 use crate::sysexits::{Failure, Status, Sysexit};
 
@@ -278,7 +280,18 @@ fn session(
     conn.hello(&request.helo)?;
     if request.starttls != TlsPolicy::Off {
         if conn.capabilities().starttls() {
-            conn.starttls(tls)?;
+            conn.starttls(tls).map_err(|err| match err {
+                SmtpError::Tls { peer, detail }
+                    if tls.verification() == Verification::Required
+                        && detail.contains("certificate") =>
+                {
+                    SmtpError::Tls {
+                        peer,
+                        detail: format!("{detail} (--tls-insecure accepts it)"),
+                    }
+                }
+                other => other,
+            })?;
             conn.hello(&request.helo)?;
         } else if request.starttls == TlsPolicy::Required {
             let err = SmtpError::NotOffered {
@@ -310,11 +323,14 @@ fn session(
     }
     for &index in pending {
         let reply = conn.command(&Command::Etrn(request.arguments[index].clone()))?;
-        let closing = reply.code == crate::smtp::ReplyCode::SERVICE_UNAVAILABLE;
-        answers[index] = Some(reply);
-        if closing {
-            // 421: the server is closing the session; it will not answer the rest.
-            return Ok(());
+        answers[index] = Some(reply.clone());
+        if reply.code == ReplyCode::SERVICE_UNAVAILABLE {
+            // The server is closing the session and will answer nothing more.
+            return Err(SmtpError::Rejected {
+                peer: conn.peer().to_string(),
+                context: "server closed the session".to_string(),
+                reply,
+            });
         }
     }
     conn.quit();

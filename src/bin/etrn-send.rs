@@ -28,8 +28,8 @@ const PASSWORD_ENV: &str = "ETRN_PASSWORD";
 #[derive(Debug, Parser)]
 #[command(name = PROGRAM, version, max_term_width = 100)]
 struct Args {
-    /// The server to ask: a host name, an IPv4 address or an [IPv6] address, optionally with
-    /// :PORT.
+    /// The server to ask: a host name, an IPv4 address or a bracketed IPv6 address
+    /// (`[2001:db8::25]`), optionally with :PORT.
     #[arg(value_name = "SERVER", value_parser = Server::parse)]
     server: Server,
 
@@ -72,7 +72,7 @@ struct Args {
     starttls: Option<TlsPolicy>,
 
     /// Accept any TLS certificate with --starttls (a self-signed server you know).
-    #[arg(long)]
+    #[arg(long, requires = "starttls")]
     tls_insecure: bool,
 
     /// Authenticate as USER (AUTH PLAIN, else LOGIN). The password comes from

@@ -1,52 +1,78 @@
-//! NAME
-//!     smtp - the SMTP client every etrnq program speaks through
+//! The SMTP client every etrnq program speaks through.
 //!
-//! SUMMARY
-//!     let mut conn = Connection::connect(&host, 25, &ConnectOptions::default())?;
-//!     conn.greeting()?;
-//!     conn.hello(&helo_name)?;
-//!     if conn.capabilities().starttls() { conn.starttls(&tls)?; conn.hello(&helo_name)?; }
-//!     let reply = conn.command(&Command::Etrn(argument))?;
-//!     let delivery = conn.deliver(&mail, &mut body)?;
-//!     conn.quit();
+//! # Summary
 //!
-//! DESCRIPTION
-//!     A blocking client over `std::net`, one connection per `Connection`, for the three users
-//!     of SMTP in etrnq: queue-run delivers with it (PIPELINING, per-recipient replies, SIZE,
-//!     8BITMIME, STARTTLS), mx-check probes with it (greeting, EHLO capabilities, the STARTTLS
-//!     certificate, MAIL FROM:<>/RCPT/RSET/QUIT), and etrn-send sends ETRN with it.
+//! ```no_run
+//! use etrnq::address::Domain;
+//! use etrnq::route::RelayHost;
+//! use etrnq::smtp::{Command, ConnectOptions, Connection, EtrnArgument, TlsClient, Verification};
 //!
-//!     It is written here rather than taken from a mail crate because delivery needs what those
-//!     clients do not give: several commands written before their replies are read (RFC 2920),
-//!     and one reply per recipient rather than one verdict per message.
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let host = RelayHost::Name(Domain::parse("mx2.isp.example")?);
+//! let helo = Domain::parse("site.example")?;
+//! let tls = TlsClient::new(Verification::Required);
+//! let mut conn = Connection::connect(&host, 25, &ConnectOptions::default())?;
+//! conn.greeting()?;
+//! conn.hello(&helo)?;
+//! if conn.capabilities().starttls() {
+//!     conn.starttls(&tls)?;
+//!     conn.hello(&helo)?;
+//! }
+//! let reply = conn.command(&Command::Etrn(EtrnArgument::parse("site.example")?))?;
+//! println!("{reply}");
+//! conn.quit();
+//! # Ok(())
+//! # }
+//! ```
 //!
-//!     The pieces: [`Command`] (each verb a variant whose `Display` is its exact wire form,
-//!     without CRLF), [`Reply`] (parsed once into code, enhanced code and lines),
-//!     [`Capabilities`] (the EHLO keywords), [`Connection`] (I/O, timeouts, transcript, TLS,
-//!     AUTH, delivery) and [`SmtpError`] (each failure carries its `sysexits` status).
+//! # Description
 //!
-//! PROMISES
-//!     Every reply is read whole and checked: all lines carry one code, continuation marks are
-//!     consistent, a line is at most 8192 octets and a reply at most 500 lines; anything else is
-//!     a protocol error, never a panic. Every network read and write has a time limit
-//!     ([`Timeouts`], RFC 5321 §4.5.3.2 values by default). Replies are matched to commands in
-//!     order, so pipelined replies cannot be attributed to the wrong command.
+//! A blocking client over `std::net`, one connection per [`Connection`], for the three users of
+//! SMTP in etrnq: queue-run delivers with it ([`Connection::deliver`]: PIPELINING, per-recipient
+//! replies, SIZE, 8BITMIME, STARTTLS), mx-check probes with it (greeting, EHLO
+//! [`Capabilities`], the STARTTLS certificate in [`TlsInfo`], MAIL FROM:<>/RCPT/RSET/QUIT through
+//! [`Connection::command`]), and etrn-send sends ETRN with it.
 //!
-//! SECURITY
-//!     Nothing the server sends is trusted to be text: non-UTF-8 bytes are replaced, lengths
-//!     are bounded. Commands are built from validated types and a command that would contain a
-//!     line break is refused before it is written. After STARTTLS's 220 any bytes already
-//!     received are a protocol error (no plaintext injection into the TLS session). Certificates
-//!     are checked against the system trust store unless [`Verification::Insecure`] is asked for;
-//!     TLS handshake signatures are checked in both modes. AUTH secrets never reach the
-//!     transcript (`>>> AUTH PLAIN ****`) nor `Debug` output.
+//! It is written here rather than taken from a mail crate because delivery needs what those
+//! clients do not give: several commands written before their replies are read (RFC 2920,
+//! [`Connection::send`] then [`Connection::flush`] then [`Connection::read_reply`]), and one
+//! reply per recipient rather than one verdict per message.
 //!
-//! LIMITS
-//!     Host names are resolved with the system resolver (`getaddrinfo`): MX lookups and the
-//!     configured `[dns]` servers belong to the DNS module. Message data is sent with DATA;
-//!     CHUNKING is reported in [`Capabilities`] and BDAT can be written as a command, but
-//!     `deliver` does not use it. SASL mechanisms: PLAIN and LOGIN only. The time limits apply
-//!     per read or write, not to a whole conversation.
+//! The pieces: [`Command`] (each verb a variant whose `Display` is its exact wire form, without
+//! CRLF), [`Reply`] (parsed once into code, enhanced code and lines), [`Capabilities`] (the EHLO
+//! keywords), [`Connection`] (I/O, time limits, transcript, TLS, AUTH, delivery) and
+//! [`SmtpError`] (each failure carries its `sysexits` status).
+//!
+//! # Promises
+//!
+//! - Every reply is read whole and checked: all lines carry one code, continuation marks are
+//!   consistent, a line is at most 8192 octets and a reply at most 500 lines; anything else is a
+//!   protocol error, never a panic.
+//! - Every network read and write has a time limit ([`Timeouts`], RFC 5321 §4.5.3.2 values by
+//!   default).
+//! - Replies are matched to commands in order, so a pipelined reply cannot be taken for another
+//!   command's, and an error names the command whose reply was awaited.
+//!
+//! # Security
+//!
+//! - Nothing the server sends is trusted to be text: non-UTF-8 bytes are replaced, lengths are
+//!   bounded.
+//! - Commands are built from validated types, and a command that would contain a line break is
+//!   refused before it is written.
+//! - After STARTTLS's 220, bytes already received are a protocol error (no plaintext injected
+//!   into the TLS session).
+//! - Certificates are checked against the system trust store unless
+//!   [`Verification::Insecure`] is asked for; handshake signatures are checked in both modes.
+//! - AUTH secrets never reach the transcript (`>>> AUTH PLAIN ****`) nor `Debug` output.
+//!
+//! # Limits
+//!
+//! - Host names are resolved with the system resolver (`getaddrinfo`); MX lookups and the
+//!   configured `[dns]` servers belong to the DNS module.
+//! - Message data is sent with DATA. CHUNKING is reported in [`Capabilities`] and BDAT can be
+//!   written as a command, but [`Connection::deliver`] does not use it.
+//! - SASL mechanisms: PLAIN and LOGIN only.
+//! - The time limits apply to each read or write, not to a whole conversation.
 
 mod capabilities;
 mod command;
