@@ -76,9 +76,6 @@ use hickory_resolver::proto::rr::{Name, RData, RecordType};
 use crate::address::Domain;
 use crate::sysexits::{Status, Sysexit};
 
-/// How long one query waits for an answer when the caller does not say.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
-
 /// The record types this module asks for, named in errors and reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Query {
@@ -149,11 +146,6 @@ impl DnsError {
     /// trouble. NXDOMAIN and NODATA are answers, not failures.
     pub fn is_transient(&self) -> bool {
         !matches!(self, DnsError::NxDomain { .. } | DnsError::NoData { .. })
-    }
-
-    /// True for NXDOMAIN and NODATA: the DNS answered that there is nothing.
-    pub fn is_negative_answer(&self) -> bool {
-        !self.is_transient()
     }
 
     /// A short tag for machine-readable output: `nxdomain`, `nodata`, `servfail`, `timeout`,
