@@ -1,34 +1,64 @@
 //! DNS for mail: MX lists, host addresses, reverse names, and the RFC 5321 §5 routing rules.
 //!
-//! DESCRIPTION
-//!     A blocking [`Resolver`] over hickory-resolver. It asks the system's name servers
-//!     (`/etc/resolv.conf`) or, when given, an explicit list (`--nameserver IP[:PORT]`, the
-//!     configuration's `dns.nameservers`), over UDP with a retry over TCP when UDP fails or the
-//!     answer is truncated. Every query is for an absolute name: the resolv.conf search list and
-//!     `/etc/hosts` are never consulted, so what this module sees is what another mail server on
-//!     the Internet sees.
+//! # Description
 //!
-//!     [`Resolver::mail_exchangers`] turns a domain into the hosts to try, in order: MX records
-//!     sorted by preference with equal preferences shuffled, the domain itself when it has no MX
-//!     (implicit MX), a null MX (RFC 7505) as its own outcome, and the backup-MX rule: when this
-//!     host's names are among the exchangers, only hosts with a strictly lower preference than our
-//!     own best entry are kept, so a backup MX never relays to itself or to an equal peer.
+//! A blocking [`Resolver`] over hickory-resolver. It asks the system's name servers
+//! (`/etc/resolv.conf`) or, when given, an explicit list (`--nameserver IP[:PORT]`, the
+//! configuration's `dns.nameservers`), over UDP with a retry over TCP when UDP fails or the
+//! answer is truncated. Every query is for an absolute name: the resolv.conf search list and
+//! `/etc/hosts` are never consulted, so what this module sees is what another mail server on
+//! the Internet sees.
 //!
-//! PROMISES
-//!     Failures are typed ([`DnsError`]): a name that does not exist (NXDOMAIN), a name without
-//!     records of the asked type (NODATA), a server failure (SERVFAIL), a timeout, anything else.
-//!     SERVFAIL and timeouts are temporary and never reported as "no such domain". Nothing is
-//!     cached between queries, so a record changed a second ago is seen by the next query.
+//! [`Resolver::mail_exchangers`] turns a domain into the hosts to try, in order: MX records
+//! sorted by preference with equal preferences shuffled, the domain itself when it has no MX
+//! (implicit MX), a null MX (RFC 7505) as its own outcome, and the backup-MX rule: when this
+//! host's names are among the exchangers, only hosts with a strictly lower preference than our
+//! own best entry are kept, so a backup MX never relays to itself or to an equal peer.
 //!
-//! SECURITY
-//!     Answers are untrusted network input: names from answers become [`Domain`]s only after
-//!     validation, and records that do not validate are reported, never used as hosts. No DNSSEC
-//!     validation is done; a forged answer can misroute mail, as with any non-validating MTA.
+//! # Summary
 //!
-//! LIMITS
-//!     Each query waits at most the configured timeout per try and is tried twice. Lookups run
-//!     one after another on a small runtime owned by the resolver; a caller that wants parallel
-//!     lookups uses one resolver per thread.
+//! ```no_run
+//! use std::time::Duration;
+//! use etrnq::address::Domain;
+//! use etrnq::dns::{MxList, Resolver};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let resolver = Resolver::with_nameservers(&["127.0.0.1:53".parse()?], Duration::from_secs(5))?;
+//! let this_host = [Domain::parse("mx2.isp.example")?];
+//! let domain = Domain::parse("customer.example")?;
+//! match resolver.mail_exchangers(&domain, &this_host, &mut fastrand::Rng::new()) {
+//!     Ok(MxList::NullMx) => println!("{domain} accepts no mail: bounce now"),
+//!     Ok(MxList::ThisHostIsBest { .. }) => println!("hold mail for {domain} here"),
+//!     Ok(list) => {
+//!         for mx in list.hosts() {
+//!             println!("try {} (MX {})", mx.host, mx.preference);
+//!         }
+//!     }
+//!     Err(err) if err.is_transient() => println!("defer: {err}"),
+//!     Err(err) => println!("bounce: {err}"),
+//! }
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Promises
+//!
+//! Failures are typed ([`DnsError`]): a name that does not exist (NXDOMAIN), a name without
+//! records of the asked type (NODATA), a server failure (SERVFAIL), a timeout, anything else.
+//! SERVFAIL and timeouts are temporary and never reported as "no such domain". Nothing is
+//! cached between queries, so a record changed a second ago is seen by the next query.
+//!
+//! # Security
+//!
+//! Answers are untrusted network input: names from answers become [`Domain`]s only after
+//! validation, and records that do not validate are reported, never used as hosts. No DNSSEC
+//! validation is done; a forged answer can misroute mail, as with any non-validating MTA.
+//!
+//! # Limits
+//!
+//! Each query waits at most the configured timeout per try and is tried twice. Lookups run
+//! one after another on a small runtime owned by the resolver; a caller that wants parallel
+//! lookups uses one resolver per thread.
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -45,9 +75,6 @@ use hickory_resolver::proto::rr::{Name, RData, RecordType};
 
 use crate::address::Domain;
 use crate::sysexits::{Status, Sysexit};
-
-/// How long one query waits for an answer when the caller does not say.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The record types this module asks for, named in errors and reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -119,11 +146,6 @@ impl DnsError {
     /// trouble. NXDOMAIN and NODATA are answers, not failures.
     pub fn is_transient(&self) -> bool {
         !matches!(self, DnsError::NxDomain { .. } | DnsError::NoData { .. })
-    }
-
-    /// True for NXDOMAIN and NODATA: the DNS answered that there is nothing.
-    pub fn is_negative_answer(&self) -> bool {
-        !self.is_transient()
     }
 
     /// A short tag for machine-readable output: `nxdomain`, `nodata`, `servfail`, `timeout`,

@@ -1,28 +1,33 @@
 //! mx-check's diagnosis: what the DNS says about a domain's mail hosts, what those hosts answer,
 //! and how bad each finding is for the mail.
 //!
-//! DESCRIPTION
-//!     [`diagnose`] asks the DNS for the domain's MX records and, for every target, its CNAME,
-//!     A, AAAA and reverse names, as a sending MTA would see them. [`probe::probe`] then talks
-//!     SMTP to every address (greeting, EHLO, STARTTLS, and RCPT with RSET and QUIT, never DATA).
-//!     Each observation that matters becomes a [`Finding`] with a [`Severity`]; the worst one is
-//!     the [`Verdict`], which is the monitoring exit status (Nagios plugin convention).
+//! # Description
 //!
-//! SEVERITIES
-//!     CRITICAL: mail cannot be delivered or is refused: the domain does not exist, its name
-//!     servers fail (SERVFAIL), it has a null MX, no target has an address, no host answers, a
-//!     host refuses RCPT with 5xx (the backup MX "relay access denied").
-//!     UNKNOWN: the check itself could not tell: the MX query timed out or failed otherwise.
-//!     WARNING: mail flows but something is wrong: no MX records (implicit MX), a target that is
-//!     a CNAME or an IP address, a target without address or whose lookup failed while others
-//!     work, a host that does not answer while others do, a failed STARTTLS handshake, an expired
-//!     certificate, RCPT answered 4xx.
-//!     Notes (OK): this host's place in the list, missing reverse names, missing ETRN.
-//!     The verdict ranks CRITICAL over UNKNOWN over WARNING over OK.
+//! [`diagnose`] asks the DNS for the domain's MX records and, for every target, its CNAME,
+//! A, AAAA and reverse names, as a sending MTA would see them. [`probe::probe`] then talks
+//! SMTP to every address (greeting, EHLO, STARTTLS, and RCPT with RSET and QUIT, never DATA).
+//! Each observation that matters becomes a [`Finding`] with a [`Severity`]; the worst one is
+//! the [`Verdict`], which is the monitoring exit status (Nagios plugin convention).
 //!
-//! SECURITY
-//!     Everything shown comes from the network; names and replies are printed as data, with
-//!     control characters replaced, never interpreted.
+//! # Severities
+//!
+//! - CRITICAL: mail cannot be delivered or is refused: the domain does not exist, its name
+//!   servers fail (SERVFAIL), it has a null MX, no target has an address, no host answers, a
+//!   host refuses RCPT with 5xx (the backup MX "relay access denied").
+//! - UNKNOWN: the check itself could not tell: the MX query timed out or failed otherwise.
+//! - WARNING: mail flows but something is wrong: no MX records (implicit MX), a target that is
+//!   a CNAME or an IP address, a target without address or whose lookup failed while others
+//!   work, a host that does not answer while others do, a failed STARTTLS handshake, an expired
+//!   certificate, RCPT answered 4xx.
+//! - Notes (OK): this host's place in the list, missing reverse names, no STARTTLS, an
+//!   untrusted certificate, a backup MX without ETRN.
+//!
+//! The verdict ranks CRITICAL over UNKNOWN over WARNING over OK.
+//!
+//! # Security
+//!
+//! Everything shown comes from the network; names and replies are printed as data, with
+//! control characters replaced, never interpreted.
 
 pub mod probe;
 pub mod render;
