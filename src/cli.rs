@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 use crate::config::{Config, ConfigError};
+use crate::selection::{DomainPattern, Selection};
 use crate::sysexits::{CHECK_UNKNOWN, Status};
 
 /// Options every program that touches the queue accepts.
@@ -35,6 +36,32 @@ impl QueueOptions {
     }
 }
 
+/// `-R`, `-S`, `-I`: the messages a listing or a queue run is about (see `selection`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct SelectionOptions {
+    /// Recipients in DOMAIN (exactly); @DOMAIN adds its subdomains. Repeatable.
+    #[arg(short = 'R', value_name = "DOMAIN", value_parser = DomainPattern::parse)]
+    pub domains: Vec<DomainPattern>,
+
+    /// Messages whose sender contains SENDER (case-insensitive). Repeatable.
+    #[arg(short = 'S', value_name = "SENDER")]
+    pub senders: Vec<String>,
+
+    /// Messages whose queue id contains ID. Repeatable.
+    #[arg(short = 'I', value_name = "ID")]
+    pub ids: Vec<String>,
+}
+
+impl SelectionOptions {
+    pub fn selection(self) -> Selection {
+        Selection {
+            domains: self.domains,
+            senders: self.senders,
+            ids: self.ids,
+        }
+    }
+}
+
 /// Parses the process arguments. `--help` and `--version` print and end the program with status
 /// 0; a usage error prints one line and ends it with EX_USAGE.
 pub fn parse<T: Parser>(program: &str) -> Result<T, ExitCode> {
@@ -55,6 +82,24 @@ pub fn parse_from<T: Parser>(program: &str, args: Vec<OsString>) -> Result<T, Ex
 /// become `-R domain`; likewise `-qS` (sender) and `-qI` (queue id). Everything else, and
 /// everything after `--`, is passed through untouched.
 pub fn sendmail_selectors(args: impl IntoIterator<Item = OsString>) -> Vec<OsString> {
+    rewrite_options(args, |text| {
+        let kind = ["R", "S", "I"]
+            .into_iter()
+            .find(|kind| text.starts_with(&format!("-q{kind}")))?;
+        let value = &text[3..];
+        Some(
+            std::iter::once(format!("-{kind}"))
+                .chain((!value.is_empty()).then(|| value.to_string()))
+                .collect(),
+        )
+    })
+}
+
+/// Passes `args` through, replacing each option before `--` for which `rewrite` has words.
+fn rewrite_options(
+    args: impl IntoIterator<Item = OsString>,
+    rewrite: impl Fn(&str) -> Option<Vec<String>>,
+) -> Vec<OsString> {
     let mut out = Vec::new();
     let mut args = args.into_iter();
     while let Some(arg) = args.next() {
@@ -63,18 +108,8 @@ pub fn sendmail_selectors(args: impl IntoIterator<Item = OsString>) -> Vec<OsStr
             out.extend(args.by_ref());
             break;
         }
-        let text = arg.to_string_lossy();
-        let selector = ["R", "S", "I"]
-            .into_iter()
-            .find(|kind| text.starts_with(&format!("-q{kind}")));
-        match selector {
-            Some(kind) => {
-                out.push(OsString::from(format!("-{kind}")));
-                let value = &text[3..];
-                if !value.is_empty() {
-                    out.push(OsString::from(value));
-                }
-            }
+        match rewrite(&arg.to_string_lossy()) {
+            Some(words) => out.extend(words.into_iter().map(OsString::from)),
             None => out.push(arg),
         }
     }
@@ -105,26 +140,16 @@ fn usage_error(program: &str, err: clap::Error, usage: ExitCode) -> ExitCode {
 /// dropped, `-q30m` becomes `--every 30m`, `-qf` becomes `-f`, and the selectors are rewritten as
 /// [`sendmail_selectors`] does.
 pub fn sendmail_queue_run(args: impl IntoIterator<Item = OsString>) -> Vec<OsString> {
-    let mut out = Vec::new();
-    let mut args = sendmail_selectors(args).into_iter();
-    while let Some(arg) = args.next() {
-        if arg == "--" {
-            out.push(arg);
-            out.extend(args.by_ref());
-            break;
-        }
-        let text = arg.to_string_lossy();
-        match text.strip_prefix("-q") {
-            Some("") => {}
-            Some("f") => out.push(OsString::from("-f")),
-            Some(interval) if interval.starts_with(|c: char| c.is_ascii_digit()) => {
-                out.push(OsString::from("--every"));
-                out.push(OsString::from(interval));
+    rewrite_options(sendmail_selectors(args), |text| {
+        match text.strip_prefix("-q")? {
+            "" => Some(Vec::new()),
+            "f" => Some(vec!["-f".to_string()]),
+            interval if interval.starts_with(|c: char| c.is_ascii_digit()) => {
+                Some(vec!["--every".to_string(), interval.to_string()])
             }
-            _ => out.push(arg),
+            _ => None,
         }
-    }
-    out
+    })
 }
 
 #[cfg(test)]

@@ -6,10 +6,9 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Parser;
 
-use etrnq::cli::{self, QueueOptions};
+use etrnq::cli::{self, QueueOptions, SelectionOptions};
 use etrnq::queue::Queue;
 use etrnq::report::{self, Format};
-use etrnq::selection::{DomainPattern, Selection};
 use etrnq::sysexits::{self, Status};
 
 const PROGRAM: &str = "mailq";
@@ -32,17 +31,8 @@ struct Cli {
     #[arg(long)]
     summary: bool,
 
-    /// Only recipients in DOMAIN; @DOMAIN adds its subdomains. Repeatable.
-    #[arg(short = 'R', value_name = "DOMAIN", value_parser = DomainPattern::parse)]
-    domains: Vec<DomainPattern>,
-
-    /// Only messages whose sender contains SENDER (case-insensitive). Repeatable.
-    #[arg(short = 'S', value_name = "SENDER")]
-    senders: Vec<String>,
-
-    /// Only messages whose queue id contains ID. Repeatable.
-    #[arg(short = 'I', value_name = "ID")]
-    ids: Vec<String>,
+    #[command(flatten)]
+    select: SelectionOptions,
 
     /// sendmail's -bp (print the queue): accepted, it is what mailq does.
     #[arg(short = 'b', value_name = "MODE", hide = true, value_parser = ["p"])]
@@ -64,11 +54,7 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<Status> {
     let config = cli.queue.load()?;
     let queue = Queue::open(&config.queue_dir)?;
-    let selection = Selection {
-        domains: cli.domains,
-        senders: cli.senders,
-        ids: cli.ids,
-    };
+    let selection = cli.select.selection();
     let format = match (cli.json, cli.summary) {
         (true, _) => Format::Json,
         (_, true) => Format::Summary,

@@ -6,12 +6,11 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 
-use etrnq::cli::{self, QueueOptions};
+use etrnq::cli::{self, QueueOptions, SelectionOptions};
 use etrnq::config::parse_interval;
 use etrnq::delivery::{self, RunOptions};
 use etrnq::maillog::MailLog;
 use etrnq::queue::Queue;
-use etrnq::selection::{DomainPattern, Selection};
 use etrnq::smtp::{Timeouts, Transcript};
 use etrnq::sysexits::{self, Status};
 
@@ -29,13 +28,8 @@ struct Cli {
     #[arg(short = 'v', long)]
     verbose: bool,
 
-    /// Deliver recipients in DOMAIN now, held or not; @DOMAIN adds its subdomains. Repeatable.
-    #[arg(short = 'R', value_name = "DOMAIN", value_parser = DomainPattern::parse)]
-    domains: Vec<DomainPattern>,
-
-    /// Deliver messages whose queue id contains ID now. Repeatable.
-    #[arg(short = 'I', value_name = "ID")]
-    ids: Vec<String>,
+    #[command(flatten)]
+    select: SelectionOptions,
 
     /// Deliver messages whose sender contains SENDER (case-insensitive) now. Repeatable.
     #[arg(short = 'S', value_name = "SENDER")]
@@ -84,11 +78,7 @@ fn run(cli: Cli) -> anyhow::Result<Status> {
     let queue = Queue::open(&config.queue_dir)?;
     let log = MailLog::open(&config.log, PROGRAM).context("cannot open the mail log")?;
     let options = RunOptions {
-        selection: Selection {
-            domains: cli.domains,
-            senders: cli.senders,
-            ids: cli.ids,
-        },
+        selection: cli.select.selection(),
         force: cli.force,
         max_size: cli.max_size,
         min_size: cli.min_size,

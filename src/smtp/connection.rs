@@ -647,21 +647,7 @@ impl Connection {
         self.send_envelope(mail)?;
         self.flush()?;
         let (mail_reply, recipients, data_reply) = self.envelope_replies(mail.recipients.len())?;
-        let Some(ending) = self.close_transaction(&mail_reply, &recipients, &data_reply, body)?
-        else {
-            return Ok(Delivery {
-                mail: mail_reply,
-                recipients,
-                data: None,
-            });
-        };
-        self.flush_data()?;
-        let data = self.conclude(ending)?;
-        Ok(Delivery {
-            mail: mail_reply,
-            recipients,
-            data,
-        })
+        self.finish_transaction(mail_reply, recipients, data_reply, body)
     }
 
     /// Delivers every message `outbox` hands out over this connection. With PIPELINING the end of
@@ -779,16 +765,23 @@ impl Connection {
             });
         }
         let data_reply = self.command(&Command::Data)?;
-        let Some(ending) = self.close_transaction(&mail_reply, &recipients, &data_reply, body)?
-        else {
-            return Ok(Delivery {
-                mail: mail_reply,
-                recipients,
-                data: None,
-            });
-        };
+        self.finish_transaction(mail_reply, recipients, data_reply, body)
+    }
+
+    /// Ends a transaction whose envelope has been answered and waits for the outcome.
+    fn finish_transaction(
+        &mut self,
+        mail_reply: Reply,
+        recipients: Vec<Reply>,
+        data_reply: Reply,
+        body: &mut dyn BufRead,
+    ) -> Result<Delivery, SmtpError> {
+        let ending = self.close_transaction(&mail_reply, &recipients, &data_reply, body)?;
         self.flush_data()?;
-        let data = self.conclude(ending)?;
+        let data = match ending {
+            Some(ending) => self.conclude(ending)?,
+            None => None,
+        };
         Ok(Delivery {
             mail: mail_reply,
             recipients,
