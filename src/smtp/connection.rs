@@ -721,8 +721,9 @@ impl Connection {
             self.close_transaction(&mail_reply, &recipients, &data_reply, &mut current.body)?;
         let next = outbox.next(&self.capabilities);
         if let Some(next) = &next {
-            self.send_envelope(&next.as_mail())?;
+            // Counted before sending: a failure from here on is the next message's outcome too.
             *in_flight += 1;
+            self.send_envelope(&next.as_mail())?;
         }
         self.flush_data()?;
         let data = match ending {
