@@ -1102,6 +1102,107 @@ mod tests {
         Domain::parse(text).unwrap()
     }
 
+    /// Hands out prepared messages and keeps what the connection reports.
+    struct Script {
+        messages: VecDeque<Message>,
+        outcomes: Vec<Result<Delivery, String>>,
+    }
+
+    impl Outbox for Script {
+        fn next(&mut self, _: &Capabilities) -> Option<Message> {
+            self.messages.pop_front()
+        }
+
+        fn done(&mut self, outcome: Result<Delivery, &SmtpError>) {
+            self.outcomes.push(outcome.map_err(ToString::to_string));
+        }
+    }
+
+    fn message(to: &str, body: &'static str) -> Message {
+        Message {
+            from: ReversePath::Mailbox(Address::parse("a@example.test", &domain("x")).unwrap()),
+            recipients: vec![Address::parse(to, &domain("x")).unwrap()],
+            size: None,
+            eight_bit: false,
+            body: Box::new(body.as_bytes()),
+        }
+    }
+
+    #[test]
+    fn deliver_all_sends_the_next_envelope_with_the_final_dot() {
+        // The reply to the first message's dot is only written once the second message's
+        // envelope has arrived: a client that waited for it would time out here.
+        let (addr, server) = server(
+            "220 sink ESMTP\r\n",
+            vec![
+                Step::Lines(1, "250-sink\r\n250 PIPELINING\r\n"),
+                Step::Lines(3, "250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n354 go ahead\r\n"),
+                Step::Message(""),
+                Step::Lines(
+                    3,
+                    "250 2.0.0 queued as 1\r\n250 2.1.0 Ok\r\n550 5.1.1 no such user\r\n554 5.5.1 no valid recipients\r\n",
+                ),
+                Step::Lines(1, "250 2.0.0 reset\r\n"),
+            ],
+        );
+        let opts = ConnectOptions {
+            timeouts: Timeouts::uniform(Duration::from_secs(3)),
+            ..options(Transcript::Off)
+        };
+        let mut conn = Connection::open(addr, None, &opts).unwrap();
+        conn.greeting().unwrap();
+        conn.hello(&domain("client.example")).unwrap();
+        let mut script = Script {
+            messages: VecDeque::from([
+                message("one@example.test", "Subject: 1\n\n.starts with a dot\n"),
+                message("nobody@example.test", "Subject: 2\n\nbody\n"),
+            ]),
+            outcomes: Vec::new(),
+        };
+        conn.deliver_all(&mut script).unwrap();
+        drop(conn);
+        let seen = server.join().unwrap();
+        assert_eq!(script.outcomes.len(), 2);
+        let first = script.outcomes[0].as_ref().unwrap();
+        assert!(first.accepted(0));
+        assert_eq!(
+            first.data.as_ref().unwrap().to_string(),
+            "250 2.0.0 queued as 1"
+        );
+        let second = script.outcomes[1].as_ref().unwrap();
+        assert!(!second.accepted(0));
+        assert_eq!(second.outcome(0).unwrap().code.value(), 550);
+        assert!(seen.contains(&"..starts with a dot\r\n".to_string()));
+        assert_eq!(seen.last().map(String::as_str), Some("RSET\r\n"));
+    }
+
+    #[test]
+    fn deliver_all_reports_a_broken_connection_to_every_message_in_flight() {
+        let (addr, server) = server(
+            "220 sink ESMTP\r\n",
+            vec![
+                Step::Lines(1, "250-sink\r\n250 PIPELINING\r\n"),
+                Step::Lines(3, "250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n354 go ahead\r\n"),
+            ],
+        );
+        let mut conn = Connection::open(addr, None, &options(Transcript::Off)).unwrap();
+        conn.greeting().unwrap();
+        conn.hello(&domain("client.example")).unwrap();
+        let mut script = Script {
+            messages: VecDeque::from([
+                message("one@example.test", "Subject: 1\n\nx\n"),
+                message("two@example.test", "Subject: 2\n\ny\n"),
+                message("three@example.test", "Subject: 3\n\nz\n"),
+            ]),
+            outcomes: Vec::new(),
+        };
+        assert!(conn.deliver_all(&mut script).is_err());
+        server.join().unwrap();
+        assert_eq!(script.outcomes.len(), 2, "two messages were in flight");
+        assert!(script.outcomes.iter().all(Result::is_err));
+        assert_eq!(script.messages.len(), 1, "the third was never taken");
+    }
+
     #[test]
     fn pipelined_delivery_reports_each_recipient() {
         let (addr, server) = server(
