@@ -6,7 +6,7 @@
 //! Usage: queue-fill QUEUE_DIR COUNT THREADS < message
 
 use std::io::{Read, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use etrnq::envelope::{Envelope, Recipient};
@@ -39,7 +39,10 @@ fn main() -> ExitCode {
             .collect();
         workers
             .into_iter()
-            .map(|w| w.join().unwrap_or_else(|_| Err("a filler thread panicked".into())))
+            .map(|w| {
+                w.join()
+                    .unwrap_or_else(|_| Err("a filler thread panicked".into()))
+            })
             .collect::<Result<Vec<()>, String>>()
     });
     match outcome {
@@ -51,7 +54,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn fill(dir: &PathBuf, message: &[u8], count: usize) -> Result<(), String> {
+fn fill(dir: &Path, message: &[u8], count: usize) -> Result<(), String> {
     let queue = Queue::open(dir).map_err(|e| e.to_string())?;
     let now = chrono::Utc::now().timestamp();
     for n in 0..count {
