@@ -218,7 +218,7 @@ fn write_corrupt(out: &mut impl Write, format: Format, c: &Corruption) -> io::Re
                     error: &c.reason,
                 },
             )
-            .map_err(io::Error::other)?;
+            .map_err(io::Error::from)?;
             writeln!(out)
         }
         Format::Summary => Ok(()),
@@ -290,7 +290,9 @@ fn write_json_entry(
             })
             .collect(),
     };
-    serde_json::to_writer(&mut *out, &message).map_err(io::Error::other)?;
+    // `io::Error::from` keeps the kind of a write error, so `mailq --json | head` stays a broken
+    // pipe (exit 0) instead of becoming an I/O error.
+    serde_json::to_writer(&mut *out, &message).map_err(io::Error::from)?;
     writeln!(out)
 }
 

@@ -2,14 +2,16 @@
 //! scripted SMTP server (tests/common) for every reply and failure, and a private Postfix
 //! instance as a real ETRN server.
 
-mod common;
+mod support {
+    pub mod scripted;
+}
 
 use std::path::{Path, PathBuf};
 use std::process::Command as Process;
 use std::time::{Duration, Instant};
 
 use assert_cmd::Command;
-use common::{Ehlo, Script, Server, self_signed_tls};
+use support::scripted::{Ehlo, Script, Server, self_signed_tls};
 use predicates::prelude::*;
 use tempfile::TempDir;
 

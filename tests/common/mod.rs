@@ -1,365 +1,301 @@
-//! A scripted SMTP server on 127.0.0.1 for end-to-end tests: it answers each command as its
-//! [`Script`] says, records every line the client sent, and stops when dropped (or after a minute
-//! at most, whatever happens to the test).
+//! What the end-to-end suites share: a private queue and configuration per test, the programs
+//! started against them and nothing else, and readers for the queue files as documented in
+//! `src/queue.rs` and `src/envelope.rs`.
+#![allow(dead_code)] // each suite uses its own subset of these helpers
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::fs;
+use std::path::{Path, PathBuf};
 
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD as BASE64;
+use assert_cmd::Command;
+use tempfile::TempDir;
 
-const LIFETIME: Duration = Duration::from_secs(60);
-const IDLE: Duration = Duration::from_secs(10);
-
-/// How the server answers EHLO.
-#[derive(Clone)]
-pub enum Ehlo {
-    /// `250-` lines with these keywords (STARTTLS and AUTH are added when configured).
-    Keywords(Vec<&'static str>),
-    /// This reply instead (`502 ...`), so the client must fall back to HELO.
-    Refuse(&'static str),
+/// A temporary directory holding one queue and one configuration file. Everything a test writes
+/// lives under it and disappears with it.
+pub struct Sandbox {
+    pub dir: TempDir,
+    pub queue: PathBuf,
+    pub config: PathBuf,
 }
 
-/// What the server does in one connection.
-#[derive(Clone)]
-pub struct Script {
-    /// `None`: say nothing at all, as a server that hangs.
-    pub greeting: Option<String>,
-    pub ehlo: Ehlo,
-    pub tls: Option<Arc<rustls::ServerConfig>>,
-    /// User and password that AUTH accepts, and the mechanisms announced (PLAIN and LOGIN are
-    /// understood).
-    pub auth: Option<(String, String)>,
-    pub auth_mechanisms: &'static str,
-    /// Reply per ETRN argument (as sent); lines separated by `\n`.
-    pub etrn: Vec<(String, String)>,
-    pub etrn_default: String,
+/// This host's name as the tests configure it, so added headers are predictable.
+pub const HOSTNAME: &str = "mx.example.test";
+
+impl Sandbox {
+    pub fn new() -> Sandbox {
+        Sandbox::with_config("")
+    }
+
+    /// A sandbox whose configuration file holds `extra` after the host name.
+    pub fn with_config(extra: &str) -> Sandbox {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let queue = dir.path().join("queue");
+        let config = dir.path().join("etrnq.toml");
+        fs::write(&config, format!("hostnames = [\"{HOSTNAME}\"]\n{extra}")).expect("config");
+        Sandbox { dir, queue, config }
+    }
+
+    /// `program` with this sandbox's configuration and queue, isolated from the environment.
+    pub fn command(&self, program: &str) -> Command {
+        Command::from_std(self.std_command(program))
+    }
+
+    /// As [`Sandbox::command`], for tests that manage the child process themselves.
+    pub fn std_command(&self, program: &str) -> std::process::Command {
+        let mut cmd = std::process::Command::new(bin(program));
+        cmd.env_remove("ETRNQ_CONFIG")
+            .env_remove("ETRNQ_QUEUE_DIR")
+            .env("TZ", "UTC")
+            .arg("-C")
+            .arg(&self.config)
+            .arg("--queue-dir")
+            .arg(&self.queue);
+        cmd
+    }
+
+    pub fn enqueue(&self) -> Command {
+        self.command("queue-enqueue")
+    }
+
+    pub fn mailq(&self) -> Command {
+        self.command("mailq")
+    }
+
+    /// The names in one queue subdirectory, sorted; empty when it does not exist.
+    pub fn files(&self, sub: &str) -> Vec<String> {
+        list(&self.queue.join(sub))
+    }
+
+    /// Queue ids of the active messages, oldest first.
+    pub fn ids(&self) -> Vec<String> {
+        self.files("env")
+    }
+
+    /// Asserts that no message, part of a message or leftover is in the queue.
+    pub fn assert_untouched(&self) {
+        for sub in ["env", "data", "tmp", "hold", "corrupt"] {
+            assert_eq!(
+                self.files(sub),
+                Vec::<String>::new(),
+                "files left in {sub}/"
+            );
+        }
+    }
+
+    /// The one message in the queue: its envelope and its data.
+    pub fn only_message(&self) -> Message {
+        let ids = self.ids();
+        assert_eq!(ids.len(), 1, "expected exactly one message, found {ids:?}");
+        self.message(&ids[0])
+    }
+
+    pub fn message(&self, id: &str) -> Message {
+        let envelope = fs::read_to_string(self.queue.join("env").join(id)).expect("envelope");
+        let data = fs::read(self.queue.join("data").join(id)).expect("data");
+        Message {
+            id: id.to_string(),
+            envelope: Envelope::parse(&envelope),
+            data,
+        }
+    }
+
+    /// Writes a message by hand, as a queue run would have left it: `data/ID`, then `env/ID`
+    /// in the documented envelope format. The layout is created by a listing first.
+    pub fn plant(&self, envelope: &Envelope, data: &[u8]) {
+        self.mailq().assert().success();
+        fs::write(self.queue.join("data").join(&envelope.id), data).expect("data");
+        fs::write(self.queue.join("env").join(&envelope.id), envelope.render()).expect("env");
+    }
 }
 
-impl Default for Script {
-    fn default() -> Script {
-        Script {
-            greeting: Some("220 sink.test ESMTP scripted".to_string()),
-            ehlo: Ehlo::Keywords(vec!["PIPELINING", "SIZE 10240000", "ETRN", "8BITMIME"]),
-            tls: None,
-            auth: None,
-            auth_mechanisms: "PLAIN LOGIN",
-            etrn: Vec::new(),
-            etrn_default: "250 2.0.0 Queuing started".to_string(),
+/// The path of one of the programs under test.
+pub fn bin(program: &str) -> PathBuf {
+    assert_cmd::cargo::cargo_bin(program)
+}
+
+pub fn list(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = match fs::read_dir(dir) {
+        Ok(entries) => entries
+            .map(|e| e.expect("entry").file_name().into_string().expect("name"))
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    names.sort();
+    names
+}
+
+pub struct Message {
+    pub id: String,
+    pub envelope: Envelope,
+    pub data: Vec<u8>,
+}
+
+impl Message {
+    /// The stored header section (up to the first empty line), as text.
+    pub fn header(&self) -> String {
+        let text = String::from_utf8_lossy(&self.data);
+        let end = text
+            .find("\n\n")
+            .or_else(|| text.find("\r\n\r\n"))
+            .unwrap_or(text.len());
+        text[..end].to_string()
+    }
+
+    /// The header lines that start a field named `name` (any case).
+    pub fn fields(&self, name: &str) -> Vec<String> {
+        let prefix = format!("{}:", name.to_ascii_lowercase());
+        self.header()
+            .lines()
+            .filter(|l| l.to_ascii_lowercase().starts_with(&prefix))
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+/// One recipient record of an envelope file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rcpt {
+    pub status: String,
+    pub attempts: u32,
+    pub next_attempt: i64,
+    pub address: String,
+    pub reason: String,
+}
+
+impl Rcpt {
+    pub fn pending(address: &str) -> Rcpt {
+        Rcpt {
+            status: "pending".into(),
+            attempts: 0,
+            next_attempt: 0,
+            address: address.into(),
+            reason: String::new(),
+        }
+    }
+
+    pub fn deferred(address: &str, reason: &str) -> Rcpt {
+        Rcpt {
+            status: "deferred".into(),
+            attempts: 2,
+            next_attempt: 1_795_422_191,
+            address: address.into(),
+            reason: reason.into(),
         }
     }
 }
 
-impl Script {
-    pub fn etrn(mut self, argument: &str, reply: &str) -> Script {
-        self.etrn.push((argument.to_string(), reply.to_string()));
-        self
-    }
-
-    pub fn greeting(mut self, greeting: Option<&str>) -> Script {
-        self.greeting = greeting.map(str::to_string);
-        self
-    }
-
-    pub fn ehlo(mut self, ehlo: Ehlo) -> Script {
-        self.ehlo = ehlo;
-        self
-    }
-
-    pub fn tls(mut self, config: Arc<rustls::ServerConfig>) -> Script {
-        self.tls = Some(config);
-        self
-    }
-
-    pub fn auth(mut self, user: &str, password: &str, mechanisms: &'static str) -> Script {
-        self.auth = Some((user.to_string(), password.to_string()));
-        self.auth_mechanisms = mechanisms;
-        self
-    }
+/// An envelope file, read and written by the format documented in `src/envelope.rs`, kept
+/// independent of the library so the tests check the format itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Envelope {
+    pub id: String,
+    pub arrival: i64,
+    pub size: u64,
+    pub sender: String,
+    pub notify: Option<String>,
+    pub ret: Option<String>,
+    pub envid: Option<String>,
+    pub rcpts: Vec<Rcpt>,
 }
 
-/// A running server. Connection `n` follows `scripts[n]`, the last script repeating.
-pub struct Server {
-    pub addr: SocketAddr,
-    seen: Arc<Mutex<Vec<String>>>,
-    connections: Arc<AtomicUsize>,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl Server {
-    pub fn start(script: Script) -> Server {
-        Server::start_sequence(vec![script])
+impl Envelope {
+    pub fn new(id: &str, arrival: i64, size: u64, sender: &str, rcpts: Vec<Rcpt>) -> Envelope {
+        Envelope {
+            id: id.into(),
+            arrival,
+            size,
+            sender: sender.into(),
+            notify: None,
+            ret: None,
+            envid: None,
+            rcpts,
+        }
     }
 
-    pub fn start_sequence(scripts: Vec<Script>) -> Server {
-        assert!(!scripts.is_empty());
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1");
-        listener
-            .set_nonblocking(true)
-            .expect("nonblocking listener");
-        let addr = listener.local_addr().expect("local address");
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let connections = Arc::new(AtomicUsize::new(0));
-        let stop = Arc::new(AtomicBool::new(false));
-        let thread = {
-            let (seen, connections, stop) = (seen.clone(), connections.clone(), stop.clone());
-            std::thread::spawn(move || {
-                let started = Instant::now();
-                while !stop.load(Ordering::SeqCst) && started.elapsed() < LIFETIME {
-                    match listener.accept() {
-                        Ok((stream, _)) => {
-                            let n = connections.fetch_add(1, Ordering::SeqCst);
-                            let script = &scripts[n.min(scripts.len() - 1)];
-                            let mut session = Session {
-                                stream: Stream::Plain(stream),
-                                buffer: Vec::new(),
-                                seen: &seen,
-                                stop: &stop,
-                            };
-                            let _ = session.serve(script);
-                        }
-                        Err(_) => std::thread::sleep(Duration::from_millis(10)),
-                    }
+    pub fn parse(text: &str) -> Envelope {
+        let mut lines = text.lines();
+        assert_eq!(lines.next(), Some("etrnq-envelope 1"), "magic line");
+        assert!(text.ends_with("\nend\n"), "no end record: {text:?}");
+        let mut env = Envelope::new("", 0, 0, "", Vec::new());
+        for line in lines.take_while(|l| *l != "end") {
+            let (key, value) = line.split_once('\t').expect("record with a TAB");
+            match key {
+                "id" => env.id = value.into(),
+                "arrival" => env.arrival = value.parse().expect("arrival"),
+                "size" => env.size = value.parse().expect("size"),
+                "sender" => env.sender = value.into(),
+                "notify" => env.notify = Some(value.into()),
+                "ret" => env.ret = Some(value.into()),
+                "envid" => env.envid = Some(value.into()),
+                "rcpt" => {
+                    let f: Vec<&str> = value.split('\t').collect();
+                    assert_eq!(f.len(), 5, "rcpt fields in {line:?}");
+                    env.rcpts.push(Rcpt {
+                        status: f[0].into(),
+                        attempts: f[1].parse().expect("attempts"),
+                        next_attempt: f[2].parse().expect("next attempt"),
+                        address: f[3].into(),
+                        reason: f[4].into(),
+                    });
                 }
-            })
-        };
-        Server {
-            addr,
-            seen,
-            connections,
-            stop,
-            thread: Some(thread),
-        }
-    }
-
-    pub fn port(&self) -> u16 {
-        self.addr.port()
-    }
-
-    /// Every line the clients sent, in order; `-- TLS` marks a completed STARTTLS.
-    pub fn seen(&self) -> Vec<String> {
-        self.seen.lock().expect("lines").clone()
-    }
-
-    pub fn connections(&self) -> usize {
-        self.connections.load(Ordering::SeqCst)
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
-enum Stream {
-    Plain(TcpStream),
-    Tls(Box<rustls::StreamOwned<rustls::ServerConnection, TcpStream>>),
-    Gone,
-}
-
-impl Stream {
-    fn tcp(&self) -> Option<&TcpStream> {
-        match self {
-            Stream::Plain(tcp) => Some(tcp),
-            Stream::Tls(tls) => Some(tls.get_ref()),
-            Stream::Gone => None,
-        }
-    }
-}
-
-impl Read for Stream {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        match self {
-            Stream::Plain(tcp) => tcp.read(buf),
-            Stream::Tls(tls) => tls.read(buf),
-            Stream::Gone => Ok(0),
-        }
-    }
-}
-
-impl Write for Stream {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        match self {
-            Stream::Plain(tcp) => tcp.write(buf),
-            Stream::Tls(tls) => tls.write(buf),
-            Stream::Gone => Ok(buf.len()),
-        }
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        match self {
-            Stream::Plain(tcp) => tcp.flush(),
-            Stream::Tls(tls) => tls.flush(),
-            Stream::Gone => Ok(()),
-        }
-    }
-}
-
-struct Session<'a> {
-    stream: Stream,
-    buffer: Vec<u8>,
-    seen: &'a Mutex<Vec<String>>,
-    stop: &'a AtomicBool,
-}
-
-impl Session<'_> {
-    fn serve(&mut self, script: &Script) -> Option<()> {
-        if let Some(tcp) = self.stream.tcp() {
-            tcp.set_read_timeout(Some(Duration::from_millis(100)))
-                .ok()?;
-        }
-        let Some(greeting) = &script.greeting else {
-            // Silent server: hold the connection until the client gives up.
-            while self.read_line().is_some() {}
-            return None;
-        };
-        self.reply(greeting)?;
-        let mut in_tls = false;
-        loop {
-            let line = self.read_line()?;
-            self.seen.lock().ok()?.push(line.clone());
-            let (verb, rest) = line.split_once(' ').unwrap_or((&line, ""));
-            match verb.to_ascii_uppercase().as_str() {
-                "EHLO" => match &script.ehlo {
-                    Ehlo::Refuse(reply) => self.reply(reply)?,
-                    Ehlo::Keywords(keywords) => {
-                        let mut lines = vec!["250-sink.test".to_string()];
-                        lines.extend(keywords.iter().map(|k| format!("250-{k}")));
-                        if script.tls.is_some() && !in_tls {
-                            lines.push("250-STARTTLS".to_string());
-                        }
-                        if script.auth.is_some() {
-                            lines.push(format!("250-AUTH {}", script.auth_mechanisms));
-                        }
-                        lines.push("250 HELP".to_string());
-                        self.reply(&lines.join("\n"))?
-                    }
-                },
-                "HELO" => self.reply("250 sink.test")?,
-                "STARTTLS" => match (&script.tls, in_tls) {
-                    (Some(config), false) => {
-                        self.reply("220 2.0.0 Ready to start TLS")?;
-                        let Stream::Plain(tcp) = std::mem::replace(&mut self.stream, Stream::Gone)
-                        else {
-                            return None;
-                        };
-                        let conn = rustls::ServerConnection::new(config.clone()).ok()?;
-                        self.stream = Stream::Tls(Box::new(rustls::StreamOwned::new(conn, tcp)));
-                        self.buffer.clear();
-                        in_tls = true;
-                        self.seen.lock().ok()?.push("-- TLS".to_string());
-                    }
-                    _ => self.reply("502 5.5.1 STARTTLS not available")?,
-                },
-                "AUTH" => {
-                    let accepted = self.authenticate(script, rest)?;
-                    if accepted {
-                        self.reply("235 2.7.0 Authentication successful")?
-                    } else {
-                        self.reply("535 5.7.8 Authentication credentials invalid")?
-                    }
-                }
-                "ETRN" => {
-                    let reply = script
-                        .etrn
-                        .iter()
-                        .find(|(argument, _)| argument == rest)
-                        .map_or(script.etrn_default.as_str(), |(_, reply)| reply.as_str())
-                        .to_string();
-                    self.reply(&reply)?
-                }
-                "QUIT" => {
-                    self.reply("221 2.0.0 Bye")?;
-                    return Some(());
-                }
-                _ => self.reply("502 5.5.2 Error: command not recognized")?,
+                other => panic!("unknown record {other:?}"),
             }
         }
+        env
     }
 
-    fn authenticate(&mut self, script: &Script, rest: &str) -> Option<bool> {
-        let (user, password) = script.auth.clone()?;
-        let (mechanism, initial) = rest.split_once(' ').unwrap_or((rest, ""));
-        let mechanism = mechanism.to_ascii_uppercase();
-        if !script.auth_mechanisms.split(' ').any(|m| m == mechanism) {
-            return Some(false);
-        }
-        match mechanism.as_str() {
-            "PLAIN" => {
-                let token = BASE64.decode(initial).ok()?;
-                Some(token == format!("\0{user}\0{password}").into_bytes())
+    pub fn render(&self) -> String {
+        let mut out = format!(
+            "etrnq-envelope 1\nid\t{}\narrival\t{}\nsize\t{}\nsender\t{}\n",
+            self.id, self.arrival, self.size, self.sender
+        );
+        for (key, value) in [
+            ("notify", &self.notify),
+            ("ret", &self.ret),
+            ("envid", &self.envid),
+        ] {
+            if let Some(v) = value {
+                out.push_str(&format!("{key}\t{v}\n"));
             }
-            "LOGIN" => {
-                self.reply("334 VXNlcm5hbWU6")?;
-                let given_user = BASE64.decode(self.read_line()?).ok()?;
-                self.reply("334 UGFzc3dvcmQ6")?;
-                let given_password = BASE64.decode(self.read_line()?).ok()?;
-                Some(given_user == user.as_bytes() && given_password == password.as_bytes())
-            }
-            _ => Some(false),
         }
+        for r in &self.rcpts {
+            out.push_str(&format!(
+                "rcpt\t{}\t{}\t{}\t{}\t{}\n",
+                r.status, r.attempts, r.next_attempt, r.address, r.reason
+            ));
+        }
+        out.push_str("end\n");
+        out
     }
 
-    fn reply(&mut self, text: &str) -> Option<()> {
-        let mut wire = text.replace('\n', "\r\n");
-        wire.push_str("\r\n");
-        self.stream.write_all(wire.as_bytes()).ok()?;
-        self.stream.flush().ok()
-    }
-
-    /// The next line without its CRLF; `None` at the end of the connection, when the test is
-    /// over, or after a long silence.
-    fn read_line(&mut self) -> Option<String> {
-        let mut idle = Instant::now();
-        loop {
-            if let Some(end) = self.buffer.iter().position(|&b| b == b'\n') {
-                let line: Vec<u8> = self.buffer.drain(..=end).collect();
-                let text = String::from_utf8_lossy(&line);
-                return Some(text.trim_end_matches(['\r', '\n']).to_string());
-            }
-            if self.stop.load(Ordering::SeqCst) || idle.elapsed() > IDLE {
-                return None;
-            }
-            let mut chunk = [0u8; 4096];
-            match self.stream.read(&mut chunk) {
-                Ok(0) => return None,
-                Ok(n) => {
-                    self.buffer.extend_from_slice(&chunk[..n]);
-                    idle = Instant::now();
-                }
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                    ) => {}
-                Err(_) => return None,
-            }
-        }
+    pub fn addresses(&self) -> Vec<&str> {
+        self.rcpts.iter().map(|r| r.address.as_str()).collect()
     }
 }
 
-/// A self-signed certificate for `localhost` and 127.0.0.1, as a rustls server configuration.
-pub fn self_signed_tls() -> Arc<rustls::ServerConfig> {
-    let certified =
-        rcgen::generate_simple_self_signed(vec!["localhost".to_string(), "127.0.0.1".to_string()])
-            .expect("self-signed certificate");
-    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(certified.signing_key.serialize_der().into());
-    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .expect("protocol versions")
-    .with_no_client_auth()
-    .with_single_cert(vec![certified.cert.der().clone()], key)
-    .expect("server certificate");
-    Arc::new(config)
+/// Standard error as lines, for the "one line on stderr" promise.
+pub fn stderr_lines(output: &std::process::Output) -> Vec<String> {
+    String::from_utf8_lossy(&output.stderr)
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// A small deterministic generator (xorshift), seeded by the caller so a failure can be rerun.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed.max(1))
+    }
+
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
 }

@@ -1,0 +1,76 @@
+//! Fills a queue with COUNT copies of a message, through the queue library, from THREADS threads
+//! at once: the fast way to build the large queues `bench/queue-bench.sh` lists. Every message is
+//! committed exactly as `queue-enqueue` commits one, fsyncs included; the threads only let the
+//! file system batch those syncs.
+//!
+//! Usage: queue-fill QUEUE_DIR COUNT THREADS < message
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use etrnq::envelope::{Envelope, Recipient};
+use etrnq::queue::Queue;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().collect();
+    let (Some(dir), Some(Ok(count)), Some(Ok(threads))) = (
+        args.get(1),
+        args.get(2).map(|n| n.parse::<usize>()),
+        args.get(3).map(|n| n.parse::<usize>()),
+    ) else {
+        eprintln!("usage: queue-fill QUEUE_DIR COUNT THREADS < message");
+        return ExitCode::from(64);
+    };
+    let mut message = Vec::new();
+    if let Err(e) = std::io::stdin().read_to_end(&mut message) {
+        eprintln!("queue-fill: cannot read the message: {e}");
+        return ExitCode::from(66);
+    }
+    let dir = PathBuf::from(dir);
+    let threads = threads.max(1);
+    let outcome = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|t| {
+                let (dir, message) = (&dir, &message);
+                let share = count / threads + usize::from(t < count % threads);
+                scope.spawn(move || fill(dir, message, share))
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| {
+                w.join()
+                    .unwrap_or_else(|_| Err("a filler thread panicked".into()))
+            })
+            .collect::<Result<Vec<()>, String>>()
+    });
+    match outcome {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("queue-fill: {e}");
+            ExitCode::from(74)
+        }
+    }
+}
+
+fn fill(dir: &Path, message: &[u8], count: usize) -> Result<(), String> {
+    let queue = Queue::open(dir).map_err(|e| e.to_string())?;
+    let now = chrono::Utc::now().timestamp();
+    for n in 0..count {
+        let mut draft = queue.draft().map_err(|e| e.to_string())?;
+        draft.write_all(message).map_err(|e| e.to_string())?;
+        let envelope = Envelope {
+            id: draft.id(),
+            arrival: now,
+            size: message.len() as u64,
+            sender: "bench@example.test".into(),
+            notify: None,
+            ret: None,
+            envid: None,
+            recipients: vec![Recipient::new(format!("u{n}@customer.test"))],
+        };
+        draft.commit(&envelope).map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}

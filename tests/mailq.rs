@@ -1,0 +1,723 @@
+//! mailq end to end: sendmail's layout byte for byte, the JSON lines, the per-domain summary,
+//! the selectors in both spellings, the locked and held marks, corrupt envelopes, and a reader
+//! that stops early.
+//!
+//! Most queues here are written by hand in the documented envelope format, so that deferral
+//! state, fixed arrival times and corrupt files can be set up without a queue run. Listings run
+//! with TZ=UTC; 1795418591 is Mon Nov 23 07:23:11 2026 UTC.
+
+mod common;
+
+use std::collections::HashSet;
+use std::fs;
+use std::io::{BufRead, BufReader};
+use std::process::Stdio;
+
+use common::{Envelope, Rcpt, Sandbox, stderr_lines};
+
+const ARRIVAL: i64 = 1_795_418_591;
+const COLUMNS: &str =
+    "-----Q-ID----- --Size-- -----Q-Time----- ------------Sender/Recipient-----------\n";
+const RCPT_INDENT: &str = "\t\t\t\t\t ";
+const REASON_INDENT: &str = "                 ";
+
+fn stdout_of(cmd: &mut assert_cmd::Command) -> String {
+    let output = cmd.output().unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(output.stderr.is_empty(), "{:?}", stderr_lines(&output));
+    String::from_utf8(output.stdout.clone()).unwrap()
+}
+
+fn listing(q: &Sandbox, args: &[&str]) -> String {
+    stdout_of(q.mailq().args(args))
+}
+
+fn header(q: &Sandbox, n: usize) -> String {
+    let s = if n == 1 { "" } else { "s" };
+    format!("\t\t{} ({n} request{s})\n{COLUMNS}", q.queue.display())
+}
+
+fn plant(q: &Sandbox, id: &str, arrival: i64, sender: &str, rcpts: Vec<Rcpt>) -> Envelope {
+    let data = format!("Subject: {id}\n\nbody of {id}\n");
+    let env = Envelope::new(id, arrival, data.len() as u64, sender, rcpts);
+    q.plant(&env, data.as_bytes());
+    env
+}
+
+#[test]
+fn empty_queue() {
+    let q = Sandbox::new();
+    assert_eq!(
+        listing(&q, &[]),
+        format!("{} is empty\n\t\tTotal requests: 0\n", q.queue.display())
+    );
+    assert_eq!(listing(&q, &["--json"]), "");
+    assert_eq!(listing(&q, &["-bp"]), listing(&q, &[]));
+}
+
+#[test]
+fn one_message_byte_for_byte() {
+    let q = Sandbox::new();
+    plant(
+        &q,
+        "1xWNa000000001",
+        ARRIVAL,
+        "alice@example.test",
+        vec![Rcpt::pending("user@customer.test")],
+    );
+    let expected = format!(
+        "{}1xWNa000000001       48 Mon Nov 23 07:23 alice@example.test\n\
+         {RCPT_INDENT}user@customer.test\n\
+         \t\tTotal requests: 1\n",
+        header(&q, 1)
+    );
+    assert_eq!(listing(&q, &[]), expected);
+}
+
+#[test]
+fn several_messages_reasons_and_verbose() {
+    let q = Sandbox::new();
+    let long_reason = "host 127.0.0.1[127.0.0.1] said: 450 4.2.0 <b@customer.test>: mailbox busy, please try again later";
+    plant(
+        &q,
+        "1xWNa000000001",
+        ARRIVAL - 20 * 86400,
+        "",
+        vec![Rcpt::deferred(
+            "user@customer.test",
+            "Deferred: Connection refused by [127.0.0.1]",
+        )],
+    );
+    plant(
+        &q,
+        "1xWNa000000002",
+        ARRIVAL,
+        "bob@example.test",
+        vec![
+            Rcpt::pending("a@customer.test"),
+            Rcpt::deferred("b@customer.test", long_reason),
+            Rcpt::pending("c@other.test"),
+            Rcpt {
+                status: "sent".into(),
+                ..Rcpt::pending("done@other.test")
+            },
+            Rcpt {
+                status: "failed".into(),
+                reason: "550 no such user".into(),
+                ..Rcpt::pending("gone@other.test")
+            },
+        ],
+    );
+    let big = "Subject: big\n\n".to_string() + &"x".repeat(3000) + "\n";
+    q.plant(
+        &Envelope::new(
+            "1xWNa000000003",
+            ARRIVAL + 3600,
+            big.len() as u64,
+            "carol@example.test",
+            vec![Rcpt::pending("d@other.test")],
+        ),
+        big.as_bytes(),
+    );
+    let cut: String = long_reason.chars().take(60).collect();
+    let body = |reason: &str| {
+        format!(
+            "1xWNa000000001       48 Tue Nov  3 07:23 MAILER-DAEMON\n\
+             {REASON_INDENT}(Deferred: Connection refused by [127.0.0.1])\n\
+             {RCPT_INDENT}user@customer.test\n\
+             1xWNa000000002       48 Mon Nov 23 07:23 bob@example.test\n\
+             {RCPT_INDENT}a@customer.test\n\
+             {RCPT_INDENT}c@other.test\n\
+             {REASON_INDENT}({reason})\n\
+             {RCPT_INDENT}b@customer.test\n\
+             1xWNa000000003     3015 Mon Nov 23 08:23 carol@example.test\n\
+             {RCPT_INDENT}d@other.test\n\
+             \t\tTotal requests: 3\n"
+        )
+    };
+    assert_eq!(listing(&q, &[]), header(&q, 3) + &body(&cut));
+    assert_eq!(listing(&q, &["-v"]), header(&q, 3) + &body(long_reason));
+    assert_eq!(cut.chars().count(), 60);
+}
+
+#[test]
+fn enqueued_messages_are_listed_as_stored() {
+    let q = Sandbox::new();
+    for (sender, rcpt) in [
+        ("a@example.test", "x@customer.test"),
+        ("b@example.test", "y@other.test"),
+    ] {
+        q.enqueue()
+            .args(["-f", sender, rcpt])
+            .write_stdin("Subject: s\n\nbody\n")
+            .assert()
+            .success();
+    }
+    let ids = q.ids();
+    let text = listing(&q, &[]);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[0], format!("\t\t{} (2 requests)", q.queue.display()));
+    for (n, id) in ids.iter().enumerate() {
+        let m = q.message(id);
+        let entry = lines[2 + 2 * n];
+        assert!(
+            entry.starts_with(&format!("{id} {:>8} ", m.data.len())),
+            "{entry}"
+        );
+        assert!(
+            entry.ends_with(&format!(" {}", m.envelope.sender)),
+            "{entry}"
+        );
+        assert_eq!(
+            lines[3 + 2 * n],
+            format!("{RCPT_INDENT}{}", m.envelope.rcpts[0].address)
+        );
+    }
+    assert_eq!(lines[6], "\t\tTotal requests: 2");
+}
+
+#[test]
+fn locked_and_held_messages_are_marked() {
+    let q = Sandbox::new();
+    plant(
+        &q,
+        "1xWNa000000001",
+        ARRIVAL,
+        "a@example.test",
+        vec![Rcpt::pending("u@customer.test")],
+    );
+    plant(
+        &q,
+        "1xWNa000000002",
+        ARRIVAL,
+        "b@example.test",
+        vec![Rcpt::pending("v@customer.test")],
+    );
+    let held = Envelope::new(
+        "1xWNa000000003",
+        ARRIVAL,
+        2,
+        "c@example.test",
+        vec![Rcpt::pending("w@customer.test")],
+    );
+    fs::write(q.queue.join("data").join(&held.id), b"x\n").unwrap();
+    fs::write(q.queue.join("hold").join(&held.id), held.render()).unwrap();
+
+    // A runner's lock, taken the way runners take it: exclusive flock on data/ID.
+    let lock = fs::File::open(q.queue.join("data/1xWNa000000002")).unwrap();
+    lock.lock().unwrap();
+    let text = listing(&q, &[]);
+    let entries: Vec<&str> = text.lines().filter(|l| l.starts_with("1xWN")).collect();
+    assert_eq!(entries.len(), 3, "{text}");
+    assert!(entries[0].starts_with("1xWNa000000001       48 "), "{text}");
+    assert!(entries[1].starts_with("1xWNa000000002*      48 "), "{text}");
+    assert!(entries[2].starts_with("1xWNa000000003!       2 "), "{text}");
+
+    let json: Vec<serde_json::Value> = listing(&q, &["--json"])
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let locked: Vec<bool> = json
+        .iter()
+        .map(|m| m["locked"].as_bool().unwrap())
+        .collect();
+    assert_eq!(locked, [false, true, false]);
+    assert_eq!(json[2]["queue_name"], "hold");
+
+    drop(lock);
+    let text = listing(&q, &[]);
+    assert!(
+        text.contains("1xWNa000000002       48 "),
+        "lock outlived its holder: {text}"
+    );
+}
+
+#[test]
+fn json_lines_have_the_documented_fields() {
+    let q = Sandbox::new();
+    plant(
+        &q,
+        "1xWNa000000001",
+        ARRIVAL,
+        "alice@example.test",
+        vec![Rcpt::pending("user@customer.test")],
+    );
+    plant(
+        &q,
+        "1xWNa000000002",
+        ARRIVAL + 8,
+        "",
+        vec![
+            Rcpt::deferred(
+                "a@customer.test",
+                "connect to [127.0.0.1]:2525: Connection refused",
+            ),
+            Rcpt {
+                status: "sent".into(),
+                ..Rcpt::pending("b@customer.test")
+            },
+        ],
+    );
+    let text = listing(&q, &["--json"]);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2);
+    let order = [
+        "\"queue_name\"",
+        "\"queue_id\"",
+        "\"arrival_time\"",
+        "\"message_size\"",
+        "\"forced_expire\"",
+        "\"sender\"",
+        "\"locked\"",
+        "\"recipients\"",
+    ];
+    for line in &lines {
+        let at: Vec<usize> = order.iter().map(|k| line.find(k).expect(k)).collect();
+        assert!(at.windows(2).all(|w| w[0] < w[1]), "field order in {line}");
+    }
+    let first: serde_json::Value = serde_json::from_str(lines[0]).unwrap();
+    assert_eq!(
+        first,
+        serde_json::json!({
+            "queue_name": "active", "queue_id": "1xWNa000000001", "arrival_time": ARRIVAL,
+            "message_size": 48, "forced_expire": false, "sender": "alice@example.test",
+            "locked": false,
+            "recipients": [{"address": "user@customer.test", "status": "pending",
+                            "attempts": 0, "next_attempt": 0}]
+        })
+    );
+    let second: serde_json::Value = serde_json::from_str(lines[1]).unwrap();
+    assert_eq!(second["sender"], "");
+    assert_eq!(
+        second["recipients"],
+        serde_json::json!([{"address": "a@customer.test",
+            "delay_reason": "connect to [127.0.0.1]:2525: Connection refused",
+            "status": "deferred", "attempts": 2, "next_attempt": 1_795_422_191}])
+    );
+}
+
+#[test]
+fn summary_counts_per_domain() {
+    let q = Sandbox::new();
+    let now = chrono::Utc::now().timestamp();
+    let recent = now - 25 * 60 - 30;
+    let old = now - 3 * 86400;
+    plant(
+        &q,
+        "1xWNa000000001",
+        old,
+        "a@example.test",
+        vec![
+            Rcpt::pending("u@customer.test"),
+            Rcpt::pending("v@customer.test"),
+        ],
+    );
+    plant(
+        &q,
+        "1xWNa000000002",
+        recent,
+        "a@example.test",
+        vec![
+            Rcpt::pending("u@customer.test"),
+            Rcpt::pending("w@other.test"),
+        ],
+    );
+    plant(
+        &q,
+        "1xWNa000000003",
+        recent,
+        "a@example.test",
+        vec![Rcpt::pending("x@sub.customer.test")],
+    );
+    let text = listing(&q, &["--summary"]);
+    let rows: Vec<Vec<&str>> = text
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        rows[0],
+        [
+            "domain", "msgs", "bytes", "oldest", "<5m", "<10m", "<20m", "<40m", "<80m", "<160m",
+            "<320m", "<640m", "<1280m", "1280m+"
+        ]
+    );
+    let row = |name: &str| {
+        rows.iter()
+            .find(|r| r[0] == name)
+            .unwrap_or_else(|| panic!("no {name} row in {text}"))
+            .clone()
+    };
+    // messages, bytes (48 each), oldest, then the ten age buckets
+    assert_eq!(
+        row("TOTAL"),
+        [
+            "TOTAL", "3", "144", "3d0h", "0", "0", "0", "2", "0", "0", "0", "0", "0", "1"
+        ]
+    );
+    assert_eq!(
+        row("customer.test"),
+        [
+            "customer.test",
+            "2",
+            "96",
+            "3d0h",
+            "0",
+            "0",
+            "0",
+            "1",
+            "0",
+            "0",
+            "0",
+            "0",
+            "0",
+            "1"
+        ]
+    );
+    assert_eq!(
+        row("other.test"),
+        [
+            "other.test",
+            "1",
+            "48",
+            "25m",
+            "0",
+            "0",
+            "0",
+            "1",
+            "0",
+            "0",
+            "0",
+            "0",
+            "0",
+            "0"
+        ]
+    );
+    assert_eq!(row("sub.customer.test")[1], "1");
+    assert_eq!(rows.len(), 5, "{text}");
+    // Busiest domain first, after the total.
+    assert_eq!(rows[1][0], "TOTAL");
+    assert_eq!(rows[2][0], "customer.test");
+
+    let only = listing(&q, &["--summary", "-R", "other.test"]);
+    let names: Vec<&str> = only
+        .lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().next().unwrap())
+        .collect();
+    assert_eq!(names, ["TOTAL", "other.test"]);
+}
+
+/// Messages for customer.test, xcustomer.test, sub.customer.test and other.test, from senders
+/// that differ in case.
+fn filter_queue() -> Sandbox {
+    let q = Sandbox::new();
+    plant(
+        &q,
+        "1xWNa000000001",
+        ARRIVAL,
+        "Frank@Example.test",
+        vec![Rcpt::pending("u@customer.test")],
+    );
+    plant(
+        &q,
+        "1xWNa000000002",
+        ARRIVAL,
+        "gina@example.test",
+        vec![Rcpt::pending("u@xcustomer.test")],
+    );
+    plant(
+        &q,
+        "1xWNa000000003",
+        ARRIVAL,
+        "henry@example.test",
+        vec![Rcpt::pending("u@sub.customer.test")],
+    );
+    plant(
+        &q,
+        "1xWNb000000004",
+        ARRIVAL,
+        "frank@other.test",
+        vec![
+            Rcpt::pending("u@other.test"),
+            Rcpt::pending("v@CUSTOMER.TEST"),
+        ],
+    );
+    q
+}
+
+fn listed_ids(q: &Sandbox, args: &[&str]) -> Vec<String> {
+    let text = listing(q, args);
+    let ids: Vec<String> = text
+        .lines()
+        .filter(|l| l.starts_with("1xWN"))
+        .map(|l| l[..14].to_string())
+        .collect();
+    let total = text.lines().last().unwrap();
+    assert_eq!(
+        total,
+        format!("\t\tTotal requests: {}", ids.len()),
+        "{text}"
+    );
+    let json: Vec<String> = listing(q, &[&["--json"], args].concat())
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["queue_id"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(json, ids, "text and JSON select alike for {args:?}");
+    ids
+}
+
+#[test]
+fn r_is_an_exact_domain_and_at_adds_subdomains() {
+    let q = filter_queue();
+    assert_eq!(
+        listed_ids(&q, &["-R", "customer.test"]),
+        ["1xWNa000000001", "1xWNb000000004"]
+    );
+    assert_eq!(
+        listed_ids(&q, &["-R", "Customer.Test"]),
+        ["1xWNa000000001", "1xWNb000000004"]
+    );
+    assert_eq!(
+        listed_ids(&q, &["-R", "@customer.test"]),
+        ["1xWNa000000001", "1xWNa000000003", "1xWNb000000004"]
+    );
+    assert_eq!(
+        listed_ids(&q, &["-R", "xcustomer.test"]),
+        ["1xWNa000000002"]
+    );
+    assert_eq!(listed_ids(&q, &["-R", "customer"]), Vec::<String>::new());
+    assert_eq!(
+        listed_ids(&q, &["-R", "xcustomer.test", "-R", "other.test"]),
+        ["1xWNa000000002", "1xWNb000000004"]
+    );
+}
+
+#[test]
+fn s_and_i_select_by_substring() {
+    let q = filter_queue();
+    assert_eq!(
+        listed_ids(&q, &["-S", "FRANK"]),
+        ["1xWNa000000001", "1xWNb000000004"]
+    );
+    assert_eq!(listed_ids(&q, &["-S", "other.TEST"]), ["1xWNb000000004"]);
+    assert_eq!(listed_ids(&q, &["-I", "1xWNb"]), ["1xWNb000000004"]);
+    assert_eq!(listed_ids(&q, &["-I", "1xwnb"]), Vec::<String>::new());
+    assert_eq!(
+        listed_ids(&q, &["-S", "frank", "-R", "customer.test", "-I", "0001"]),
+        ["1xWNa000000001"]
+    );
+}
+
+#[test]
+fn sendmail_selector_spellings() {
+    let q = filter_queue();
+    let plain = listing(&q, &["-R", "customer.test"]);
+    assert_eq!(listing(&q, &["-qRcustomer.test"]), plain);
+    assert_eq!(listing(&q, &["-qR", "customer.test"]), plain);
+    assert_eq!(listing(&q, &["-bp", "-qRcustomer.test"]), plain);
+    assert_eq!(listing(&q, &["-qSfrank"]), listing(&q, &["-S", "frank"]));
+    assert_eq!(listing(&q, &["-qIb0"]), listing(&q, &["-I", "b0"]));
+    let nothing = listing(&q, &["-qRnowhere.test"]);
+    assert_eq!(
+        nothing,
+        format!("{} is empty\n\t\tTotal requests: 0\n", q.queue.display())
+    );
+}
+
+#[test]
+fn bad_arguments_are_usage_errors() {
+    let q = Sandbox::new();
+    for args in [
+        &["-R", "bad domain"][..],
+        &["--frobnicate"],
+        &["-bs"],
+        &["--json", "--summary"],
+    ] {
+        let output = q.mailq().args(args).output().unwrap();
+        assert_eq!(output.status.code(), Some(64), "{args:?}");
+        assert_eq!(stderr_lines(&output).len(), 1, "{args:?}");
+        assert!(output.stdout.is_empty());
+    }
+    let bad = Sandbox::with_config("no_such_key = 1\n");
+    let output = bad.mailq().output().unwrap();
+    assert_eq!(output.status.code(), Some(78));
+    assert!(stderr_lines(&output)[0].contains("no_such_key"));
+}
+
+#[test]
+fn a_corrupt_envelope_is_reported_and_moved_aside() {
+    let q = Sandbox::new();
+    plant(
+        &q,
+        "1xWNa000000001",
+        ARRIVAL,
+        "a@example.test",
+        vec![Rcpt::pending("u@customer.test")],
+    );
+    let torn = plant(
+        &q,
+        "1xWNa000000002",
+        ARRIVAL,
+        "b@example.test",
+        vec![Rcpt::pending("v@customer.test")],
+    );
+    plant(
+        &q,
+        "1xWNa000000003",
+        ARRIVAL,
+        "c@example.test",
+        vec![Rcpt::pending("w@customer.test")],
+    );
+    let whole = torn.render();
+    let cut = &whole[..whole.len() - 10];
+    fs::write(q.queue.join("env/1xWNa000000002"), cut).unwrap();
+
+    let output = q.mailq().output().unwrap();
+    assert!(output.status.success());
+    let text = String::from_utf8(output.stdout.clone()).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[0], format!("\t\t{} (3 requests)", q.queue.display()));
+    let bad = lines
+        .iter()
+        .find(|l| l.starts_with("1xWNa000000002"))
+        .expect("listed");
+    assert!(
+        bad.starts_with("1xWNa000000002X       - (unreadable envelope: "),
+        "{bad}"
+    );
+    assert!(bad.ends_with("; moved to corrupt/)"), "{bad}");
+    assert!(
+        text.contains("1xWNa000000001 ") && text.contains("1xWNa000000003 "),
+        "{text}"
+    );
+    let errors = stderr_lines(&output);
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(
+        errors[0].starts_with("mailq: 1xWNa000000002: unreadable envelope"),
+        "{errors:?}"
+    );
+
+    assert_eq!(
+        q.files("corrupt"),
+        ["1xWNa000000002.data", "1xWNa000000002.env"]
+    );
+    assert_eq!(
+        fs::read_to_string(q.queue.join("corrupt/1xWNa000000002.env")).unwrap(),
+        cut
+    );
+    assert_eq!(q.ids(), ["1xWNa000000001", "1xWNa000000003"]);
+    assert_eq!(q.files("data"), ["1xWNa000000001", "1xWNa000000003"]);
+    // Moved once: the next listing is clean.
+    let again = q.mailq().output().unwrap();
+    assert!(again.stderr.is_empty());
+    assert!(
+        String::from_utf8(again.stdout)
+            .unwrap()
+            .contains("(2 requests)")
+    );
+}
+
+#[test]
+fn corrupt_entries_in_json_and_missing_data() {
+    let q = Sandbox::new();
+    plant(
+        &q,
+        "1xWNa000000001",
+        ARRIVAL,
+        "a@example.test",
+        vec![Rcpt::pending("u@customer.test")],
+    );
+    fs::write(
+        q.queue.join("env/1xWNa000000002"),
+        b"\xff\xfenot an envelope\n",
+    )
+    .unwrap();
+    fs::write(q.queue.join("data/1xWNa000000002"), b"data\n").unwrap();
+    // An envelope whose data file is gone.
+    let orphan = Envelope::new(
+        "1xWNa000000003",
+        ARRIVAL,
+        5,
+        "c@example.test",
+        vec![Rcpt::pending("w@customer.test")],
+    );
+    fs::write(q.queue.join("env/1xWNa000000003"), orphan.render()).unwrap();
+
+    let output = q.mailq().arg("--json").output().unwrap();
+    assert!(output.status.success());
+    let json: Vec<serde_json::Value> = String::from_utf8(output.stdout.clone())
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(json.len(), 3);
+    assert_eq!(json[0]["queue_name"], "active");
+    for (entry, id) in json[1..].iter().zip(["1xWNa000000002", "1xWNa000000003"]) {
+        assert_eq!(entry["queue_name"], "corrupt");
+        assert_eq!(entry["queue_id"], id);
+        assert!(entry["error"].as_str().is_some_and(|e| !e.is_empty()));
+    }
+    assert_eq!(stderr_lines(&output).len(), 2);
+    assert_eq!(
+        q.files("corrupt"),
+        [
+            "1xWNa000000002.data",
+            "1xWNa000000002.env",
+            "1xWNa000000003.env"
+        ]
+    );
+    assert_eq!(q.ids(), ["1xWNa000000001"]);
+}
+
+#[test]
+fn a_reader_that_stops_early_is_not_an_error() {
+    let q = Sandbox::new();
+    // Enough output to fill a pipe many times over.
+    q.mailq().assert().success();
+    let data = b"Subject: s\n\nbody\n";
+    for n in 0..3000 {
+        let id = format!("1xWNa{n:09}");
+        let env = Envelope::new(
+            &id,
+            ARRIVAL,
+            data.len() as u64,
+            "a@example.test",
+            vec![Rcpt::pending("u@customer.test")],
+        );
+        fs::write(q.queue.join("data").join(&id), data).unwrap();
+        fs::write(q.queue.join("env").join(&id), env.render()).unwrap();
+    }
+    for args in [&[][..], &["--json"]] {
+        let mut child = q
+            .std_command("mailq")
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut first = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut first)
+            .unwrap();
+        assert!(!first.is_empty());
+        let output = child.wait_with_output().unwrap();
+        assert_eq!(output.status.code(), Some(0), "{args:?}");
+        assert!(output.stderr.is_empty(), "{:?}", stderr_lines(&output));
+    }
+    // And the whole listing, read to the end, has every message once.
+    let text = listing(&q, &["--json"]);
+    let ids: HashSet<String> = text
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["queue_id"].to_string())
+        .collect();
+    assert_eq!(ids.len(), 3000);
+}
