@@ -199,11 +199,12 @@ fn plan(
 ) -> Result<Vec<Job>, QueueError> {
     let selection = &policy.options.selection;
     let mut groups: HashMap<Destination, Job> = HashMap::new();
-    for (id, place) in queue.ids()? {
+    let scan = queue.scan()?;
+    for &(id, place) in scan.ids() {
         if place != Place::Active {
             continue;
         }
-        let Some(inspection) = queue.inspect(id, place)? else {
+        let Some(inspection) = scan.inspect(id, place)? else {
             continue;
         };
         let envelope = match inspection.envelope {

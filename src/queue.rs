@@ -55,7 +55,7 @@
 use std::fmt;
 use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io::{self, Read, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, DirEntryExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -195,6 +195,7 @@ pub struct Queue {
     tmp: File,
     data: File,
     env: File,
+    hold: File,
 }
 
 impl Queue {
@@ -228,6 +229,7 @@ impl Queue {
             tmp: open_dir(TMP)?,
             data: open_dir(DATA)?,
             env: open_dir(ENV)?,
+            hold: open_dir(HOLD)?,
         })
     }
 
@@ -309,56 +311,48 @@ impl Queue {
         Ok(ids)
     }
 
-    /// Reads one message's envelope for a listing, without taking it from a runner.
-    /// `None` when it left the queue since its id was read.
-    pub fn inspect(&self, id: QueueId, place: Place) -> Result<Option<Inspection>, QueueError> {
-        let env_path = self.path(place.dir(), id.as_str());
-        let bytes = match read_file(&env_path) {
-            Ok(bytes) => bytes,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(io_error("cannot read", env_path)(e)),
-        };
+    /// Starts a pass over the queue for a listing or a plan: the ids, then one read of `data/`
+    /// and of the kernel's lock table, so that each message afterwards costs one small file read.
+    pub fn scan(&self) -> Result<Scan<'_>, QueueError> {
+        let ids = self.ids()?;
+        let dir = self.root.join(DATA);
+        let mut data = Vec::with_capacity(ids.len());
+        let mut inodes = Vec::new();
+        let held_inodes = locked_inodes(&dir);
+        for entry in fs::read_dir(&dir).map_err(io_error("cannot read", &dir))? {
+            let entry = entry.map_err(io_error("cannot read", &dir))?;
+            let Some(id) = entry.file_name().to_str().and_then(QueueId::parse) else {
+                continue;
+            };
+            data.push(id);
+            if held_inodes
+                .as_ref()
+                .is_some_and(|held| held.contains(&entry.ino()))
+            {
+                inodes.push(id);
+            }
+        }
+        data.sort_unstable();
+        Ok(Scan {
+            queue: self,
+            ids,
+            data,
+            locked: held_inodes.map(|_| inodes.into_iter().collect()),
+        })
+    }
+
+    /// Whether a runner holds `id` right now, asked with a shared try-lock held for an instant.
+    fn probe_lock(&self, id: QueueId) -> Result<bool, QueueError> {
         let data_path = self.path(DATA, id.as_str());
-        let locked = match open_existing(&data_path) {
+        match open_existing(&data_path) {
             Ok(file) => match file.try_lock_shared() {
-                Ok(()) => false,
-                Err(fs::TryLockError::WouldBlock) => true,
-                Err(fs::TryLockError::Error(e)) => {
-                    return Err(io_error("cannot lock", data_path)(e));
-                }
+                Ok(()) => Ok(false),
+                Err(fs::TryLockError::WouldBlock) => Ok(true),
+                Err(fs::TryLockError::Error(e)) => Err(io_error("cannot lock", data_path)(e)),
             },
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                if !env_path.exists() {
-                    return Ok(None);
-                }
-                return Ok(Some(Inspection {
-                    id,
-                    place,
-                    locked: false,
-                    envelope: Err(EnvelopeError {
-                        line: 0,
-                        reason: "message data file is missing".to_string(),
-                    }),
-                }));
-            }
-            Err(e) => return Err(io_error("cannot open", data_path)(e)),
-        };
-        let envelope = Envelope::parse(&bytes).and_then(|env| {
-            if env.id == id {
-                Ok(env)
-            } else {
-                Err(EnvelopeError {
-                    line: 2,
-                    reason: format!("envelope names id {}, file is {id}", env.id),
-                })
-            }
-        });
-        Ok(Some(Inspection {
-            id,
-            place,
-            locked,
-            envelope,
-        }))
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(io_error("cannot open", data_path)(e)),
+        }
     }
 
     /// Takes a message for delivery: an exclusive lock on its data file, then its envelope.
@@ -457,6 +451,131 @@ impl Place {
             Place::Active => ENV,
             Place::Held => HOLD,
         }
+    }
+}
+
+/// One pass over the queue, from [`Queue::scan`].
+pub struct Scan<'q> {
+    queue: &'q Queue,
+    ids: Vec<(QueueId, Place)>,
+    /// Ids with a data file when the pass began, sorted.
+    data: Vec<QueueId>,
+    /// Ids whose data file someone held a lock on when the pass began; `None` when the kernel's
+    /// lock table could not be read, and each message is asked instead.
+    locked: Option<std::collections::HashSet<QueueId>>,
+}
+
+impl Scan<'_> {
+    /// Active and held messages, oldest first.
+    pub fn ids(&self) -> &[(QueueId, Place)] {
+        &self.ids
+    }
+
+    /// Inspects `ids` in order and hands each inspection to `visit`, reading ahead on a few
+    /// threads: a listing is bound by opening one small file per message, and that parallelises.
+    /// At most two chunks per thread are read ahead, so memory does not grow with the queue.
+    /// Messages that left the queue meanwhile are skipped.
+    pub fn for_each<E: From<QueueError>>(
+        &self,
+        ids: &[(QueueId, Place)],
+        mut visit: impl FnMut(Inspection) -> Result<(), E>,
+    ) -> Result<(), E> {
+        const CHUNK: usize = 256;
+        let threads = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(4)
+            .min(ids.len().div_ceil(CHUNK));
+        if threads <= 1 {
+            for &(id, place) in ids {
+                if let Some(inspection) = self.inspect(id, place)? {
+                    visit(inspection)?;
+                }
+            }
+            return Ok(());
+        }
+        let chunks: Vec<&[(QueueId, Place)]> = ids.chunks(CHUNK).collect();
+        std::thread::scope(|scope| {
+            let mut receivers = Vec::with_capacity(threads);
+            for worker in 0..threads {
+                let (sender, receiver) = std::sync::mpsc::sync_channel(2);
+                receivers.push(receiver);
+                let chunks = &chunks;
+                scope.spawn(move || {
+                    // Worker w reads chunks w, w + threads, ...; the reader takes them round-robin,
+                    // which restores the order.
+                    for chunk in chunks.iter().skip(worker).step_by(threads) {
+                        let read: Result<Vec<Inspection>, QueueError> = chunk
+                            .iter()
+                            .filter_map(|&(id, place)| self.inspect(id, place).transpose())
+                            .collect();
+                        if sender.send(read).is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+            for index in 0..chunks.len() {
+                let Ok(read) = receivers[index % threads].recv() else {
+                    break;
+                };
+                for inspection in read? {
+                    visit(inspection)?;
+                }
+            }
+            Ok(())
+        })
+    }
+
+    /// Reads one message's envelope, without taking it from a runner. `None` when it left the
+    /// queue since the pass began.
+    pub fn inspect(&self, id: QueueId, place: Place) -> Result<Option<Inspection>, QueueError> {
+        let dir = match place {
+            Place::Active => &self.queue.env,
+            Place::Held => &self.queue.hold,
+        };
+        let bytes = match read_at(dir, id.as_str()) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => {
+                return Err(io_error(
+                    "cannot read",
+                    self.queue.path(place.dir(), id.as_str()),
+                )(e));
+            }
+        };
+        // Data is committed before its envelope and removed after it, so an envelope that is
+        // still there when its data was not is damage, not a race.
+        if self.data.binary_search(&id).is_err() {
+            return Ok(Some(Inspection {
+                id,
+                place,
+                locked: false,
+                envelope: Err(EnvelopeError {
+                    line: 0,
+                    reason: "message data file is missing".to_string(),
+                }),
+            }));
+        }
+        let locked = match &self.locked {
+            Some(locked) => locked.contains(&id),
+            None => self.queue.probe_lock(id)?,
+        };
+        let envelope = Envelope::parse(&bytes).and_then(|env| {
+            if env.id == id {
+                Ok(env)
+            } else {
+                Err(EnvelopeError {
+                    line: 2,
+                    reason: format!("envelope names id {}, file is {id}", env.id),
+                })
+            }
+        });
+        Ok(Some(Inspection {
+            id,
+            place,
+            locked,
+            envelope,
+        }))
     }
 }
 
@@ -640,6 +759,70 @@ fn open_existing(path: &Path) -> io::Result<File> {
         .open(path)
 }
 
+/// Reads an envelope relative to an open directory: no path walk from the root, no size query,
+/// and no read past its end record.
+fn read_at(dir: &File, name: &str) -> io::Result<Vec<u8>> {
+    let fd = nix::fcntl::openat(
+        dir,
+        name,
+        nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_NOFOLLOW | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(|errno| io::Error::from_raw_os_error(errno as i32))?;
+    let mut file = File::from(fd);
+    let mut bytes = vec![0u8; 1024];
+    let mut len = 0;
+    loop {
+        if len == bytes.len() {
+            bytes.resize(len * 2, 0);
+        }
+        match file.read(&mut bytes[len..]) {
+            Ok(0) => break,
+            // An envelope's last record says it is whole: no read is needed to find the end.
+            Ok(n) if bytes[..len + n].ends_with(b"\nend\n") => {
+                len += n;
+                break;
+            }
+            Ok(n) => len += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    bytes.truncate(len);
+    Ok(bytes)
+}
+
+/// The inodes on the queue's file system that someone holds a `flock` on, from one read of
+/// `/proc/locks`; `None` when that table cannot be read (no /proc, another kernel).
+fn locked_inodes(dir: &Path) -> Option<std::collections::HashSet<u64>> {
+    use std::os::unix::fs::MetadataExt;
+    let table = fs::read_to_string("/proc/locks").ok()?;
+    let dev = fs::metadata(dir).ok()?.dev();
+    let device = format!(
+        "{:02x}:{:02x}:",
+        nix::sys::stat::major(dev),
+        nix::sys::stat::minor(dev)
+    );
+    Some(flocked_inodes(&table, &device))
+}
+
+/// The inodes of `device` (`08:01:`) with a granted `flock` in a `/proc/locks` table.
+fn flocked_inodes(table: &str, device: &str) -> std::collections::HashSet<u64> {
+    let mut inodes = std::collections::HashSet::new();
+    for line in table.lines() {
+        let mut fields = line.split_whitespace().skip(1);
+        // Waiters are listed with "->" and hold nothing yet.
+        if fields.next() != Some("FLOCK") {
+            continue;
+        }
+        let Some(file) = fields.nth(3) else { continue };
+        if let Some(inode) = file.strip_prefix(device).and_then(|i| i.parse().ok()) {
+            inodes.insert(inode);
+        }
+    }
+    inodes
+}
+
 fn read_file(path: &Path) -> io::Result<Vec<u8>> {
     let mut bytes = Vec::with_capacity(512);
     open_existing(path)?.read_to_end(&mut bytes)?;
@@ -768,7 +951,15 @@ mod tests {
             panic!("not locked")
         };
         assert!(matches!(queue.try_lock(id).unwrap(), LockAttempt::Busy));
-        assert!(queue.inspect(id, Place::Active).unwrap().unwrap().locked);
+        assert!(
+            queue
+                .scan()
+                .unwrap()
+                .inspect(id, Place::Active)
+                .unwrap()
+                .unwrap()
+                .locked
+        );
         locked.envelope_mut().recipients[0].attempts = 3;
         locked.save().unwrap();
         let mut body = String::new();
@@ -777,6 +968,51 @@ mod tests {
         locked.remove().unwrap();
         assert!(matches!(queue.try_lock(id).unwrap(), LockAttempt::Gone));
         assert!(queue.ids().unwrap().is_empty());
+    }
+
+    #[test]
+    fn lock_table_lines() {
+        let table = "\
+1: FLOCK  ADVISORY  WRITE 4242 fd:01:1311 0 EOF
+1: -> FLOCK  ADVISORY  WRITE 4243 fd:01:1312 0 EOF
+2: POSIX  ADVISORY  WRITE 99 fd:01:1313 0 EOF
+3: FLOCK  ADVISORY  READ 77 08:02:1314 0 EOF
+4: FLOCK  ADVISORY  READ 78 fd:01:1315 0 EOF
+";
+        let inodes = flocked_inodes(table, "fd:01:");
+        assert_eq!(inodes, [1311, 1315].into_iter().collect());
+    }
+
+    #[test]
+    fn without_the_lock_table_each_message_is_asked() {
+        let dir = tempfile::tempdir().unwrap();
+        let queue = Queue::open(dir.path()).unwrap();
+        let held = commit(&queue, b"x\n");
+        let free = commit(&queue, b"y\n");
+        let mut scan = queue.scan().unwrap();
+        scan.locked = None;
+        let LockAttempt::Locked(_runner) = queue.try_lock(held).unwrap() else {
+            panic!("not locked")
+        };
+        assert!(scan.inspect(held, Place::Active).unwrap().unwrap().locked);
+        assert!(!scan.inspect(free, Place::Active).unwrap().unwrap().locked);
+    }
+
+    #[test]
+    fn reading_ahead_keeps_the_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let queue = Queue::open(dir.path()).unwrap();
+        let ids: Vec<QueueId> = (0..700).map(|_| commit(&queue, b"z\n")).collect();
+        let scan = queue.scan().unwrap();
+        let mut seen = Vec::new();
+        scan.for_each(scan.ids(), |inspection| -> Result<(), QueueError> {
+            seen.push(inspection.id);
+            Ok(())
+        })
+        .unwrap();
+        let mut sorted = ids.clone();
+        sorted.sort();
+        assert_eq!(seen, sorted);
     }
 
     #[test]
@@ -790,7 +1026,12 @@ mod tests {
         locked.envelope_mut().recipients[0].reason = "450 try later".into();
         locked.save().unwrap();
         drop(locked);
-        let seen = queue.inspect(id, Place::Active).unwrap().unwrap();
+        let seen = queue
+            .scan()
+            .unwrap()
+            .inspect(id, Place::Active)
+            .unwrap()
+            .unwrap();
         assert!(!seen.locked);
         assert_eq!(seen.envelope.unwrap().recipients[0].reason, "450 try later");
     }
@@ -818,6 +1059,8 @@ mod tests {
         ));
         assert!(
             queue
+                .scan()
+                .unwrap()
                 .inspect(id, Place::Active)
                 .unwrap()
                 .unwrap()

@@ -78,32 +78,41 @@ pub fn list(
     now: i64,
     out: &mut impl Write,
 ) -> Result<Outcome, ReportError> {
-    let mut ids = queue.ids()?;
+    let scan = queue.scan()?;
+    let mut ids = scan.ids().to_vec();
     if !selection.is_everything() {
-        ids.retain(|&(id, place)| {
-            matches!(queue.inspect(id, place), Ok(Some(Inspection { envelope: Ok(ref env), .. })) if selection.selects(env))
-        });
+        let mut selected = Vec::new();
+        scan.for_each(&ids, |inspection| -> Result<(), ReportError> {
+            if inspection
+                .envelope
+                .as_ref()
+                .is_ok_and(|envelope| selection.selects(envelope))
+            {
+                selected.push((inspection.id, inspection.place));
+            }
+            Ok(())
+        })?;
+        ids = selected;
     }
     let mut outcome = Outcome::default();
     let mut summary = Summary::default();
     if let Format::Sendmail { .. } = format {
         write_sendmail_header(out, queue, ids.len())?;
     }
-    for (id, place) in ids {
-        let Some(inspection) = queue.inspect(id, place)? else {
-            continue;
-        };
+    scan.for_each(&ids, |inspection| -> Result<(), ReportError> {
         let envelope = match &inspection.envelope {
             Ok(envelope) => envelope,
             Err(e) => {
                 let corruption = Corruption {
-                    id,
+                    id: inspection.id,
                     reason: e.to_string(),
-                    moved: queue.quarantine(id, place).unwrap_or(false),
+                    moved: queue
+                        .quarantine(inspection.id, inspection.place)
+                        .unwrap_or(false),
                 };
                 write_corrupt(out, format, &corruption)?;
                 outcome.corrupt.push(corruption);
-                continue;
+                return Ok(());
             }
         };
         outcome.listed += 1;
@@ -114,7 +123,8 @@ pub fn list(
             Format::Json => write_json_entry(out, &inspection, envelope)?,
             Format::Summary => summary.add(envelope, selection, now),
         }
-    }
+        Ok(())
+    })?;
     match format {
         Format::Sendmail { .. } if outcome.listed + outcome.corrupt.len() > 0 => writeln!(
             out,

@@ -11,8 +11,8 @@ use std::process::Command as Process;
 use std::time::{Duration, Instant};
 
 use assert_cmd::Command;
-use support::scripted::{Ehlo, Script, Server, self_signed_tls};
 use predicates::prelude::*;
+use support::scripted::{Ehlo, Script, Server, self_signed_tls};
 use tempfile::TempDir;
 
 /// No test may run longer than this, whatever the program under test does.
