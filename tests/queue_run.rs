@@ -534,18 +534,8 @@ fn a_backup_mx_delivers_only_to_better_preferences() {
     let myself = mta_on_25("127.0.25.4").expect("root");
     let peer = mta_on_25("127.0.25.5").expect("root");
     let dns = DnsServer::start();
-    let site = Site::new(&dns_config(&dns, "hostnames = [\"mx2.run.example\"]"));
-    // `hostnames` above is this host's own name list; Site's default line is replaced.
-    std::fs::write(
-        site.config_path(),
-        format!(
-            "queue_dir = {:?}\nlog = {:?}\nhostnames = [\"mx2.run.example\"]\n[dns]\nnameservers = [{:?}]\n",
-            site.queue_dir().display().to_string(),
-            site.log_path().display().to_string(),
-            dns.addr_text
-        ),
-    )
-    .expect("config");
+    // This host is mx2.run.example.
+    let site = Site::named("mx2.run.example", &dns_config(&dns, ""));
     site.enqueue(&["-f", "", "a@backup.run.example"], &message("b", "1\n"));
     let run = site.run(&[]);
     assert_eq!(run.code, 0, "{}\n{}", run.stderr, site.log());
@@ -684,7 +674,7 @@ fn queue_id_and_sender_select_messages() {
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert_eq!(
         site.ids(),
-        [third.clone()],
+        std::slice::from_ref(&third),
         "-S is a case-insensitive substring of the sender"
     );
     let run = site.run(&["-S", "bob@"]);
@@ -822,15 +812,20 @@ fn size_limits_select_messages() {
             &"a line of forty characters, more or less\n".repeat(500),
         ),
     );
+    let size = |id: &str| {
+        site.entry(id).expect("queued")["message_size"]
+            .as_u64()
+            .expect("message_size")
+    };
+    assert!(size(&small) < 10000 && size(&large) > 20000);
     let run = site.run(&["--max-size", "10000"]);
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert_eq!(rcpt_lines(&mta), ["RCPT TO:<small@customer.test>"]);
-    assert_eq!(site.ids(), [large.clone()]);
+    assert_eq!(site.ids(), std::slice::from_ref(&large));
     let run = site.run(&["--min-size", "20000"]);
     assert_eq!(run.code, 0);
     assert!(site.ids().is_empty());
     assert_eq!(mta.message_count(), 2);
-    let _ = small;
 }
 
 #[test]

@@ -35,17 +35,22 @@ pub struct Outcome {
 impl Site {
     /// A site whose configuration is the queue, the log file, this host's name and `extra`.
     pub fn new(extra: &str) -> Site {
+        Site::named(HOSTNAME, extra)
+    }
+
+    /// A site whose host calls itself `hostname`.
+    pub fn named(hostname: &str, extra: &str) -> Site {
         let site = Site {
             dir: tempfile::tempdir().expect("temp dir"),
         };
-        site.configure(extra);
+        site.configure(hostname, extra);
         site
     }
 
-    /// Replaces the configuration (queue and log stay where they are).
-    pub fn configure(&self, extra: &str) {
+    /// Writes the configuration (queue and log stay where they are).
+    pub fn configure(&self, hostname: &str, extra: &str) {
         let text = format!(
-            "queue_dir = {:?}\nlog = {:?}\nhostnames = [{HOSTNAME:?}]\n{extra}\n",
+            "queue_dir = {:?}\nlog = {:?}\nhostnames = [{hostname:?}]\n{extra}\n",
             self.queue_dir().display().to_string(),
             self.log_path().display().to_string(),
         );
