@@ -5,8 +5,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Debian packages the end-to-end tests drive:
-#   postfix  - smtp-sink as a real SMTP server on loopback, and a real MTA for interop tests
-#              (tests/etrn_send.rs runs a private instance as the ETRN server)
+#   postfix  - smtp-sink as a real SMTP server on loopback (tests/queue_run.rs delivers to it),
+#              and a real MTA for interop tests (tests/etrn_send.rs runs a private instance as
+#              the ETRN server)
 #   swaks    - a real SMTP client
 packages=(postfix swaks)
 

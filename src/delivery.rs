@@ -111,7 +111,11 @@ impl Policy<'_> {
     /// True when this run attempts `domain`'s recipient now.
     fn wants(&self, envelope: &Envelope, index: usize) -> bool {
         let recipient = &envelope.recipients[index];
-        if !recipient.status.is_open() || !self.options.selection.selects_recipient(recipient) {
+        let selection = &self.options.selection;
+        if !recipient.status.is_open()
+            || !selection.selects_recipient(recipient)
+            || !selection.selects_message(envelope)
+        {
             return false;
         }
         let held = Domain::parse(recipient.domain()).is_ok_and(|d| self.config.is_held(&d));

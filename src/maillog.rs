@@ -84,15 +84,20 @@ impl MailLog {
                     Severity::Warning => logger.warning(message),
                 };
             }
-            Sink::Stderr => eprintln!("{}: {prefix}{line}", self.program),
+            Sink::Stderr => {
+                let text = format!("{}: {prefix}{line}\n", self.program);
+                let _ = std::io::stderr().lock().write_all(text.as_bytes());
+            }
             Sink::File(file) => {
+                // One write(2) per line: with O_APPEND, lines from several runs sharing the file
+                // stay whole; writeln! would issue a write per piece and interleave them.
                 let stamp = chrono::Local::now().format("%b %e %H:%M:%S");
-                let _ = writeln!(
-                    file,
-                    "{stamp} {}[{}]: {prefix}{line}",
+                let text = format!(
+                    "{stamp} {}[{}]: {prefix}{line}\n",
                     self.program,
                     std::process::id()
                 );
+                let _ = file.write_all(text.as_bytes());
             }
         }
     }

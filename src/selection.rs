@@ -63,6 +63,14 @@ impl Selection {
     /// True when the message is selected: its id, its sender and at least one recipient still
     /// owed a delivery.
     pub fn selects(&self, envelope: &Envelope) -> bool {
+        self.selects_message(envelope)
+            && envelope
+                .open_recipients()
+                .any(|r| self.selects_recipient(r))
+    }
+
+    /// True when the message's id and sender are selected (`-I`, `-S`), whatever its recipients.
+    pub fn selects_message(&self, envelope: &Envelope) -> bool {
         let id = envelope.id.as_str();
         let sender = envelope.sender.to_ascii_lowercase();
         (self.ids.is_empty() || self.ids.iter().any(|wanted| id.contains(wanted.as_str())))
@@ -71,9 +79,6 @@ impl Selection {
                     .senders
                     .iter()
                     .any(|wanted| sender.contains(&wanted.to_ascii_lowercase())))
-            && envelope
-                .open_recipients()
-                .any(|r| self.selects_recipient(r))
     }
 }
 

@@ -17,7 +17,8 @@ use hickory_server::store::in_memory::InMemoryZoneHandler;
 use hickory_server::zone_handler::{AxfrPolicy, Catalog, MessageResponseBuilder, ZoneType};
 
 /// The forward zone. The probe tests connect only to hosts of the `*.probe.example` domains,
-/// all on loopback. Reverse names of loopback addresses are always `localhost` (RFC 6761, the
+/// queue-run's only to hosts of `*.run.example` (port 25, so those tests need root), all on
+/// loopback. Reverse names of loopback addresses are always `localhost` (RFC 6761, the
 /// resolver answers them itself), so reverse lookups are tested on documentation addresses
 /// (RFC 5737) that appear only as DNS data and are never connected to.
 pub const EXAMPLE_ZONE: &str = r#"
@@ -68,6 +69,21 @@ tls-site.probe  IN MX   10 tls.probe.example.
 slow.probe      IN MX   10 accept.probe.example.
 slow.probe      IN MX   20 silent.probe.example.
 dead.probe      IN MX   10 silent.probe.example.
+
+; queue-run routing: SMTP servers on port 25 of 127.0.25.0/24, one address per host
+fallback.run    IN MX   10 dead.run.example.
+fallback.run    IN MX   20 live.run.example.
+dead.run        IN A    127.0.25.1
+live.run        IN A    127.0.25.2
+nullmx.run      IN MX   0 .
+backup.run      IN MX   10 primary.run.example.
+backup.run      IN MX   20 mx2.run.example.
+backup.run      IN MX   20 peer.run.example.
+selfbest.run    IN MX   10 mx2.run.example.
+selfbest.run    IN MX   20 peer.run.example.
+primary.run     IN A    127.0.25.3
+mx2.run         IN A    127.0.25.4
+peer.run        IN A    127.0.25.5
 "#;
 
 const REVERSE_ZONE: &str = r#"

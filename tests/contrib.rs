@@ -1,0 +1,315 @@
+//! The shell scripts in contrib/: the sendmail wrapper and the ssh forced command. Each is run
+//! as an administrator would install it, with stub programs first in its search path that
+//! record the words they were given, and (for the sendmail wrapper) once with the real programs
+//! against a recording server.
+
+mod support {
+    pub mod mta;
+    pub mod site;
+}
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use support::mta::Setup;
+use support::site::Site;
+
+fn script(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("contrib")
+        .join(name)
+}
+
+/// A directory of stub programs that append "program [word] [word]..." to `calls`.
+struct Stubs {
+    dir: tempfile::TempDir,
+}
+
+impl Stubs {
+    fn new() -> Stubs {
+        let dir = tempfile::tempdir().expect("stub dir");
+        for program in ["queue-run", "queue-enqueue", "mailq"] {
+            let path = dir.path().join(program);
+            std::fs::write(
+                &path,
+                "#!/bin/sh\n\
+                 { printf '%s' \"${0##*/}\"; for a in \"$@\"; do printf ' [%s]' \"$a\"; done; echo; } \
+                 >>\"$STUB_CALLS\"\n",
+            )
+            .expect("write stub");
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
+                .expect("chmod stub");
+        }
+        Stubs { dir }
+    }
+
+    fn calls_path(&self) -> PathBuf {
+        self.dir.path().join("calls")
+    }
+
+    /// The calls made so far, one line each.
+    fn calls(&self) -> Vec<String> {
+        std::fs::read_to_string(self.calls_path())
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// PATH with the stubs first.
+    fn path(&self) -> String {
+        format!(
+            "{}:{}",
+            self.dir.path().display(),
+            std::env::var("PATH").unwrap_or_default()
+        )
+    }
+}
+
+struct Ran {
+    code: i32,
+    stderr: String,
+}
+
+fn sendmail(stubs: &Stubs, name: &str, args: &[&str]) -> Ran {
+    // Installed under another name (mailq) through a link, as administrators do.
+    let link_dir = tempfile::tempdir().expect("link dir");
+    let link = link_dir.path().join(name);
+    std::os::unix::fs::symlink(script("sendmail"), &link).expect("symlink");
+    let output = Command::new(&link)
+        .args(args)
+        .env("ETRNQ_BINDIR", stubs.dir.path())
+        .env("STUB_CALLS", stubs.calls_path())
+        .output()
+        .expect("run the sendmail wrapper");
+    Ran {
+        code: output.status.code().unwrap_or(-1),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+#[test]
+fn sendmail_wrapper_maps_each_mode_onto_a_program() {
+    let cases: &[(&str, &[&str], &str)] = &[
+        ("sendmail", &["-q"], "queue-run [-q]"),
+        (
+            "sendmail",
+            &["-q", "-R", "NCR.com"],
+            "queue-run [-q] [-R] [NCR.com]",
+        ),
+        ("sendmail", &["-qRNCR.com"], "queue-run [-qRNCR.com]"),
+        ("sendmail", &["-qR", "NCR.com"], "queue-run [-qR] [NCR.com]"),
+        ("sendmail", &["-qf"], "queue-run [-qf]"),
+        ("sendmail", &["-q30m"], "queue-run [-q30m]"),
+        (
+            "sendmail",
+            &["-v", "-qIabc", "-odq", "-O", "LogLevel=9"],
+            "queue-run [-v] [-qIabc]",
+        ),
+        ("sendmail", &["-bp"], "mailq"),
+        (
+            "sendmail",
+            &["-bp", "-qRcustomer.test"],
+            "mailq [-qRcustomer.test]",
+        ),
+        ("mailq", &["-v"], "mailq [-v]"),
+        (
+            "sendmail",
+            &["-t", "-i", "-f", "frank@sender.test", "-odq"],
+            "queue-enqueue [-t] [-i] [-f] [frank@sender.test] [-odq]",
+        ),
+        (
+            "sendmail",
+            &["-oi", "a@b.test"],
+            "queue-enqueue [-oi] [a@b.test]",
+        ),
+        // An option's value is never taken for a mode.
+        (
+            "sendmail",
+            &["-f", "-bp", "a@b.test"],
+            "queue-enqueue [-f] [-bp] [a@b.test]",
+        ),
+        // Words with spaces and shell syntax arrive as the same single words.
+        (
+            "sendmail",
+            &["-F", "Frank $(id) `id` ; *", "a@b.test"],
+            "queue-enqueue [-F] [Frank $(id) `id` ; *] [a@b.test]",
+        ),
+    ];
+    for (name, args, expected) in cases {
+        let stubs = Stubs::new();
+        let ran = sendmail(&stubs, name, args);
+        assert_eq!(ran.code, 0, "{name} {args:?}: {}", ran.stderr);
+        assert_eq!(stubs.calls(), [expected.to_string()], "{name} {args:?}");
+    }
+}
+
+#[test]
+fn sendmail_wrapper_refuses_modes_it_does_not_provide() {
+    for mode in ["-bd", "-bs", "-bt", "-bv", "-bi"] {
+        let stubs = Stubs::new();
+        let ran = sendmail(&stubs, "sendmail", &[mode, "-q30m"]);
+        assert_eq!(ran.code, 64, "{mode}");
+        assert!(ran.stderr.contains(mode), "{mode}: {}", ran.stderr);
+        assert!(stubs.calls().is_empty(), "{mode}: nothing ran");
+    }
+}
+
+#[test]
+fn an_old_crontab_line_flushes_a_domain_through_the_wrapper() {
+    let mta = Setup::default().start();
+    let site = Site::new(&format!(
+        "hold_domains = [\"ncr.com\"]\n[routes]\n\"ncr.com\" = {:?}\n",
+        mta.route()
+    ));
+    let bin = assert_cmd::cargo::cargo_bin("queue-run");
+    let bindir = bin.parent().expect("target dir");
+    let wrapper = |args: &[&str], input: &[u8]| {
+        use std::io::Write;
+        let mut child = Command::new(script("sendmail"))
+            .args(args)
+            .env("ETRNQ_BINDIR", bindir)
+            .env("ETRNQ_CONFIG", site.config_path())
+            .env_remove("ETRNQ_QUEUE_DIR")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("wrapper runs");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(input)
+            .expect("input");
+        let output = child.wait_with_output().expect("wrapper ends");
+        (
+            output.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+    let (code, _, stderr) = wrapper(
+        &["-t", "-i", "-f", "frank@sender.test", "-odq"],
+        b"To: ops@NCR.com\nSubject: from an old script\n\nhello\n",
+    );
+    assert_eq!(code, 0, "{stderr}");
+    let (code, listing, stderr) = wrapper(&["-bp"], b"");
+    assert_eq!(code, 0, "{stderr}");
+    assert!(listing.contains("ops@NCR.com"), "{listing}");
+    assert!(listing.contains("Total requests: 1"), "{listing}");
+    let (code, stdout, stderr) = wrapper(&["-q"], b"");
+    assert_eq!((code, stdout.as_str()), (0, ""), "{stderr}");
+    assert_eq!(
+        mta.message_count(),
+        0,
+        "a plain run leaves the held domain alone"
+    );
+    let (code, stdout, stderr) = wrapper(&["-q", "-R", "NCR.com"], b"");
+    assert_eq!((code, stdout.as_str()), (0, ""), "{stderr}");
+    let messages = mta.messages();
+    assert_eq!(messages.len(), 1);
+    assert_eq!(messages[0].recipients, ["ops@NCR.com"]);
+    assert!(site.ids().is_empty());
+}
+
+fn flush(stubs: &Stubs, key_args: &[&str], original: Option<&str>) -> Ran {
+    let mut command = Command::new(script("etrnq-flush"));
+    command
+        .args(key_args)
+        .env("PATH", stubs.path())
+        .env("STUB_CALLS", stubs.calls_path());
+    match original {
+        Some(text) => command.env("SSH_ORIGINAL_COMMAND", text),
+        None => command.env_remove("SSH_ORIGINAL_COMMAND"),
+    };
+    let output = command.output().expect("run etrnq-flush");
+    Ran {
+        code: output.status.code().unwrap_or(-1),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+#[test]
+fn flush_wrapper_runs_exactly_the_one_allowed_command() {
+    let stubs = Stubs::new();
+    let ran = flush(
+        &stubs,
+        &["customer.example"],
+        Some("queue-run -R customer.example"),
+    );
+    assert_eq!(ran.code, 0, "{}", ran.stderr);
+    assert_eq!(stubs.calls(), ["queue-run [-R] [customer.example]"]);
+}
+
+#[test]
+fn flush_wrapper_refuses_everything_else() {
+    let marker = tempfile::tempdir().expect("marker dir");
+    let victim = marker.path().join("still-here");
+    std::fs::write(&victim, "x").expect("marker");
+    let touch = marker.path().join("touched");
+    let attempts = [
+        String::new(),
+        "queue-run -R other.example".to_string(),
+        "queue-run -R @customer.example".to_string(),
+        "queue-run -R customer.example.evil.example".to_string(),
+        "queue-run -R Customer.example -v".to_string(),
+        "queue-run -R customer.example -C /tmp/evil.toml".to_string(),
+        "queue-run -R customer.example --queue-dir /".to_string(),
+        "queue-run".to_string(),
+        "queue-run -f".to_string(),
+        "mailq".to_string(),
+        "sh".to_string(),
+        format!("queue-run -R customer.example; rm -rf {}", victim.display()),
+        format!("queue-run -R customer.example && touch {}", touch.display()),
+        format!("queue-run -R $(touch {})", touch.display()),
+        format!("queue-run -R `touch {}`", touch.display()),
+        "queue-run -R customer.example\ntouch /tmp/x".to_string(),
+        "queue-run  -R customer.example".to_string(),
+        " queue-run -R customer.example".to_string(),
+        "queue-run -R customer.example ".to_string(),
+        "queue-run\t-R\tcustomer.example".to_string(),
+        "queue-run -R customer.*".to_string(),
+        "/usr/local/bin/queue-run -R customer.example".to_string(),
+    ];
+    for attempt in &attempts {
+        let stubs = Stubs::new();
+        let ran = flush(&stubs, &["customer.example"], Some(attempt));
+        assert_eq!(ran.code, 77, "{attempt:?} must be refused: {}", ran.stderr);
+        assert!(
+            ran.stderr
+                .contains("refused: this key may only run: queue-run -R customer.example"),
+            "{attempt:?}: {}",
+            ran.stderr
+        );
+        assert!(
+            stubs.calls().is_empty(),
+            "{attempt:?} ran {:?}",
+            stubs.calls()
+        );
+    }
+    let stubs = Stubs::new();
+    let ran = flush(&stubs, &["customer.example"], None);
+    assert_eq!(ran.code, 77, "no command at all (an interactive login)");
+    assert!(stubs.calls().is_empty());
+    assert!(victim.exists(), "nothing was removed");
+    assert!(!touch.exists(), "nothing the client wrote was run");
+}
+
+#[test]
+fn flush_wrapper_needs_one_plain_domain_from_authorized_keys() {
+    for key_args in [
+        &[][..],
+        &["a.example", "b.example"][..],
+        &["customer example"][..],
+        &["$(id)"][..],
+        &["..example"][..],
+        &[""][..],
+    ] {
+        let stubs = Stubs::new();
+        let ran = flush(&stubs, key_args, Some("queue-run -R customer.example"));
+        assert_eq!(ran.code, 64, "{key_args:?}: {}", ran.stderr);
+        assert!(stubs.calls().is_empty(), "{key_args:?}");
+    }
+}
