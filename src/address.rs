@@ -93,6 +93,11 @@ impl Domain {
         Ok(Domain(text.to_string()))
     }
 
+    /// `localhost`: the name of last resort for a host that has no usable name.
+    pub fn localhost() -> Domain {
+        Domain("localhost".to_string())
+    }
+
     pub fn as_str(&self) -> &str {
         &self.0
     }

@@ -175,7 +175,7 @@ impl Config {
             .ok()
             .and_then(|name| name.into_string().ok())
             .and_then(|name| Domain::parse(&name).ok())
-            .unwrap_or_else(|| Domain::parse("localhost").expect("constant domain is valid"))
+            .unwrap_or_else(Domain::localhost)
     }
 
     /// True when mail for `domain` is held until a run names it (ETRN, `-R`): a held domain
