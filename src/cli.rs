@@ -62,18 +62,27 @@ impl SelectionOptions {
     }
 }
 
-/// Parses the process arguments. `--help` and `--version` print and end the program with status
-/// 0; a usage error prints one line and ends it with EX_USAGE.
-pub fn parse<T: Parser>(program: &str) -> Result<T, ExitCode> {
-    T::try_parse().map_err(|err| usage_error(program, err, Status::Usage.into()))
+/// A program's whole life: parse `args` (the process arguments, rewritten where the program
+/// speaks sendmail's spellings), run, and end with the status the outcome asks for.
+pub fn main<T: Parser>(
+    program: &str,
+    args: Vec<OsString>,
+    run: impl FnOnce(T) -> anyhow::Result<Status>,
+) -> ExitCode {
+    match parse_from::<T>(program, args) {
+        Ok(parsed) => crate::sysexits::finish(program, run(parsed)),
+        Err(code) => code,
+    }
 }
 
-/// [`parse`] for a monitoring check: a usage error exits 3 (UNKNOWN), as Nagios expects.
+/// Parses the process arguments of a monitoring check: `--help` and `--version` print and exit
+/// 0; a usage error prints one line and exits 3 (UNKNOWN), as Nagios expects.
 pub fn parse_check<T: Parser>(program: &str) -> Result<T, ExitCode> {
     T::try_parse().map_err(|err| usage_error(program, err, ExitCode::from(CHECK_UNKNOWN)))
 }
 
-/// As [`parse`], over arguments already rewritten (see [`sendmail_selectors`]).
+/// Parses `args`: `--help` and `--version` print and end the program with status 0; a usage
+/// error prints one line and ends it with EX_USAGE rather than clap's status 2.
 pub fn parse_from<T: Parser>(program: &str, args: Vec<OsString>) -> Result<T, ExitCode> {
     T::try_parse_from(args).map_err(|err| usage_error(program, err, Status::Usage.into()))
 }

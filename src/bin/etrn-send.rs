@@ -13,7 +13,7 @@ use etrnq::etrn::{self, Request, SMTP_PORT, Server};
 use etrnq::smtp::{
     AddressFamily, ConnectOptions, Credentials, EtrnArgument, Timeouts, Transcript, Verification,
 };
-use etrnq::sysexits::{self, Failure, Status};
+use etrnq::sysexits::{Failure, Status};
 
 const PROGRAM: &str = "etrn-send";
 const PASSWORD_ENV: &str = "ETRN_PASSWORD";
@@ -128,12 +128,9 @@ fn tls_policy(text: &str) -> Result<TlsPolicy, String> {
 }
 
 fn main() -> ExitCode {
-    let args = match etrnq::cli::parse::<Args>(PROGRAM) {
-        Ok(args) => args,
-        Err(code) => return code,
-    };
-    let outcome = request(args).and_then(|request| etrn::run(&request, &mut std::io::stdout()));
-    sysexits::finish(PROGRAM, outcome)
+    etrnq::cli::main(PROGRAM, std::env::args_os().collect(), |args: Args| {
+        request(args).and_then(|request| etrn::run(&request, &mut std::io::stdout()))
+    })
 }
 
 /// Turns the arguments and the configuration into a request.

@@ -9,7 +9,7 @@ use clap::Parser;
 use etrnq::cli::{self, QueueOptions, SelectionOptions};
 use etrnq::queue::Queue;
 use etrnq::report::{self, Format};
-use etrnq::sysexits::{self, Status};
+use etrnq::sysexits::Status;
 
 const PROGRAM: &str = "mailq";
 
@@ -43,12 +43,7 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
-    let args = cli::sendmail_selectors(std::env::args_os());
-    let cli = match cli::parse_from::<Cli>(PROGRAM, args) {
-        Ok(cli) => cli,
-        Err(code) => return code,
-    };
-    sysexits::finish(PROGRAM, run(cli))
+    cli::main(PROGRAM, cli::sendmail_selectors(std::env::args_os()), run)
 }
 
 fn run(cli: Cli) -> anyhow::Result<Status> {

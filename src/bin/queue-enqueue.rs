@@ -103,11 +103,7 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
-    let cli = match cli::parse::<Cli>(PROGRAM) {
-        Ok(cli) => cli,
-        Err(code) => return code,
-    };
-    sysexits::finish(PROGRAM, run(cli))
+    cli::main(PROGRAM, std::env::args_os().collect(), run)
 }
 
 fn run(cli: Cli) -> anyhow::Result<Status> {

@@ -12,7 +12,7 @@ use etrnq::delivery::{self, RunOptions};
 use etrnq::maillog::MailLog;
 use etrnq::queue::Queue;
 use etrnq::smtp::{Timeouts, Transcript};
-use etrnq::sysexits::{self, Status};
+use etrnq::sysexits::Status;
 
 const PROGRAM: &str = "queue-run";
 
@@ -65,12 +65,7 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
-    let args = cli::sendmail_queue_run(std::env::args_os());
-    let cli = match cli::parse_from::<Cli>(PROGRAM, args) {
-        Ok(cli) => cli,
-        Err(code) => return code,
-    };
-    sysexits::finish(PROGRAM, run(cli))
+    cli::main(PROGRAM, cli::sendmail_queue_run(std::env::args_os()), run)
 }
 
 fn run(cli: Cli) -> anyhow::Result<Status> {
