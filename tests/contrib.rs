@@ -6,6 +6,7 @@
 mod support {
     pub mod mta;
     pub mod site;
+    pub mod tls;
 }
 
 use std::os::unix::fs::PermissionsExt;

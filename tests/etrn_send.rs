@@ -4,6 +4,7 @@
 
 mod support {
     pub mod scripted;
+    pub mod tls;
 }
 
 use std::path::{Path, PathBuf};
@@ -812,12 +813,12 @@ impl Postfix {
         let postfix = Postfix { dir, port };
         let output = postfix.control("start")?;
         if !output.status.success() {
-            return Err(format!("postfix start failed: {}", postfix.log()));
+            return Err(format!("postfix start failed: {}", postfix.log_with(&[])));
         }
         let deadline = Instant::now() + Duration::from_secs(20);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
             if Instant::now() > deadline {
-                return Err(format!("smtpd did not listen: {}", postfix.log()));
+                return Err(format!("smtpd did not listen: {}", postfix.log_with(&[])));
             }
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -833,8 +834,17 @@ impl Postfix {
             .map_err(|e| format!("postfix {action}: {e}"))
     }
 
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("maillog")).unwrap_or_default()
+    /// Postfix's log once it holds every one of `wanted` (smtpd logs a session after it
+    /// ends, so the test may get there first), or as it is after ten seconds.
+    fn log_with(&self, wanted: &[&str]) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let log = std::fs::read_to_string(self.dir.path().join("maillog")).unwrap_or_default();
+            if wanted.iter().all(|w| log.contains(w)) || Instant::now() >= deadline {
+                return log;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 }
 
@@ -894,7 +904,7 @@ fn postfix_as_the_etrn_server() {
              unknown.example.test 459 <unknown.example.test>: service unavailable\n",
         );
     // Postfix's own account of the two sessions: both ETRNs taken, then one of two refused.
-    let log = postfix.log();
+    let log = postfix.log_with(&[" etrn=2 ", " etrn=1/2 "]);
     assert!(log.contains(" etrn=2 "), "{log}");
     assert!(log.contains(" etrn=1/2 "), "{log}");
 }

@@ -12,6 +12,7 @@ mod support {
     pub mod dns;
     pub mod mta;
     pub mod site;
+    pub mod tls;
 }
 
 use std::net::SocketAddr;

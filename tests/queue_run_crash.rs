@@ -10,6 +10,7 @@
 mod support {
     pub mod mta;
     pub mod site;
+    pub mod tls;
 }
 
 use std::collections::HashMap;

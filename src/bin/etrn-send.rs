@@ -222,3 +222,9 @@ fn password(file: Option<&std::path::Path>) -> anyhow::Result<String> {
         .into()
     })
 }
+
+/// clap checks a definition only when it is used; this catches clashing names at test time.
+#[test]
+fn the_command_line_definition_is_consistent() {
+    <Args as clap::CommandFactory>::command().debug_assert();
+}

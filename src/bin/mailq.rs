@@ -80,3 +80,9 @@ fn run(cli: Cli) -> anyhow::Result<Status> {
     }
     Ok(Status::Ok)
 }
+
+/// clap checks a definition only when it is used; this catches clashing names at test time.
+#[test]
+fn the_command_line_definition_is_consistent() {
+    <Cli as clap::CommandFactory>::command().debug_assert();
+}

@@ -100,3 +100,9 @@ fn main() -> ExitCode {
     let outcome = diagnosis::check(&request, &mut stdout.lock());
     finish_check("mx-check", outcome.map(|verdict| verdict.exit_code()))
 }
+
+/// clap checks a definition only when it is used; this catches clashing names at test time.
+#[test]
+fn the_command_line_definition_is_consistent() {
+    <Cli as clap::CommandFactory>::command().debug_assert();
+}

@@ -31,10 +31,6 @@ struct Cli {
     #[command(flatten)]
     select: SelectionOptions,
 
-    /// Deliver messages whose sender contains SENDER (case-insensitive) now. Repeatable.
-    #[arg(short = 'S', value_name = "SENDER")]
-    senders: Vec<String>,
-
     /// Attempt everything now, whatever its next-attempt time (held domains still wait for -R).
     #[arg(short = 'f', long = "force")]
     force: bool,
@@ -102,4 +98,10 @@ fn run(cli: Cli) -> anyhow::Result<Status> {
         }
         std::thread::sleep(interval);
     }
+}
+
+/// clap checks a definition only when it is used; this catches clashing names at test time.
+#[test]
+fn the_command_line_definition_is_consistent() {
+    <Cli as clap::CommandFactory>::command().debug_assert();
 }

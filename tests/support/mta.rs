@@ -76,7 +76,7 @@ impl Setup {
     }
 
     pub fn tls(mut self) -> Setup {
-        self.tls = Some(self_signed());
+        self.tls = Some(super::tls::self_signed(&["sink.test"]));
         self
     }
 
@@ -409,20 +409,4 @@ impl Session<'_> {
             }
         }
     }
-}
-
-/// A certificate made for this run: self-signed, so it proves nothing but encrypts.
-fn self_signed() -> Arc<rustls::ServerConfig> {
-    let certified = rcgen::generate_simple_self_signed(vec!["sink.test".to_string()])
-        .expect("self-signed certificate");
-    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(certified.signing_key.serialize_der().into());
-    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .expect("protocol versions")
-    .with_no_client_auth()
-    .with_single_cert(vec![certified.cert.der().clone()], key)
-    .expect("server certificate");
-    Arc::new(config)
 }

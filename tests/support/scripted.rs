@@ -349,17 +349,5 @@ impl Session<'_> {
 
 /// A self-signed certificate for `localhost` and 127.0.0.1, as a rustls server configuration.
 pub fn self_signed_tls() -> Arc<rustls::ServerConfig> {
-    let certified =
-        rcgen::generate_simple_self_signed(vec!["localhost".to_string(), "127.0.0.1".to_string()])
-            .expect("self-signed certificate");
-    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(certified.signing_key.serialize_der().into());
-    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .expect("protocol versions")
-    .with_no_client_auth()
-    .with_single_cert(vec![certified.cert.der().clone()], key)
-    .expect("server certificate");
-    Arc::new(config)
+    super::tls::self_signed(&["localhost", "127.0.0.1"])
 }

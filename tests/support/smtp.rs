@@ -183,7 +183,9 @@ fn serve(
                     break;
                 }
                 let Ok(tls) = tcp.try_clone() else { break };
-                let Ok(connection) = rustls::ServerConnection::new(self_signed()) else {
+                let Ok(connection) =
+                    rustls::ServerConnection::new(super::tls::self_signed(&["tls.probe.example"]))
+                else {
                     break;
                 };
                 reader = BufReader::new(Box::new(rustls::StreamOwned::new(connection, tls)));
@@ -229,20 +231,4 @@ fn ehlo(name: &str, behaviour: Behaviour, tls_active: bool) -> String {
         .enumerate()
         .map(|(i, text)| format!("250{}{text}\r\n", if i == last { ' ' } else { '-' }))
         .collect()
-}
-
-/// A certificate made for this run: self-signed, so no client trusts it.
-fn self_signed() -> Arc<rustls::ServerConfig> {
-    let certified = rcgen::generate_simple_self_signed(vec!["tls.probe.example".to_string()])
-        .expect("self-signed certificate");
-    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(certified.signing_key.serialize_der().into());
-    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .expect("protocol versions")
-    .with_no_client_auth()
-    .with_single_cert(vec![certified.cert.der().clone()], key)
-    .expect("server certificate");
-    Arc::new(config)
 }
