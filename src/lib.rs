@@ -13,6 +13,7 @@ pub mod diagnosis;
 pub mod dns;
 pub mod envelope;
 pub mod etrn;
+pub mod header;
 pub mod maillog;
 pub mod queue;
 pub mod report;
