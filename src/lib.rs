@@ -21,5 +21,6 @@ pub mod retry;
 pub mod route;
 pub mod selection;
 pub mod smtp;
+pub mod smtpd;
 pub mod submission;
 pub mod sysexits;
