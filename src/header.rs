@@ -4,8 +4,9 @@
 //! the header section the same way: field by field, continuation lines kept with their field,
 //! raw bytes kept as they came so that what is queued is what was sent. The section ends at the
 //! empty line, or at the first line that is not a header field (that line is the first line of
-//! the body). A leading mbox `From ` line is dropped, since it is not a header and would push the
-//! real headers into the body.
+//! the body). Local submission drops a leading mbox `From ` line ([`LeadingFrom::Drop`]), since
+//! it is not a header and would push the real headers into the body; over SMTP such a line is
+//! the sender's text and is kept ([`LeadingFrom::Keep`]).
 //!
 //! Both count `Received:` fields the same way to stop mail loops ([`exceeds_hop_limit`]), and
 //! both write their `Received:` field through [`Received`], so the queue holds one trace format.
@@ -19,6 +20,13 @@ use crate::queue::QueueId;
 pub trait Lines {
     type Error;
     fn next_line(&mut self) -> Result<Option<&[u8]>, Self::Error>;
+}
+
+/// What to do with a first line that starts with `From ` (an mbox separator).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeadingFrom {
+    Drop,
+    Keep,
 }
 
 /// One header field: its lower-case name and its raw lines, continuation lines included.
@@ -48,7 +56,10 @@ pub struct HeaderSection {
 
 impl HeaderSection {
     /// Reads lines up to and including the end of the header section.
-    pub fn read<L: Lines>(input: &mut L) -> Result<HeaderSection, L::Error> {
+    pub fn read<L: Lines>(
+        input: &mut L,
+        leading_from: LeadingFrom,
+    ) -> Result<HeaderSection, L::Error> {
         let mut section = HeaderSection {
             fields: Vec::new(),
             separator: Vec::new(),
@@ -62,7 +73,7 @@ impl HeaderSection {
                 if line.ends_with(b"\r\n") {
                     section.line_ending = "\r\n";
                 }
-                if line.starts_with(b"From ") {
+                if leading_from == LeadingFrom::Drop && line.starts_with(b"From ") {
                     continue;
                 }
             }
@@ -192,11 +203,18 @@ mod tests {
         }
     }
 
-    fn section(text: &str) -> HeaderSection {
-        let Ok(section) = HeaderSection::read(&mut Text {
-            rest: text.as_bytes(),
-        });
+    fn read(text: &str, leading_from: LeadingFrom) -> HeaderSection {
+        let Ok(section) = HeaderSection::read(
+            &mut Text {
+                rest: text.as_bytes(),
+            },
+            leading_from,
+        );
         section
+    }
+
+    fn section(text: &str) -> HeaderSection {
+        read(text, LeadingFrom::Drop)
     }
 
     #[test]
@@ -221,9 +239,15 @@ mod tests {
     }
 
     #[test]
-    fn mbox_from_line_is_dropped() {
-        let h = section("From alice Mon Nov 23 06:27:00 2026\nSubject: x\n\n");
-        assert_eq!(h.fields.len(), 1);
+    fn mbox_from_line_is_dropped_only_when_asked() {
+        let text = "From alice Mon Nov 23 06:27:00 2026\nSubject: x\n\n";
+        assert_eq!(section(text).fields.len(), 1);
+        let kept = read(text, LeadingFrom::Keep);
+        assert!(kept.fields.is_empty());
+        assert_eq!(
+            kept.first_body_line,
+            b"From alice Mon Nov 23 06:27:00 2026\n"
+        );
     }
 
     #[test]

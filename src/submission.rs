@@ -21,7 +21,7 @@ use mail_parser::{HeaderName, MessageParser};
 use crate::address::{Address, AddressError, Domain, ReversePath};
 use crate::config::Config;
 use crate::envelope::{Envelope, Recipient};
-use crate::header::{HeaderSection, Lines, Received, exceeds_hop_limit, rfc5322_date};
+use crate::header::{HeaderSection, LeadingFrom, Lines, Received, exceeds_hop_limit, rfc5322_date};
 use crate::queue::{Queue, QueueError, QueueId};
 use crate::sysexits::{Status, Sysexit};
 
@@ -120,7 +120,7 @@ pub fn submit(
         BufReader::with_capacity(64 * 1024, input.take(config.max_message_size + 1)),
         request.dot_ends_input,
     );
-    let header = HeaderSection::read(&mut reader)?;
+    let header = HeaderSection::read(&mut reader, LeadingFrom::Drop)?;
     let received = header.hops();
     if exceeds_hop_limit(received, config.max_hops) {
         return Err(SubmissionError::TooManyHops {
@@ -420,7 +420,7 @@ mod tests {
 
     fn section(text: &str) -> HeaderSection {
         let mut input = Input::new(text.as_bytes(), true);
-        HeaderSection::read(&mut input).unwrap()
+        HeaderSection::read(&mut input, LeadingFrom::Drop).unwrap()
     }
 
     #[test]

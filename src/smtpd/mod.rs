@@ -102,7 +102,7 @@ use crate::sysexits::{Status, Sysexit};
 
 pub use daemon::{listen, serve, serve_stdio};
 pub use flush::RunCommand;
-pub use wire::Channel;
+use wire::Channel;
 
 /// RFC 5321 §4.5.3.2.7: the server waits at least 5 minutes for a command.
 pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(300);
@@ -179,7 +179,7 @@ impl Sysexit for SmtpdError {
 
 /// Who is on the other end of a session.
 #[derive(Debug, Clone, Copy)]
-pub enum Client {
+enum Client {
     Tcp(SocketAddr),
     /// Standard input that is not a socket.
     Unknown,
@@ -188,7 +188,7 @@ pub enum Client {
 impl Client {
     /// The address as RFC 5321 writes it in a `Received:` field: `[192.0.2.1]`,
     /// `[IPv6:2001:db8::1]`.
-    pub fn literal(&self) -> String {
+    fn literal(&self) -> String {
         match self {
             Client::Tcp(addr) => match addr.ip().to_canonical() {
                 std::net::IpAddr::V4(ip) => format!("[{ip}]"),
@@ -249,12 +249,8 @@ impl Server {
     }
 
     /// Runs one session over `channel` to its end.
-    pub fn session(&self, channel: Channel, client: Client) {
+    fn session(&self, channel: Channel, client: Client) {
         session::run(self, channel, client);
-    }
-
-    pub fn log(&self) -> &MailLog {
-        &self.log
     }
 
     fn stop(&self) {

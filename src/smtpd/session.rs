@@ -8,7 +8,7 @@ use std::io;
 
 use crate::address::{Address, Domain, ReversePath};
 use crate::envelope::{Envelope, Recipient};
-use crate::header::{HeaderSection, Lines, Received, exceeds_hop_limit, rfc5322_date};
+use crate::header::{HeaderSection, LeadingFrom, Lines, Received, exceeds_hop_limit, rfc5322_date};
 use crate::queue::{Draft, QueueId};
 use crate::selection::DomainPattern;
 use crate::smtp::EtrnArgument;
@@ -337,7 +337,7 @@ impl Session<'_> {
         let mut data = self.channel.data(server.limits.max_message_size);
         let mut out = Output::new(&mut draft);
         out.write(received.as_bytes());
-        let header = HeaderSection::read(&mut data)?;
+        let header = HeaderSection::read(&mut data, LeadingFrom::Keep)?;
         for field in &header.fields {
             out.write(&field.raw);
         }

@@ -211,17 +211,6 @@ impl DataLines<'_> {
         self.fault
     }
 
-    /// Octets of message data received (after unstuffing), counted up to the limit.
-    pub fn size(&self) -> u64 {
-        self.size
-    }
-
-    /// Reads and discards what is left up to the end of the data.
-    pub fn drain(&mut self) -> io::Result<()> {
-        while self.next_line()?.is_some() {}
-        Ok(())
-    }
-
     fn note(&mut self, fault: DataFault) {
         self.fault.get_or_insert(fault);
     }
