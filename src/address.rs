@@ -164,14 +164,27 @@ impl Address {
     /// brackets, an optional source route (ignored, RFC 5321 §3.3), a dot-atom or quoted local
     /// part. An address without `@` is qualified with `default_domain`.
     pub fn parse(input: &str, default_domain: &Domain) -> Result<Address, AddressError> {
+        Address::parse_or_qualify(input, Some(default_domain))
+    }
+
+    /// Parses an address that must name its domain, as an SMTP path does: nothing is qualified.
+    pub fn parse_qualified(input: &str) -> Result<Address, AddressError> {
+        Address::parse_or_qualify(input, None)
+    }
+
+    fn parse_or_qualify(
+        input: &str,
+        default_domain: Option<&Domain>,
+    ) -> Result<Address, AddressError> {
         let path = strip_angle_brackets(input)?;
         let path = strip_source_route(input, path)?;
         if path.is_empty() {
             return Err(refuse(input, "empty address"));
         }
-        let (local, domain) = match split_at_domain(path) {
-            Some((local, domain)) => (local, Domain::parse(domain)?),
-            None => (path, default_domain.clone()),
+        let (local, domain) = match (split_at_domain(path), default_domain) {
+            (Some((local, domain)), _) => (local, Domain::parse(domain)?),
+            (None, Some(default_domain)) => (path, default_domain.clone()),
+            (None, None) => return Err(refuse(input, "address has no domain")),
         };
         validate_local_part(input, local)?;
         Ok(Address {

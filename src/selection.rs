@@ -42,6 +42,16 @@ impl DomainPattern {
     }
 }
 
+impl std::fmt::Display for DomainPattern {
+    /// The form `-R` and ETRN take: `customer.example` or `@customer.example`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DomainPattern::Exact(domain) => domain.fmt(f),
+            DomainPattern::WithSubdomains(domain) => write!(f, "@{domain}"),
+        }
+    }
+}
+
 /// The messages (and, for `-R`, the recipients) a command is about. Empty selects everything.
 #[derive(Debug, Clone, Default)]
 pub struct Selection {
@@ -148,6 +158,13 @@ mod tests {
         e.recipients[0].status = crate::envelope::RecipientStatus::Sent;
         assert!(!domains(&["customer.test"]).selects(&e));
         assert!(domains(&["other.test"]).selects(&e));
+    }
+
+    #[test]
+    fn patterns_display_as_written() {
+        for text in ["customer.test", "@customer.test"] {
+            assert_eq!(DomainPattern::parse(text).unwrap().to_string(), text);
+        }
     }
 
     #[test]

@@ -21,6 +21,7 @@ use mail_parser::{HeaderName, MessageParser};
 use crate::address::{Address, AddressError, Domain, ReversePath};
 use crate::config::Config;
 use crate::envelope::{Envelope, Recipient};
+use crate::header::{HeaderSection, LeadingFrom, Lines, Received, exceeds_hop_limit, rfc5322_date};
 use crate::queue::{Queue, QueueError, QueueId};
 use crate::sysexits::{Status, Sysexit};
 
@@ -119,16 +120,16 @@ pub fn submit(
         BufReader::with_capacity(64 * 1024, input.take(config.max_message_size + 1)),
         request.dot_ends_input,
     );
-    let header = HeaderSection::read(&mut reader)?;
-    let received = header.count("received");
-    if received >= config.max_hops as usize {
+    let header = HeaderSection::read(&mut reader, LeadingFrom::Drop)?;
+    let received = header.hops();
+    if exceeds_hop_limit(received, config.max_hops) {
         return Err(SubmissionError::TooManyHops {
             count: received,
             limit: config.max_hops,
         });
     }
     if request.recipients_from_headers {
-        for address in header.recipient_addresses(&here)? {
+        for address in header_recipients(&header, &here)? {
             recipients.add(address);
         }
         if recipients.is_empty() {
@@ -284,6 +285,10 @@ impl<R: BufRead> Input<R> {
             done: false,
         }
     }
+}
+
+impl<R: BufRead> Lines for Input<R> {
+    type Error = SubmissionError;
 
     /// The next line with its line ending (the last may have none).
     fn next_line(&mut self) -> Result<Option<&[u8]>, SubmissionError> {
@@ -303,129 +308,49 @@ impl<R: BufRead> Input<R> {
     }
 }
 
-/// One header field: its lower-case name and its raw lines, continuation lines included.
-struct Field {
-    name: String,
-    raw: Vec<u8>,
-}
-
-impl Field {
-    fn is(&self, name: &str) -> bool {
-        self.name == name
+/// The addresses of `To:`, `Cc:` and `Bcc:`, as `-t` takes them.
+fn header_recipients(
+    header: &HeaderSection,
+    here: &Domain,
+) -> Result<Vec<Address>, SubmissionError> {
+    let mut raw = Vec::new();
+    for field in header
+        .fields
+        .iter()
+        .filter(|f| f.is("to") || f.is("cc") || f.is("bcc"))
+    {
+        raw.extend_from_slice(&field.raw);
     }
-}
-
-/// The submitted header section, split into fields.
-struct HeaderSection {
-    fields: Vec<Field>,
-    /// The empty line that ended the section, when there was one.
-    separator: Vec<u8>,
-    /// A line read past the header section that was not a header: the first line of the body.
-    first_body_line: Vec<u8>,
-    line_ending: &'static str,
-}
-
-impl HeaderSection {
-    fn read<R: BufRead>(input: &mut Input<R>) -> Result<HeaderSection, SubmissionError> {
-        let mut section = HeaderSection {
-            fields: Vec::new(),
-            separator: Vec::new(),
-            first_body_line: Vec::new(),
-            line_ending: "\n",
-        };
-        let mut first = true;
-        while let Some(line) = input.next_line()? {
-            if first {
-                first = false;
-                if line.ends_with(b"\r\n") {
-                    section.line_ending = "\r\n";
-                }
-                if line.starts_with(b"From ") {
-                    continue;
-                }
-            }
-            if line == b"\n" || line == b"\r\n" {
-                section.separator = line.to_vec();
-                break;
-            }
-            let continuation = matches!(line.first(), Some(b' ' | b'\t'));
-            match section.fields.last_mut() {
-                Some(field) if continuation => field.raw.extend_from_slice(line),
-                _ => match field_name(line) {
-                    Some(name) => section.fields.push(Field {
-                        name,
-                        raw: line.to_vec(),
-                    }),
-                    None => {
-                        section.first_body_line = line.to_vec();
-                        break;
+    if raw.is_empty() {
+        return Ok(Vec::new());
+    }
+    raw.extend_from_slice(b"\n");
+    let Some(message) = MessageParser::new().parse_headers(&raw) else {
+        return Ok(Vec::new());
+    };
+    let mut addresses = Vec::new();
+    for (header, name) in [
+        (HeaderName::To, "To"),
+        (HeaderName::Cc, "Cc"),
+        (HeaderName::Bcc, "Bcc"),
+    ] {
+        for value in message.header_values(header) {
+            let Some(list) = value.as_address() else {
+                continue;
+            };
+            for addr in list.iter() {
+                let Some(text) = addr.address() else { continue };
+                let address = Address::parse(text, here).map_err(|source| {
+                    SubmissionError::BadHeaderAddress {
+                        header: name,
+                        source,
                     }
-                },
+                })?;
+                addresses.push(address);
             }
         }
-        Ok(section)
     }
-
-    fn count(&self, name: &str) -> usize {
-        self.fields.iter().filter(|f| f.is(name)).count()
-    }
-
-    fn has(&self, name: &str) -> bool {
-        self.fields.iter().any(|f| f.is(name))
-    }
-
-    /// The addresses of `To:`, `Cc:` and `Bcc:`, as `-t` takes them.
-    fn recipient_addresses(&self, here: &Domain) -> Result<Vec<Address>, SubmissionError> {
-        let mut raw = Vec::new();
-        for field in self
-            .fields
-            .iter()
-            .filter(|f| f.is("to") || f.is("cc") || f.is("bcc"))
-        {
-            raw.extend_from_slice(&field.raw);
-        }
-        if raw.is_empty() {
-            return Ok(Vec::new());
-        }
-        raw.extend_from_slice(b"\n");
-        let Some(message) = MessageParser::new().parse_headers(&raw) else {
-            return Ok(Vec::new());
-        };
-        let mut addresses = Vec::new();
-        for (header, name) in [
-            (HeaderName::To, "To"),
-            (HeaderName::Cc, "Cc"),
-            (HeaderName::Bcc, "Bcc"),
-        ] {
-            for value in message.header_values(header) {
-                let Some(list) = value.as_address() else {
-                    continue;
-                };
-                for addr in list.iter() {
-                    let Some(text) = addr.address() else { continue };
-                    let address = Address::parse(text, here).map_err(|source| {
-                        SubmissionError::BadHeaderAddress {
-                            header: name,
-                            source,
-                        }
-                    })?;
-                    addresses.push(address);
-                }
-            }
-        }
-        Ok(addresses)
-    }
-}
-
-/// The lower-case field name when `line` starts a header field (`name:` with printable ASCII and
-/// no spaces before the colon).
-fn field_name(line: &[u8]) -> Option<String> {
-    let colon = line.iter().position(|&b| b == b':')?;
-    let name = &line[..colon];
-    if name.is_empty() || !name.iter().all(|&b| (b'!'..=b'~').contains(&b)) {
-        return None;
-    }
-    Some(String::from_utf8_lossy(name).to_ascii_lowercase())
+    Ok(addresses)
 }
 
 fn added_headers(
@@ -437,10 +362,18 @@ fn added_headers(
     now: &chrono::DateTime<chrono::Local>,
 ) -> String {
     let eol = header.line_ending;
-    let date = now.format("%a, %d %b %Y %H:%M:%S %z").to_string();
+    let date = rfc5322_date(now);
     let uid = nix::unistd::getuid();
-    let mut out =
-        format!("Received: by {here} (etrnq, from userid {uid}){eol}\tid {id}; {date}{eol}");
+    let by = format!("{here} (etrnq, from userid {uid})");
+    let mut out = Received {
+        from: None,
+        by: &by,
+        with: None,
+        id,
+        for_recipient: None,
+        date: &date,
+    }
+    .render(eol);
     if !header.has("date") {
         out.push_str(&format!("Date: {date}{eol}"));
     }
@@ -487,34 +420,7 @@ mod tests {
 
     fn section(text: &str) -> HeaderSection {
         let mut input = Input::new(text.as_bytes(), true);
-        HeaderSection::read(&mut input).unwrap()
-    }
-
-    #[test]
-    fn header_fields_and_continuations() {
-        let h = section("Received: a\n\tb\nSubject: x\nreceived: c\n\nbody\n");
-        assert_eq!(h.fields.len(), 3);
-        assert_eq!(h.count("received"), 2);
-        assert_eq!(h.fields[0].raw, b"Received: a\n\tb\n");
-        assert_eq!(h.separator, b"\n");
-    }
-
-    #[test]
-    fn text_without_headers_is_all_body() {
-        let h = section("hello world\nsecond\n");
-        assert!(h.fields.is_empty());
-        assert_eq!(h.first_body_line, b"hello world\n");
-    }
-
-    #[test]
-    fn crlf_input_gets_crlf_headers() {
-        assert_eq!(section("Subject: x\r\n\r\n").line_ending, "\r\n");
-    }
-
-    #[test]
-    fn mbox_from_line_is_dropped() {
-        let h = section("From alice Mon Nov 23 06:27:00 2026\nSubject: x\n\n");
-        assert_eq!(h.fields.len(), 1);
+        HeaderSection::read(&mut input, LeadingFrom::Drop).unwrap()
     }
 
     #[test]
@@ -523,8 +429,7 @@ mod tests {
             "To: A <a@customer.example>, b@customer.example\nCc: team: c@other.example;\nBcc: d@other.example\n\n",
         );
         let here = Domain::parse("mx.example").unwrap();
-        let got: Vec<String> = h
-            .recipient_addresses(&here)
+        let got: Vec<String> = header_recipients(&h, &here)
             .unwrap()
             .iter()
             .map(ToString::to_string)

@@ -125,6 +125,7 @@ fn typed_status(cause: &(dyn std::error::Error + 'static)) -> Option<Status> {
         crate::submission::SubmissionError,
         crate::report::ReportError,
         crate::smtp::SmtpError,
+        crate::smtpd::SmtpdError,
         crate::dns::DnsError,
     );
     cause.downcast_ref::<std::io::Error>().map(Status::of_io)

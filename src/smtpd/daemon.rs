@@ -1,0 +1,234 @@
+//! Where sessions come from: listening sockets (the daemon) or standard input (inetd mode).
+
+use std::collections::HashMap;
+use std::io::{self, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::socket::{self, AddressFamily, Backlog, SockFlag, SockType, SockaddrIn6, sockopt};
+
+use super::{Channel, Client, Server, SmtpdError};
+
+/// Opens a listening socket on each address. An IPv6 socket takes IPv6 only, so `0.0.0.0:25`
+/// and `[::]:25` can both be given, as administrators list them for Postfix and sendmail.
+pub fn listen(addrs: &[SocketAddr]) -> Result<Vec<TcpListener>, SmtpdError> {
+    addrs
+        .iter()
+        .map(|&addr| {
+            let bound = match addr {
+                SocketAddr::V4(_) => TcpListener::bind(addr),
+                SocketAddr::V6(v6) => listen_v6_only(SockaddrIn6::from(v6)),
+            };
+            bound.map_err(|source| SmtpdError::Listen { addr, source })
+        })
+        .collect()
+}
+
+fn listen_v6_only(addr: SockaddrIn6) -> io::Result<TcpListener> {
+    let fd = socket::socket(
+        AddressFamily::Inet6,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
+    socket::setsockopt(&fd, sockopt::ReuseAddr, &true)?;
+    socket::setsockopt(&fd, sockopt::Ipv6V6Only, &true)?;
+    socket::bind(std::os::fd::AsRawFd::as_raw_fd(&fd), &addr)?;
+    socket::listen(&fd, Backlog::new(128).unwrap_or(Backlog::MAXCONN))?;
+    Ok(TcpListener::from(fd))
+}
+
+/// Serves every listener until SIGTERM or SIGINT, at most `max_connections` sessions at once.
+///
+/// On a signal: the listeners close, sessions are told to end (each finishes the command or
+/// the commit it is in, then gets 421), the program waits for them and for the queue runs ETRN
+/// started, and returns.
+pub fn serve(
+    server: Arc<Server>,
+    listeners: Vec<TcpListener>,
+    max_connections: usize,
+) -> Result<(), SmtpdError> {
+    let io = |action| move |source| SmtpdError::Io { action, source };
+    // A signal writes a byte here; the accept loop polls it beside the listeners.
+    let (wake, alarm) = UnixStream::pair().map_err(io("cannot create a socket pair"))?;
+    for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        let alarm = alarm.try_clone().map_err(io("cannot duplicate a socket"))?;
+        signal_hook::low_level::pipe::register(signal, alarm)
+            .map_err(io("cannot handle signals"))?;
+    }
+    for listener in &listeners {
+        listener
+            .set_nonblocking(true)
+            .map_err(io("cannot set up a listener"))?;
+    }
+    let names: Vec<String> = listeners
+        .iter()
+        .filter_map(|l| l.local_addr().ok())
+        .map(|a| a.to_string())
+        .collect();
+    server
+        .log
+        .info(&format!("daemon started: listening on {}", names.join(" ")));
+
+    let active = Arc::new(AtomicUsize::new(0));
+    let sessions: Arc<Mutex<HashMap<u64, TcpStream>>> = Arc::default();
+    let mut threads: Vec<JoinHandle<()>> = Vec::new();
+    let mut next_id = 0u64;
+    'accepting: loop {
+        let ready: Vec<bool> = {
+            let mut fds: Vec<PollFd> = listeners
+                .iter()
+                .map(|l| PollFd::new(l.as_fd(), PollFlags::POLLIN))
+                .chain([PollFd::new(wake.as_fd(), PollFlags::POLLIN)])
+                .collect();
+            match poll(&mut fds, PollTimeout::NONE) {
+                Ok(_) => {}
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(e) => return Err(io("cannot wait for connections")(e.into())),
+            }
+            fds.iter()
+                .map(|fd| fd.revents().is_some_and(|r| !r.is_empty()))
+                .collect()
+        };
+        if ready.last() == Some(&true) {
+            break 'accepting;
+        }
+        for (listener, _) in listeners.iter().zip(&ready).filter(|(_, ready)| **ready) {
+            loop {
+                let (stream, peer) = match listener.accept() {
+                    Ok(accepted) => accepted,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => {
+                        // Out of descriptors and the like: the client was not accepted and
+                        // will retry; the daemon goes on.
+                        server.log.warning(&format!("accept failed: {e}"));
+                        break;
+                    }
+                };
+                if active.load(Ordering::SeqCst) >= max_connections {
+                    threads.push(refuse(&server, stream, peer, max_connections));
+                    continue;
+                }
+                next_id += 1;
+                threads.push(start_session(
+                    &server, stream, peer, next_id, &active, &sessions,
+                ));
+            }
+        }
+        threads.retain(|thread| !thread.is_finished());
+    }
+
+    drop(listeners);
+    server.stop();
+    server.log.info("stopping: no longer accepting connections");
+    if let Ok(sessions) = sessions.lock() {
+        for stream in sessions.values() {
+            let _ = stream.shutdown(Shutdown::Read);
+        }
+    }
+    for thread in threads {
+        let _ = thread.join();
+    }
+    server.wait_for_runs();
+    server.log.info("daemon stopped");
+    Ok(())
+}
+
+fn start_session(
+    server: &Arc<Server>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    id: u64,
+    active: &Arc<AtomicUsize>,
+    sessions: &Arc<Mutex<HashMap<u64, TcpStream>>>,
+) -> JoinHandle<()> {
+    let (server, active, sessions) = (Arc::clone(server), Arc::clone(active), Arc::clone(sessions));
+    active.fetch_add(1, Ordering::SeqCst);
+    std::thread::spawn(move || {
+        let registered = stream
+            .try_clone()
+            .ok()
+            .and_then(|clone| sessions.lock().ok().map(|mut map| map.insert(id, clone)));
+        // An accepted socket may inherit the listener's non-blocking mode on some systems.
+        let channel = stream
+            .set_nonblocking(false)
+            .and_then(|()| Channel::tcp(stream));
+        match channel {
+            Ok(channel) => server.session(channel, Client::Tcp(peer)),
+            Err(e) => server
+                .log
+                .warning(&format!("cannot set up a session for [{}]: {e}", peer.ip())),
+        }
+        if registered.is_some()
+            && let Ok(mut map) = sessions.lock()
+        {
+            map.remove(&id);
+        }
+        active.fetch_sub(1, Ordering::SeqCst);
+    })
+}
+
+/// Says 421 to a client beyond the connection limit and closes.
+fn refuse(
+    server: &Arc<Server>,
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    limit: usize,
+) -> JoinHandle<()> {
+    server.log.warning(&format!(
+        "too many connections ({limit}); refused [{}]:{}",
+        peer.ip().to_canonical(),
+        peer.port()
+    ));
+    let text = format!(
+        "421 4.7.0 {} Error: too many connections; try again later\r\n",
+        server.hostname
+    );
+    std::thread::spawn(move || {
+        let _ = stream.set_nonblocking(false);
+        let _ = stream.set_write_timeout(Some(Duration::from_secs(10)));
+        let _ = stream.write_all(text.as_bytes());
+    })
+}
+
+/// One session on standard input and output (inetd, tcpserver, systemd `Accept=yes`). When
+/// standard input is a socket the client's address is known and time limits apply.
+///
+/// When the session ends, standard input and output are pointed at `/dev/null` so the client
+/// sees the connection close, and the program waits for the queue runs it started.
+pub fn serve_stdio(server: &Server) -> Result<(), SmtpdError> {
+    let io = |action| move |source| SmtpdError::Io { action, source };
+    let stdin: OwnedFd = io::stdin()
+        .as_fd()
+        .try_clone_to_owned()
+        .map_err(io("cannot use standard input"))?;
+    let socket = TcpStream::from(stdin);
+    let (channel, client) = match socket.peer_addr() {
+        Ok(peer) => (
+            Channel::tcp(socket).map_err(io("cannot use standard input"))?,
+            Client::Tcp(peer),
+        ),
+        Err(_) => (
+            Channel::new(Box::new(io::stdin()), Box::new(io::stdout()), None),
+            Client::Unknown,
+        ),
+    };
+    server.session(channel, client);
+    if let Ok(null) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+    {
+        let _ = nix::unistd::dup2_stdin(&null);
+        let _ = nix::unistd::dup2_stdout(&null);
+    }
+    server.wait_for_runs();
+    Ok(())
+}

@@ -1,0 +1,268 @@
+//! The SMTP server of the backup-MX role: it takes mail for the sites it backs up, holds it in
+//! the queue, and answers ETRN by starting a queue run for the site.
+//!
+//! # Summary
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use etrnq::config::Config;
+//! use etrnq::maillog::MailLog;
+//! use etrnq::smtpd::{self, Limits, RunCommand, Server};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let config = Config::load(None)?;
+//! let log = Arc::new(MailLog::open(&config.log, "queue-smtpd")?);
+//! let run = RunCommand {
+//!     program: "/usr/sbin/queue-run".into(),
+//!     config: None,
+//!     queue_dir: config.queue_dir.clone(),
+//! };
+//! let server = Arc::new(Server::new(config.clone(), Limits::new(&config), run, log)?);
+//! let listeners = smtpd::listen(&["127.0.0.1:2525".parse()?])?;
+//! smtpd::serve(server, listeners, 100)?; // until SIGTERM or SIGINT
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Description
+//!
+//! A session ([`session`]) greets with this host's name (`hostnames[0]`), answers HELO and EHLO
+//! (PIPELINING, SIZE, 8BITMIME, ENHANCEDSTATUSCODES, ETRN), and takes MAIL, RCPT, DATA, RSET,
+//! NOOP, VRFY (252), HELP and QUIT. A recipient is accepted only when its domain is one of
+//! `relay_domains` or `hold_domains`, exactly (a subdomain must be listed itself); every other
+//! recipient gets `554 5.7.1 relay access denied`. The message is written to a queue draft as it
+//! arrives, after one added `Received:` field, and committed ([`crate::queue::Draft::commit`])
+//! before the 250 is sent.
+//!
+//! ETRN `domain` and `@domain` ([`flush`]) are answered for the same domains: 251 when nothing
+//! waits, 253 with the number of messages when something does, and then one `queue-run -R` is
+//! started in the background for that node. `#queue` gets 459: there are no named queues.
+//!
+//! [`serve`] runs the daemon: listeners on several addresses, one thread per connection, a
+//! connection limit (421 beyond it), and a clean stop on SIGTERM or SIGINT. [`serve_stdio`] runs
+//! one session on standard input and output, as under inetd, tcpserver or a systemd socket with
+//! `Accept=yes`.
+//!
+//! It is written here, not taken from a crate, because the state machine is the product: its
+//! replies, its limits and the instant it says 250 are what the ISP's administrator relies on,
+//! and the SMTP server crates available are asynchronous frameworks that leave exactly those
+//! decisions to their user.
+//!
+//! # Promises
+//!
+//! - A 250 after DATA means the message is on disk: data and envelope fsynced and renamed into
+//!   the queue. Anything refused, cut off or timed out leaves nothing in the queue.
+//! - Replies follow commands in order, however many the client pipelines.
+//! - Only `<CRLF>.<CRLF>` ends message data. A bare CR or LF, in a command or in the data, is
+//!   refused, never reinterpreted (SMTP smuggling); the data is still read to its real end.
+//! - Limits: message size (552 at MAIL for a larger `SIZE=`, and after DATA for larger data,
+//!   which is read to its end first), recipients per message (452 beyond), 512-octet command
+//!   lines (500), 1000-octet data lines (the message is refused), a time limit on every read and
+//!   write, errors per session (421 and hang-up), ETRN commands per session (458 beyond).
+//! - The hop limit (`max_hops`) counts `Received:` fields exactly as local submission does.
+//! - Every session is logged: connect, HELO, each message with its recipients, each refusal,
+//!   each ETRN and what it started, disconnect.
+//!
+//! # Security
+//!
+//! - Never an open relay: acceptance is a list lookup on the recipient's validated domain.
+//! - Nothing from the network reaches a shell. A queue run is started with an argument vector:
+//!   the program fixed at start-up, `-R` and a validated [`crate::selection::DomainPattern`].
+//!   ETRN starts at most one run per node at a time, and only for configured domains, so the
+//!   number of processes a client can cause is bounded by the configuration.
+//! - Every line has a length limit and every read a time limit; the header section is the only
+//!   part of a message held in memory, and it is bounded by the size limit.
+//!
+//! # Limits
+//!
+//! - No STARTTLS, AUTH, DSN, SMTPUTF8 or CHUNKING: a backup MX takes plain mail from other MTAs.
+//! - No reverse DNS: the client is named by its address in logs and in `Received:`.
+//! - An ETRN that arrives while its node's run is going starts nothing; mail that arrived after
+//!   that run had planned its work waits for the next ETRN. In inetd mode each session is its own
+//!   process, so two sessions can start a run each (the queue's locks still keep them from
+//!   delivering any message twice).
+//! - In inetd mode over a pipe (not a socket) there are no time limits.
+
+mod daemon;
+mod flush;
+mod request;
+mod session;
+mod wire;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use crate::address::Domain;
+use crate::config::Config;
+use crate::maillog::MailLog;
+use crate::queue::{Queue, QueueError};
+use crate::sysexits::{Status, Sysexit};
+
+pub use daemon::{listen, serve, serve_stdio};
+pub use flush::RunCommand;
+use wire::Channel;
+
+/// RFC 5321 §4.5.3.2.7: the server waits at least 5 minutes for a command.
+pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(300);
+/// How long a read inside DATA may wait (the client's own limit per block is 3 minutes).
+pub const DATA_TIMEOUT: Duration = Duration::from_secs(300);
+/// RFC 5321 §4.5.3.1.8 asks servers to accept at least 100 recipients.
+pub const MAX_RECIPIENTS: usize = 100;
+/// Client errors after which a session is ended with 421, as Postfix's hard error limit.
+pub const MAX_ERRORS: u32 = 20;
+/// ETRN commands one session may send; sendmail starts to slow a session down after 7.
+pub const MAX_ETRN: u32 = 10;
+
+/// The limits a session enforces.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub max_message_size: u64,
+    pub max_recipients: usize,
+    pub max_errors: u32,
+    pub max_etrn: u32,
+    pub command_timeout: Duration,
+    pub data_timeout: Duration,
+}
+
+impl Limits {
+    /// The defaults, with the configuration's size limit.
+    pub fn new(config: &Config) -> Limits {
+        Limits {
+            max_message_size: config.max_message_size,
+            max_recipients: MAX_RECIPIENTS,
+            max_errors: MAX_ERRORS,
+            max_etrn: MAX_ETRN,
+            command_timeout: COMMAND_TIMEOUT,
+            data_timeout: DATA_TIMEOUT,
+        }
+    }
+}
+
+/// A server failure that stops the program (never a session's trouble, which is logged).
+#[derive(Debug, thiserror::Error)]
+pub enum SmtpdError {
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("{action}: {source}")]
+    Io {
+        action: &'static str,
+        source: std::io::Error,
+    },
+}
+
+impl Sysexit for SmtpdError {
+    fn status(&self) -> Status {
+        match self {
+            // Another daemon on the port, or an address not up yet: worth retrying.
+            SmtpdError::Listen { source, .. }
+                if matches!(
+                    source.kind(),
+                    std::io::ErrorKind::AddrInUse | std::io::ErrorKind::AddrNotAvailable
+                ) =>
+            {
+                Status::TempFail
+            }
+            SmtpdError::Listen { source, .. }
+                if source.kind() == std::io::ErrorKind::PermissionDenied =>
+            {
+                Status::NoPerm
+            }
+            SmtpdError::Listen { .. } | SmtpdError::Io { .. } => Status::OsErr,
+        }
+    }
+}
+
+/// Who is on the other end of a session.
+#[derive(Debug, Clone, Copy)]
+enum Client {
+    Tcp(SocketAddr),
+    /// Standard input that is not a socket.
+    Unknown,
+}
+
+impl Client {
+    /// The address as RFC 5321 writes it in a `Received:` field: `[192.0.2.1]`,
+    /// `[IPv6:2001:db8::1]`.
+    fn literal(&self) -> String {
+        match self {
+            Client::Tcp(addr) => match addr.ip().to_canonical() {
+                std::net::IpAddr::V4(ip) => format!("[{ip}]"),
+                std::net::IpAddr::V6(ip) => format!("[IPv6:{ip}]"),
+            },
+            Client::Unknown => "unknown".to_string(),
+        }
+    }
+}
+
+impl std::fmt::Display for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Client::Tcp(addr) => write!(f, "[{}]:{}", addr.ip().to_canonical(), addr.port()),
+            Client::Unknown => f.write_str("unknown"),
+        }
+    }
+}
+
+/// What every session shares: configuration, queue, log, the ETRN runs.
+pub struct Server {
+    hostname: Domain,
+    config: Config,
+    limits: Limits,
+    queue: Queue,
+    log: Arc<MailLog>,
+    flusher: Arc<flush::Flusher>,
+    stopping: AtomicBool,
+}
+
+impl Server {
+    /// Opens the queue; `run` says how ETRN starts a queue run.
+    pub fn new(
+        config: Config,
+        limits: Limits,
+        run: RunCommand,
+        log: Arc<MailLog>,
+    ) -> Result<Server, QueueError> {
+        let queue = Queue::open(&config.queue_dir)?;
+        Ok(Server {
+            hostname: config.primary_hostname(),
+            flusher: Arc::new(flush::Flusher::new(run, Arc::clone(&log))),
+            config,
+            limits,
+            queue,
+            log,
+            stopping: AtomicBool::new(false),
+        })
+    }
+
+    /// True when mail for `domain` is taken: it is one of `relay_domains` or `hold_domains`.
+    pub fn accepts(&self, domain: &Domain) -> bool {
+        self.config
+            .relay_domains
+            .iter()
+            .chain(&self.config.hold_domains)
+            .any(|listed| listed == domain)
+    }
+
+    /// Runs one session over `channel` to its end.
+    fn session(&self, channel: Channel, client: Client) {
+        session::run(self, channel, client);
+    }
+
+    fn stop(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+    }
+
+    fn is_stopping(&self) -> bool {
+        self.stopping.load(Ordering::SeqCst)
+    }
+
+    /// Waits for the queue runs ETRN started.
+    fn wait_for_runs(&self) {
+        self.flusher.wait_all();
+    }
+}

@@ -1,0 +1,287 @@
+//! Client commands as the server reads them: one line in, one typed [`Request`] or the reply that
+//! refuses it.
+//!
+//! Parsing is strict where the grammar is (RFC 5321 §4.1): a verb and its arguments separated by
+//! one space, paths in angle brackets, domains that are host names or address literals. The one
+//! leniency, a space after `FROM:`/`TO:`, is what widespread clients send. What cannot be parsed
+//! gets 500 (no such command), 501 (bad arguments), 502 (known, not implemented) or 555 (an
+//! unsupported MAIL or RCPT parameter).
+
+use crate::address::{Address, Domain, ReversePath};
+use crate::smtp::EtrnArgument;
+
+/// A parsed command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    Ehlo(Domain),
+    Helo(Domain),
+    Mail {
+        from: ReversePath,
+        /// `SIZE=` (RFC 1870): the size the client announces.
+        size: Option<u64>,
+    },
+    Rcpt(Address),
+    Data,
+    Rset,
+    Noop,
+    Quit,
+    Vrfy,
+    Help,
+    Etrn(EtrnArgument),
+}
+
+/// A reply that refuses a command: code and text (the enhanced status code opens the text).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub code: u16,
+    pub text: String,
+}
+
+fn refuse(code: u16, text: impl Into<String>) -> Refusal {
+    Refusal {
+        code,
+        text: text.into(),
+    }
+}
+
+/// Parses one command line (without its CRLF).
+pub fn parse(line: &[u8]) -> Result<Request, Refusal> {
+    let Ok(line) = std::str::from_utf8(line) else {
+        return Err(refuse(500, "5.5.2 Error: command is not ASCII"));
+    };
+    if !line.is_ascii() || line.bytes().any(|b| b.is_ascii_control() && b != b'\t') {
+        return Err(refuse(500, "5.5.2 Error: command is not printable ASCII"));
+    }
+    let line = line.trim_end_matches([' ', '\t']);
+    let (verb, rest) = line.split_once(' ').unwrap_or((line, ""));
+    let rest = rest.trim_start();
+    match verb.to_ascii_uppercase().as_str() {
+        "EHLO" => hello_name(rest, "EHLO").map(Request::Ehlo),
+        "HELO" => hello_name(rest, "HELO").map(Request::Helo),
+        "MAIL" => mail(rest),
+        "RCPT" => rcpt(rest),
+        "DATA" => no_argument(rest, "DATA", Request::Data),
+        "RSET" => no_argument(rest, "RSET", Request::Rset),
+        "QUIT" => no_argument(rest, "QUIT", Request::Quit),
+        "NOOP" => Ok(Request::Noop),
+        "HELP" => Ok(Request::Help),
+        "VRFY" if rest.is_empty() => Err(refuse(501, "5.5.4 Syntax: VRFY address")),
+        "VRFY" => Ok(Request::Vrfy),
+        "ETRN" => etrn(rest),
+        "EXPN" | "STARTTLS" | "AUTH" | "BDAT" | "TURN" | "ATRN" | "SEND" | "SOML" | "SAML" => {
+            Err(refuse(502, "5.5.1 Error: command not implemented"))
+        }
+        _ => Err(refuse(500, "5.5.2 Error: command not recognized")),
+    }
+}
+
+fn no_argument(rest: &str, verb: &str, request: Request) -> Result<Request, Refusal> {
+    if rest.is_empty() {
+        Ok(request)
+    } else {
+        Err(refuse(501, format!("5.5.4 Syntax: {verb}")))
+    }
+}
+
+fn hello_name(rest: &str, verb: &str) -> Result<Domain, Refusal> {
+    if rest.is_empty() || rest.contains(' ') {
+        return Err(refuse(501, format!("5.5.4 Syntax: {verb} hostname")));
+    }
+    Domain::parse(rest).map_err(|_| {
+        refuse(
+            501,
+            format!("5.5.2 <{rest}>: {verb} needs a host name or an address literal"),
+        )
+    })
+}
+
+fn mail(rest: &str) -> Result<Request, Refusal> {
+    let Some((path, parameters)) = after_keyword(rest, "FROM:").and_then(split_path) else {
+        return Err(refuse(501, "5.5.4 Syntax: MAIL FROM:<address>"));
+    };
+    let from = if path == "<>" {
+        ReversePath::Null
+    } else {
+        mailbox(path)
+            .map(ReversePath::Mailbox)
+            .ok_or_else(|| refuse(501, format!("5.1.7 {path}: bad sender address syntax")))?
+    };
+    let mut size = None;
+    for parameter in parameters.split(' ').filter(|p| !p.is_empty()) {
+        let (keyword, value) = parameter.split_once('=').unwrap_or((parameter, ""));
+        match keyword.to_ascii_uppercase().as_str() {
+            "SIZE" => {
+                let octets = value
+                    .parse::<u64>()
+                    .ok()
+                    .filter(|_| value.bytes().all(|b| b.is_ascii_digit()))
+                    .ok_or_else(|| refuse(501, "5.5.4 Syntax: SIZE=octets"))?;
+                size = Some(octets);
+            }
+            "BODY"
+                if value.eq_ignore_ascii_case("7BIT") || value.eq_ignore_ascii_case("8BITMIME") => {
+            }
+            _ => {
+                return Err(refuse(
+                    555,
+                    format!("5.5.4 {parameter}: unsupported MAIL parameter"),
+                ));
+            }
+        }
+    }
+    Ok(Request::Mail { from, size })
+}
+
+fn rcpt(rest: &str) -> Result<Request, Refusal> {
+    let Some((path, parameters)) = after_keyword(rest, "TO:").and_then(split_path) else {
+        return Err(refuse(501, "5.5.4 Syntax: RCPT TO:<address>"));
+    };
+    if let Some(parameter) = parameters.split(' ').find(|p| !p.is_empty()) {
+        return Err(refuse(
+            555,
+            format!("5.5.4 {parameter}: unsupported RCPT parameter"),
+        ));
+    }
+    mailbox(path)
+        .map(Request::Rcpt)
+        .ok_or_else(|| refuse(501, format!("5.1.3 {path}: bad recipient address syntax")))
+}
+
+fn etrn(rest: &str) -> Result<Request, Refusal> {
+    if rest.is_empty() || rest.contains(' ') {
+        return Err(refuse(
+            501,
+            "5.5.4 Syntax: ETRN domain, ETRN @domain or ETRN #queue",
+        ));
+    }
+    EtrnArgument::parse(rest)
+        .map(Request::Etrn)
+        .map_err(|_| refuse(501, format!("5.5.4 {rest}: not a domain name")))
+}
+
+/// What follows `FROM:` or `TO:` (case-insensitive), a space after the colon allowed.
+fn after_keyword<'a>(rest: &'a str, keyword: &str) -> Option<&'a str> {
+    let head = rest.get(..keyword.len())?;
+    head.eq_ignore_ascii_case(keyword)
+        .then(|| rest[keyword.len()..].trim_start())
+}
+
+/// Splits `<path> parameters` at the `>` that closes the path, skipping quoted local parts.
+fn split_path(text: &str) -> Option<(&str, &str)> {
+    if !text.starts_with('<') {
+        return None;
+    }
+    let mut quoted = false;
+    let mut escaped = false;
+    for (index, c) in text.char_indices() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' if quoted => escaped = true,
+            '"' => quoted = !quoted,
+            '>' if !quoted => {
+                let (path, rest) = text.split_at(index + 1);
+                return match rest.strip_prefix(' ') {
+                    Some(parameters) => Some((path, parameters)),
+                    None if rest.is_empty() => Some((path, "")),
+                    None => None,
+                };
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+/// A mailbox that names its domain: over SMTP nothing is qualified with ours.
+fn mailbox(path: &str) -> Option<Address> {
+    Address::parse_qualified(path).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok(line: &str) -> Request {
+        parse(line.as_bytes()).unwrap()
+    }
+
+    fn code(line: &str) -> u16 {
+        parse(line.as_bytes()).unwrap_err().code
+    }
+
+    #[test]
+    fn mail_and_rcpt() {
+        assert_eq!(
+            ok("MAIL FROM:<a@example.test> SIZE=1000 BODY=8BITMIME"),
+            Request::Mail {
+                from: ReversePath::Mailbox(Address::parse_qualified("a@example.test").unwrap()),
+                size: Some(1000)
+            }
+        );
+        assert_eq!(
+            ok("mail from: <>"),
+            Request::Mail {
+                from: ReversePath::Null,
+                size: None
+            }
+        );
+        assert!(matches!(
+            ok("RCPT TO:<\"a>b\"@customer.example>"),
+            Request::Rcpt(_)
+        ));
+        assert!(matches!(
+            ok("RCPT TO:<@relay.example:u@customer.example>"),
+            Request::Rcpt(_)
+        ));
+        assert_eq!(code("MAIL FROM:a@example.test"), 501);
+        assert_eq!(code("MAIL FROM:<a@example.test"), 501);
+        assert_eq!(code("MAIL FROM:<a@example.test>x"), 501);
+        assert_eq!(code("MAIL FROM:<a@example.test> SIZE=x"), 501);
+        assert_eq!(code("MAIL FROM:<a@example.test> AUTH=<>"), 555);
+        assert_eq!(code("RCPT TO:<postmaster>"), 501);
+        assert_eq!(code("RCPT TO:<u@customer.example> NOTIFY=NEVER"), 555);
+        assert_eq!(code("RCPT TO:<u@bad domain>"), 501);
+    }
+
+    #[test]
+    fn hello_and_etrn() {
+        assert_eq!(
+            ok("EHLO client.example"),
+            Request::Ehlo(Domain::parse("client.example").unwrap())
+        );
+        assert!(matches!(ok("HELO [127.0.0.1]"), Request::Helo(_)));
+        assert_eq!(code("EHLO"), 501);
+        assert_eq!(code("EHLO a b"), 501);
+        assert_eq!(code("EHLO $(reboot)"), 501);
+        assert_eq!(
+            ok("etrn @customer.example"),
+            Request::Etrn(EtrnArgument::parse("@customer.example").unwrap())
+        );
+        assert!(matches!(
+            ok("ETRN #mqueue"),
+            Request::Etrn(EtrnArgument::Queue(_))
+        ));
+        for bad in [
+            "ETRN",
+            "ETRN ",
+            "ETRN a.example extra",
+            "ETRN @",
+            "ETRN ;ls",
+            "ETRN a..b",
+        ] {
+            assert_eq!(code(bad), 501, "{bad}");
+        }
+    }
+
+    #[test]
+    fn other_verbs() {
+        assert_eq!(ok("NOOP anything"), Request::Noop);
+        assert_eq!(ok("VRFY root"), Request::Vrfy);
+        assert_eq!(code("VRFY"), 501);
+        assert_eq!(code("DATA now"), 501);
+        assert_eq!(code("EXPN staff"), 502);
+        assert_eq!(code("STARTTLS"), 502);
+        assert_eq!(code("XYZZY"), 500);
+        assert_eq!(parse(b"NOOP \xff").unwrap_err().code, 500);
+    }
+}

@@ -1,0 +1,388 @@
+//! Bytes on the wire: command lines and message data read strictly, replies written in order.
+//!
+//! Only CRLF ends a line. A line that ends in a bare LF, or holds a CR anywhere but before its
+//! LF, is reported as such and never reinterpreted: guessing where a line ends is what SMTP
+//! smuggling exploits. Lines longer than their limit are consumed to their end and reported, so
+//! the next line is read from its true start. Replies are buffered and flushed only when the
+//! client has sent nothing more, which keeps a pipelined client's replies in command order and
+//! sends them in as few packets as possible (RFC 2920 §3.2).
+
+use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use crate::header::Lines;
+
+/// RFC 5321 §4.5.3.1.4: a command line is at most 512 octets, CRLF included.
+pub const MAX_COMMAND_LINE: usize = 512;
+/// RFC 5321 §4.5.3.1.6: a text line is at most 1000 octets, CRLF included.
+pub const MAX_TEXT_LINE: usize = 1000;
+
+/// What was wrong with a line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LineFault {
+    /// Longer than its limit.
+    TooLong,
+    /// A CR or LF that is not part of a CRLF pair.
+    BareCrOrLf,
+}
+
+/// One line as read: the bytes without their CRLF, or what was wrong with it.
+pub type CommandLine = Result<Vec<u8>, LineFault>;
+
+/// A session's connection: buffered input, buffered output, and the socket (when there is one)
+/// whose time limits the session sets.
+pub struct Channel {
+    reader: BufReader<Box<dyn Read + Send>>,
+    writer: BufWriter<Box<dyn Write + Send>>,
+    socket: Option<TcpStream>,
+}
+
+impl Channel {
+    /// A connection over a TCP socket, with time limits.
+    pub fn tcp(stream: TcpStream) -> io::Result<Channel> {
+        let reader = stream.try_clone()?;
+        let timer = stream.try_clone()?;
+        Ok(Channel::new(
+            Box::new(reader),
+            Box::new(stream),
+            Some(timer),
+        ))
+    }
+
+    /// A connection over any pair of streams; `socket`, when given, receives the time limits.
+    pub fn new(
+        reader: Box<dyn Read + Send>,
+        writer: Box<dyn Write + Send>,
+        socket: Option<TcpStream>,
+    ) -> Channel {
+        Channel {
+            reader: BufReader::with_capacity(16 * 1024, reader),
+            writer: BufWriter::with_capacity(16 * 1024, writer),
+            socket,
+        }
+    }
+
+    /// Sets the time limit of every following read and write. Without a socket (a pipe under
+    /// inetd-style tests) there is none to set.
+    pub fn set_timeout(&self, limit: Duration) -> io::Result<()> {
+        if let Some(socket) = &self.socket {
+            socket.set_read_timeout(Some(limit))?;
+            socket.set_write_timeout(Some(limit))?;
+        }
+        Ok(())
+    }
+
+    /// Queues one reply; `text` may hold several lines separated by `\n`, each of which gets the
+    /// code, `-` on all but the last.
+    pub fn reply(&mut self, code: u16, text: &str) -> io::Result<()> {
+        let mut lines = text.split('\n').peekable();
+        while let Some(line) = lines.next() {
+            let mark = if lines.peek().is_some() { '-' } else { ' ' };
+            write!(self.writer, "{code}{mark}{line}\r\n")?;
+        }
+        Ok(())
+    }
+
+    /// Sends every queued reply now.
+    pub fn flush(&mut self) -> io::Result<()> {
+        self.writer.flush()
+    }
+
+    /// The next command line, or `None` when the client closed the connection (a line cut off
+    /// by the close is dropped: it was never a command).
+    pub fn read_command(&mut self) -> io::Result<Option<CommandLine>> {
+        let Some(raw) = self.read_raw_line(MAX_COMMAND_LINE)? else {
+            return Ok(None);
+        };
+        if raw.overflow {
+            return Ok(Some(Err(LineFault::TooLong)));
+        }
+        if !is_one_crlf_line(&raw.bytes) {
+            return Ok(Some(Err(LineFault::BareCrOrLf)));
+        }
+        let mut line = raw.bytes;
+        line.truncate(line.len() - 2);
+        Ok(Some(Ok(line)))
+    }
+
+    /// Reads one line of at most `limit` octets including its LF; what is over the limit is
+    /// consumed and dropped. `None` at the end of input.
+    fn read_raw_line(&mut self, limit: usize) -> io::Result<Option<RawLine>> {
+        let mut line = Vec::with_capacity(128);
+        let mut overflow = false;
+        // The octet before the LF, which may have arrived in an earlier read or been dropped.
+        let mut last = None;
+        loop {
+            // Replies go out when the client has nothing more in flight: before a read that
+            // would wait for it.
+            if self.reader.buffer().is_empty() {
+                self.writer.flush()?;
+            }
+            let available = match self.reader.fill_buf() {
+                Ok(bytes) => bytes,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            if available.is_empty() {
+                return Ok(None);
+            }
+            let (chunk, found) = match available.iter().position(|&b| b == b'\n') {
+                Some(end) => (&available[..=end], true),
+                None => (available, false),
+            };
+            let room = limit.saturating_sub(line.len());
+            if chunk.len() > room {
+                overflow = true;
+            }
+            line.extend_from_slice(&chunk[..chunk.len().min(room)]);
+            let crlf = found
+                && match chunk.len() {
+                    1 => last == Some(b'\r'),
+                    n => chunk[n - 2] == b'\r',
+                };
+            last = chunk.last().copied();
+            let used = chunk.len();
+            self.reader.consume(used);
+            if found {
+                return Ok(Some(RawLine {
+                    bytes: line,
+                    overflow,
+                    crlf,
+                }));
+            }
+        }
+    }
+
+    /// Message data after a 354, line by line, up to the `<CRLF>.<CRLF>` that ends it.
+    pub fn data(&mut self, size_limit: u64) -> DataLines<'_> {
+        DataLines {
+            channel: self,
+            line: Vec::with_capacity(MAX_TEXT_LINE),
+            size: 0,
+            size_limit,
+            fault: None,
+            previous_ended_in_crlf: true,
+            done: false,
+        }
+    }
+}
+
+/// One line as it arrived, cut at its limit.
+struct RawLine {
+    bytes: Vec<u8>,
+    /// It was longer than the limit; `bytes` holds the start of it.
+    overflow: bool,
+    /// It ended in CRLF (known even when the end was cut off).
+    crlf: bool,
+}
+
+/// True when `line` ends in CRLF and holds no other CR or LF.
+fn is_one_crlf_line(line: &[u8]) -> bool {
+    line.strip_suffix(b"\r\n")
+        .is_some_and(|text| !text.iter().any(|&b| b == b'\r' || b == b'\n'))
+}
+
+/// Why message data cannot be accepted; found while reading, reported after its end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DataFault {
+    Line(LineFault),
+    /// More octets than the size limit.
+    TooBig,
+}
+
+/// The lines of one message, dot-unstuffed, each ending in CRLF. After the first fault no more
+/// lines are given: the rest is read and discarded up to the end of the data, so the session
+/// stays in step with the client, and [`DataLines::fault`] says what happened.
+pub struct DataLines<'c> {
+    channel: &'c mut Channel,
+    line: Vec<u8>,
+    size: u64,
+    size_limit: u64,
+    fault: Option<DataFault>,
+    /// Only a CRLF can open the `<CRLF>.<CRLF>` that ends the data; the CRLF of the DATA command
+    /// counts for an empty message.
+    previous_ended_in_crlf: bool,
+    done: bool,
+}
+
+impl DataLines<'_> {
+    pub fn fault(&self) -> Option<DataFault> {
+        self.fault
+    }
+
+    fn note(&mut self, fault: DataFault) {
+        self.fault.get_or_insert(fault);
+    }
+}
+
+impl Lines for DataLines<'_> {
+    type Error = io::Error;
+
+    fn next_line(&mut self) -> io::Result<Option<&[u8]>> {
+        loop {
+            if self.done {
+                return Ok(None);
+            }
+            let Some(raw) = self.channel.read_raw_line(MAX_TEXT_LINE)? else {
+                // The client hung up inside the data: nothing of it can be kept.
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "connection closed during DATA",
+                ));
+            };
+            if raw.bytes == b".\r\n" && self.previous_ended_in_crlf {
+                self.done = true;
+                return Ok(None);
+            }
+            self.previous_ended_in_crlf = raw.crlf;
+            if raw.overflow {
+                self.note(DataFault::Line(LineFault::TooLong));
+            } else if !is_one_crlf_line(&raw.bytes) {
+                self.note(DataFault::Line(LineFault::BareCrOrLf));
+            }
+            // RFC 5321 §4.5.2: a leading dot was doubled by the client.
+            let text = raw.bytes.strip_prefix(b".").unwrap_or(&raw.bytes);
+            if self.fault.is_none() {
+                self.size += text.len() as u64;
+                if self.size > self.size_limit {
+                    self.note(DataFault::TooBig);
+                }
+            }
+            if self.fault.is_some() {
+                continue;
+            }
+            self.line.clear();
+            self.line.extend_from_slice(text);
+            return Ok(Some(&self.line));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A channel reading `input`, replies into a shared buffer.
+    fn channel(input: &[u8]) -> (Channel, std::sync::Arc<std::sync::Mutex<Vec<u8>>>) {
+        #[derive(Clone)]
+        struct Shared(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+        impl Write for Shared {
+            fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        let out = Shared(Default::default());
+        let shared = out.0.clone();
+        let chan = Channel::new(
+            Box::new(io::Cursor::new(input.to_vec())),
+            Box::new(out),
+            None,
+        );
+        (chan, shared)
+    }
+
+    fn data_of(input: &[u8], limit: u64) -> (Vec<u8>, Option<DataFault>, Vec<u8>) {
+        let (mut chan, _) = channel(input);
+        let mut data = chan.data(limit);
+        let mut got = Vec::new();
+        while let Some(line) = data.next_line().unwrap() {
+            got.extend_from_slice(line);
+        }
+        let fault = data.fault();
+        let rest = chan
+            .read_command()
+            .unwrap()
+            .map(|l| l.unwrap())
+            .unwrap_or_default();
+        (got, fault, rest)
+    }
+
+    #[test]
+    fn commands_need_crlf() {
+        let (mut chan, _) = channel(b"NOOP\r\nNOOP\nNO\rOP\r\nQUIT\r\n");
+        assert_eq!(chan.read_command().unwrap(), Some(Ok(b"NOOP".to_vec())));
+        assert_eq!(
+            chan.read_command().unwrap(),
+            Some(Err(LineFault::BareCrOrLf))
+        );
+        assert_eq!(
+            chan.read_command().unwrap(),
+            Some(Err(LineFault::BareCrOrLf))
+        );
+        assert_eq!(chan.read_command().unwrap(), Some(Ok(b"QUIT".to_vec())));
+        assert_eq!(chan.read_command().unwrap(), None);
+    }
+
+    #[test]
+    fn an_overlong_command_is_consumed_whole() {
+        let mut input = vec![b'A'; 600];
+        input.extend_from_slice(b"\r\nQUIT\r\n");
+        let (mut chan, _) = channel(&input);
+        assert_eq!(chan.read_command().unwrap(), Some(Err(LineFault::TooLong)));
+        assert_eq!(chan.read_command().unwrap(), Some(Ok(b"QUIT".to_vec())));
+        let exact = [vec![b'A'; 510], b"\r\n".to_vec()].concat();
+        let (mut chan, _) = channel(&exact);
+        assert!(matches!(chan.read_command().unwrap(), Some(Ok(_))));
+    }
+
+    #[test]
+    fn data_is_unstuffed_and_ends_only_at_crlf_dot_crlf() {
+        let (got, fault, rest) = data_of(b"a\r\n..b\r\n.\r\nQUIT\r\n", 100);
+        assert_eq!(got, b"a\r\n.b\r\n");
+        assert_eq!(fault, None);
+        assert_eq!(rest, b"QUIT");
+        let (got, fault, _) = data_of(b".\r\n", 100);
+        assert!(got.is_empty() && fault.is_none());
+    }
+
+    #[test]
+    fn smuggling_payloads_are_faults_and_do_not_end_the_data() {
+        for payload in [
+            &b"a\r\n\n.\nMAIL FROM:<x@y>\r\n.\r\nQUIT\r\n"[..],
+            b"a\n.\r\nMAIL FROM:<x@y>\r\n.\r\nQUIT\r\n",
+            b"a\r\r.\rMAIL FROM:<x@y>\r\n.\r\nQUIT\r\n",
+            b"a\r\nb\rc\r\n.\r\nQUIT\r\n",
+        ] {
+            let (_, fault, rest) = data_of(payload, 1000);
+            assert_eq!(
+                fault,
+                Some(DataFault::Line(LineFault::BareCrOrLf)),
+                "{payload:?}"
+            );
+            assert_eq!(rest, b"QUIT", "{payload:?}");
+        }
+    }
+
+    #[test]
+    fn size_and_line_limits() {
+        let (_, fault, rest) = data_of(b"0123456789\r\n0123456789\r\n.\r\nQUIT\r\n", 15);
+        assert_eq!(fault, Some(DataFault::TooBig));
+        assert_eq!(rest, b"QUIT");
+        let long = [vec![b'x'; 1200], b"\r\n.\r\nQUIT\r\n".to_vec()].concat();
+        let (_, fault, rest) = data_of(&long, 10_000);
+        assert_eq!(fault, Some(DataFault::Line(LineFault::TooLong)));
+        assert_eq!(rest, b"QUIT");
+    }
+
+    #[test]
+    fn a_close_inside_data_is_an_error() {
+        let (mut chan, _) = channel(b"a\r\nb");
+        let mut data = chan.data(100);
+        assert!(data.next_line().unwrap().is_some());
+        assert!(data.next_line().is_err());
+    }
+
+    #[test]
+    fn replies_are_multiline_and_flushed_before_waiting() {
+        let (mut chan, out) = channel(b"");
+        chan.reply(250, "a\nb").unwrap();
+        assert!(out.lock().unwrap().is_empty());
+        assert_eq!(chan.read_command().unwrap(), None);
+        assert_eq!(&out.lock().unwrap()[..], b"250-a\r\n250 b\r\n");
+    }
+}
