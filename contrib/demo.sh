@@ -1,12 +1,13 @@
 #!/bin/bash
 # Builds etrnq and shows the flow on a scratch queue in a temporary directory: a few messages
 # enqueued the way a site's scripts and a backup MX would, then the queue as mail administrators
-# see it (sendmail layout), as monitoring sees it (JSON), and per domain. Needs no root, touches
-# nothing outside the temporary directory, and removes it on exit.
+# see it (sendmail layout), as monitoring sees it (JSON), and per domain; then, when swaks and
+# smtp-sink are installed, the whole ETRN round on loopback (contrib/etrn-demo.sh). Needs no
+# root, touches nothing outside its temporary directories, and removes them on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-cargo build --release --quiet --bin queue-enqueue --bin mailq
+cargo build --release --quiet --bins
 export PATH="$PWD/target/release:$PATH"
 
 DEMO=$(mktemp -d "${TMPDIR:-/tmp}/etrnq-demo.XXXXXX")
@@ -53,3 +54,12 @@ echo
 echo "== A refusal: nothing is queued, one line on stderr, a sysexits status"
 printf 'Subject: oops\n\nno recipient\n' | queue-enqueue -f alice@example.org && status=0 || status=$?
 echo "(exit status $status; the queue still holds $(find "$DEMO/queue/env" -type f | wc -l) messages)"
+
+echo
+echo "== The whole round on loopback: the backup MX holds mail, the site sends ETRN, mail arrives"
+if command -v swaks >/dev/null && command -v smtp-sink >/dev/null; then
+    env -u ETRNQ_CONFIG ETRNQ_BIN="$PWD/target/release" contrib/etrn-demo.sh
+else
+    echo "(skipped: needs swaks and smtp-sink, from the Debian packages swaks and postfix;"
+    echo " contrib/run-tests.sh installs them)"
+fi
