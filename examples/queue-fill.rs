@@ -67,7 +67,9 @@ fn fill(dir: &Path, message: &[u8], count: usize, domain: Option<&str>) -> Resul
         let mut size = message.len();
         if domain.is_some() {
             let header = format!("Message-ID: <{}@queue-fill.test>\n", draft.id());
-            draft.write_all(header.as_bytes()).map_err(|e| e.to_string())?;
+            draft
+                .write_all(header.as_bytes())
+                .map_err(|e| e.to_string())?;
             size += header.len();
         }
         draft.write_all(message).map_err(|e| e.to_string())?;
