@@ -1,9 +1,13 @@
 //! Fills a queue with COUNT copies of a message, through the queue library, from THREADS threads
-//! at once: the fast way to build the large queues `bench/queue-bench.sh` lists. Every message is
+//! at once: the fast way to build the queues `bench/run` lists and flushes. Every message is
 //! committed exactly as `queue-enqueue` commits one, fsyncs included; the threads only let the
 //! file system batch those syncs.
 //!
-//! Usage: queue-fill QUEUE_DIR COUNT THREADS < message
+//! Usage: queue-fill QUEUE_DIR COUNT THREADS [DOMAIN] < message
+//!
+//! Recipients are `uN@customer.test`, or `uN@DOMAIN`. With DOMAIN, each copy also starts with a
+//! `Message-ID` header naming its queue id, so that what a receiving end got can be checked for
+//! loss and duplicates.
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -19,7 +23,7 @@ fn main() -> ExitCode {
         args.get(2).map(|n| n.parse::<usize>()),
         args.get(3).map(|n| n.parse::<usize>()),
     ) else {
-        eprintln!("usage: queue-fill QUEUE_DIR COUNT THREADS < message");
+        eprintln!("usage: queue-fill QUEUE_DIR COUNT THREADS [DOMAIN] < message");
         return ExitCode::from(64);
     };
     let mut message = Vec::new();
@@ -28,13 +32,14 @@ fn main() -> ExitCode {
         return ExitCode::from(66);
     }
     let dir = PathBuf::from(dir);
+    let domain = args.get(4).map(String::as_str);
     let threads = threads.max(1);
     let outcome = std::thread::scope(|scope| {
         let workers: Vec<_> = (0..threads)
             .map(|t| {
                 let (dir, message) = (&dir, &message);
                 let share = count / threads + usize::from(t < count % threads);
-                scope.spawn(move || fill(dir, message, share))
+                scope.spawn(move || fill(dir, message, share, domain))
             })
             .collect();
         workers
@@ -54,21 +59,32 @@ fn main() -> ExitCode {
     }
 }
 
-fn fill(dir: &Path, message: &[u8], count: usize) -> Result<(), String> {
+fn fill(dir: &Path, message: &[u8], count: usize, domain: Option<&str>) -> Result<(), String> {
     let queue = Queue::open(dir).map_err(|e| e.to_string())?;
     let now = chrono::Utc::now().timestamp();
     for n in 0..count {
         let mut draft = queue.draft().map_err(|e| e.to_string())?;
+        let mut size = message.len();
+        if domain.is_some() {
+            let header = format!("Message-ID: <{}@queue-fill.test>\n", draft.id());
+            draft
+                .write_all(header.as_bytes())
+                .map_err(|e| e.to_string())?;
+            size += header.len();
+        }
         draft.write_all(message).map_err(|e| e.to_string())?;
         let envelope = Envelope {
             id: draft.id(),
             arrival: now,
-            size: message.len() as u64,
+            size: size as u64,
             sender: "bench@example.test".into(),
             notify: None,
             ret: None,
             envid: None,
-            recipients: vec![Recipient::new(format!("u{n}@customer.test"))],
+            recipients: vec![Recipient::new(format!(
+                "u{n}@{}",
+                domain.unwrap_or("customer.test")
+            ))],
         };
         draft.commit(&envelope).map_err(|e| e.to_string())?;
     }
