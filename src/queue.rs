@@ -359,7 +359,7 @@ impl Queue {
     pub fn try_lock(&self, id: QueueId) -> Result<LockAttempt<'_>, QueueError> {
         let data_path = self.path(DATA, id.as_str());
         let env_path = self.path(ENV, id.as_str());
-        let data = match open_existing(&data_path) {
+        let data = match open_at(&self.data, id.as_str()) {
             Ok(file) => file,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 return Ok(if env_path.exists() {
@@ -375,7 +375,7 @@ impl Queue {
             Err(fs::TryLockError::WouldBlock) => return Ok(LockAttempt::Busy),
             Err(fs::TryLockError::Error(e)) => return Err(io_error("cannot lock", data_path)(e)),
         }
-        let bytes = match read_file(&env_path) {
+        let bytes = match read_at(&self.env, id.as_str()) {
             Ok(bytes) => bytes,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(LockAttempt::Gone),
             Err(e) => return Err(io_error("cannot read", env_path)(e)),
@@ -625,8 +625,10 @@ impl Locked<'_> {
 
     /// The message bytes, read from the start.
     pub fn data(&self) -> Result<File, QueueError> {
-        let path = self.queue.path(DATA, self.id.as_str());
-        open_existing(&path).map_err(io_error("cannot open", path))
+        open_at(&self.queue.data, self.id.as_str()).map_err(io_error(
+            "cannot open",
+            self.queue.path(DATA, self.id.as_str()),
+        ))
     }
 
     /// Writes the envelope back, atomically.
@@ -759,17 +761,22 @@ fn open_existing(path: &Path) -> io::Result<File> {
         .open(path)
 }
 
-/// Reads an envelope relative to an open directory: no path walk from the root, no size query,
-/// and no read past its end record.
-fn read_at(dir: &File, name: &str) -> io::Result<Vec<u8>> {
-    let fd = nix::fcntl::openat(
+/// Opens a queue file for reading relative to an open queue directory, following no symlink.
+fn open_at(dir: &File, name: &str) -> io::Result<File> {
+    nix::fcntl::openat(
         dir,
         name,
         nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_NOFOLLOW | nix::fcntl::OFlag::O_CLOEXEC,
         nix::sys::stat::Mode::empty(),
     )
-    .map_err(|errno| io::Error::from_raw_os_error(errno as i32))?;
-    let mut file = File::from(fd);
+    .map(File::from)
+    .map_err(|errno| io::Error::from_raw_os_error(errno as i32))
+}
+
+/// Reads an envelope relative to an open directory: no path walk from the root, no size query,
+/// and no read past its end record.
+fn read_at(dir: &File, name: &str) -> io::Result<Vec<u8>> {
+    let mut file = open_at(dir, name)?;
     let mut bytes = vec![0u8; 1024];
     let mut len = 0;
     loop {
@@ -821,12 +828,6 @@ fn flocked_inodes(table: &str, device: &str) -> std::collections::HashSet<u64> {
         }
     }
     inodes
-}
-
-fn read_file(path: &Path) -> io::Result<Vec<u8>> {
-    let mut bytes = Vec::with_capacity(512);
-    open_existing(path)?.read_to_end(&mut bytes)?;
-    Ok(bytes)
 }
 
 /// Writes a whole small file and fsyncs it. `replace` allows a stale file of the same name (left

@@ -268,6 +268,10 @@ pub struct Connection {
     capabilities: Capabilities,
     extended: bool,
     received: Vec<u8>,
+    /// The socket's read and write time limits as last set, so they are set only on change: a
+    /// bulk delivery would otherwise spend two system calls on them per read and per write.
+    read_limit: Option<Duration>,
+    write_limit: Option<Duration>,
     unsent: Vec<u8>,
     /// What each reply still due answers, with how long it may take.
     awaited: VecDeque<(&'static str, Duration)>,
@@ -381,6 +385,8 @@ impl Connection {
             capabilities: Capabilities::default(),
             extended: false,
             received: Vec::new(),
+            read_limit: None,
+            write_limit: None,
             unsent: Vec::new(),
             awaited: VecDeque::from([("the greeting", options.timeouts.greeting)]),
         })
@@ -935,7 +941,10 @@ impl Connection {
     }
 
     fn write_all(&mut self, bytes: &[u8], wait: Duration) -> io::Result<()> {
-        self.tcp.set_write_timeout(Some(wait))?;
+        if self.write_limit != Some(wait) {
+            self.tcp.set_write_timeout(Some(wait))?;
+            self.write_limit = Some(wait);
+        }
         match self.tls.as_mut() {
             Some(tls) => {
                 let mut stream = rustls::Stream::new(tls.as_mut(), &mut self.tcp);
@@ -978,10 +987,14 @@ impl Connection {
         }
     }
 
-    fn set_timeout(&self, wait: Duration) {
+    fn set_timeout(&mut self, wait: Duration) {
         // A zero duration is refused by the socket layer; every caller passes a positive one.
-        self.tcp.set_read_timeout(Some(wait)).ok();
-        self.tcp.set_write_timeout(Some(wait)).ok();
+        if self.read_limit != Some(wait) && self.tcp.set_read_timeout(Some(wait)).is_ok() {
+            self.read_limit = Some(wait);
+        }
+        if self.write_limit != Some(wait) && self.tcp.set_write_timeout(Some(wait)).is_ok() {
+            self.write_limit = Some(wait);
+        }
     }
 
     fn failure(&self, err: io::Error, during: &str) -> SmtpError {
