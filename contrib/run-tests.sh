@@ -9,7 +9,8 @@ cd "$(dirname "$0")/.."
 #              and a real MTA for interop tests (tests/etrn_send.rs runs a private instance as
 #              the ETRN server)
 #   swaks    - a real SMTP client
-packages=(postfix swaks)
+#   libnet-ssleay-perl - swaks' TLS (only recommended by swaks, and recommends are skipped)
+packages=(postfix swaks libnet-ssleay-perl)
 
 missing=()
 for p in "${packages[@]}"; do

@@ -75,6 +75,10 @@ pub struct Config {
     pub log: LogTarget,
     pub routes: BTreeMap<String, (Domain, RelayTarget)>,
     pub dns_nameservers: Vec<SocketAddr>,
+    /// The certificate chain and private key (PEM) queue-smtpd offers STARTTLS with; both or
+    /// neither, checked here, and read when the server starts.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -95,6 +99,8 @@ impl Default for Config {
             log: LogTarget::Syslog,
             routes: BTreeMap::new(),
             dns_nameservers: Vec::new(),
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }
@@ -160,8 +166,22 @@ impl Config {
                 "log" => config.log = reader.log(value)?,
                 "routes" => config.routes = reader.routes(value)?,
                 "dns" => config.dns_nameservers = reader.dns(value)?,
+                "tls_cert" => config.tls_cert = Some(reader.path(value)?),
+                "tls_key" => config.tls_key = Some(reader.path(value)?),
                 _ => return Err(reader.error("unknown key")),
             }
+        }
+        // A certificate without its key (or the reverse) is a half-done setup: refused here
+        // rather than silently running without STARTTLS.
+        let missing = match (&config.tls_cert, &config.tls_key) {
+            (Some(_), None) => Some(("tls_key", "tls_cert")),
+            (None, Some(_)) => Some(("tls_cert", "tls_key")),
+            _ => None,
+        };
+        if let Some((key, other)) = missing {
+            return Err(
+                Reader { file, key }.error(format!("missing: {other} is set, so is needed"))
+            );
         }
         Ok(config)
     }
@@ -239,6 +259,13 @@ impl Reader<'_> {
         value
             .as_str()
             .ok_or_else(|| self.error(format!("expected a string, found {}", value.type_str())))
+    }
+
+    fn path(&self, value: &toml::Value) -> Result<PathBuf, ConfigError> {
+        match self.string(value)? {
+            "" => Err(self.error("must not be empty")),
+            path => Ok(PathBuf::from(path)),
+        }
     }
 
     fn positive(&self, value: &toml::Value) -> Result<u64, ConfigError> {
@@ -389,6 +416,8 @@ hold_domains = ["customer.example"]
 relay_domains = ["customer.example"]
 tls = "opportunistic"
 log = "syslog"
+tls_cert = "/etc/etrnq/tls/cert.pem"
+tls_key = "/etc/etrnq/tls/key.pem"
 [routes]
 "customer.example" = "[127.0.0.1]:2526"
 [dns]
@@ -440,6 +469,15 @@ nameservers = ["127.0.0.1:5353"]
                 "etrnq.toml: retry_factor: must be between",
             ),
             ("hostnames = [", "etrnq.toml: line 1:"),
+            (
+                "tls_cert = \"/c.pem\"",
+                "etrnq.toml: tls_key: missing: tls_cert is set",
+            ),
+            (
+                "tls_key = \"/k.pem\"",
+                "etrnq.toml: tls_cert: missing: tls_key is set",
+            ),
+            ("tls_cert = \"\"", "etrnq.toml: tls_cert: must not be empty"),
         ];
         for (text, expected) in cases {
             let err = Config::parse(text, "etrnq.toml").unwrap_err().to_string();

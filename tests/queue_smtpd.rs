@@ -867,3 +867,179 @@ fn the_etrn_demo_script_runs_end_to_end() {
     );
     assert!(stdout.contains("the site has all 3 messages"), "{stdout}");
 }
+
+/// A self-signed certificate for `mx2.isp.test` in a directory of its own: the directory (kept
+/// alive by the caller), the configuration lines that name the files, and the certificate.
+fn certificate() -> (
+    tempfile::TempDir,
+    String,
+    rustls::pki_types::CertificateDer<'static>,
+) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let certified =
+        rcgen::generate_simple_self_signed(vec!["mx2.isp.test".to_string()]).expect("certificate");
+    let cert = dir.path().join("cert.pem");
+    let key = dir.path().join("key.pem");
+    std::fs::write(&cert, certified.cert.pem()).expect("write certificate");
+    std::fs::write(&key, certified.signing_key.serialize_pem()).expect("write key");
+    let lines = format!(
+        "tls_cert = \"{}\"\ntls_key = \"{}\"",
+        cert.display(),
+        key.display()
+    );
+    (dir, lines, certified.cert.der().clone())
+}
+
+#[test]
+fn swaks_over_starttls_is_queued_with_esmtps() {
+    let (_certs, lines, _) = certificate();
+    let site = Site::new(&lines);
+    let daemon = site.start(&[]);
+    let mut s = daemon.session();
+    assert_eq!(s.reply().0, 220);
+    let ehlo = s.expect("EHLO client.test", 250);
+    assert!(
+        ehlo.lines()
+            .any(|l| l == "250-STARTTLS" || l == "250 STARTTLS"),
+        "{ehlo}"
+    );
+    s.expect("QUIT", 221);
+
+    let out = swaks(&daemon, &["--to", "user@customer.test", "--tls"]);
+    let transcript = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "swaks: {transcript}");
+    assert!(
+        transcript.contains("220 2.0.0 Ready to start TLS"),
+        "{transcript}"
+    );
+    assert!(
+        transcript.contains("250 2.0.0 Ok: queued as"),
+        "{transcript}"
+    );
+    let data = site.queued_data();
+    assert_eq!(data.len(), 1);
+    assert!(
+        data[0].starts_with(
+            "Received: from client.test ([127.0.0.1])\r\n\tby mx2.isp.test (etrnq) with ESMTPS\r\n"
+        ),
+        "{}",
+        data[0]
+    );
+    let log = site.log();
+    assert!(log.contains("STARTTLS from [127.0.0.1]:"), "{log}");
+    assert!(log.contains("TLSv1."), "{log}");
+}
+
+#[test]
+fn after_the_handshake_the_session_starts_over() {
+    let (_certs, lines, der) = certificate();
+    let site = Site::new(&lines);
+    let daemon = site.start(&[]);
+    let mut s = daemon.session();
+    s.hello();
+    s.expect("STARTTLS", 220);
+
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(der).expect("trust the test certificate");
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("protocol versions")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let name = rustls::pki_types::ServerName::try_from("mx2.isp.test").expect("name");
+    let client = rustls::ClientConnection::new(Arc::new(config), name).expect("client");
+    let mut tls = BufReader::new(rustls::StreamOwned::new(client, s.writer));
+    let mut command = |line: &str| -> (u16, String) {
+        tls.get_mut()
+            .write_all(format!("{line}\r\n").as_bytes())
+            .expect("send over TLS");
+        let mut text = String::new();
+        loop {
+            let mut reply = String::new();
+            assert!(tls.read_line(&mut reply).expect("read over TLS") > 0);
+            text.push_str(&reply);
+            if reply.as_bytes().get(3) != Some(&b'-') {
+                break;
+            }
+        }
+        (text[..3].parse().expect("code"), text)
+    };
+    // Nothing said before the handshake counts: EHLO again first.
+    assert_eq!(command("MAIL FROM:<alice@example.test>").0, 503);
+    let (code, ehlo) = command("EHLO client.test");
+    assert_eq!(code, 250);
+    assert!(!ehlo.contains("STARTTLS"), "{ehlo}");
+    assert_eq!(command("STARTTLS").0, 503);
+    assert_eq!(command("MAIL FROM:<alice@example.test>").0, 250);
+    assert_eq!(command("RCPT TO:<user@customer.test>").0, 250);
+    assert_eq!(command("DATA").0, 354);
+    assert_eq!(command("Subject: tls\r\n\r\nsecret\r\n.").0, 250);
+    assert_eq!(command("QUIT").0, 221);
+    let data = site.queued_data();
+    assert_eq!(data.len(), 1);
+    assert!(data[0].contains("with ESMTPS"), "{}", data[0]);
+}
+
+#[test]
+fn without_a_certificate_starttls_is_not_offered() {
+    let site = Site::new("");
+    let daemon = site.start(&[]);
+    let mut s = daemon.session();
+    assert_eq!(s.reply().0, 220);
+    let ehlo = s.expect("EHLO client.test", 250);
+    assert!(!ehlo.contains("STARTTLS"), "{ehlo}");
+    s.expect("STARTTLS", 502);
+    s.expect("QUIT", 221);
+}
+
+#[test]
+fn commands_pipelined_after_starttls_are_never_run_in_clear() {
+    let (_certs, lines, _) = certificate();
+    let site = Site::new(&lines);
+    let daemon = site.start(&[]);
+    let mut s = daemon.session();
+    s.hello();
+    s.send(b"STARTTLS\r\nMAIL FROM:<x@y.test>\r\n");
+    let mut rest = String::new();
+    // The server hangs up; a reset instead of a clean close ends the read as well.
+    let _ = s.reader.read_to_string(&mut rest);
+    assert!(!rest.contains("2.1.0"), "{rest}");
+    assert!(rest.starts_with("501 "), "{rest}");
+    assert!(site.log().contains("commands sent after STARTTLS"));
+}
+
+#[test]
+fn a_half_or_unreadable_tls_configuration_is_exit_78_naming_the_key() {
+    let (_certs, lines, _) = certificate();
+    let mut halves = lines.lines();
+    let (only_cert, only_key) = (halves.next().expect("cert"), halves.next().expect("key"));
+    let missing = "tls_cert = \"/nonexistent/cert.pem\"\ntls_key = \"/nonexistent/key.pem\"";
+    // The certificate where the key should be: readable PEM, but no private key in it.
+    let cert_as_key = format!(
+        "{only_cert}\n{}",
+        only_cert.replacen("tls_cert", "tls_key", 1)
+    );
+    for (extra, key) in [
+        (only_cert, "tls_key"),
+        (only_key, "tls_cert"),
+        (missing, "tls_cert"),
+        (&cert_as_key[..], "tls_key"),
+    ] {
+        let site = Site::new(extra);
+        let out = Command::new(bin("queue-smtpd"))
+            .arg("-C")
+            .arg(site.config())
+            .args(["--listen", "127.0.0.1:1"])
+            .output()
+            .expect("run");
+        assert_eq!(out.status.code(), Some(78), "{extra}: {out:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains(&format!("etrnq.toml: {key}: ")),
+            "{extra}: {stderr}"
+        );
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    }
+}

@@ -27,8 +27,9 @@
 //! # Description
 //!
 //! A session ([`session`]) greets with this host's name (`hostnames[0]`), answers HELO and EHLO
-//! (PIPELINING, SIZE, 8BITMIME, ENHANCEDSTATUSCODES, ETRN), and takes MAIL, RCPT, DATA, RSET,
-//! NOOP, VRFY (252), HELP and QUIT. A recipient is accepted only when its domain is one of
+//! (PIPELINING, SIZE, 8BITMIME, ENHANCEDSTATUSCODES, ETRN, and STARTTLS when `tls_cert` and
+//! `tls_key` are configured), and takes MAIL, RCPT, DATA, RSET, NOOP, VRFY (252), HELP, QUIT and
+//! STARTTLS. A recipient is accepted only when its domain is one of
 //! `relay_domains` or `hold_domains`, exactly (a subdomain must be listed itself); every other
 //! recipient gets `554 5.7.1 relay access denied`. The message is written to a queue draft as it
 //! arrives, after one added `Received:` field, and committed ([`crate::queue::Draft::commit`])
@@ -37,6 +38,11 @@
 //! ETRN `domain` and `@domain` ([`flush`]) are answered for the same domains: 251 when nothing
 //! waits, 253 with the number of messages when something does, and then one `queue-run -R` is
 //! started in the background for that node. `#queue` gets 459: there are no named queues.
+//!
+//! STARTTLS (RFC 3207, [`tls`]) answers 220 and runs the TLS handshake on the same connection;
+//! the session then starts over from the greeting: the client must EHLO again, and what it said
+//! before counts for nothing. A message received over TLS gets `with ESMTPS` in its `Received:`
+//! field. Without a certificate STARTTLS gets 502, as any command not implemented.
 //!
 //! [`serve`] runs the daemon: listeners on several addresses, one thread per connection, a
 //! connection limit (421 beyond it), and a clean stop on SIGTERM or SIGINT. [`serve_stdio`] runs
@@ -71,11 +77,24 @@
 //!   ETRN starts at most one run per node at a time, and only for configured domains, so the
 //!   number of processes a client can cause is bounded by the configuration.
 //! - Every line has a length limit and every read a time limit; the header section is the only
-//!   part of a message held in memory, and it is bounded by the size limit.
+//!   part of a message held in memory, and it is bounded by the size limit. The time limits stay
+//!   on the socket under TLS, and so cover the handshake.
+//! - No plaintext injection (CVE-2011-0411 and its kin): a client that sends anything after
+//!   STARTTLS before the handshake gets 501 and the connection is closed, so nothing sent in clear
+//!   is ever taken as a command of the TLS session. Bytes that arrive only after that check reach
+//!   the TLS layer, where they are not a valid record and fail the handshake.
+//! - The certificate and key are read when the server starts: a missing or malformed file stops
+//!   it with EX_CONFIG naming the key, rather than failing every handshake later.
 //!
 //! # Limits
 //!
-//! - No STARTTLS, AUTH, DSN, SMTPUTF8 or CHUNKING: a backup MX takes plain mail from other MTAs.
+//! - No AUTH, DSN, SMTPUTF8 or CHUNKING: a backup MX takes mail from other MTAs.
+//! - STARTTLS encrypts; it authenticates neither side: no client certificates are asked for,
+//!   and what the sending MTA checks of ours is its own policy. A failed handshake ends the
+//!   session (it is logged); the client retries, in clear or elsewhere, as its policy says.
+//! - The certificate is read once: a renewed one is used after a restart (in inetd mode, by
+//!   the next session).
+//! - STARTTLS needs a socket: in inetd mode over a pipe it gets 502.
 //! - No reverse DNS: the client is named by its address in logs and in `Received:`.
 //! - An ETRN that arrives while its node's run is going starts nothing; mail that arrived after
 //!   that run had planned its work waits for the next ETRN. In inetd mode each session is its own
@@ -87,6 +106,7 @@ mod daemon;
 mod flush;
 mod request;
 mod session;
+mod tls;
 mod wire;
 
 use std::net::SocketAddr;
@@ -95,7 +115,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use crate::address::Domain;
-use crate::config::Config;
+use crate::config::{Config, ConfigError};
 use crate::maillog::MailLog;
 use crate::queue::{Queue, QueueError};
 use crate::sysexits::{Status, Sysexit};
@@ -153,6 +173,11 @@ pub enum SmtpdError {
         action: &'static str,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+    /// `tls_cert` or `tls_key` cannot be used.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
 }
 
 impl Sysexit for SmtpdError {
@@ -173,6 +198,8 @@ impl Sysexit for SmtpdError {
                 Status::NoPerm
             }
             SmtpdError::Listen { .. } | SmtpdError::Io { .. } => Status::OsErr,
+            SmtpdError::Queue(e) => e.status(),
+            SmtpdError::Config(e) => e.status(),
         }
     }
 }
@@ -216,19 +243,24 @@ pub struct Server {
     queue: Queue,
     log: Arc<MailLog>,
     flusher: Arc<flush::Flusher>,
+    /// Present when `tls_cert` and `tls_key` are configured: STARTTLS is offered.
+    tls: Option<Arc<rustls::ServerConfig>>,
     stopping: AtomicBool,
 }
 
 impl Server {
-    /// Opens the queue; `run` says how ETRN starts a queue run.
+    /// Opens the queue and loads the STARTTLS certificate, if one is configured; `run` says how
+    /// ETRN starts a queue run.
     pub fn new(
         config: Config,
         limits: Limits,
         run: RunCommand,
         log: Arc<MailLog>,
-    ) -> Result<Server, QueueError> {
+    ) -> Result<Server, SmtpdError> {
+        let tls = tls::server_config(&config)?;
         let queue = Queue::open(&config.queue_dir)?;
         Ok(Server {
+            tls,
             hostname: config.primary_hostname(),
             flusher: Arc::new(flush::Flusher::new(run, Arc::clone(&log))),
             config,

@@ -28,6 +28,8 @@ pub enum Request {
     Vrfy,
     Help,
     Etrn(EtrnArgument),
+    /// RFC 3207; whether it is offered is the session's decision.
+    StartTls,
 }
 
 /// A reply that refuses a command: code and text (the enhanced status code opens the text).
@@ -68,7 +70,8 @@ pub fn parse(line: &[u8]) -> Result<Request, Refusal> {
         "VRFY" if rest.is_empty() => Err(refuse(501, "5.5.4 Syntax: VRFY address")),
         "VRFY" => Ok(Request::Vrfy),
         "ETRN" => etrn(rest),
-        "EXPN" | "STARTTLS" | "AUTH" | "BDAT" | "TURN" | "ATRN" | "SEND" | "SOML" | "SAML" => {
+        "STARTTLS" => no_argument(rest, "STARTTLS", Request::StartTls),
+        "EXPN" | "AUTH" | "BDAT" | "TURN" | "ATRN" | "SEND" | "SOML" | "SAML" => {
             Err(refuse(502, "5.5.1 Error: command not implemented"))
         }
         _ => Err(refuse(500, "5.5.2 Error: command not recognized")),
@@ -280,7 +283,8 @@ mod tests {
         assert_eq!(code("VRFY"), 501);
         assert_eq!(code("DATA now"), 501);
         assert_eq!(code("EXPN staff"), 502);
-        assert_eq!(code("STARTTLS"), 502);
+        assert_eq!(ok("starttls"), Request::StartTls);
+        assert_eq!(code("STARTTLS now"), 501);
         assert_eq!(code("XYZZY"), 500);
         assert_eq!(parse(b"NOOP \xff").unwrap_err().code, 500);
     }

@@ -3,6 +3,7 @@
 //! States: before HELO/EHLO (only HELO, EHLO, NOOP, RSET, VRFY, HELP, QUIT), greeted, and inside
 //! a mail transaction (after MAIL, collecting RCPT until DATA or RSET). Commands are handled one
 //! at a time in the order they arrived, so replies to pipelined commands come out in that order.
+//! A successful STARTTLS returns the session to the state after the greeting (RFC 3207 §4.2).
 
 use std::io;
 
@@ -35,6 +36,8 @@ struct Session<'s> {
     client: Client,
     helo: Option<Domain>,
     esmtp: bool,
+    /// The session runs over TLS (STARTTLS succeeded).
+    tls: bool,
     transaction: Option<Transaction>,
     errors: u32,
     etrns: u32,
@@ -53,6 +56,7 @@ pub fn run(server: &Server, channel: Channel, client: Client) {
         client,
         helo: None,
         esmtp: false,
+        tls: false,
         transaction: None,
         errors: 0,
         etrns: 0,
@@ -191,7 +195,60 @@ impl Session<'_> {
                 Ok(Flow::Close)
             }
             Request::Etrn(argument) => self.etrn(argument),
+            Request::StartTls => self.start_tls(),
         }
+    }
+
+    /// The TLS configuration when STARTTLS may be offered now: configured, a socket to run it
+    /// on, and not in TLS already.
+    fn tls_offer(&self) -> Option<std::sync::Arc<rustls::ServerConfig>> {
+        if self.tls || !self.channel.can_start_tls() {
+            return None;
+        }
+        self.server.tls.clone()
+    }
+
+    fn start_tls(&mut self) -> io::Result<Flow> {
+        self.last = "STARTTLS";
+        if self.tls {
+            return self.error(503, "5.5.1 Error: TLS already active");
+        }
+        let Some(config) = self.tls_offer() else {
+            return self.error(502, "5.5.1 Error: command not implemented");
+        };
+        if self.channel.has_pending_input() {
+            // Whatever was pipelined after STARTTLS came in clear; answering it after the
+            // handshake would let an attacker on the path inject commands into the TLS session.
+            self.server.log.warning(&format!(
+                "STARTTLS from {}: commands sent after STARTTLS before the handshake; hanging up",
+                self.client
+            ));
+            self.channel.reply(
+                501,
+                "5.5.1 Error: nothing may follow STARTTLS before the TLS handshake",
+            )?;
+            return Ok(Flow::Close);
+        }
+        self.channel.reply(220, "2.0.0 Ready to start TLS")?;
+        match self.channel.start_tls(config) {
+            Ok(summary) => {
+                self.server
+                    .log
+                    .info(&format!("STARTTLS from {}: {summary}", self.client));
+            }
+            Err(e) => {
+                self.server
+                    .log
+                    .warning(&format!("TLS handshake with {} failed: {e}", self.client));
+                return Ok(Flow::Close);
+            }
+        }
+        // RFC 3207 §4.2: nothing learnt before the handshake is kept.
+        self.tls = true;
+        self.helo = None;
+        self.esmtp = false;
+        self.transaction = None;
+        Ok(Flow::Continue)
     }
 
     fn hello(&mut self, name: Domain, extended: bool) -> io::Result<Flow> {
@@ -207,8 +264,13 @@ impl Session<'_> {
         if !extended {
             return self.ok(250, &greeting);
         }
+        let starttls = if self.tls_offer().is_some() {
+            "\nSTARTTLS"
+        } else {
+            ""
+        };
         let text = format!(
-            "{greeting}\nPIPELINING\nSIZE {}\n8BITMIME\nENHANCEDSTATUSCODES\nETRN",
+            "{greeting}\nPIPELINING\nSIZE {}\n8BITMIME\nENHANCEDSTATUSCODES\nETRN{starttls}",
             self.server.limits.max_message_size
         );
         self.ok(250, &text)
@@ -327,7 +389,12 @@ impl Session<'_> {
         let received = Received {
             from: Some(&from),
             by: &by,
-            with: Some(if self.esmtp { "ESMTP" } else { "SMTP" }),
+            // RFC 3848: ESMTPS is ESMTP with STARTTLS.
+            with: Some(match (self.esmtp, self.tls) {
+                (true, true) => "ESMTPS",
+                (true, false) => "ESMTP",
+                (false, _) => "SMTP",
+            }),
             id,
             for_recipient: only.as_deref(),
             date: &rfc5322_date(&now),

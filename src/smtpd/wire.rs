@@ -6,9 +6,13 @@
 //! the next line is read from its true start. Replies are buffered and flushed only when the
 //! client has sent nothing more, which keeps a pipelined client's replies in command order and
 //! sends them in as few packets as possible (RFC 2920 §3.2).
+//!
+//! After STARTTLS the same reader and writer go on over TLS: both ends are swapped for halves of
+//! one rustls stream on the same socket, so the socket's time limits still apply.
 
 use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
 use std::net::TcpStream;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::header::Lines;
@@ -61,6 +65,40 @@ impl Channel {
             writer: BufWriter::with_capacity(16 * 1024, writer),
             socket,
         }
+    }
+
+    /// True when STARTTLS can run here: there is a socket under the session.
+    pub fn can_start_tls(&self) -> bool {
+        self.socket.is_some()
+    }
+
+    /// True when the client has sent bytes not yet read as commands.
+    pub fn has_pending_input(&self) -> bool {
+        !self.reader.buffer().is_empty()
+    }
+
+    /// Sends the queued replies (the 220 to STARTTLS among them), runs the server side of the TLS
+    /// handshake on the socket, and from then on reads and writes through TLS. Returns the
+    /// protocol and cipher suite. The caller checks first that no input is pending: bytes that
+    /// came in clear must never be read as if they had come over TLS.
+    pub fn start_tls(&mut self, config: Arc<rustls::ServerConfig>) -> io::Result<String> {
+        self.writer.flush()?;
+        let Some(socket) = &self.socket else {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "no socket to run TLS on",
+            ));
+        };
+        let mut socket = socket.try_clone()?;
+        let mut connection = rustls::ServerConnection::new(config).map_err(io::Error::other)?;
+        while connection.is_handshaking() {
+            connection.complete_io(&mut socket)?;
+        }
+        let summary = super::tls::describe(&connection);
+        let stream = Arc::new(Mutex::new(rustls::StreamOwned::new(connection, socket)));
+        self.reader = BufReader::with_capacity(16 * 1024, Box::new(TlsHalf(Arc::clone(&stream))));
+        self.writer = BufWriter::with_capacity(16 * 1024, Box::new(TlsHalf(stream)));
+        Ok(summary)
     }
 
     /// Sets the time limit of every following read and write. Without a socket (a pipe under
@@ -165,6 +203,39 @@ impl Channel {
             previous_ended_in_crlf: true,
             done: false,
         }
+    }
+}
+
+/// The reading or the writing end of a TLS session. Both share one rustls stream, since TLS
+/// state is one for both directions; a session reads and writes from one thread, so the lock is
+/// never contended.
+struct TlsHalf(Arc<Mutex<rustls::StreamOwned<rustls::ServerConnection, TcpStream>>>);
+
+impl TlsHalf {
+    fn stream(
+        &self,
+    ) -> io::Result<
+        std::sync::MutexGuard<'_, rustls::StreamOwned<rustls::ServerConnection, TcpStream>>,
+    > {
+        self.0
+            .lock()
+            .map_err(|_| io::Error::other("TLS stream lock poisoned"))
+    }
+}
+
+impl Read for TlsHalf {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.stream()?.read(buf)
+    }
+}
+
+impl Write for TlsHalf {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.stream()?.write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.stream()?.flush()
     }
 }
 
