@@ -1,5 +1,10 @@
-//! A certificate made for one test run: self-signed, so no client trusts it, but it encrypts.
+//! TLS for the test servers: a certificate made for one run (self-signed, so no client trusts
+//! it, but it encrypts) and a connection that may switch to TLS after STARTTLS.
 
+#![allow(dead_code)] // each suite uses its own part of this module
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::sync::Arc;
 
 /// A rustls server configuration with a fresh self-signed certificate for `names`.
@@ -16,4 +21,50 @@ pub fn self_signed(names: &[&str]) -> Arc<rustls::ServerConfig> {
     .with_single_cert(vec![certified.cert.der().clone()], key)
     .expect("server certificate");
     Arc::new(config)
+}
+
+/// A server-side connection: in clear, in TLS after STARTTLS, or closed.
+pub enum Stream {
+    Plain(TcpStream),
+    Tls(Box<rustls::StreamOwned<rustls::ServerConnection, TcpStream>>),
+    Gone,
+}
+
+impl Stream {
+    /// The socket underneath, to set time limits or shut it down.
+    pub fn tcp(&self) -> Option<&TcpStream> {
+        match self {
+            Stream::Plain(tcp) => Some(tcp),
+            Stream::Tls(tls) => Some(tls.get_ref()),
+            Stream::Gone => None,
+        }
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Stream::Plain(tcp) => tcp.read(buf),
+            Stream::Tls(tls) => tls.read(buf),
+            Stream::Gone => Ok(0),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Stream::Plain(tcp) => tcp.write(buf),
+            Stream::Tls(tls) => tls.write(buf),
+            Stream::Gone => Ok(buf.len()),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Stream::Plain(tcp) => tcp.flush(),
+            Stream::Tls(tls) => tls.flush(),
+            Stream::Gone => Ok(()),
+        }
+    }
 }
