@@ -474,15 +474,7 @@ impl Connection {
             conn.complete_io(&mut self.tcp)
                 .map_err(|e| self.failure(e, "during the TLS handshake"))?;
         }
-        let protocol = match conn.protocol_version() {
-            Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3".to_string(),
-            Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2".to_string(),
-            other => format!("{other:?}"),
-        };
-        let cipher_suite = conn
-            .negotiated_cipher_suite()
-            .map(|suite| format!("{:?}", suite.suite()))
-            .unwrap_or_default();
+        let (protocol, cipher_suite) = tls::negotiated(&conn);
         let certificate = conn
             .peer_certificates()
             .and_then(|chain| chain.first())

@@ -90,4 +90,5 @@ pub use connection::{
 };
 pub use error::SmtpError;
 pub use reply::{EnhancedCode, Reply, ReplyCode};
+pub(crate) use tls::negotiated;
 pub use tls::{CertificateInfo, TlsClient, TlsInfo, Verification};

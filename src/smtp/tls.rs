@@ -193,6 +193,21 @@ impl ServerCertVerifier for RecordingVerifier {
 }
 
 /// A certificate problem in words an administrator knows.
+/// The negotiated protocol and cipher suite of a finished handshake, as logs name them:
+/// (`TLSv1.3`, `TLS13_AES_256_GCM_SHA384`). Either side's connection will do.
+pub(crate) fn negotiated(state: &rustls::CommonState) -> (String, String) {
+    let protocol = match state.protocol_version() {
+        Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3".to_string(),
+        Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2".to_string(),
+        other => format!("{other:?}"),
+    };
+    let cipher_suite = state
+        .negotiated_cipher_suite()
+        .map(|suite| format!("{:?}", suite.suite()))
+        .unwrap_or_default();
+    (protocol, cipher_suite)
+}
+
 pub(crate) fn describe(err: &rustls::Error) -> String {
     use rustls::CertificateError as C;
     match err {

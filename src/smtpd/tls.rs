@@ -66,14 +66,6 @@ fn pem_reason(e: &rustls::pki_types::pem::Error) -> String {
 
 /// `TLSv1.3 TLS13_AES_256_GCM_SHA384`, for the log.
 pub fn describe(connection: &rustls::ServerConnection) -> String {
-    let protocol = match connection.protocol_version() {
-        Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3".to_string(),
-        Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2".to_string(),
-        other => format!("{other:?}"),
-    };
-    let cipher = connection
-        .negotiated_cipher_suite()
-        .map(|suite| format!("{:?}", suite.suite()))
-        .unwrap_or_default();
+    let (protocol, cipher) = crate::smtp::negotiated(connection);
     format!("{protocol} {cipher}")
 }
