@@ -80,19 +80,19 @@ pub fn list(
 ) -> Result<Outcome, ReportError> {
     let scan = queue.scan()?;
     let mut ids = scan.ids().to_vec();
-    if !selection.is_everything() {
+    // sendmail's header line counts the entries before the first one is printed, so a filtered
+    // listing in that layout selects first and prints second; the others select as they print.
+    let mut select_while_printing = !selection.is_everything();
+    if select_while_printing && matches!(format, Format::Sendmail { .. }) {
         let mut selected = Vec::new();
         scan.for_each(&ids, |inspection| -> Result<(), ReportError> {
-            if inspection
-                .envelope
-                .as_ref()
-                .is_ok_and(|envelope| selection.selects(envelope))
-            {
+            if is_selected(selection, &inspection) {
                 selected.push((inspection.id, inspection.place));
             }
             Ok(())
         })?;
         ids = selected;
+        select_while_printing = false;
     }
     let mut outcome = Outcome::default();
     let mut summary = Summary::default();
@@ -100,6 +100,9 @@ pub fn list(
         write_sendmail_header(out, queue, ids.len())?;
     }
     scan.for_each(&ids, |inspection| -> Result<(), ReportError> {
+        if select_while_printing && !is_selected(selection, &inspection) {
+            return Ok(());
+        }
         let envelope = match &inspection.envelope {
             Ok(envelope) => envelope,
             Err(e) => {
@@ -126,16 +129,23 @@ pub fn list(
         Ok(())
     })?;
     match format {
-        Format::Sendmail { .. } if outcome.listed + outcome.corrupt.len() > 0 => writeln!(
+        Format::Sendmail { .. } => writeln!(
             out,
             "\t\tTotal requests: {}",
             outcome.listed + outcome.corrupt.len()
         )?,
-        Format::Sendmail { .. } => writeln!(out, "\t\tTotal requests: 0")?,
         Format::Json => {}
         Format::Summary => summary.write(out)?,
     }
     Ok(outcome)
+}
+
+/// A readable envelope that the selection takes; an unreadable one is never selected.
+fn is_selected(selection: &Selection, inspection: &Inspection) -> bool {
+    inspection
+        .envelope
+        .as_ref()
+        .is_ok_and(|envelope| selection.selects(envelope))
 }
 
 fn write_sendmail_header(out: &mut impl Write, queue: &Queue, count: usize) -> io::Result<()> {
