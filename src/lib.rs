@@ -14,6 +14,7 @@ pub mod dns;
 pub mod envelope;
 pub mod etrn;
 pub mod header;
+pub mod index;
 pub mod maillog;
 pub mod queue;
 pub mod report;

@@ -8,6 +8,7 @@
 //! QUEUE/env/ID     the envelope of an active message (see `envelope`), replaced by rename
 //! QUEUE/hold/ID    the envelope of a message on administrative hold
 //! QUEUE/corrupt/   what could not be read, moved aside for a human: ID.env, ID.data
+//! QUEUE/index      an advisory copy of every envelope, for listings (see `index`)
 //! ```
 //!
 //! # States of a message, by the files that exist
@@ -44,6 +45,8 @@
 //!   the submission instead of replacing a message.
 //! - Unparseable envelopes are moved to `corrupt/`, never deleted and never bounced.
 //! - Listing streams the directory; only the ids are held in memory, to sort them.
+//! - `index` is only believed while `env/`, `hold/` and `data/` keep the stamps it records, and
+//!   is only replaced by rename from `tmp/`; deleting it is always safe.
 //!
 //! # Known limits
 //!
@@ -54,7 +57,7 @@
 
 use std::fmt;
 use std::fs::{self, DirBuilder, File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{self, Read, Seek, Write};
 use std::os::unix::fs::{DirBuilderExt, DirEntryExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -63,6 +66,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use nix::fcntl::{RenameFlags, renameat2};
 
 use crate::envelope::{Envelope, EnvelopeError};
+use crate::index::{self, DirStamp, Entry, IndexWriter, Records, Stamps, Table};
 use crate::sysexits::{Status, Sysexit};
 
 const TMP: &str = "tmp";
@@ -70,6 +74,7 @@ const DATA: &str = "data";
 const ENV: &str = "env";
 const HOLD: &str = "hold";
 const CORRUPT: &str = "corrupt";
+const INDEX: &str = "index";
 
 /// How long a file in `tmp/`, or data without an envelope, must sit unlocked before a sweep
 /// deletes it.
@@ -311,34 +316,76 @@ impl Queue {
         Ok(ids)
     }
 
-    /// Starts a pass over the queue for a listing or a plan: the ids, then one read of `data/`
-    /// and of the kernel's lock table, so that each message afterwards costs one small file read.
+    /// Starts a pass over the queue for a listing or a plan. While the index is current, its
+    /// table is the whole pass: no directory is read and no envelope opened. Otherwise the ids
+    /// come from `env/` and `hold/`, then one read of `data/` and of the kernel's lock table,
+    /// so that each message afterwards costs one small file read.
     pub fn scan(&self) -> Result<Scan<'_>, QueueError> {
+        let began = SystemTime::now();
+        // Taken before anything is read: a change after this instant makes the index stale.
+        let stamps = self.stamps().ok();
+        let data_dir = self.root.join(DATA);
+        let held_inodes = locked_inodes(&data_dir);
+        let locked_ids = |data: &[(QueueId, u64)]| {
+            held_inodes.as_ref().map(|held| {
+                data.iter()
+                    .filter(|(_, inode)| held.contains(inode))
+                    .map(|&(id, _)| id)
+                    .collect()
+            })
+        };
+        if let Some((file, table)) = stamps.as_ref().and_then(|s| self.current_index(s)) {
+            let ids = table.entries.iter().map(|e| (e.id, e.place)).collect();
+            let mut data: Vec<(QueueId, u64)> =
+                table.entries.iter().map(|e| (e.id, e.data_inode)).collect();
+            data.sort_unstable();
+            return Ok(Scan {
+                queue: self,
+                ids,
+                locked: locked_ids(&data),
+                data,
+                stamps,
+                began,
+                index: Some((file, table.records_at)),
+                refresh_index: false,
+            });
+        }
         let ids = self.ids()?;
-        let dir = self.root.join(DATA);
         let mut data = Vec::with_capacity(ids.len());
-        let mut inodes = Vec::new();
-        let held_inodes = locked_inodes(&dir);
-        for entry in fs::read_dir(&dir).map_err(io_error("cannot read", &dir))? {
-            let entry = entry.map_err(io_error("cannot read", &dir))?;
-            let Some(id) = entry.file_name().to_str().and_then(QueueId::parse) else {
-                continue;
-            };
-            data.push(id);
-            if held_inodes
-                .as_ref()
-                .is_some_and(|held| held.contains(&entry.ino()))
-            {
-                inodes.push(id);
+        for entry in fs::read_dir(&data_dir).map_err(io_error("cannot read", &data_dir))? {
+            let entry = entry.map_err(io_error("cannot read", &data_dir))?;
+            if let Some(id) = entry.file_name().to_str().and_then(QueueId::parse) {
+                data.push((id, entry.ino()));
             }
         }
         data.sort_unstable();
         Ok(Scan {
             queue: self,
             ids,
+            locked: locked_ids(&data),
             data,
-            locked: held_inodes.map(|_| inodes.into_iter().collect()),
+            stamps,
+            began,
+            index: None,
+            refresh_index: false,
         })
+    }
+
+    /// The stamps of the directories whose every change moves them (see `index`).
+    fn stamps(&self) -> io::Result<Stamps> {
+        Ok(Stamps {
+            active: DirStamp::of(&self.env.metadata()?),
+            held: DirStamp::of(&self.hold.metadata()?),
+            data: DirStamp::of(&self.data.metadata()?),
+        })
+    }
+
+    /// The index and its table, when it was made for the queue as `stamps` describe it.
+    fn current_index(&self, stamps: &Stamps) -> Option<(File, Table)> {
+        let file = open_existing(&self.root.join(INDEX)).ok()?;
+        let table =
+            index::read_table(&mut io::BufReader::with_capacity(256 * 1024, &file), stamps)?;
+        Some((file, table))
     }
 
     /// Whether a runner holds `id` right now, asked with a shared try-lock held for an instant.
@@ -458,11 +505,18 @@ impl Place {
 pub struct Scan<'q> {
     queue: &'q Queue,
     ids: Vec<(QueueId, Place)>,
-    /// Ids with a data file when the pass began, sorted.
-    data: Vec<QueueId>,
+    /// Ids with a data file when the pass began, with its inode, sorted.
+    data: Vec<(QueueId, u64)>,
     /// Ids whose data file someone held a lock on when the pass began; `None` when the kernel's
     /// lock table could not be read, and each message is asked instead.
     locked: Option<std::collections::HashSet<QueueId>>,
+    /// The directories' stamps when the pass began, if they could be read.
+    stamps: Option<Stamps>,
+    began: SystemTime,
+    /// The current index and where its records start, when the pass is made from it.
+    index: Option<(File, u64)>,
+    /// A pass over every message writes a fresh index when the one on disk is stale.
+    refresh_index: bool,
 }
 
 impl Scan<'_> {
@@ -475,10 +529,43 @@ impl Scan<'_> {
     /// threads: a listing is bound by opening one small file per message, and that parallelises.
     /// At most two chunks per thread are read ahead, so memory does not grow with the queue.
     /// Messages that left the queue meanwhile are skipped.
+    ///
+    /// While the index is current, envelopes come from it instead, in one sequential read. A pass
+    /// over every message made with [`Scan::refreshing_index`] writes a fresh index when the one
+    /// on disk is stale and the queue stood still throughout.
     pub fn for_each<E: From<QueueError>>(
         &self,
         ids: &[(QueueId, Place)],
         mut visit: impl FnMut(Inspection) -> Result<(), E>,
+    ) -> Result<(), E> {
+        if let Some(index) = &self.index {
+            return self.for_each_indexed(index, ids, visit);
+        }
+        let mut recorder = self.index_recorder(ids);
+        let mut visit = |inspection: Inspection| {
+            if let Some(recorder) = recorder.as_mut() {
+                recorder.add(&inspection);
+            }
+            visit(inspection)
+        };
+        self.read_each(ids, &mut visit)?;
+        if let Some(recorder) = recorder {
+            recorder.commit(self);
+        }
+        Ok(())
+    }
+
+    /// Makes a pass over every message write a fresh index when it is due (see `for_each`).
+    pub fn refreshing_index(mut self) -> Self {
+        self.refresh_index = true;
+        self
+    }
+
+    /// Reads each envelope from its own file, ahead of `visit` on a few threads.
+    fn read_each<E: From<QueueError>>(
+        &self,
+        ids: &[(QueueId, Place)],
+        visit: &mut impl FnMut(Inspection) -> Result<(), E>,
     ) -> Result<(), E> {
         const CHUNK: usize = 256;
         let threads = std::thread::available_parallelism()
@@ -526,6 +613,79 @@ impl Scan<'_> {
         })
     }
 
+    /// Visits `ids` with the envelopes the index holds, in one sequential read; one it lacks or
+    /// holds damaged is read from its file.
+    fn for_each_indexed<E: From<QueueError>>(
+        &self,
+        (file, records_at): &(File, u64),
+        ids: &[(QueueId, Place)],
+        mut visit: impl FnMut(Inspection) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let mut reader = file;
+        let mut records = match reader.seek(io::SeekFrom::Start(*records_at)) {
+            Ok(_) => Some(Records::new(io::BufReader::with_capacity(
+                256 * 1024,
+                reader,
+            ))),
+            Err(_) => None,
+        };
+        let mut record = records.as_mut().and_then(Iterator::next);
+        for &(id, place) in ids {
+            while record
+                .as_ref()
+                .is_some_and(|r| (r.id, r.place) < (id, place))
+            {
+                record = records.as_mut().and_then(Iterator::next);
+            }
+            let indexed = match &record {
+                Some(r) if (r.id, r.place) == (id, place) => {
+                    let inspection = self.inspection(id, place, &r.envelope)?;
+                    record = records.as_mut().and_then(Iterator::next);
+                    // Only the envelope's own file may condemn a message to corrupt/.
+                    inspection.envelope.is_ok().then_some(inspection)
+                }
+                _ => None,
+            };
+            let inspection = match indexed {
+                Some(inspection) => Some(inspection),
+                None => self.inspect(id, place)?,
+            };
+            if let Some(inspection) = inspection {
+                visit(inspection)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A writer for a fresh index, when this pass covers every message, the index on disk is
+    /// stale, and the directories had settled before the pass began.
+    fn index_recorder(&self, ids: &[(QueueId, Place)]) -> Option<IndexRecorder> {
+        let stamps = self.stamps?;
+        if !self.refresh_index || ids.len() != self.ids.len() || !stamps.is_settled(self.began) {
+            return None;
+        }
+        let table = ids
+            .iter()
+            .map(|&(id, place)| {
+                let at = self.data.binary_search_by_key(&id, |&(id, _)| id).ok()?;
+                Some(Entry {
+                    id,
+                    place,
+                    data_inode: self.data[at].1,
+                })
+            })
+            .collect::<Option<Vec<Entry>>>()?;
+        let path = self
+            .queue
+            .path(TMP, &format!("{INDEX}.{}", QueueId::generate()));
+        let file = create_file(&path).ok()?;
+        let out = io::BufWriter::with_capacity(256 * 1024, file);
+        Some(IndexRecorder {
+            writer: IndexWriter::new(out, &stamps, &table).ok(),
+            path,
+        })
+    }
+
     /// Reads one message's envelope, without taking it from a runner. `None` when it left the
     /// queue since the pass began.
     pub fn inspect(&self, id: QueueId, place: Place) -> Result<Option<Inspection>, QueueError> {
@@ -543,10 +703,20 @@ impl Scan<'_> {
                 )(e));
             }
         };
+        self.inspection(id, place, &bytes).map(Some)
+    }
+
+    /// What an envelope's bytes say, with what this pass learnt about the message's data file.
+    fn inspection(
+        &self,
+        id: QueueId,
+        place: Place,
+        bytes: &[u8],
+    ) -> Result<Inspection, QueueError> {
         // Data is committed before its envelope and removed after it, so an envelope that is
         // still there when its data was not is damage, not a race.
-        if self.data.binary_search(&id).is_err() {
-            return Ok(Some(Inspection {
+        if self.data.binary_search_by_key(&id, |&(id, _)| id).is_err() {
+            return Ok(Inspection {
                 id,
                 place,
                 locked: false,
@@ -554,13 +724,13 @@ impl Scan<'_> {
                     line: 0,
                     reason: "message data file is missing".to_string(),
                 }),
-            }));
+            });
         }
         let locked = match &self.locked {
             Some(locked) => locked.contains(&id),
             None => self.queue.probe_lock(id)?,
         };
-        let envelope = Envelope::parse(&bytes).and_then(|env| {
+        let envelope = Envelope::parse(bytes).and_then(|env| {
             if env.id == id {
                 Ok(env)
             } else {
@@ -570,12 +740,50 @@ impl Scan<'_> {
                 })
             }
         });
-        Ok(Some(Inspection {
+        Ok(Inspection {
             id,
             place,
             locked,
             envelope,
-        }))
+        })
+    }
+}
+
+/// A fresh index being written under `tmp/` during a pass; renamed into place only if the pass
+/// saw every envelope whole and the queue did not change meanwhile, removed otherwise.
+struct IndexRecorder {
+    /// `None` once anything went wrong: the index is then abandoned, never half written.
+    writer: Option<IndexWriter<io::BufWriter<File>>>,
+    path: PathBuf,
+}
+
+impl IndexRecorder {
+    fn add(&mut self, inspection: &Inspection) {
+        let written = match (self.writer.as_mut(), &inspection.envelope) {
+            (Some(writer), Ok(envelope)) => writer.add(inspection.place, envelope).is_ok(),
+            _ => false,
+        };
+        if !written {
+            self.writer = None;
+        }
+    }
+
+    fn commit(mut self, scan: &Scan<'_>) {
+        let Some(writer) = self.writer.take() else {
+            return;
+        };
+        let unchanged = scan.queue.stamps().ok() == scan.stamps;
+        if unchanged && writer.finish().is_ok() {
+            // Advisory: a failed rename leaves the old index, which its stamps already refute.
+            let _ = fs::rename(&self.path, scan.queue.root.join(INDEX));
+        }
+    }
+}
+
+impl Drop for IndexRecorder {
+    fn drop(&mut self) {
+        // After a successful rename the name is gone and this fails harmlessly.
+        let _ = fs::remove_file(&self.path);
     }
 }
 

@@ -78,7 +78,7 @@ pub fn list(
     now: i64,
     out: &mut impl Write,
 ) -> Result<Outcome, ReportError> {
-    let scan = queue.scan()?;
+    let scan = queue.scan()?.refreshing_index();
     let mut ids = scan.ids().to_vec();
     // sendmail's header line counts the entries before the first one is printed, so a filtered
     // listing in that layout selects first and prints second; the others select as they print.
@@ -96,6 +96,7 @@ pub fn list(
     }
     let mut outcome = Outcome::default();
     let mut summary = Summary::default();
+    let mut times = ShortTimes::default();
     if let Format::Sendmail { .. } = format {
         write_sendmail_header(out, queue, ids.len())?;
     }
@@ -121,7 +122,7 @@ pub fn list(
         outcome.listed += 1;
         match format {
             Format::Sendmail { verbose } => {
-                write_sendmail_entry(out, &inspection, envelope, verbose)?
+                write_sendmail_entry(out, &inspection, envelope, verbose, &mut times)?
             }
             Format::Json => write_json_entry(out, &inspection, envelope)?,
             Format::Summary => summary.add(envelope, selection, now),
@@ -169,6 +170,7 @@ fn write_sendmail_entry(
     inspection: &Inspection,
     envelope: &Envelope,
     verbose: bool,
+    times: &mut ShortTimes,
 ) -> io::Result<()> {
     let mark = match (inspection.locked, inspection.place) {
         (true, _) => '*',
@@ -185,7 +187,7 @@ fn write_sendmail_entry(
         "{}{mark}{:>8} {} {sender}",
         envelope.id,
         envelope.size,
-        short_time(envelope.arrival)
+        times.of(envelope.arrival)
     )?;
     for (reason, recipients) in by_reason(envelope) {
         if !reason.is_empty() {
@@ -242,6 +244,26 @@ fn write_corrupt(out: &mut impl Write, format: Format, c: &Corruption) -> io::Re
             writeln!(out)
         }
         Format::Summary => Ok(()),
+    }
+}
+
+/// Arrival times in sendmail's layout, remembered for the last minute asked: a listing is sorted
+/// by arrival, so neighbours share their minute and the time zone is consulted once per minute.
+#[derive(Default)]
+struct ShortTimes {
+    minute: Option<i64>,
+    text: String,
+}
+
+impl ShortTimes {
+    fn of(&mut self, epoch: i64) -> &str {
+        // Time zones have been offset from UTC by whole minutes since the early 1970s.
+        let minute = epoch.div_euclid(60);
+        if self.minute != Some(minute) {
+            self.text = short_time(epoch);
+            self.minute = Some(minute);
+        }
+        &self.text
     }
 }
 

@@ -1,6 +1,7 @@
 //! mailq end to end: sendmail's layout byte for byte, the JSON lines, the per-domain summary,
-//! the selectors in both spellings, the locked and held marks, corrupt envelopes, and a reader
-//! that stops early.
+//! the selectors in both spellings, the locked and held marks, corrupt envelopes, a reader that
+//! stops early, and the advisory index: believed while the queue stands still, never after it
+//! changed.
 //!
 //! Most queues here are written by hand in the documented envelope format, so that deferral
 //! state, fixed arrival times and corrupt files can be set up without a queue run. Listings run
@@ -579,7 +580,10 @@ fn a_corrupt_envelope_is_reported_and_moved_aside() {
     );
     let whole = torn.render();
     let cut = &whole[..whole.len() - 10];
-    fs::write(q.queue.join("env/1xWNa000000002"), cut).unwrap();
+    // Replaced by rename, as every envelope change is: a listing trusts an unchanged directory.
+    let envelope = q.queue.join("env/1xWNa000000002");
+    fs::write(envelope.with_extension("new"), cut).unwrap();
+    fs::rename(envelope.with_extension("new"), &envelope).unwrap();
 
     let output = q.mailq().output().unwrap();
     assert!(output.status.success());
@@ -720,4 +724,192 @@ fn a_reader_that_stops_early_is_not_an_error() {
         .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["queue_id"].to_string())
         .collect();
     assert_eq!(ids.len(), 3000);
+}
+
+// --- The index ------------------------------------------------------------------------------
+
+/// Longer than the index's settling time: directories that last changed this long ago vouch for
+/// their contents.
+const SETTLE: std::time::Duration = std::time::Duration::from_millis(1200);
+
+fn enqueue_from(q: &Sandbox, sender: &str, rcpt: &str) {
+    q.enqueue()
+        .args(["-f", sender, rcpt])
+        .write_stdin("Subject: s\n\nbody\n")
+        .assert()
+        .success();
+}
+
+/// What the listing is when every envelope is read from its own file.
+fn listing_without_index(q: &Sandbox, args: &[&str]) -> String {
+    let _ = fs::remove_file(q.queue.join("index"));
+    listing(q, args)
+}
+
+/// Rewrites the index in place with `from` replaced by `to` (same length, so record lengths
+/// stay right): what it then lists shows whether the index was read.
+fn tamper_index(q: &Sandbox, from: &str, to: &str) {
+    assert_eq!(from.len(), to.len());
+    let path = q.queue.join("index");
+    let text = fs::read_to_string(&path).unwrap();
+    assert!(text.contains(from), "{text}");
+    fs::write(&path, text.replace(from, to)).unwrap();
+}
+
+#[test]
+fn a_queue_that_stood_still_is_listed_from_its_index() {
+    let q = Sandbox::new();
+    enqueue_from(&q, "alice@example.test", "x@customer.test");
+    enqueue_from(&q, "bob@example.test", "y@other.test");
+    std::thread::sleep(SETTLE);
+    let first = listing(&q, &[]);
+    assert!(
+        q.queue.join("index").exists(),
+        "a settled full listing writes the index"
+    );
+    let json = listing(&q, &["--json"]);
+    let summary = listing(&q, &["--summary"]);
+    assert_eq!(listing(&q, &[]), first);
+
+    // Whatever the index says is what is listed: it was read, not the envelopes.
+    tamper_index(&q, "alice@example.test", "carol@example.test");
+    assert!(listing(&q, &[]).contains(" carol@example.test\n"));
+    assert!(listing(&q, &["--json"]).contains("\"carol@example.test\""));
+
+    // And from the envelopes, the same listings in every format.
+    assert_eq!(listing_without_index(&q, &[]), first);
+    assert_eq!(listing_without_index(&q, &["--json"]), json);
+    assert_eq!(listing_without_index(&q, &["--summary"]), summary);
+    assert_eq!(
+        listing_without_index(&q, &["-R", "other.test"])
+            .lines()
+            .count(),
+        5
+    );
+}
+
+#[test]
+fn any_change_to_the_queue_retires_the_index() {
+    let q = Sandbox::new();
+    enqueue_from(&q, "alice@example.test", "x@customer.test");
+    std::thread::sleep(SETTLE);
+    listing(&q, &[]);
+    tamper_index(&q, "alice@example.test", "carol@example.test");
+    assert!(listing(&q, &[]).contains("carol@example.test"));
+
+    // A submission moves env/ and data/: the index no longer describes the queue.
+    enqueue_from(&q, "bob@example.test", "y@other.test");
+    let text = listing(&q, &[]);
+    assert!(text.contains(" alice@example.test\n") && text.contains(" bob@example.test\n"));
+    assert!(!text.contains("carol"), "{text}");
+
+    // An envelope replaced by rename (how a queue run records an attempt).
+    std::thread::sleep(SETTLE);
+    listing(&q, &[]);
+    let ids = q.ids();
+    let path = q.queue.join("env").join(&ids[0]);
+    let deferred = fs::read_to_string(&path).unwrap().replace(
+        "rcpt\tpending\t0\t0\tx@customer.test\t",
+        "rcpt\tdeferred\t1\t0\tx@customer.test\t451 4.3.0 try later",
+    );
+    fs::write(path.with_extension("new"), deferred).unwrap();
+    fs::rename(path.with_extension("new"), &path).unwrap();
+    assert!(listing(&q, &[]).contains("(451 4.3.0 try later)"));
+
+    // Put on hold by hand, and taken out of the queue.
+    std::thread::sleep(SETTLE);
+    listing(&q, &[]);
+    fs::rename(&path, q.queue.join("hold").join(&ids[0])).unwrap();
+    let text = listing(&q, &[]);
+    assert!(text.contains(&format!("{}!", ids[0])), "{text}");
+    std::thread::sleep(SETTLE);
+    listing(&q, &[]);
+    fs::remove_file(q.queue.join("hold").join(&ids[0])).unwrap();
+    fs::remove_file(q.queue.join("data").join(&ids[0])).unwrap();
+    let text = listing(&q, &[]);
+    assert!(
+        !text.contains(&ids[0]) && text.contains("(1 request)"),
+        "{text}"
+    );
+}
+
+#[test]
+fn locks_are_learnt_afresh_under_an_index() {
+    let q = Sandbox::new();
+    enqueue_from(&q, "alice@example.test", "x@customer.test");
+    std::thread::sleep(SETTLE);
+    listing(&q, &[]);
+    assert!(q.queue.join("index").exists());
+    let id = q.ids().remove(0);
+    let lock = fs::File::open(q.queue.join("data").join(&id)).unwrap();
+    lock.lock().unwrap();
+    assert!(listing(&q, &[]).contains(&format!("{id}*")));
+    drop(lock);
+    assert!(listing(&q, &[]).contains(&format!("{id} ")));
+}
+
+#[test]
+fn a_damaged_index_is_ignored_and_replaced() {
+    let q = Sandbox::new();
+    for n in 0..3 {
+        enqueue_from(&q, &format!("s{n}@example.test"), "x@customer.test");
+    }
+    std::thread::sleep(SETTLE);
+    let truth = listing(&q, &[]);
+    let index = q.queue.join("index");
+    let whole = fs::read(&index).unwrap();
+
+    // A record whose envelope lost its end: that one message is read from its file.
+    let text = String::from_utf8(whole.clone()).unwrap();
+    let garbled = text.replacen("\nend\n", "\nenD\n", 1);
+    assert_ne!(garbled, text);
+    fs::write(&index, garbled).unwrap();
+    assert_eq!(listing(&q, &[]), truth);
+
+    // Torn anywhere, or not an index at all: the listing is the same.
+    for cut in [whole.len() / 3, whole.len() / 2, whole.len() - 3] {
+        fs::write(&index, &whole[..cut]).unwrap();
+        assert_eq!(listing(&q, &[]), truth, "cut at {cut}");
+    }
+    fs::write(&index, b"\x00\x01garbage\n").unwrap();
+    assert_eq!(listing(&q, &[]), truth);
+    // The settled queue's next full listing wrote a good one again.
+    assert!(fs::read(&index).unwrap().starts_with(b"etrnq-index 1\t"));
+    assert!(q.files("tmp").is_empty(), "{:?}", q.files("tmp"));
+}
+
+#[test]
+fn listings_during_submissions_never_leave_a_stale_index() {
+    let q = Sandbox::new();
+    q.mailq().assert().success();
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                q.mailq().assert().success();
+            }
+        });
+        // Bursts with pauses long enough for the listings to write an index between them.
+        for burst in 0..3 {
+            let submitters: Vec<_> = (0..4)
+                .map(|t| {
+                    let q = &q;
+                    scope.spawn(move || {
+                        for n in 0..5 {
+                            enqueue_from(q, &format!("b{burst}t{t}n{n}@example.test"), "x@c.test");
+                        }
+                    })
+                })
+                .collect();
+            for submitter in submitters {
+                submitter.join().unwrap();
+            }
+            std::thread::sleep(SETTLE);
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    });
+    let text = listing(&q, &[]);
+    assert!(text.contains("(60 requests)"), "{text}");
+    assert_eq!(text, listing_without_index(&q, &[]));
+    assert!(q.files("tmp").is_empty(), "{:?}", q.files("tmp"));
 }
