@@ -34,7 +34,9 @@
 //!     as the previous one might not move them. An index is therefore only written when both
 //!     directories last changed at least [`SETTLE`] before the listing began, so a listing that
 //!     follows a busy queue closely reads every envelope. An envelope edited in place by hand
-//!     is not noticed until the queue next changes.
+//!     is not noticed until the queue next changes. On NFS, a client believes its cached
+//!     directory times for as long as its attribute cache lasts, so a listing there may lag
+//!     another host's changes by that long (its directory listings lag alike).
 
 use std::fmt;
 use std::fs::Metadata;
