@@ -637,9 +637,10 @@ impl Scan<'_> {
             {
                 record = records.as_mut().and_then(Iterator::next);
             }
-            let indexed = match &record {
+            let indexed = match &mut record {
                 Some(r) if (r.id, r.place) == (id, place) => {
-                    let inspection = self.inspection(id, place, &r.envelope)?;
+                    let bytes = std::mem::take(&mut r.envelope);
+                    let inspection = self.inspection(id, place, bytes)?;
                     record = records.as_mut().and_then(Iterator::next);
                     // Only the envelope's own file may condemn a message to corrupt/.
                     inspection.envelope.is_ok().then_some(inspection)
@@ -703,7 +704,7 @@ impl Scan<'_> {
                 )(e));
             }
         };
-        self.inspection(id, place, &bytes).map(Some)
+        self.inspection(id, place, bytes).map(Some)
     }
 
     /// What an envelope's bytes say, with what this pass learnt about the message's data file.
@@ -711,7 +712,7 @@ impl Scan<'_> {
         &self,
         id: QueueId,
         place: Place,
-        bytes: &[u8],
+        bytes: Vec<u8>,
     ) -> Result<Inspection, QueueError> {
         // Data is committed before its envelope and removed after it, so an envelope that is
         // still there when its data was not is damage, not a race.
@@ -724,13 +725,14 @@ impl Scan<'_> {
                     line: 0,
                     reason: "message data file is missing".to_string(),
                 }),
+                bytes,
             });
         }
         let locked = match &self.locked {
             Some(locked) => locked.contains(&id),
             None => self.queue.probe_lock(id)?,
         };
-        let envelope = Envelope::parse(bytes).and_then(|env| {
+        let envelope = Envelope::parse(&bytes).and_then(|env| {
             if env.id == id {
                 Ok(env)
             } else {
@@ -745,6 +747,7 @@ impl Scan<'_> {
             place,
             locked,
             envelope,
+            bytes,
         })
     }
 }
@@ -760,7 +763,9 @@ struct IndexRecorder {
 impl IndexRecorder {
     fn add(&mut self, inspection: &Inspection) {
         let written = match (self.writer.as_mut(), &inspection.envelope) {
-            (Some(writer), Ok(envelope)) => writer.add(inspection.place, envelope).is_ok(),
+            (Some(writer), Ok(_)) => writer
+                .add(inspection.place, inspection.id, &inspection.bytes)
+                .is_ok(),
             _ => false,
         };
         if !written {
@@ -795,6 +800,8 @@ pub struct Inspection {
     /// A runner holds the message right now.
     pub locked: bool,
     pub envelope: Result<Envelope, EnvelopeError>,
+    /// The envelope as read, for the index.
+    bytes: Vec<u8>,
 }
 
 /// The outcome of `Queue::try_lock`.
