@@ -439,6 +439,61 @@ fn a_clean_run_is_silent_and_verbose_shows_the_conversation() {
 }
 
 #[test]
+fn a_message_that_cannot_be_removed_is_logged_and_counted() {
+    // The server holds its answer to the message while the test puts a directory where the
+    // envelope was: the runner read the envelope before it sent DATA, and the removal that
+    // follows the answer then fails as one the file system refuses would.
+    let mta = Setup::default().per_message(Duration::from_secs(2)).start();
+    let site = Site::new(&routes(&mta, &["customer.test"]));
+    let id = site.enqueue(
+        &["-f", SENDER, "ann@customer.test"],
+        &message("stuck", "1\n"),
+    );
+    let child = Process::new(assert_cmd::cargo::cargo_bin("queue-run"))
+        .arg("-C")
+        .arg(site.config_path())
+        .env_remove("ETRNQ_CONFIG")
+        .env_remove("ETRNQ_QUEUE_DIR")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("queue-run starts");
+    let deadline = Instant::now() + site::LIMIT;
+    while !mta.commands().iter().any(|c| c == "DATA") {
+        assert!(Instant::now() < deadline, "the message never reached DATA");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let envelope = site.envelope_path(&id);
+    std::fs::rename(&envelope, site.dir.path().join("envelope")).expect("move the envelope");
+    std::fs::create_dir(&envelope).expect("a directory in its place");
+
+    let output = child.wait_with_output().expect("queue-run ends");
+    assert_eq!(
+        output.status.code(),
+        Some(75),
+        "a message left in the queue makes EX_TEMPFAIL: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(output.stdout.is_empty());
+    assert_eq!(mta.message_count(), 1);
+    let log = site.log();
+    assert!(
+        log.contains(&format!("{id}: to=<ann@customer.test>, relay="))
+            && log.contains("status=sent"),
+        "{log}"
+    );
+    assert!(
+        log.contains(&format!("{id}: cannot write delivery state: cannot remove")),
+        "{log}"
+    );
+    assert!(
+        site.queue_dir().join("data").join(&id).exists(),
+        "the data outlives a removal that stopped at the envelope"
+    );
+}
+
+#[test]
 fn nothing_to_do_exits_0() {
     let site = Site::new("");
     let run = site.run(&[]);
