@@ -483,7 +483,7 @@ fn record(
         })
         .collect();
     if !failed.is_empty() {
-        let data = locked.data()?;
+        let data = locked.data();
         match bounce::queue_bounce(
             queue,
             &policy.here,
@@ -943,25 +943,12 @@ impl JobOutbox<'_, '_> {
         if sent.is_empty() {
             return Err(settled);
         }
-        let data = locked.data().map_err(|e| {
-            let reason = format!("cannot read the message: {e}");
-            let mut all = settled.clone();
-            all.extend(sent.iter().map(|&i| {
-                (
-                    i,
-                    Outcome::Deferred {
-                        reason: reason.clone(),
-                    },
-                )
-            }));
-            all
-        })?;
         let message = Message {
             from,
             recipients,
             size: Some(envelope.size),
             eight_bit: true,
-            body: Box::new(BufReader::with_capacity(64 * 1024, data)),
+            body: Box::new(BufReader::with_capacity(64 * 1024, locked.data())),
         };
         Ok(Prepared {
             message,
