@@ -1,17 +1,17 @@
 //! A queue run: deliver what is due (or what a run names) over SMTP, like `sendmail -q`.
 //!
 //! DESCRIPTION
-//!     The run reads every envelope once to plan, without locking: which recipients are due, and
-//!     where each goes (a static route, the smart host, or the MX hosts of its domain). Work is
-//!     grouped by destination so one SMTP connection carries every message for it; a large group
-//!     is split so that up to `-j` connections work in parallel. Each message is then locked,
-//!     its envelope read again (another run may have moved on), delivered, and its new state
-//!     written back before the lock is released: sent recipients are done, 4xx and connection
-//!     trouble defer with the next attempt growing by the retry factor, 5xx fail and are
-//!     bounced. A message with nothing left open is removed. Writing the state back and removing
-//!     are left to a few finisher threads, so a connection goes on with the next message while
-//!     the disk catches up; the message stays locked until they are done, and the run ends after
-//!     them.
+//!     The run reads every envelope once to plan (a few threads read ahead), without locking:
+//!     which recipients are due, and where each goes (a static route, the smart host, or the MX
+//!     hosts of its domain). Work is grouped by destination so one SMTP connection carries every
+//!     message for it; a large group is split so that up to `-j` connections work in parallel.
+//!     Each message is then locked, its envelope read again (another run may have moved on),
+//!     delivered, and its new state written back before the lock is released: sent recipients
+//!     are done, 4xx and connection trouble defer with the next attempt growing by the retry
+//!     factor, 5xx fail and are bounced. A message with nothing left open is removed. Writing
+//!     the state back and removing are left to a few finisher threads, so a connection goes on
+//!     with the next message while the disk catches up; the message stays locked until they are
+//!     done, and the run ends after them.
 //!
 //! PROMISES
 //!     No message is delivered by two runs at once (the queue lock is held across the SMTP
@@ -220,28 +220,30 @@ fn plan(
     let selection = &policy.options.selection;
     let mut groups: HashMap<Destination, Job> = HashMap::new();
     let scan = queue.scan()?;
-    for &(id, place) in scan.ids() {
-        if place != Place::Active {
-            continue;
-        }
-        let Some(inspection) = scan.inspect(id, place)? else {
-            continue;
-        };
+    let active: Vec<(QueueId, Place)> = scan
+        .ids()
+        .iter()
+        .filter(|(_, place)| *place == Place::Active)
+        .copied()
+        .collect();
+    // Envelopes are read ahead on a few threads; each is handled here, in queue order.
+    scan.for_each(&active, |inspection| -> Result<(), QueueError> {
+        let id = inspection.id;
         let envelope = match inspection.envelope {
             Ok(envelope) => envelope,
             Err(e) => {
                 quarantine(queue, id, &e.to_string(), log, summary);
-                continue;
+                return Ok(());
             }
         };
         if !policy.size_selected(&envelope) {
-            continue;
+            return Ok(());
         }
         if retry::is_expired(policy.config, envelope.arrival, policy.now) {
             if selection.is_everything() || selection.selects(&envelope) {
                 expire(queue, id, policy, log, summary)?;
             }
-            continue;
+            return Ok(());
         }
         for index in 0..envelope.recipients.len() {
             if !policy.wants(&envelope, index) {
@@ -257,7 +259,8 @@ fn plan(
                 job.ids.push(id);
             }
         }
-    }
+        Ok(())
+    })?;
     Ok(split(
         groups.into_values().collect(),
         policy.options.jobs.max(1),

@@ -494,6 +494,55 @@ fn a_message_that_cannot_be_removed_is_logged_and_counted() {
 }
 
 #[test]
+fn unreadable_envelopes_among_many_are_moved_aside_and_the_rest_delivered() {
+    // More messages than one read-ahead chunk, so the plan reads envelopes on several threads;
+    // queued through the library, as queue-enqueue would, without a process per message.
+    let mta = Setup::default().start();
+    let site = Site::new(&routes(&mta, &["customer.test"]));
+    let config = etrnq::config::Config::read(&site.config_path()).expect("configuration");
+    let queue = etrnq::queue::Queue::open(&config.queue_dir).expect("queue");
+    let ids: Vec<String> = (0..300)
+        .map(|n| {
+            let request = etrnq::submission::Request {
+                sender: Some(SENDER.into()),
+                recipients: vec![format!("u{n}@customer.test")],
+                dot_ends_input: false,
+                ..Default::default()
+            };
+            let text = message(&format!("m{n}"), "x\n");
+            etrnq::submission::submit(&queue, &config, &request, text.as_slice())
+                .expect("queued")
+                .to_string()
+        })
+        .collect();
+    let (garbled, dataless) = (&ids[100], &ids[280]);
+    std::fs::write(site.envelope_path(garbled), b"garbage").expect("garble an envelope");
+    std::fs::remove_file(site.queue_dir().join("data").join(dataless)).expect("lose data");
+
+    let run = site.run(&[]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(mta.message_count(), ids.len() - 2);
+    assert!(site.ids().is_empty(), "{:?}", site.ids());
+    let corrupt = site.queue_dir().join("corrupt");
+    for name in [
+        format!("{garbled}.env"),
+        format!("{garbled}.data"),
+        format!("{dataless}.env"),
+    ] {
+        assert!(corrupt.join(&name).exists(), "{name} moved aside");
+    }
+    let log = site.log();
+    for id in [garbled, dataless] {
+        let warned = log.lines().any(|line| {
+            line.contains(&format!("warning: {id}: unreadable envelope ("))
+                && line.ends_with("; moved to corrupt/")
+        });
+        assert!(warned, "{id}:\n{log}");
+    }
+    assert_eq!(log.matches("status=sent").count(), ids.len() - 2);
+}
+
+#[test]
 fn nothing_to_do_exits_0() {
     let site = Site::new("");
     let run = site.run(&[]);
