@@ -1,14 +1,17 @@
 //! A queue run: deliver what is due (or what a run names) over SMTP, like `sendmail -q`.
 //!
 //! DESCRIPTION
-//!     The run reads every envelope once to plan, without locking: which recipients are due, and
-//!     where each goes (a static route, the smart host, or the MX hosts of its domain). Work is
-//!     grouped by destination so one SMTP connection carries every message for it; a large group
-//!     is split so that up to `-j` connections work in parallel. Each message is then locked,
-//!     its envelope read again (another run may have moved on), delivered, and its new state
-//!     written back before the lock is released: sent recipients are done, 4xx and connection
-//!     trouble defer with the next attempt growing by the retry factor, 5xx fail and are
-//!     bounced. A message with nothing left open is removed.
+//!     The run reads every envelope once to plan (a few threads read ahead), without locking:
+//!     which recipients are due, and where each goes (a static route, the smart host, or the MX
+//!     hosts of its domain). Work is grouped by destination so one SMTP connection carries every
+//!     message for it; a large group is split so that up to `-j` connections work in parallel.
+//!     Each message is then locked, its envelope read again (another run may have moved on),
+//!     delivered, and its new state written back before the lock is released: sent recipients
+//!     are done, 4xx and connection trouble defer with the next attempt growing by the retry
+//!     factor, 5xx fail and are bounced. A message with nothing left open is removed. Writing
+//!     the state back and removing are left to a few finisher threads, so a connection goes on
+//!     with the next message while the disk catches up; the message stays locked until they are
+//!     done, and the run ends after them.
 //!
 //! PROMISES
 //!     No message is delivered by two runs at once (the queue lock is held across the SMTP
@@ -29,7 +32,8 @@
 use std::collections::{HashMap, VecDeque};
 use std::io::{BufReader, IsTerminal};
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Mutex;
+use std::sync::mpsc::{self, SendError, SyncSender};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::address::{Address, Domain, ReversePath};
@@ -49,6 +53,23 @@ use crate::smtp::{
 
 /// Messages per connection below which a destination is not split across connections.
 const MIN_BATCH: usize = 50;
+
+/// Threads that write back or remove the messages connections are done with. Removal dominates
+/// on a disk: on ext4 mounted with online `discard` each freed file waits ~180 µs for the device,
+/// which overlaps the waits of several threads. Flushing 10,000 4 KB messages to a local sink
+/// (2 busy cores, medians of 3 to 8 runs) took 4.7 s with 1 finisher, 3.2–3.5 s with 4,
+/// 2.7–3.2 s with 8, 2.6 s with 16 and with 32, against 2.4–2.5 s for `rm` alone to free the
+/// same 20,000 files 16 at a time: 16 reach what the device can do, more gain nothing. On tmpfs
+/// the count made no difference. An idle finisher costs only its stack.
+const FINISHERS: usize = 16;
+
+/// The largest and the smallest buffer a message is read through on its way to the server.
+const MESSAGE_BUFFER: usize = 64 * 1024;
+const MESSAGE_BUFFER_MIN: usize = 4 * 1024;
+
+/// Messages waiting for a finisher. Each holds its lock and one open file, so the backlog is
+/// bounded: when the disk falls behind, delivery waits instead of running out of descriptors.
+const FINISH_BACKLOG: usize = 256;
 
 /// What a run was asked to do.
 #[derive(Debug, Clone, Default)]
@@ -204,28 +225,30 @@ fn plan(
     let selection = &policy.options.selection;
     let mut groups: HashMap<Destination, Job> = HashMap::new();
     let scan = queue.scan()?;
-    for &(id, place) in scan.ids() {
-        if place != Place::Active {
-            continue;
-        }
-        let Some(inspection) = scan.inspect(id, place)? else {
-            continue;
-        };
+    let active: Vec<(QueueId, Place)> = scan
+        .ids()
+        .iter()
+        .filter(|(_, place)| *place == Place::Active)
+        .copied()
+        .collect();
+    // Envelopes are read ahead on a few threads; each is handled here, in queue order.
+    scan.for_each(&active, |inspection| -> Result<(), QueueError> {
+        let id = inspection.id;
         let envelope = match inspection.envelope {
             Ok(envelope) => envelope,
             Err(e) => {
                 quarantine(queue, id, &e.to_string(), log, summary);
-                continue;
+                return Ok(());
             }
         };
         if !policy.size_selected(&envelope) {
-            continue;
+            return Ok(());
         }
         if retry::is_expired(policy.config, envelope.arrival, policy.now) {
             if selection.is_everything() || selection.selects(&envelope) {
                 expire(queue, id, policy, log, summary)?;
             }
-            continue;
+            return Ok(());
         }
         for index in 0..envelope.recipients.len() {
             if !policy.wants(&envelope, index) {
@@ -241,7 +264,8 @@ fn plan(
                 job.ids.push(id);
             }
         }
-    }
+        Ok(())
+    })?;
     Ok(split(
         groups.into_values().collect(),
         policy.options.jobs.max(1),
@@ -283,7 +307,9 @@ fn regroup(busy: Vec<(Destination, Option<RelayTarget>, QueueId)>) -> Vec<Job> {
 
 type Busy = Mutex<Vec<(Destination, Option<RelayTarget>, QueueId)>>;
 
-/// Runs `jobs` on up to `policy.options.jobs` threads.
+/// Runs `jobs` on up to `policy.options.jobs` threads. Delivery threads hand each message they
+/// are done with to the finisher threads, which write its state back or remove it; the message
+/// stays locked until they have. Returns once both have finished everything.
 fn work(
     queue: &Queue,
     policy: &Policy<'_>,
@@ -298,8 +324,30 @@ fn work(
     let threads = policy.options.jobs.max(1).min(jobs.len());
     let pending = Mutex::new(VecDeque::from(jobs));
     let total = Mutex::new(RunSummary::default());
+    let (finisher, finishing) = mpsc::sync_channel::<Locked<'_>>(FINISH_BACKLOG);
+    // Only the finishers hold the receiving end: should they all die, sending fails instead of
+    // blocking delivery for ever.
+    let finishing = Arc::new(Mutex::new(finishing));
     std::thread::scope(|scope| {
+        for _ in 0..FINISHERS {
+            let (finishing, total) = (Arc::clone(&finishing), &total);
+            scope.spawn(move || {
+                let mut summary = RunSummary::default();
+                loop {
+                    // The channel closes when every delivery thread has ended and dropped its
+                    // sender, after the backlog is drained.
+                    let next = finishing.lock().ok().and_then(|rx| rx.recv().ok());
+                    let Some(locked) = next else { break };
+                    finish_logged(locked, log, &mut summary);
+                }
+                if let Ok(mut total) = total.lock() {
+                    total.add(&summary);
+                }
+            });
+        }
+        drop(finishing);
         for _ in 0..threads {
+            let finisher = finisher.clone();
             scope.spawn(|| {
                 let mut worker = Worker {
                     queue,
@@ -307,6 +355,7 @@ fn work(
                     log,
                     busy,
                     progress,
+                    finisher,
                     resolver: None,
                     summary: RunSummary::default(),
                 };
@@ -320,6 +369,7 @@ fn work(
                 }
             });
         }
+        drop(finisher);
     });
     total.into_inner().unwrap_or_default()
 }
@@ -441,7 +491,7 @@ fn record(
         })
         .collect();
     if !failed.is_empty() {
-        let data = locked.data()?;
+        let data = locked.data();
         match bounce::queue_bounce(
             queue,
             &policy.here,
@@ -503,6 +553,16 @@ fn finish_message(locked: Locked<'_>) -> Result<(), QueueError> {
     }
 }
 
+/// `finish_message`, with a failure logged and counted as a deferral: the message stays in the
+/// queue with its old state, and a later run tries it again.
+fn finish_logged(locked: Locked<'_>, log: &MailLog, summary: &mut RunSummary) {
+    let id = locked.id();
+    if let Err(e) = finish_message(locked) {
+        log.warning(&format!("{id}: cannot write delivery state: {e}"));
+        summary.deferred += 1;
+    }
+}
+
 /// One delivery thread.
 struct Worker<'a> {
     queue: &'a Queue,
@@ -510,6 +570,8 @@ struct Worker<'a> {
     log: &'a MailLog,
     busy: &'a Busy,
     progress: &'a indicatif::ProgressBar,
+    /// Where messages go once their outcome is recorded.
+    finisher: SyncSender<Locked<'a>>,
     resolver: Option<Resolver>,
     summary: RunSummary,
 }
@@ -795,12 +857,13 @@ impl<'a> Worker<'a> {
         }
     }
 
+    /// Hands a message whose outcome is recorded to the finishers, so the connection does not
+    /// wait for the disk.
     fn finish(&mut self, locked: Locked<'a>) {
-        let id = locked.id();
-        if let Err(e) = finish_message(locked) {
-            self.log
-                .warning(&format!("{id}: cannot write delivery state: {e}"));
-            self.summary.deferred += 1;
+        // The channel only closes when every finisher has died (a panic, which the scope raises
+        // when it ends); the message is then finished here rather than released unsaved.
+        if let Err(SendError(locked)) = self.finisher.send(locked) {
+            finish_logged(locked, self.log, &mut self.summary);
         }
     }
 }
@@ -888,25 +951,19 @@ impl JobOutbox<'_, '_> {
         if sent.is_empty() {
             return Err(settled);
         }
-        let data = locked.data().map_err(|e| {
-            let reason = format!("cannot read the message: {e}");
-            let mut all = settled.clone();
-            all.extend(sent.iter().map(|&i| {
-                (
-                    i,
-                    Outcome::Deferred {
-                        reason: reason.clone(),
-                    },
-                )
-            }));
-            all
-        })?;
+        // A buffer the size of the message within bounds: a small message is read in one call,
+        // and no more buffer is allocated and zeroed than it needs (zeroing a 64 KiB buffer per
+        // message cost 3% of a flush's time). The size only bounds the buffer: the body is read
+        // to its end whatever the envelope says.
+        let capacity = usize::try_from(envelope.size)
+            .unwrap_or(MESSAGE_BUFFER)
+            .clamp(MESSAGE_BUFFER_MIN, MESSAGE_BUFFER);
         let message = Message {
             from,
             recipients,
             size: Some(envelope.size),
             eight_bit: true,
-            body: Box::new(BufReader::with_capacity(64 * 1024, data)),
+            body: Box::new(BufReader::with_capacity(capacity, locked.data())),
         };
         Ok(Prepared {
             message,

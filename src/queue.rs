@@ -58,12 +58,14 @@
 use std::fmt;
 use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io::{self, Read, Seek, Write};
-use std::os::unix::fs::{DirBuilderExt, DirEntryExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, DirEntryExt, FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use nix::fcntl::{RenameFlags, renameat2};
+use nix::unistd::{UnlinkatFlags, unlinkat};
 
 use crate::envelope::{Envelope, EnvelopeError};
 use crate::index::{self, DirStamp, Entry, IndexWriter, Records, Stamps, Table};
@@ -431,7 +433,7 @@ impl Queue {
             Ok(envelope) if envelope.id == id => Ok(LockAttempt::Locked(Locked {
                 queue: self,
                 id,
-                data,
+                data: Arc::new(data),
                 envelope,
             })),
             Ok(envelope) => Ok(LockAttempt::Corrupt(format!(
@@ -816,12 +818,14 @@ pub enum LockAttempt<'q> {
     Corrupt(String),
 }
 
-/// A message held for delivery. The lock lasts as long as this value.
+/// A message held for delivery. The lock lasts as long as this value, and as long as any
+/// [`MessageData`] read from it.
 #[derive(Debug)]
 pub struct Locked<'q> {
     queue: &'q Queue,
     id: QueueId,
-    data: File,
+    /// The open data file: its descriptor holds the lock, and the message is read through it.
+    data: Arc<File>,
     envelope: Envelope,
 }
 
@@ -838,12 +842,15 @@ impl Locked<'_> {
         &mut self.envelope
     }
 
-    /// The message bytes, read from the start.
-    pub fn data(&self) -> Result<File, QueueError> {
-        open_at(&self.queue.data, self.id.as_str()).map_err(io_error(
-            "cannot open",
-            self.queue.path(DATA, self.id.as_str()),
-        ))
+    /// The message bytes, read from the start through the file that holds the lock: the file is
+    /// not opened again. The last holder of the file closes it, so a caller that wants the
+    /// closing done by [`Locked::remove`] drops every reader first.
+    pub fn data(&self) -> MessageData {
+        MessageData {
+            file: Arc::clone(&self.data),
+            offset: 0,
+            at_end: false,
+        }
     }
 
     /// Writes the envelope back, atomically.
@@ -851,14 +858,38 @@ impl Locked<'_> {
         self.queue.replace_envelope(&self.envelope)
     }
 
-    /// Takes the message out of the queue: envelope first (the instant it leaves), then data.
+    /// Takes the message out of the queue: envelope first (the instant it leaves), then data,
+    /// both by name in the open queue directories; the lock is released after both.
     pub fn remove(self) -> Result<(), QueueError> {
-        let env_path = self.queue.path(ENV, self.id.as_str());
-        fs::remove_file(&env_path).map_err(io_error("cannot remove", env_path))?;
-        let data_path = self.queue.path(DATA, self.id.as_str());
-        fs::remove_file(&data_path).map_err(io_error("cannot remove", data_path))?;
+        let name = self.id.as_str();
+        unlinkat(&self.queue.env, name, UnlinkatFlags::NoRemoveDir)
+            .map_err(|e| nix_error("cannot remove", self.queue.path(ENV, name))(e))?;
+        unlinkat(&self.queue.data, name, UnlinkatFlags::NoRemoveDir)
+            .map_err(|e| nix_error("cannot remove", self.queue.path(DATA, name))(e))?;
         drop(self.data);
         Ok(())
+    }
+}
+
+/// A locked message's bytes, from [`Locked::data`]. Each reader keeps its own position (reads
+/// are positioned), so readers of one message do not disturb each other.
+#[derive(Debug)]
+pub struct MessageData {
+    file: Arc<File>,
+    offset: u64,
+    /// Data files never change after commit, so an end once seen needs no second look.
+    at_end: bool,
+}
+
+impl Read for MessageData {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.at_end || buf.is_empty() {
+            return Ok(0);
+        }
+        let read = self.file.read_at(buf, self.offset)?;
+        self.offset += read as u64;
+        self.at_end = read == 0;
+        Ok(read)
     }
 }
 
@@ -1179,11 +1210,41 @@ mod tests {
         locked.envelope_mut().recipients[0].attempts = 3;
         locked.save().unwrap();
         let mut body = String::new();
-        locked.data().unwrap().read_to_string(&mut body).unwrap();
+        locked.data().read_to_string(&mut body).unwrap();
         assert_eq!(body, "Subject: x\n\nhello\n");
         locked.remove().unwrap();
         assert!(matches!(queue.try_lock(id).unwrap(), LockAttempt::Gone));
         assert!(queue.ids().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_locked_message_is_read_and_removed_through_what_is_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("q");
+        let queue = Queue::open(&root).unwrap();
+        let id = commit(&queue, b"Subject: y\n\nbody\n");
+        let LockAttempt::Locked(locked) = queue.try_lock(id).unwrap() else {
+            panic!("not locked")
+        };
+        // The queue moves: removal by name in the open directories still finds the message.
+        let moved = dir.path().join("moved");
+        fs::rename(&root, &moved).unwrap();
+        let (mut first, mut second) = (locked.data(), locked.data());
+        let mut head = [0u8; 10];
+        first.read_exact(&mut head).unwrap();
+        assert_eq!(&head, b"Subject: y");
+        let mut whole = String::new();
+        second.read_to_string(&mut whole).unwrap();
+        assert_eq!(
+            whole, "Subject: y\n\nbody\n",
+            "each reader has its own position"
+        );
+        locked.remove().unwrap();
+        assert!(!moved.join(ENV).join(id.as_str()).exists());
+        assert!(!moved.join(DATA).join(id.as_str()).exists());
+        let mut rest = String::new();
+        first.read_to_string(&mut rest).unwrap();
+        assert_eq!(rest, "\n\nbody\n", "a reader outlives the removal");
     }
 
     #[test]

@@ -439,6 +439,110 @@ fn a_clean_run_is_silent_and_verbose_shows_the_conversation() {
 }
 
 #[test]
+fn a_message_that_cannot_be_removed_is_logged_and_counted() {
+    // The server holds its answer to the message while the test puts a directory where the
+    // envelope was: the runner read the envelope before it sent DATA, and the removal that
+    // follows the answer then fails as one the file system refuses would.
+    let mta = Setup::default().per_message(Duration::from_secs(2)).start();
+    let site = Site::new(&routes(&mta, &["customer.test"]));
+    let id = site.enqueue(
+        &["-f", SENDER, "ann@customer.test"],
+        &message("stuck", "1\n"),
+    );
+    let child = Process::new(assert_cmd::cargo::cargo_bin("queue-run"))
+        .arg("-C")
+        .arg(site.config_path())
+        .env_remove("ETRNQ_CONFIG")
+        .env_remove("ETRNQ_QUEUE_DIR")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("queue-run starts");
+    let deadline = Instant::now() + site::LIMIT;
+    while !mta.commands().iter().any(|c| c == "DATA") {
+        assert!(Instant::now() < deadline, "the message never reached DATA");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let envelope = site.envelope_path(&id);
+    std::fs::rename(&envelope, site.dir.path().join("envelope")).expect("move the envelope");
+    std::fs::create_dir(&envelope).expect("a directory in its place");
+
+    let output = child.wait_with_output().expect("queue-run ends");
+    assert_eq!(
+        output.status.code(),
+        Some(75),
+        "a message left in the queue makes EX_TEMPFAIL: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(output.stdout.is_empty());
+    assert_eq!(mta.message_count(), 1);
+    let log = site.log();
+    assert!(
+        log.contains(&format!("{id}: to=<ann@customer.test>, relay="))
+            && log.contains("status=sent"),
+        "{log}"
+    );
+    assert!(
+        log.contains(&format!("{id}: cannot write delivery state: cannot remove")),
+        "{log}"
+    );
+    assert!(
+        site.queue_dir().join("data").join(&id).exists(),
+        "the data outlives a removal that stopped at the envelope"
+    );
+}
+
+#[test]
+fn unreadable_envelopes_among_many_are_moved_aside_and_the_rest_delivered() {
+    // More messages than one read-ahead chunk, so the plan reads envelopes on several threads;
+    // queued through the library, as queue-enqueue would, without a process per message.
+    let mta = Setup::default().start();
+    let site = Site::new(&routes(&mta, &["customer.test"]));
+    let config = etrnq::config::Config::read(&site.config_path()).expect("configuration");
+    let queue = etrnq::queue::Queue::open(&config.queue_dir).expect("queue");
+    let ids: Vec<String> = (0..300)
+        .map(|n| {
+            let request = etrnq::submission::Request {
+                sender: Some(SENDER.into()),
+                recipients: vec![format!("u{n}@customer.test")],
+                dot_ends_input: false,
+                ..Default::default()
+            };
+            let text = message(&format!("m{n}"), "x\n");
+            etrnq::submission::submit(&queue, &config, &request, text.as_slice())
+                .expect("queued")
+                .to_string()
+        })
+        .collect();
+    let (garbled, dataless) = (&ids[100], &ids[280]);
+    std::fs::write(site.envelope_path(garbled), b"garbage").expect("garble an envelope");
+    std::fs::remove_file(site.queue_dir().join("data").join(dataless)).expect("lose data");
+
+    let run = site.run(&[]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(mta.message_count(), ids.len() - 2);
+    assert!(site.ids().is_empty(), "{:?}", site.ids());
+    let corrupt = site.queue_dir().join("corrupt");
+    for name in [
+        format!("{garbled}.env"),
+        format!("{garbled}.data"),
+        format!("{dataless}.env"),
+    ] {
+        assert!(corrupt.join(&name).exists(), "{name} moved aside");
+    }
+    let log = site.log();
+    for id in [garbled, dataless] {
+        let warned = log.lines().any(|line| {
+            line.contains(&format!("warning: {id}: unreadable envelope ("))
+                && line.ends_with("; moved to corrupt/")
+        });
+        assert!(warned, "{id}:\n{log}");
+    }
+    assert_eq!(log.matches("status=sent").count(), ids.len() - 2);
+}
+
+#[test]
 fn nothing_to_do_exits_0() {
     let site = Site::new("");
     let run = site.run(&[]);

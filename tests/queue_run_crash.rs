@@ -1,5 +1,6 @@
-//! queue-run's crash and concurrency trials: several runs at once over one queue, and runs
-//! killed with SIGKILL in the middle of a flush. The queue is filled through the library's
+//! queue-run's crash and concurrency trials: several runs at once over one queue, one run whose
+//! removals go on while its connections deliver, and runs killed with SIGKILL in the middle of a
+//! flush. The queue is filled through the library's
 //! submission path (the same code queue-enqueue runs, without a process per message); the
 //! runs are the real binary. A recording server on loopback keeps every message it accepted, so
 //! the trials count deliveries by Message-ID.
@@ -135,6 +136,48 @@ fn three_runs_at_once_deliver_each_of_a_thousand_messages_exactly_once() {
         }
     }
     eprintln!("messages sent per run: {per_run:?}");
+}
+
+#[test]
+fn one_run_delivers_each_of_many_messages_once_and_removes_them_all() {
+    let mta = Setup::default().start();
+    let site = site_for(&mta);
+    let ids = fill(&site, 1500);
+
+    let output = queue_run(&site)
+        .args(["-j", "4"])
+        .output()
+        .expect("queue-run");
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(output.stdout.is_empty() && output.stderr.is_empty());
+
+    let seen = deliveries(&mta);
+    let twice: Vec<(&String, &usize)> = seen.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "delivered more than once: {twice:?}");
+    for id in &ids {
+        assert!(seen.contains_key(id), "{id} missing");
+    }
+    assert_eq!(mta.message_count(), ids.len());
+    // Removal is finished when the run ends: no envelope and no data is left behind.
+    assert!(site.ids().is_empty(), "the queue is empty");
+    for sub in ["env", "data", "tmp"] {
+        let left = std::fs::read_dir(site.queue_dir().join(sub))
+            .map(|d| d.count())
+            .unwrap_or(0);
+        assert_eq!(left, 0, "{sub}/ is empty");
+    }
+    let log = site.log();
+    assert_eq!(log.matches("status=sent").count(), ids.len());
+    assert_eq!(
+        log.lines().count(),
+        ids.len(),
+        "nothing but deliveries:\n{log}"
+    );
 }
 
 #[test]

@@ -241,7 +241,8 @@ impl Message {
 pub trait Outbox {
     /// The next message to send, given what the server offers; `None` when there is no more.
     fn next(&mut self, capabilities: &Capabilities) -> Option<Message>;
-    /// The outcome of the oldest message handed out and not yet reported.
+    /// The outcome of the oldest message handed out and not yet reported. The connection has
+    /// dropped that message, its body included, by then.
     fn done(&mut self, outcome: Result<Delivery, &SmtpError>);
 }
 
@@ -268,8 +269,10 @@ pub struct Connection {
     capabilities: Capabilities,
     extended: bool,
     received: Vec<u8>,
-    /// The socket's read and write time limits as last set, so they are set only on change: a
-    /// bulk delivery would otherwise spend two system calls on them per read and per write.
+    /// The socket's read and write time limits as last set. Each is set only when a read or a
+    /// write that needs another limit is about to block: replies to pipelined commands mostly
+    /// arrive together and each has its own limit, so setting them per reply would cost a bulk
+    /// delivery several system calls per message.
     read_limit: Option<Duration>,
     write_limit: Option<Duration>,
     unsent: Vec<u8>,
@@ -469,7 +472,10 @@ impl Connection {
         let name = tls::server_name(self.peer.name.as_deref(), self.peer.addr.ip());
         let mut conn = rustls::ClientConnection::new(config, name)
             .map_err(|e| self.tls_error(e.to_string()))?;
-        self.set_timeout(self.timeouts.command);
+        // The handshake reads and writes in turns, each under the command limit.
+        self.limit_reads(self.timeouts.command);
+        self.limit_writes(self.timeouts.command)
+            .map_err(|e| self.failure(e, "during the TLS handshake"))?;
         while conn.is_handshaking() {
             conn.complete_io(&mut self.tcp)
                 .map_err(|e| self.failure(e, "during the TLS handshake"))?;
@@ -613,10 +619,9 @@ impl Connection {
         } else {
             format!("waiting for {what}")
         };
-        self.set_timeout(wait);
         let mut lines = Vec::new();
         loop {
-            let line = self.read_line(&during)?;
+            let line = self.read_line(&during, wait)?;
             self.transcript.received(&line);
             let (_, continued, _) = split_line(&line).map_err(|e| self.protocol(&e))?;
             lines.push(line);
@@ -663,7 +668,9 @@ impl Connection {
                     size: message.size,
                     eight_bit: message.eight_bit,
                 };
-                match self.deliver(&mail, &mut message.body) {
+                let outcome = self.deliver(&mail, &mut message.body);
+                drop(message);
+                match outcome {
                     Ok(delivery) => outbox.done(Ok(delivery)),
                     Err(e) => {
                         outbox.done(Err(&e));
@@ -680,22 +687,27 @@ impl Connection {
         let result = self
             .send_envelope(&current.as_mail())
             .and_then(|()| self.flush());
+        // Each message is dropped before its outcome is reported, as `Outbox::done` promises.
         if let Err(e) = result {
+            drop(current);
             outbox.done(Err(&e));
             return Err(e);
         }
         loop {
             let step = self.pipelined_step(&mut current, outbox, &mut in_flight);
             match step {
-                Ok((delivery, next)) => {
+                Ok((delivery, Some(next))) => {
                     in_flight -= 1;
+                    drop(std::mem::replace(&mut current, next));
                     outbox.done(Ok(delivery));
-                    match next {
-                        Some(next) => current = next,
-                        None => return Ok(()),
-                    }
+                }
+                Ok((delivery, None)) => {
+                    drop(current);
+                    outbox.done(Ok(delivery));
+                    return Ok(());
                 }
                 Err(e) => {
+                    drop(current);
                     for _ in 0..in_flight {
                         outbox.done(Err(&e));
                     }
@@ -933,10 +945,7 @@ impl Connection {
     }
 
     fn write_all(&mut self, bytes: &[u8], wait: Duration) -> io::Result<()> {
-        if self.write_limit != Some(wait) {
-            self.tcp.set_write_timeout(Some(wait))?;
-            self.write_limit = Some(wait);
-        }
+        self.limit_writes(wait)?;
         match self.tls.as_mut() {
             Some(tls) => {
                 let mut stream = rustls::Stream::new(tls.as_mut(), &mut self.tcp);
@@ -947,7 +956,9 @@ impl Connection {
         }
     }
 
-    fn read_line(&mut self, during: &str) -> Result<String, SmtpError> {
+    /// The next line of a reply, waiting at most `wait` for each read from the socket; lines
+    /// already received cost no system call at all.
+    fn read_line(&mut self, during: &str, wait: Duration) -> Result<String, SmtpError> {
         loop {
             if let Some(end) = self.received.iter().position(|&b| b == b'\n') {
                 let raw: Vec<u8> = self.received.drain(..=end).collect();
@@ -960,7 +971,9 @@ impl Connection {
             if self.received.len() > MAX_LINE {
                 return Err(self.protocol("reply line too long"));
             }
+            self.limit_reads(wait);
             let mut chunk = [0u8; 4096];
+            // A TLS read may write too (a pending record), under the limit of the last write.
             let read = match self.tls.as_mut() {
                 Some(tls) => rustls::Stream::new(tls.as_mut(), &mut self.tcp).read(&mut chunk),
                 None => self.tcp.read(&mut chunk),
@@ -979,14 +992,19 @@ impl Connection {
         }
     }
 
-    fn set_timeout(&mut self, wait: Duration) {
+    fn limit_reads(&mut self, wait: Duration) {
         // A zero duration is refused by the socket layer; every caller passes a positive one.
         if self.read_limit != Some(wait) && self.tcp.set_read_timeout(Some(wait)).is_ok() {
             self.read_limit = Some(wait);
         }
-        if self.write_limit != Some(wait) && self.tcp.set_write_timeout(Some(wait)).is_ok() {
+    }
+
+    fn limit_writes(&mut self, wait: Duration) -> io::Result<()> {
+        if self.write_limit != Some(wait) {
+            self.tcp.set_write_timeout(Some(wait))?;
             self.write_limit = Some(wait);
         }
+        Ok(())
     }
 
     fn failure(&self, err: io::Error, during: &str) -> SmtpError {
@@ -1052,6 +1070,8 @@ mod tests {
     enum Step {
         Lines(usize, &'static str),
         Message(&'static str),
+        /// Wait, then write the reply text without reading anything.
+        After(Duration, &'static str),
     }
 
     /// Serves one connection: the greeting, then the steps. Returns everything the client sent.
@@ -1071,6 +1091,12 @@ mod tests {
                 let (count, reply) = match step {
                     Step::Lines(count, reply) => (Some(count), reply),
                     Step::Message(reply) => (None, reply),
+                    Step::After(wait, reply) => {
+                        std::thread::sleep(wait);
+                        // The client may have given up and gone; that is what some tests want.
+                        let _ = writer.write_all(reply.as_bytes());
+                        continue;
+                    }
                 };
                 let mut read = 0;
                 loop {
@@ -1181,6 +1207,112 @@ mod tests {
         assert_eq!(seen.last().map(String::as_str), Some("RSET\r\n"));
     }
 
+    /// A message body that tells, through `token`, whether it still exists.
+    struct Watched {
+        bytes: &'static [u8],
+        _token: Arc<()>,
+    }
+
+    impl Read for Watched {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            self.bytes.read(buf)
+        }
+    }
+
+    impl BufRead for Watched {
+        fn fill_buf(&mut self) -> io::Result<&[u8]> {
+            self.bytes.fill_buf()
+        }
+
+        fn consume(&mut self, amount: usize) {
+            self.bytes.consume(amount);
+        }
+    }
+
+    /// Hands out watched messages and notes, for each outcome, whether its message was gone.
+    struct Watching {
+        messages: VecDeque<Message>,
+        tokens: VecDeque<Arc<()>>,
+        released: Vec<bool>,
+    }
+
+    impl Watching {
+        fn new(count: usize) -> Watching {
+            let mut watching = Watching {
+                messages: VecDeque::new(),
+                tokens: VecDeque::new(),
+                released: Vec::new(),
+            };
+            for _ in 0..count {
+                let token = Arc::new(());
+                let mut message = message("one@example.test", "");
+                message.body = Box::new(Watched {
+                    bytes: b"Subject: s\n\nbody\n",
+                    _token: token.clone(),
+                });
+                watching.messages.push_back(message);
+                watching.tokens.push_back(token);
+            }
+            watching
+        }
+    }
+
+    impl Outbox for Watching {
+        fn next(&mut self, _: &Capabilities) -> Option<Message> {
+            self.messages.pop_front()
+        }
+
+        fn done(&mut self, _: Result<Delivery, &SmtpError>) {
+            if let Some(token) = self.tokens.pop_front() {
+                self.released.push(Arc::strong_count(&token) == 1);
+            }
+        }
+    }
+
+    #[test]
+    fn deliver_all_lets_go_of_each_message_before_reporting_it() {
+        // An outbox may then dispose of what the body read from (queue-run closes the message
+        // file on another thread).
+        let accepted = "250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n354 go ahead\r\n";
+        for pipelining in [true, false] {
+            let ehlo = if pipelining {
+                "250-sink\r\n250 PIPELINING\r\n"
+            } else {
+                "250 sink\r\n"
+            };
+            let steps = if pipelining {
+                vec![
+                    Step::Lines(1, ehlo),
+                    Step::Lines(3, accepted),
+                    Step::Message(""),
+                    Step::Lines(
+                        3,
+                        "250 2.0.0 queued as 1\r\n250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n354 go ahead\r\n",
+                    ),
+                    Step::Message("250 2.0.0 queued as 2\r\n"),
+                ]
+            } else {
+                let mut steps = vec![Step::Lines(1, ehlo)];
+                for _ in 0..2 {
+                    steps.push(Step::Lines(1, "250 2.1.0 Ok\r\n"));
+                    steps.push(Step::Lines(1, "250 2.1.5 Ok\r\n"));
+                    steps.push(Step::Lines(1, "354 go ahead\r\n"));
+                    steps.push(Step::Message("250 2.0.0 queued\r\n"));
+                }
+                steps
+            };
+            let (addr, server) = server("220 sink ESMTP\r\n", steps);
+            let mut conn = Connection::open(addr, None, &options(Transcript::Off)).unwrap();
+            conn.greeting().unwrap();
+            conn.hello(&domain("client.example")).unwrap();
+            let mut watching = Watching::new(2);
+            conn.deliver_all(&mut watching).unwrap();
+            drop(conn);
+            server.join().unwrap();
+            assert_eq!(watching.released, [true, true], "pipelining: {pipelining}");
+        }
+    }
+
     #[test]
     fn deliver_all_reports_a_broken_connection_to_every_message_in_flight() {
         let (addr, server) = server(
@@ -1262,6 +1394,54 @@ mod tests {
                 "QUIT\r\n",
             ]
         );
+    }
+
+    #[test]
+    fn each_reply_waits_under_its_own_time_limit() {
+        // Commands get a short limit, the end of data a long one. The reply to the dot comes
+        // later than the command limit, and is still awaited: its own limit applies even
+        // though the socket last waited for command replies.
+        let (addr, server) = server(
+            "220 sink ESMTP\r\n",
+            vec![
+                Step::Lines(1, "250-sink\r\n250 PIPELINING\r\n"),
+                Step::Lines(3, "250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n354 go ahead\r\n"),
+                Step::Message(""),
+                Step::After(Duration::from_millis(1500), "250 2.0.0 queued\r\n"),
+                // The next transaction's MAIL is never answered: the command limit applies again.
+                Step::Lines(3, ""),
+                Step::After(Duration::from_secs(2), ""),
+            ],
+        );
+        let short = Duration::from_millis(300);
+        let opts = ConnectOptions {
+            timeouts: Timeouts {
+                command: short,
+                data_start: short,
+                ..Timeouts::uniform(Duration::from_secs(10))
+            },
+            ..options(Transcript::Off)
+        };
+        let mut conn = Connection::open(addr, None, &opts).unwrap();
+        conn.greeting().unwrap();
+        conn.hello(&domain("client.example")).unwrap();
+        let from = ReversePath::parse("a@b.example", &domain("x")).unwrap();
+        let recipients = [Address::parse("u@sink.example", &domain("x")).unwrap()];
+        let mail = Mail {
+            from: &from,
+            recipients: &recipients,
+            size: None,
+            eight_bit: false,
+        };
+        let delivery = conn.deliver(&mail, &mut &b"x\n"[..]).unwrap();
+        assert!(delivery.accepted(0));
+        let err = conn.deliver(&mail, &mut &b"y\n"[..]).unwrap_err();
+        assert!(
+            matches!(&err, SmtpError::Timeout { during, .. } if during == "waiting for the reply to MAIL"),
+            "{err}"
+        );
+        drop(conn);
+        server.join().unwrap();
     }
 
     #[test]
