@@ -336,30 +336,24 @@ impl Queue {
                     .collect()
             })
         };
-        if let Some((file, table)) = stamps.as_ref().and_then(|s| self.current_index(s)) {
-            let ids = table.entries.iter().map(|e| (e.id, e.place)).collect();
-            let mut data: Vec<(QueueId, u64)> =
-                table.entries.iter().map(|e| (e.id, e.data_inode)).collect();
-            data.sort_unstable();
-            return Ok(Scan {
-                queue: self,
-                ids,
-                locked: locked_ids(&data),
-                data,
-                stamps,
-                began,
-                index: Some((file, table.records_at)),
-                refresh_index: false,
-            });
-        }
-        let ids = self.ids()?;
-        let mut data = Vec::with_capacity(ids.len());
-        for entry in fs::read_dir(&data_dir).map_err(io_error("cannot read", &data_dir))? {
-            let entry = entry.map_err(io_error("cannot read", &data_dir))?;
-            if let Some(id) = entry.file_name().to_str().and_then(QueueId::parse) {
-                data.push((id, entry.ino()));
+        let (ids, mut data, index) = match stamps.as_ref().and_then(|s| self.current_index(s)) {
+            Some((file, table)) => (
+                table.entries.iter().map(|e| (e.id, e.place)).collect(),
+                table.entries.iter().map(|e| (e.id, e.data_inode)).collect(),
+                Some((file, table.records_at)),
+            ),
+            None => {
+                let mut data = Vec::new();
+                let ids = self.ids()?;
+                for entry in fs::read_dir(&data_dir).map_err(io_error("cannot read", &data_dir))? {
+                    let entry = entry.map_err(io_error("cannot read", &data_dir))?;
+                    if let Some(id) = entry.file_name().to_str().and_then(QueueId::parse) {
+                        data.push((id, entry.ino()));
+                    }
+                }
+                (ids, data, None)
             }
-        }
+        };
         data.sort_unstable();
         Ok(Scan {
             queue: self,
@@ -368,7 +362,7 @@ impl Queue {
             data,
             stamps,
             began,
-            index: None,
+            index,
             refresh_index: false,
         })
     }
