@@ -756,6 +756,21 @@ fn tamper_index(q: &Sandbox, from: &str, to: &str) {
     fs::write(&path, text.replace(from, to)).unwrap();
 }
 
+/// A summary with its "oldest" column blanked: two listings a moment apart may count ages from
+/// different seconds, and that is no difference between them.
+fn without_ages(summary: &str) -> String {
+    summary
+        .lines()
+        .map(|line| {
+            let mut fields: Vec<&str> = line.split_whitespace().collect();
+            if fields.len() > 3 && fields[0] != "domain" {
+                fields[3] = "-";
+            }
+            fields.join(" ") + "\n"
+        })
+        .collect()
+}
+
 #[test]
 fn a_queue_that_stood_still_is_listed_from_its_index() {
     let q = Sandbox::new();
@@ -768,7 +783,7 @@ fn a_queue_that_stood_still_is_listed_from_its_index() {
         "a settled full listing writes the index"
     );
     let json = listing(&q, &["--json"]);
-    let summary = listing(&q, &["--summary"]);
+    let summary = without_ages(&listing(&q, &["--summary"]));
     assert_eq!(listing(&q, &[]), first);
 
     // Whatever the index says is what is listed: it was read, not the envelopes.
@@ -779,7 +794,10 @@ fn a_queue_that_stood_still_is_listed_from_its_index() {
     // And from the envelopes, the same listings in every format.
     assert_eq!(listing_without_index(&q, &[]), first);
     assert_eq!(listing_without_index(&q, &["--json"]), json);
-    assert_eq!(listing_without_index(&q, &["--summary"]), summary);
+    assert_eq!(
+        without_ages(&listing_without_index(&q, &["--summary"])),
+        summary
+    );
     assert_eq!(
         listing_without_index(&q, &["-R", "other.test"])
             .lines()
