@@ -45,9 +45,7 @@ use crate::config::{Config, TlsPolicy};
 use crate::dns::{DnsError, MxList, Resolver};
 use crate::envelope::{Envelope, RecipientStatus};
 use crate::maillog::MailLog;
-use crate::queue::{
-    LockAttempt, Locked, Place, Queue, QueueError, QueueId, SWEEP_GRACE, Unusable,
-};
+use crate::queue::{LockAttempt, Locked, Place, Queue, QueueError, QueueId, SWEEP_GRACE, Unusable};
 use crate::retry;
 use crate::route::{RelayHost, RelayTarget, SMTP_PORT};
 use crate::selection::Selection;

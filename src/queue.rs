@@ -121,7 +121,7 @@ pub enum QueueError {
         envelope::MAX_BYTES
     )]
     TooManyRecipients { recipients: usize, largest: u64 },
-    #[error("{} belongs to {owner}; run this as {owner} or as root", path.display())]
+    #[error("{} belongs to {owner}; run this as that user or as root", path.display())]
     NotOwner { path: PathBuf, owner: String },
     #[error("cannot become {owner}, the owner of {}: {source}", path.display())]
     CannotBecomeOwner {
@@ -544,6 +544,15 @@ impl Queue {
             Ok(fd) => File::from(fd),
             Err(nix::Error::ENOENT) => return Ok(None),
             Err(nix::Error::ELOOP) => return Err(Refusal::Link),
+            // Another user's file is refused before it can be examined: ask its owner.
+            Err(errno @ (nix::Error::EACCES | nix::Error::EPERM)) => {
+                let stat =
+                    nix::sys::stat::fstatat(dir, name, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW);
+                return Err(match stat {
+                    Ok(stat) if stat.st_uid != self.owner => Refusal::Foreign(stat.st_uid),
+                    _ => Refusal::Io("cannot open", io::Error::from_raw_os_error(errno as i32)),
+                });
+            }
             Err(errno) => {
                 return Err(Refusal::Io(
                     "cannot open",
@@ -603,9 +612,12 @@ impl Queue {
             Ok(Some(opened)) => opened,
             Ok(None) => return Ok(None),
             Err(refusal) => {
-                return Err(Unusable::Inaccessible(
-                    self.refusal_text(refusal, &path(), id, place),
-                ));
+                return Err(Unusable::Inaccessible(self.refusal_text(
+                    refusal,
+                    &path(),
+                    id,
+                    place,
+                )));
             }
         };
         let too_big = |size: u64| {
@@ -652,10 +664,9 @@ impl Queue {
     /// A data file this process cannot open is taken as not held: nobody delivers it.
     fn probe_lock(&self, id: QueueId) -> bool {
         match self.open_own(&self.data, id.as_str()) {
-            Ok(Some((file, _))) => matches!(
-                file.try_lock_shared(),
-                Err(fs::TryLockError::WouldBlock)
-            ),
+            Ok(Some((file, _))) => {
+                matches!(file.try_lock_shared(), Err(fs::TryLockError::WouldBlock))
+            }
             _ => false,
         }
     }
@@ -1530,11 +1541,7 @@ mod tests {
         locked.envelope_mut().recipients[0].reason = "450 try later".into();
         locked.save().unwrap();
         drop(locked);
-        let seen = queue
-            .scan()
-            .unwrap()
-            .inspect(id, Place::Active)
-            .unwrap();
+        let seen = queue.scan().unwrap().inspect(id, Place::Active).unwrap();
         assert!(!seen.locked);
         assert_eq!(seen.envelope.unwrap().recipients[0].reason, "450 try later");
     }
@@ -1623,7 +1630,12 @@ mod tests {
         }
         assert!(scan.inspect(good, Place::Active).unwrap().envelope.is_ok());
         assert_eq!(queue.ids().unwrap().len(), 4, "nothing was moved");
-        assert!(fs::read_dir(dir.path().join(CORRUPT)).unwrap().next().is_none());
+        assert!(
+            fs::read_dir(dir.path().join(CORRUPT))
+                .unwrap()
+                .next()
+                .is_none()
+        );
     }
 
     #[test]
@@ -1637,7 +1649,11 @@ mod tests {
                 .set_len(64 * envelope::MAX_BYTES)
                 .unwrap()
         });
-        let seen = queue.scan_files().unwrap().inspect(id, Place::Active).unwrap();
+        let seen = queue
+            .scan_files()
+            .unwrap()
+            .inspect(id, Place::Active)
+            .unwrap();
         assert!(
             matches!(&seen.envelope, Err(Unusable::Damaged(r)) if r.contains("at most")),
             "{:?}",
@@ -1654,7 +1670,11 @@ mod tests {
         let id = commit(&queue, b"x\n");
         // As if the files were another user's: the queue expects an owner they do not have.
         queue.owner += 1;
-        let seen = queue.scan_files().unwrap().inspect(id, Place::Active).unwrap();
+        let seen = queue
+            .scan_files()
+            .unwrap()
+            .inspect(id, Place::Active)
+            .unwrap();
         let Err(Unusable::Inaccessible(reason)) = seen.envelope else {
             panic!("{:?}", seen.envelope)
         };
