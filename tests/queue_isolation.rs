@@ -202,7 +202,7 @@ impl Site {
 }
 
 fn recipient(n: usize) -> String {
-    let domain = if n % 2 == 0 {
+    let domain = if n.is_multiple_of(2) {
         "customer.test"
     } else {
         "other.test"
@@ -576,8 +576,8 @@ fn one_odd_envelope_among_many(odd: Odd) {
         );
         return;
     }
-    assert_eq!(site.active(), [id.clone()]);
-    assert_eq!(names(&site.queue().join("data")), [id.clone()]);
+    assert_eq!(site.active(), [id.as_str()]);
+    assert_eq!(names(&site.queue().join("data")), [id.as_str()]);
     assert!(names(&site.queue().join("corrupt")).is_empty());
     odd.assert_untouched(&site, &id);
     let reports: Vec<&str> = log
