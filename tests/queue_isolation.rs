@@ -64,11 +64,25 @@ fn bin(program: &str) -> PathBuf {
     assert_cmd::cargo::cargo_bin(program)
 }
 
+/// The programs the suite runs; queue-smtpd starts the queue-run beside it.
+const PROGRAMS: [&str; 4] = ["queue-enqueue", "queue-run", "mailq", "queue-smtpd"];
+
+/// True when every directory above `path` lets other users through and `path` is executable by
+/// them: then `nobody` can run it where it is.
+fn others_may_run(path: &Path) -> bool {
+    path.ancestors()
+        .all(|p| fs::metadata(p).is_ok_and(|m| m.mode() & 0o001 != 0))
+}
+
 /// A private queue, configuration and mail log, owned by the user the programs run as.
 struct Site {
     dir: tempfile::TempDir,
     /// The queue's owner: `nobody` when the suite runs as root, else the suite's own user.
     owner: (u32, u32),
+    /// Where the programs are run from: the build's directory, or copies in `_copies` when the
+    /// owner may not reach it.
+    programs: PathBuf,
+    _copies: Option<tempfile::TempDir>,
 }
 
 impl Site {
@@ -99,9 +113,34 @@ impl Site {
                 nix::unistd::getgid().as_raw(),
             )
         };
-        let site = Site { dir, owner };
+        let built = bin("mailq");
+        let copies = (is_root() && !others_may_run(&built)).then(|| {
+            let copies = tempfile::tempdir().expect("directory for the programs");
+            fs::set_permissions(copies.path(), fs::Permissions::from_mode(0o755)).expect("chmod");
+            for program in PROGRAMS {
+                let to = copies.path().join(program);
+                fs::hard_link(bin(program), &to)
+                    .or_else(|_| fs::copy(bin(program), &to).map(drop))
+                    .expect("copy of a program");
+            }
+            copies
+        });
+        let programs = match &copies {
+            Some(copies) => copies.path().to_path_buf(),
+            None => built.parent().expect("build directory").to_path_buf(),
+        };
+        let site = Site {
+            dir,
+            owner,
+            programs,
+            _copies: copies,
+        };
         site.give_to_owner();
         site
+    }
+
+    fn program(&self, name: &str) -> PathBuf {
+        self.programs.join(name)
     }
 
     fn config(&self) -> PathBuf {
@@ -144,10 +183,10 @@ impl Site {
                 .arg(format!("--regid={}", self.owner.1))
                 .arg("--clear-groups")
                 .arg("--")
-                .arg(bin(program));
+                .arg(self.program(program));
             c
         } else {
-            Command::new(bin(program))
+            Command::new(self.program(program))
         };
         command
             .arg("-C")
@@ -161,7 +200,7 @@ impl Site {
 
     /// `program` run as the suite's own user (root, in the ownership tests).
     fn as_invoker(&self, program: &str) -> Command {
-        let mut command = Command::new(bin(program));
+        let mut command = Command::new(self.program(program));
         command
             .arg("-C")
             .arg(self.config())
@@ -861,7 +900,7 @@ fn root_that_cannot_change_user_refuses_in_one_line() {
     let mut command = Command::new("setpriv");
     command
         .args(["--bounding-set=-setuid,-setgid", "--"])
-        .arg(bin("queue-run"))
+        .arg(site.program("queue-run"))
         .arg("-C")
         .arg(site.config())
         .stdin(Stdio::null());
