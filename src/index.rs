@@ -65,7 +65,7 @@ const MAX_RECORD: usize = crate::envelope::MAX_BYTES as usize;
 
 /// The longest line outside the records: the header (three stamps of at most 63 characters, a
 /// count) and each table line and record line (a place, an id, a number) are far shorter.
-pub const MAX_LINE: u64 = 512;
+const MAX_LINE: u64 = 512;
 
 /// What identifies one state of a directory: it changes with every entry added, removed or
 /// renamed.

@@ -72,14 +72,13 @@
 use std::fmt;
 use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io::{self, Read, Seek, Write};
-use std::os::unix::fs::{DirBuilderExt, DirEntryExt, FileExt, OpenOptionsExt};
+use std::os::unix::fs::{
+    DirBuilderExt, DirEntryExt, FileExt, FileTypeExt, MetadataExt, OpenOptionsExt,
+};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
-use std::sync::OnceLock;
 
 use nix::fcntl::{OFlag, RenameFlags, renameat2};
 use nix::unistd::{Gid, Uid, UnlinkatFlags, User, unlinkat};
@@ -1281,7 +1280,6 @@ fn create_file(path: &Path) -> io::Result<File> {
 /// The inodes on the queue's file system that someone holds a `flock` on, from one read of
 /// `/proc/locks`; `None` when that table cannot be read (no /proc, another kernel).
 fn locked_inodes(dir: &Path) -> Option<std::collections::HashSet<u64>> {
-    use std::os::unix::fs::MetadataExt;
     let table = fs::read_to_string("/proc/locks").ok()?;
     let dev = fs::metadata(dir).ok()?.dev();
     let device = format!(
