@@ -1,9 +1,9 @@
 //! A queue run: deliver what is due (or what a run names) over SMTP, like `sendmail -q`.
 //!
 //! DESCRIPTION
-//!     The run reads every envelope once to plan (a few threads read ahead), without locking:
-//!     which recipients are due, and where each goes (a static route, the smart host, or the MX
-//!     hosts of its domain). Work is grouped by destination so one SMTP connection carries every
+//!     The run reads every envelope file once to plan (a few threads read ahead; the advisory
+//!     index is never consulted), without locking: which recipients are due, and where each
+//!     goes (a static route, the smart host, or the MX hosts of its domain). Work is grouped by destination so one SMTP connection carries every
 //!     message for it; a large group is split so that up to `-j` connections work in parallel.
 //!     Each message is then locked, its envelope read again (another run may have moved on),
 //!     delivered, and its new state written back before the lock is released: sent recipients
@@ -19,6 +19,9 @@
 //!     plain run never touches a held domain until it expires; a run names held mail with `-R`.
 //!     Expired messages fail what remains, held domains included. A run adds no header. Every
 //!     recipient attempt writes one log line. Bounces are queued before failures are recorded.
+//!     A message whose files cannot be used is that message's trouble alone: damage is moved to
+//!     `corrupt/`, a file this run may not read is logged and left in place (`skipped`), and the
+//!     run goes on with the others.
 //!
 //! SECURITY
 //!     Everything from the network is bounded by the SMTP client and flattened before it is
@@ -42,7 +45,7 @@ use crate::config::{Config, TlsPolicy};
 use crate::dns::{DnsError, MxList, Resolver};
 use crate::envelope::{Envelope, RecipientStatus};
 use crate::maillog::MailLog;
-use crate::queue::{LockAttempt, Locked, Place, Queue, QueueError, QueueId, SWEEP_GRACE};
+use crate::queue::{LockAttempt, Locked, Place, Queue, QueueError, QueueId, SWEEP_GRACE, Unusable};
 use crate::retry;
 use crate::route::{RelayHost, RelayTarget, SMTP_PORT};
 use crate::selection::Selection;
@@ -98,7 +101,11 @@ pub struct RunSummary {
     pub failed: usize,
     /// Messages another run held throughout this one.
     pub busy: usize,
+    /// Damaged messages, moved to `corrupt/` (or left there for a runner that held them).
     pub corrupt: usize,
+    /// Messages whose files this run could not use (another user's file, not a regular file, a
+    /// read error): left in place, reported, and tried again by a later run.
+    pub skipped: usize,
 }
 
 impl RunSummary {
@@ -108,6 +115,7 @@ impl RunSummary {
         self.failed += other.failed;
         self.busy += other.busy;
         self.corrupt += other.corrupt;
+        self.skipped += other.skipped;
     }
 }
 
@@ -224,7 +232,8 @@ fn plan(
 ) -> Result<Vec<Job>, QueueError> {
     let selection = &policy.options.selection;
     let mut groups: HashMap<Destination, Job> = HashMap::new();
-    let scan = queue.scan()?;
+    // Decisions come from the envelope files, never from the advisory index.
+    let scan = queue.scan_files()?;
     let active: Vec<(QueueId, Place)> = scan
         .ids()
         .iter()
@@ -236,8 +245,14 @@ fn plan(
         let id = inspection.id;
         let envelope = match inspection.envelope {
             Ok(envelope) => envelope,
-            Err(e) => {
-                quarantine(queue, id, &e.to_string(), log, summary);
+            // Whether it is wanted cannot be known; unless -I rules it out, it is reported.
+            Err(_) if !selection.selects_id(id.as_str()) => return Ok(()),
+            Err(Unusable::Damaged(reason)) => {
+                quarantine(queue, id, &reason, log, summary);
+                return Ok(());
+            }
+            Err(Unusable::Inaccessible(reason)) => {
+                skip(id, &reason, log, summary);
                 return Ok(());
             }
         };
@@ -245,8 +260,10 @@ fn plan(
             return Ok(());
         }
         if retry::is_expired(policy.config, envelope.arrival, policy.now) {
-            if selection.is_everything() || selection.selects(&envelope) {
-                expire(queue, id, policy, log, summary)?;
+            if (selection.is_everything() || selection.selects(&envelope))
+                && let Err(e) = expire(queue, id, policy, log, summary)
+            {
+                skip(id, &e.to_string(), log, summary);
             }
             return Ok(());
         }
@@ -372,6 +389,12 @@ fn work(
         drop(finisher);
     });
     total.into_inner().unwrap_or_default()
+}
+
+/// Reports a message this run cannot use and leaves it where it is.
+fn skip(id: QueueId, reason: &str, log: &MailLog, summary: &mut RunSummary) {
+    summary.skipped += 1;
+    log.warning(&format!("{id}: skipped, left in place: {reason}"));
 }
 
 fn quarantine(queue: &Queue, id: QueueId, reason: &str, log: &MailLog, summary: &mut RunSummary) {
@@ -823,9 +846,9 @@ impl<'a> Worker<'a> {
                 quarantine(self.queue, id, &reason, self.log, &mut self.summary);
                 None
             }
+            // Every error of `try_lock` is this message's alone.
             Err(e) => {
-                self.log.warning(&format!("{id}: {e}"));
-                self.summary.deferred += 1;
+                skip(id, &e.to_string(), self.log, &mut self.summary);
                 None
             }
         }

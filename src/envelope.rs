@@ -23,12 +23,32 @@
 //! The first line names the format and its version; the last line is `end`, so a reader tells a
 //! whole file from a torn or foreign one without guessing. No field may contain TAB, CR or LF:
 //! values that come from the network (replies) are flattened before they are stored.
+//!
+//! LIMITS
+//!     An envelope file is at most [`MAX_BYTES`] (16 MiB), so that a reader can refuse a bigger
+//!     file as damage without reading it. A recipient's line is at most about 1,400 bytes (an
+//!     address of at most 64 + 1 + 255 bytes, a reason cut to [`MAX_REASON`] bytes, the widest
+//!     numbers), so the limit holds more than 10,000 recipients each deferred with the longest
+//!     reason: more than any peer accepts in one transaction (Postfix's default is 1,000) and
+//!     more than queue-smtpd's. A new envelope that could outgrow the limit as its recipients
+//!     gather reasons is refused when it is queued (see [`Envelope::largest_size`]).
 
 use std::fmt::Write as _;
 
 use crate::queue::QueueId;
 
 const MAGIC: &str = "etrnq-envelope 1";
+
+/// The most bytes an envelope file may hold; see LIMITS above.
+pub const MAX_BYTES: u64 = 16 << 20;
+
+/// The most bytes of a recipient's last reply or error that are stored: enough for any reply a
+/// person reads in a listing or a bounce; a hostile server's 500-line reply is cut here.
+pub const MAX_REASON: usize = 1000;
+
+/// What a recipient's line can grow by besides its reason: `pending` becoming `deferred`, and the
+/// attempts and next-attempt fields at their widest.
+const LINE_GROWTH: usize = 1 + 10 + 20;
 
 /// Where delivery to one recipient stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -159,11 +179,18 @@ impl Envelope {
                 r.attempts,
                 r.next_attempt,
                 flatten(&r.address),
-                flatten(&r.reason)
+                flatten(cut(&r.reason, MAX_REASON))
             );
         }
         out.push_str("end\n");
         out.into_bytes()
+    }
+
+    /// The most bytes this envelope's file can reach as delivery goes on: every recipient with a
+    /// reason of [`MAX_REASON`] bytes and the widest numbers.
+    pub fn largest_size(&self) -> u64 {
+        let growth = self.recipients.len() * (MAX_REASON + LINE_GROWTH);
+        (self.to_bytes().len() + growth) as u64
     }
 
     /// Parses an envelope file; anything but a whole, well-formed file is an error.
@@ -210,6 +237,18 @@ fn flatten(value: &str) -> std::borrow::Cow<'_, str> {
     } else {
         value.into()
     }
+}
+
+/// `text` cut to at most `limit` bytes, at a character boundary.
+fn cut(text: &str, limit: usize) -> &str {
+    if text.len() <= limit {
+        return text;
+    }
+    let mut end = limit;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
 }
 
 #[derive(Default)]
@@ -330,6 +369,29 @@ mod tests {
         let parsed = Envelope::parse(&e.to_bytes()).unwrap();
         assert_eq!(parsed.recipients.len(), 2);
         assert_eq!(parsed.recipients[1].status, RecipientStatus::Deferred);
+    }
+
+    #[test]
+    fn long_reasons_are_cut_and_growth_is_bounded() {
+        let mut e = sample();
+        e.recipients[1].reason = "é".repeat(MAX_REASON);
+        let parsed = Envelope::parse(&e.to_bytes()).unwrap();
+        let stored = &parsed.recipients[1].reason;
+        assert!(stored.len() <= MAX_REASON && stored.len() >= MAX_REASON - 1);
+        assert!(stored.chars().all(|c| c == 'é'));
+
+        let mut fresh = sample();
+        fresh.recipients = (0..3)
+            .map(|n| Recipient::new(format!("{}@{}.example", "u".repeat(64), n)))
+            .collect();
+        let largest = fresh.largest_size();
+        for r in &mut fresh.recipients {
+            r.status = RecipientStatus::Deferred;
+            r.attempts = u32::MAX;
+            r.next_attempt = i64::MIN;
+            r.reason = "x".repeat(5 * MAX_REASON);
+        }
+        assert!(fresh.to_bytes().len() as u64 <= largest);
     }
 
     #[test]

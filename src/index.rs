@@ -24,10 +24,17 @@
 //!     A stamp is `inode:mtime-seconds.nanoseconds:ctime-seconds.nanoseconds`.
 //!
 //! PROMISES
-//!     Advisory only: no delivery decision is taken from it, deleting it is always safe, and a
-//!     torn, foreign or stale index is ignored (the envelopes are read instead). Each record is
-//!     length-prefixed and each envelope carries its own first and last line, so a torn or
-//!     garbled record is recognised, never half-believed.
+//!     Advisory only: it serves listings and counts (`mailq`, ETRN's count); no delivery
+//!     decision is taken from it, deleting it is always safe, and a torn, foreign or stale index
+//!     is ignored (the envelopes are read instead). Each record is length-prefixed and each
+//!     envelope carries its own first and last line, so a torn or garbled record is recognised,
+//!     never half-believed.
+//!
+//! SECURITY
+//!     The index is a queue file like the others: opened without following a link or waiting on
+//!     a pipe, and only believed when it is a regular file of the queue's owner. Nothing in it is
+//!     read unbounded: a line longer than [`MAX_LINE`] or a record longer than an envelope may
+//!     be ([`MAX_BYTES`](crate::envelope::MAX_BYTES)) ends the index as damage.
 //!
 //! LIMITS
 //!     Directory times have the file system's granularity: a change within the same clock tick
@@ -53,8 +60,12 @@ const TRAILER: &str = "end-of-index";
 /// far longer than any file system's timestamp tick.
 pub const SETTLE: Duration = Duration::from_secs(1);
 
-/// An envelope is a few hundred bytes; anything claiming more than this is not an index record.
-const MAX_RECORD: usize = 1 << 20;
+/// A record holds one envelope, so it is never longer than an envelope may be.
+const MAX_RECORD: usize = crate::envelope::MAX_BYTES as usize;
+
+/// The longest line outside the records: the header (three stamps of at most 63 characters, a
+/// count) and each table line and record line (a place, an id, a number) are far shorter.
+const MAX_LINE: u64 = 512;
 
 /// What identifies one state of a directory: it changes with every entry added, removed or
 /// renamed.
@@ -195,7 +206,7 @@ pub struct Table {
 /// these directory stamps.
 pub fn read_table(input: &mut impl BufRead, stamps: &Stamps) -> Option<Table> {
     let mut line = String::new();
-    let mut consumed = input.read_line(&mut line).ok()?;
+    let mut consumed = read_line(input, &mut line)?;
     let mut fields = line.strip_suffix('\n')?.split('\t');
     if fields.next() != Some(MAGIC) {
         return None;
@@ -212,7 +223,7 @@ pub fn read_table(input: &mut impl BufRead, stamps: &Stamps) -> Option<Table> {
     let mut entries: Vec<Entry> = Vec::with_capacity(count.min(1 << 20));
     for _ in 0..count {
         line.clear();
-        consumed += input.read_line(&mut line).ok()?;
+        consumed += read_line(input, &mut line)?;
         let mut fields = line.strip_suffix('\n')?.split('\t');
         let entry = Entry {
             place: parse_place(fields.next()?)?,
@@ -261,7 +272,7 @@ impl<R: BufRead> Records<R> {
 
     fn read_record(&mut self) -> Option<Record> {
         self.line.clear();
-        self.input.read_line(&mut self.line).ok()?;
+        read_line(&mut self.input, &mut self.line)?;
         let mut fields = self.line.strip_suffix('\n')?.split('\t');
         let place = parse_place(fields.next()?)?;
         let id = QueueId::parse(fields.next()?)?;
@@ -290,6 +301,13 @@ impl<R: BufRead> Iterator for Records<R> {
         self.ended = record.is_none();
         record
     }
+}
+
+/// Reads one line of at most [`MAX_LINE`] bytes, its newline included; `None` for a longer or
+/// unfinished line, which only damage makes.
+fn read_line(input: &mut impl BufRead, line: &mut String) -> Option<usize> {
+    let read = io::Read::take(&mut *input, MAX_LINE).read_line(line).ok()?;
+    line.ends_with('\n').then_some(read)
 }
 
 fn parse_place(text: &str) -> Option<Place> {
@@ -440,6 +458,24 @@ mod tests {
         let damaged = records.next().map(|r| Envelope::parse(&r.envelope));
         assert!(!matches!(damaged, Some(Ok(_))));
         assert!(records.next().is_none());
+    }
+
+    #[test]
+    fn long_lines_and_records_end_the_index_unread() {
+        let mut endless = b"etrnq-index 1\t".to_vec();
+        endless.extend(std::iter::repeat_n(b'7', 10 * MAX_LINE as usize));
+        assert!(read_table(&mut &endless[..], &stamps()).is_none());
+
+        let id = QueueId::generate();
+        let table_line = format!("active\t{id}\t{}", "9".repeat(2 * MAX_LINE as usize));
+        let bytes = written(&[]);
+        let text = String::from_utf8(bytes).unwrap();
+        let header = text.lines().next().unwrap().replace("\t0", "\t1");
+        let long_table = format!("{header}\n{table_line}\nend-of-index\n");
+        assert!(read_table(&mut long_table.as_bytes(), &stamps()).is_none());
+
+        let huge = format!("active\t{id}\t{}\n", MAX_RECORD + 1);
+        assert!(Records::new(huge.as_bytes()).next().is_none());
     }
 
     #[test]

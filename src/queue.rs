@@ -43,7 +43,21 @@
 //! - The envelope is only replaced or removed by the holder of the lock.
 //! - Renames into `data/` and `env/` never overwrite (`RENAME_NOREPLACE`): an id collision fails
 //!   the submission instead of replacing a message.
-//! - Unparseable envelopes are moved to `corrupt/`, never deleted and never bounced.
+//! - The queue has one owner, the owner of `QUEUE`. Every queue file is the owner's: a program
+//!   started by root on a queue owned by another user becomes that user (and its group, with no
+//!   supplementary groups) before it opens the queue ([`become_owner`]), so what it creates is
+//!   the owner's too.
+//! - Queue files are opened without following a link and without waiting (`O_NOFOLLOW |
+//!   O_NONBLOCK`), then examined (`fstat`): only a regular file of the owner is read, and an
+//!   envelope at most [`MAX_BYTES`](crate::envelope::MAX_BYTES).
+//! - What a pass cannot use is that message's trouble alone ([`Unusable`]): damage (the owner's
+//!   own regular file, read whole, that is not a message: torn, garbled, too big, its data
+//!   missing) is moved to `corrupt/`, never deleted and never bounced; an access problem (not a
+//!   regular file, a link, another user's file, permission denied, an I/O error) is left where it
+//!   is and reported on every pass until a human fixes it, since a process that cannot read a
+//!   file cannot tell whether it is damaged.
+//! - Delivery decisions (the plan of a run, `try_lock`) come from the directories and the
+//!   envelope files only; the index serves listings and counts.
 //! - Listing streams the directory; only the ids are held in memory, to sort them.
 //! - `index` is only believed while `env/`, `hold/` and `data/` keep the stamps it records, and
 //!   is only replaced by rename from `tmp/`; deleting it is always safe.
@@ -58,16 +72,18 @@
 use std::fmt;
 use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io::{self, Read, Seek, Write};
-use std::os::unix::fs::{DirBuilderExt, DirEntryExt, FileExt, OpenOptionsExt};
+use std::os::unix::fs::{
+    DirBuilderExt, DirEntryExt, FileExt, FileTypeExt, MetadataExt, OpenOptionsExt,
+};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use nix::fcntl::{RenameFlags, renameat2};
-use nix::unistd::{UnlinkatFlags, unlinkat};
+use nix::fcntl::{OFlag, RenameFlags, renameat2};
+use nix::unistd::{Gid, Uid, UnlinkatFlags, User, unlinkat};
 
-use crate::envelope::{Envelope, EnvelopeError};
+use crate::envelope::{self, Envelope};
 use crate::index::{self, DirStamp, Entry, IndexWriter, Records, Stamps, Table};
 use crate::sysexits::{Status, Sysexit};
 
@@ -95,6 +111,23 @@ pub enum QueueError {
     Symlink { path: PathBuf },
     #[error("queue id {id} is already taken; submit again")]
     IdCollision { id: QueueId },
+    /// One message's file that this process cannot use: left in place, tried again later.
+    #[error("{reason}")]
+    Inaccessible { reason: String },
+    #[error(
+        "{recipients} recipients are more than one message may carry: its envelope could grow \
+         to {largest} bytes, and the most an envelope may hold is {} bytes; send it in parts",
+        envelope::MAX_BYTES
+    )]
+    TooManyRecipients { recipients: usize, largest: u64 },
+    #[error("{} belongs to {owner}; run this as that user or as root", path.display())]
+    NotOwner { path: PathBuf, owner: String },
+    #[error("cannot become {owner}, the owner of {}: {source}", path.display())]
+    CannotBecomeOwner {
+        path: PathBuf,
+        owner: String,
+        source: nix::Error,
+    },
 }
 
 impl Sysexit for QueueError {
@@ -103,8 +136,102 @@ impl Sysexit for QueueError {
             QueueError::Io { source, .. } => Status::of_io(source),
             QueueError::Symlink { .. } => Status::CantCreat,
             QueueError::IdCollision { .. } => Status::TempFail,
+            QueueError::Inaccessible { .. } => Status::TempFail,
+            QueueError::TooManyRecipients { .. } => Status::DataErr,
+            QueueError::NotOwner { .. } | QueueError::CannotBecomeOwner { .. } => Status::NoPerm,
         }
     }
+}
+
+/// Why one message cannot be used by this pass. Either way the pass goes on with the others.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Unusable {
+    /// The owner's own regular file, read whole, is not a message: torn, garbled, too big, its
+    /// data file missing. Moved to `corrupt/` for a human.
+    #[error("{0}")]
+    Damaged(String),
+    /// The file cannot be read as one of the queue's own: not a regular file, a symbolic link,
+    /// another user's, permission denied, an I/O error. Left in place and reported on every pass
+    /// until a human fixes it: a process that cannot read a file cannot call it damaged.
+    #[error("{0}")]
+    Inaccessible(String),
+}
+
+/// Why a queue file was not opened.
+enum Refusal {
+    Link,
+    NotRegular(&'static str),
+    Foreign(u32),
+    Io(&'static str, io::Error),
+}
+
+/// The user this process was started as, when [`become_owner`] changed it.
+static INVOKER: OnceLock<u32> = OnceLock::new();
+
+/// The user who started this program, before [`become_owner`] changed it: a submission names
+/// this user as its sender and in its `Received:` field.
+pub fn invoking_uid() -> u32 {
+    INVOKER
+        .get()
+        .copied()
+        .unwrap_or_else(|| nix::unistd::getuid().as_raw())
+}
+
+/// Makes this process the owner of the queue at `root` before anything in it is opened, so that
+/// every file it creates, and the mail log it opens afterwards, belongs to the queue's owner.
+///
+/// Run by the owner (or on a queue that does not exist yet, which this process will create and
+/// so own) it does nothing. Run by root on another user's queue, it takes that user's id, its
+/// login group (the directory's group when the user has no account entry) and no supplementary
+/// groups, for good: nothing the program does later runs as root. Run by anyone else it refuses,
+/// since the queue's files are the owner's alone. Call it while the program has one thread.
+pub fn become_owner(root: &Path) -> Result<(), QueueError> {
+    let meta = match fs::metadata(root) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(io_error("cannot examine", root)(e)),
+    };
+    let owner = Uid::from_raw(meta.uid());
+    let me = nix::unistd::geteuid();
+    if me == owner {
+        return Ok(());
+    }
+    let user = User::from_uid(owner).ok().flatten();
+    let name = describe_user(meta.uid());
+    if !me.is_root() {
+        return Err(QueueError::NotOwner {
+            path: root.to_path_buf(),
+            owner: name,
+        });
+    }
+    let group = user.map_or(Gid::from_raw(meta.gid()), |user| user.gid);
+    let invoker = nix::unistd::getuid().as_raw();
+    let switched = nix::unistd::setgroups(&[])
+        .and_then(|()| nix::unistd::setresgid(group, group, group))
+        .and_then(|()| nix::unistd::setresuid(owner, owner, owner));
+    switched.map_err(|source| QueueError::CannotBecomeOwner {
+        path: root.to_path_buf(),
+        owner: name,
+        source,
+    })?;
+    let _ = INVOKER.set(invoker);
+    Ok(())
+}
+
+/// `etrnq (uid 999)`, or `uid 999` when the user has no account entry.
+fn describe_user(uid: u32) -> String {
+    match User::from_uid(Uid::from_raw(uid)).ok().flatten() {
+        Some(user) => format!("{} (uid {uid})", user.name),
+        None => format!("uid {uid}"),
+    }
+}
+
+/// The name `chown` takes for `uid`.
+fn chown_name(uid: u32) -> String {
+    User::from_uid(Uid::from_raw(uid))
+        .ok()
+        .flatten()
+        .map_or_else(|| uid.to_string(), |user| user.name)
 }
 
 fn io_error(
@@ -199,6 +326,9 @@ impl fmt::Debug for QueueId {
 #[derive(Debug)]
 pub struct Queue {
     root: PathBuf,
+    /// The uid every queue file must have: the owner of `root`.
+    owner: u32,
+    top: File,
     tmp: File,
     data: File,
     env: File,
@@ -231,8 +361,15 @@ impl Queue {
                 .open(&path)
                 .map_err(io_error("cannot open queue directory", path))
         };
+        let top = open_dir("")?;
+        let owner = top
+            .metadata()
+            .map_err(io_error("cannot examine", root))?
+            .uid();
         Ok(Queue {
             root: root.to_path_buf(),
+            owner,
+            top,
             tmp: open_dir(TMP)?,
             data: open_dir(DATA)?,
             env: open_dir(ENV)?,
@@ -318,11 +455,21 @@ impl Queue {
         Ok(ids)
     }
 
-    /// Starts a pass over the queue for a listing or a plan. While the index is current, its
+    /// Starts a pass over the queue for a listing or a count. While the index is current, its
     /// table is the whole pass: no directory is read and no envelope opened. Otherwise the ids
     /// come from `env/` and `hold/`, then one read of `data/` and of the kernel's lock table,
     /// so that each message afterwards costs one small file read.
     pub fn scan(&self) -> Result<Scan<'_>, QueueError> {
+        self.scan_from(true)
+    }
+
+    /// Starts a pass that decides something (a queue run's plan): the ids come from the
+    /// directories and every envelope from its own file, whatever the index says.
+    pub fn scan_files(&self) -> Result<Scan<'_>, QueueError> {
+        self.scan_from(false)
+    }
+
+    fn scan_from(&self, use_index: bool) -> Result<Scan<'_>, QueueError> {
         let began = SystemTime::now();
         // Taken before anything is read: a change after this instant makes the index stale.
         let stamps = self.stamps().ok();
@@ -336,7 +483,11 @@ impl Queue {
                     .collect()
             })
         };
-        let (ids, mut data, index) = match stamps.as_ref().and_then(|s| self.current_index(s)) {
+        let current = stamps
+            .as_ref()
+            .filter(|_| use_index)
+            .and_then(|s| self.current_index(s));
+        let (ids, mut data, index) = match current {
             Some((file, table)) => (
                 table.entries.iter().map(|e| (e.id, e.place)).collect(),
                 table.entries.iter().map(|e| (e.id, e.data_inode)).collect(),
@@ -378,50 +529,180 @@ impl Queue {
 
     /// The index and its table, when it was made for the queue as `stamps` describe it.
     fn current_index(&self, stamps: &Stamps) -> Option<(File, Table)> {
-        let file = open_existing(&self.root.join(INDEX)).ok()?;
+        let (file, _) = self.open_own(&self.top, INDEX).ok()??;
         let table =
             index::read_table(&mut io::BufReader::with_capacity(256 * 1024, &file), stamps)?;
         Some((file, table))
     }
 
-    /// Whether a runner holds `id` right now, asked with a shared try-lock held for an instant.
-    fn probe_lock(&self, id: QueueId) -> Result<bool, QueueError> {
-        let data_path = self.path(DATA, id.as_str());
-        match open_existing(&data_path) {
-            Ok(file) => match file.try_lock_shared() {
-                Ok(()) => Ok(false),
-                Err(fs::TryLockError::WouldBlock) => Ok(true),
-                Err(fs::TryLockError::Error(e)) => Err(io_error("cannot lock", data_path)(e)),
-            },
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
-            Err(e) => Err(io_error("cannot open", data_path)(e)),
+    /// Opens one queue file for reading: no link followed, no wait on a pipe or a device, and
+    /// only a regular file of the queue's owner. `Ok(None)` when there is no such file.
+    fn open_own(&self, dir: &File, name: &str) -> Result<Option<(File, fs::Metadata)>, Refusal> {
+        let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC;
+        let file = match nix::fcntl::openat(dir, name, flags, nix::sys::stat::Mode::empty()) {
+            Ok(fd) => File::from(fd),
+            Err(nix::Error::ENOENT) => return Ok(None),
+            Err(nix::Error::ELOOP) => return Err(Refusal::Link),
+            // Another user's file is refused before it can be examined: ask its owner.
+            Err(errno @ (nix::Error::EACCES | nix::Error::EPERM)) => {
+                let stat =
+                    nix::sys::stat::fstatat(dir, name, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW);
+                return Err(match stat {
+                    Ok(stat) if stat.st_uid != self.owner => Refusal::Foreign(stat.st_uid),
+                    _ => Refusal::Io("cannot open", io::Error::from_raw_os_error(errno as i32)),
+                });
+            }
+            Err(errno) => {
+                return Err(Refusal::Io(
+                    "cannot open",
+                    io::Error::from_raw_os_error(errno as i32),
+                ));
+            }
+        };
+        let meta = file
+            .metadata()
+            .map_err(|e| Refusal::Io("cannot examine", e))?;
+        let kind = meta.file_type();
+        if !kind.is_file() {
+            return Err(Refusal::NotRegular(if kind.is_fifo() {
+                "a named pipe"
+            } else if kind.is_dir() {
+                "a directory"
+            } else if kind.is_socket() {
+                "a socket"
+            } else {
+                "a device"
+            }));
+        }
+        if meta.uid() != self.owner {
+            return Err(Refusal::Foreign(meta.uid()));
+        }
+        Ok(Some((file, meta)))
+    }
+
+    /// What a refusal to open `path`, one of message `id`'s files, tells a human, with the fix.
+    fn refusal_text(&self, refusal: Refusal, path: &Path, id: QueueId, place: Place) -> String {
+        let path = path.display();
+        match refusal {
+            Refusal::Link => format!("{path} is a symbolic link; the queue follows none"),
+            Refusal::NotRegular(kind) => format!("{path} is {kind}, not a regular file"),
+            Refusal::Io(action, e) => format!("{action} {path}: {e}"),
+            Refusal::Foreign(uid) => format!(
+                "{path} is owned by {}, not by the queue's owner {}; give the message back with: \
+                 chown {}: {} {}",
+                describe_user(uid),
+                describe_user(self.owner),
+                chown_name(self.owner),
+                self.path(DATA, id.as_str()).display(),
+                self.path(place.dir(), id.as_str()).display(),
+            ),
         }
     }
 
-    /// Takes a message for delivery: an exclusive lock on its data file, then its envelope.
+    /// Reads a message's envelope file: at most [`envelope::MAX_BYTES`], and no read past its
+    /// end record. `Ok(None)` when it is gone.
+    fn read_envelope(&self, id: QueueId, place: Place) -> Result<Option<Vec<u8>>, Unusable> {
+        let dir = match place {
+            Place::Active => &self.env,
+            Place::Held => &self.hold,
+        };
+        let path = || self.path(place.dir(), id.as_str());
+        let (mut file, meta) = match self.open_own(dir, id.as_str()) {
+            Ok(Some(opened)) => opened,
+            Ok(None) => return Ok(None),
+            Err(refusal) => {
+                return Err(Unusable::Inaccessible(self.refusal_text(
+                    refusal,
+                    &path(),
+                    id,
+                    place,
+                )));
+            }
+        };
+        let too_big = |size: u64| {
+            Unusable::Damaged(format!(
+                "envelope of {size} bytes; an envelope holds at most {}",
+                envelope::MAX_BYTES
+            ))
+        };
+        if meta.len() > envelope::MAX_BYTES {
+            return Err(too_big(meta.len()));
+        }
+        // One byte more than the file has, so that a whole small envelope is one read.
+        let mut bytes = vec![0u8; meta.len() as usize + 1];
+        let mut len = 0;
+        loop {
+            if len == bytes.len() {
+                if len as u64 > envelope::MAX_BYTES {
+                    return Err(too_big(len as u64));
+                }
+                bytes.resize((len * 2).min(envelope::MAX_BYTES as usize + 1), 0);
+            }
+            match file.read(&mut bytes[len..]) {
+                Ok(0) => break,
+                // An envelope's last record says it is whole: no read is needed to find the end.
+                Ok(n) if bytes[..len + n].ends_with(b"\nend\n") => {
+                    len += n;
+                    break;
+                }
+                Ok(n) => len += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    return Err(Unusable::Inaccessible(format!(
+                        "cannot read {}: {e}",
+                        path().display()
+                    )));
+                }
+            }
+        }
+        bytes.truncate(len);
+        Ok(Some(bytes))
+    }
+
+    /// Whether a runner holds `id` right now, asked with a shared try-lock held for an instant.
+    /// A data file this process cannot open is taken as not held: nobody delivers it.
+    fn probe_lock(&self, id: QueueId) -> bool {
+        match self.open_own(&self.data, id.as_str()) {
+            Ok(Some((file, _))) => {
+                matches!(file.try_lock_shared(), Err(fs::TryLockError::WouldBlock))
+            }
+            _ => false,
+        }
+    }
+
+    /// Takes a message for delivery: an exclusive lock on its data file, then its envelope,
+    /// both read from their own files. Damage is [`LockAttempt::Corrupt`], for `quarantine`; a
+    /// file this process cannot use is [`QueueError::Inaccessible`], for the message to be
+    /// reported and left where it is. No error here concerns more than this message.
     pub fn try_lock(&self, id: QueueId) -> Result<LockAttempt<'_>, QueueError> {
         let data_path = self.path(DATA, id.as_str());
         let env_path = self.path(ENV, id.as_str());
-        let data = match open_at(&self.data, id.as_str()) {
-            Ok(file) => file,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                return Ok(if env_path.exists() {
+        let inaccessible = |reason| Err(QueueError::Inaccessible { reason });
+        let data = match self.open_own(&self.data, id.as_str()) {
+            Ok(Some((file, _))) => file,
+            Ok(None) => {
+                return Ok(if fs::symlink_metadata(&env_path).is_ok() {
                     LockAttempt::Corrupt("message data file is missing".to_string())
                 } else {
                     LockAttempt::Gone
                 });
             }
-            Err(e) => return Err(io_error("cannot open", data_path)(e)),
+            Err(refusal) => {
+                return inaccessible(self.refusal_text(refusal, &data_path, id, Place::Active));
+            }
         };
         match data.try_lock() {
             Ok(()) => {}
             Err(fs::TryLockError::WouldBlock) => return Ok(LockAttempt::Busy),
-            Err(fs::TryLockError::Error(e)) => return Err(io_error("cannot lock", data_path)(e)),
+            Err(fs::TryLockError::Error(e)) => {
+                return inaccessible(format!("cannot lock {}: {e}", data_path.display()));
+            }
         }
-        let bytes = match read_at(&self.env, id.as_str()) {
-            Ok(bytes) => bytes,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(LockAttempt::Gone),
-            Err(e) => return Err(io_error("cannot read", env_path)(e)),
+        let bytes = match self.read_envelope(id, Place::Active) {
+            Ok(Some(bytes)) => bytes,
+            Ok(None) => return Ok(LockAttempt::Gone),
+            Err(Unusable::Damaged(reason)) => return Ok(LockAttempt::Corrupt(reason)),
+            Err(Unusable::Inaccessible(reason)) => return inaccessible(reason),
         };
         match Envelope::parse(&bytes) {
             Ok(envelope) if envelope.id == id => Ok(LockAttempt::Locked(Locked {
@@ -438,20 +719,21 @@ impl Queue {
         }
     }
 
-    /// Moves an unreadable message to `corrupt/`, unless a runner holds it right now. Returns
-    /// whether it was moved.
+    /// Moves a damaged message to `corrupt/`, unless a runner holds it right now or its data
+    /// file is not one this process may lock. Returns whether it was moved. Only damage comes
+    /// here ([`Unusable::Damaged`], [`LockAttempt::Corrupt`]), never an access problem.
     pub fn quarantine(&self, id: QueueId, place: Place) -> Result<bool, QueueError> {
         let data_path = self.path(DATA, id.as_str());
-        let lock = match open_existing(&data_path) {
-            Ok(file) => match file.try_lock() {
+        let lock = match self.open_own(&self.data, id.as_str()) {
+            Ok(Some((file, _))) => match file.try_lock() {
                 Ok(()) => Some(file),
                 Err(fs::TryLockError::WouldBlock) => return Ok(false),
                 Err(fs::TryLockError::Error(e)) => {
                     return Err(io_error("cannot lock", data_path)(e));
                 }
             },
-            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
-            Err(e) => return Err(io_error("cannot open", data_path)(e)),
+            Ok(None) => None,
+            Err(_) => return Ok(false),
         };
         let env_path = self.path(place.dir(), id.as_str());
         let env_target = self.path(CORRUPT, &format!("{id}.env"));
@@ -529,7 +811,10 @@ impl Scan<'_> {
     /// While the index is current, envelopes come from it instead, in one sequential read. A pass
     /// over every message made with [`Scan::refreshing_index`] writes a fresh index when the one
     /// on disk is stale and the queue stood still throughout.
-    pub fn for_each<E: From<QueueError>>(
+    ///
+    /// A message that cannot be read is an inspection like any other, with its envelope an
+    /// [`Unusable`]: only `visit` can end the pass early.
+    pub fn for_each<E>(
         &self,
         ids: &[(QueueId, Place)],
         mut visit: impl FnMut(Inspection) -> Result<(), E>,
@@ -558,7 +843,7 @@ impl Scan<'_> {
     }
 
     /// Reads each envelope from its own file, ahead of `visit` on a few threads.
-    fn read_each<E: From<QueueError>>(
+    fn read_each<E>(
         &self,
         ids: &[(QueueId, Place)],
         visit: &mut impl FnMut(Inspection) -> Result<(), E>,
@@ -570,7 +855,7 @@ impl Scan<'_> {
             .min(ids.len().div_ceil(CHUNK));
         if threads <= 1 {
             for &(id, place) in ids {
-                if let Some(inspection) = self.inspect(id, place)? {
+                if let Some(inspection) = self.inspect(id, place) {
                     visit(inspection)?;
                 }
             }
@@ -587,9 +872,9 @@ impl Scan<'_> {
                     // Worker w reads chunks w, w + threads, ...; the reader takes them round-robin,
                     // which restores the order.
                     for chunk in chunks.iter().skip(worker).step_by(threads) {
-                        let read: Result<Vec<Inspection>, QueueError> = chunk
+                        let read: Vec<Inspection> = chunk
                             .iter()
-                            .filter_map(|&(id, place)| self.inspect(id, place).transpose())
+                            .filter_map(|&(id, place)| self.inspect(id, place))
                             .collect();
                         if sender.send(read).is_err() {
                             return;
@@ -601,7 +886,7 @@ impl Scan<'_> {
                 let Ok(read) = receivers[index % threads].recv() else {
                     break;
                 };
-                for inspection in read? {
+                for inspection in read {
                     visit(inspection)?;
                 }
             }
@@ -611,7 +896,7 @@ impl Scan<'_> {
 
     /// Visits `ids` with the envelopes the index holds, in one sequential read; one it lacks or
     /// holds damaged is read from its file.
-    fn for_each_indexed<E: From<QueueError>>(
+    fn for_each_indexed<E>(
         &self,
         (file, records_at): &(File, u64),
         ids: &[(QueueId, Place)],
@@ -636,7 +921,7 @@ impl Scan<'_> {
             let indexed = match &mut record {
                 Some(r) if (r.id, r.place) == (id, place) => {
                     let bytes = std::mem::take(&mut r.envelope);
-                    let inspection = self.inspection(id, place, bytes)?;
+                    let inspection = self.inspection(id, place, bytes);
                     record = records.as_mut().and_then(Iterator::next);
                     // Only the envelope's own file may condemn a message to corrupt/.
                     inspection.envelope.is_ok().then_some(inspection)
@@ -645,7 +930,7 @@ impl Scan<'_> {
             };
             let inspection = match indexed {
                 Some(inspection) => Some(inspection),
-                None => self.inspect(id, place)?,
+                None => self.inspect(id, place),
             };
             if let Some(inspection) = inspection {
                 visit(inspection)?;
@@ -685,66 +970,54 @@ impl Scan<'_> {
 
     /// Reads one message's envelope, without taking it from a runner. `None` when it left the
     /// queue since the pass began.
-    pub fn inspect(&self, id: QueueId, place: Place) -> Result<Option<Inspection>, QueueError> {
-        let dir = match place {
-            Place::Active => &self.queue.env,
-            Place::Held => &self.queue.hold,
-        };
-        let bytes = match read_at(dir, id.as_str()) {
-            Ok(bytes) => bytes,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => {
-                return Err(io_error(
-                    "cannot read",
-                    self.queue.path(place.dir(), id.as_str()),
-                )(e));
-            }
-        };
-        self.inspection(id, place, bytes).map(Some)
-    }
-
-    /// What an envelope's bytes say, with what this pass learnt about the message's data file.
-    fn inspection(
-        &self,
-        id: QueueId,
-        place: Place,
-        bytes: Vec<u8>,
-    ) -> Result<Inspection, QueueError> {
-        // Data is committed before its envelope and removed after it, so an envelope that is
-        // still there when its data was not is damage, not a race.
-        if self.data.binary_search_by_key(&id, |&(id, _)| id).is_err() {
-            return Ok(Inspection {
+    pub fn inspect(&self, id: QueueId, place: Place) -> Option<Inspection> {
+        match self.queue.read_envelope(id, place) {
+            Ok(Some(bytes)) => Some(self.inspection(id, place, bytes)),
+            Ok(None) => None,
+            Err(unusable) => Some(Inspection {
                 id,
                 place,
                 locked: false,
-                envelope: Err(EnvelopeError {
-                    line: 0,
-                    reason: "message data file is missing".to_string(),
-                }),
+                envelope: Err(unusable),
+                bytes: Vec::new(),
+            }),
+        }
+    }
+
+    /// What an envelope's bytes say, with what this pass learnt about the message's data file.
+    fn inspection(&self, id: QueueId, place: Place, bytes: Vec<u8>) -> Inspection {
+        // Data is committed before its envelope and removed after it, so an envelope that is
+        // still there when its data was not is damage, not a race.
+        if self.data.binary_search_by_key(&id, |&(id, _)| id).is_err() {
+            return Inspection {
+                id,
+                place,
+                locked: false,
+                envelope: Err(Unusable::Damaged(
+                    "message data file is missing".to_string(),
+                )),
                 bytes,
-            });
+            };
         }
         let locked = match &self.locked {
             Some(locked) => locked.contains(&id),
-            None => self.queue.probe_lock(id)?,
+            None => self.queue.probe_lock(id),
         };
-        let envelope = Envelope::parse(&bytes).and_then(|env| {
-            if env.id == id {
-                Ok(env)
-            } else {
-                Err(EnvelopeError {
-                    line: 2,
-                    reason: format!("envelope names id {}, file is {id}", env.id),
-                })
-            }
-        });
-        Ok(Inspection {
+        let envelope = match Envelope::parse(&bytes) {
+            Ok(env) if env.id == id => Ok(env),
+            Ok(env) => Err(Unusable::Damaged(format!(
+                "envelope names id {}, file is {id}",
+                env.id
+            ))),
+            Err(e) => Err(Unusable::Damaged(e.to_string())),
+        };
+        Inspection {
             id,
             place,
             locked,
             envelope,
             bytes,
-        })
+        }
     }
 }
 
@@ -795,7 +1068,7 @@ pub struct Inspection {
     pub place: Place,
     /// A runner holds the message right now.
     pub locked: bool,
-    pub envelope: Result<Envelope, EnvelopeError>,
+    pub envelope: Result<Envelope, Unusable>,
     /// The envelope as read, for the index.
     bytes: Vec<u8>,
 }
@@ -808,7 +1081,7 @@ pub enum LockAttempt<'q> {
     Busy,
     /// It left the queue meanwhile.
     Gone,
-    /// Its envelope cannot be read; `quarantine` it.
+    /// Its files are damaged (see [`Unusable::Damaged`]); `quarantine` it.
     Corrupt(String),
 }
 
@@ -905,9 +1178,19 @@ impl Draft<'_> {
     /// Queues the message: data synced and renamed into `data/`, `data/` synced, the envelope
     /// written, synced and renamed into `env/`, `env/` synced. When this returns `Ok` the message
     /// survives a power cut. The lock is held until the draft is dropped.
+    ///
+    /// An envelope that could outgrow [`envelope::MAX_BYTES`] as its recipients gather replies
+    /// is refused before anything is committed: readers would take it for damage.
     pub fn commit(mut self, envelope: &Envelope) -> Result<QueueId, QueueError> {
         let id = self.id;
         let queue = self.queue;
+        let largest = envelope.largest_size();
+        if largest > envelope::MAX_BYTES {
+            return Err(QueueError::TooManyRecipients {
+                recipients: envelope.recipients.len(),
+                largest,
+            });
+        }
         self.writer
             .flush()
             .map_err(io_error("cannot write", &self.tmp_path))?;
@@ -994,55 +1277,9 @@ fn create_file(path: &Path) -> io::Result<File> {
         .open(path)
 }
 
-fn open_existing(path: &Path) -> io::Result<File> {
-    OpenOptions::new()
-        .read(true)
-        .custom_flags(nix::libc::O_NOFOLLOW)
-        .open(path)
-}
-
-/// Opens a queue file for reading relative to an open queue directory, following no symlink.
-fn open_at(dir: &File, name: &str) -> io::Result<File> {
-    nix::fcntl::openat(
-        dir,
-        name,
-        nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_NOFOLLOW | nix::fcntl::OFlag::O_CLOEXEC,
-        nix::sys::stat::Mode::empty(),
-    )
-    .map(File::from)
-    .map_err(|errno| io::Error::from_raw_os_error(errno as i32))
-}
-
-/// Reads an envelope relative to an open directory: no path walk from the root, no size query,
-/// and no read past its end record.
-fn read_at(dir: &File, name: &str) -> io::Result<Vec<u8>> {
-    let mut file = open_at(dir, name)?;
-    let mut bytes = vec![0u8; 1024];
-    let mut len = 0;
-    loop {
-        if len == bytes.len() {
-            bytes.resize(len * 2, 0);
-        }
-        match file.read(&mut bytes[len..]) {
-            Ok(0) => break,
-            // An envelope's last record says it is whole: no read is needed to find the end.
-            Ok(n) if bytes[..len + n].ends_with(b"\nend\n") => {
-                len += n;
-                break;
-            }
-            Ok(n) => len += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    bytes.truncate(len);
-    Ok(bytes)
-}
-
 /// The inodes on the queue's file system that someone holds a `flock` on, from one read of
 /// `/proc/locks`; `None` when that table cannot be read (no /proc, another kernel).
 fn locked_inodes(dir: &Path) -> Option<std::collections::HashSet<u64>> {
-    use std::os::unix::fs::MetadataExt;
     let table = fs::read_to_string("/proc/locks").ok()?;
     let dev = fs::metadata(dir).ok()?.dev();
     let device = format!(
@@ -1099,11 +1336,17 @@ fn is_stale(path: &Path, grace: Duration) -> bool {
         .is_some_and(|age| age >= grace)
 }
 
+/// Removes a leftover regular file nobody holds a lock on. Opening it neither follows a link nor
+/// waits on a pipe; anything but a regular file is left alone, as it is none of ours.
 fn unlocked_then_removed(path: &Path) -> bool {
-    let Ok(file) = open_existing(path) else {
+    let opened = OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
+        .open(path);
+    let Ok(file) = opened else {
         return false;
     };
-    if file.try_lock().is_err() {
+    if !file.metadata().is_ok_and(|m| m.is_file()) || file.try_lock().is_err() {
         return false;
     }
     fs::remove_file(path).is_ok()
@@ -1198,7 +1441,6 @@ mod tests {
                 .unwrap()
                 .inspect(id, Place::Active)
                 .unwrap()
-                .unwrap()
                 .locked
         );
         locked.envelope_mut().recipients[0].attempts = 3;
@@ -1265,8 +1507,8 @@ mod tests {
         let LockAttempt::Locked(_runner) = queue.try_lock(held).unwrap() else {
             panic!("not locked")
         };
-        assert!(scan.inspect(held, Place::Active).unwrap().unwrap().locked);
-        assert!(!scan.inspect(free, Place::Active).unwrap().unwrap().locked);
+        assert!(scan.inspect(held, Place::Active).unwrap().locked);
+        assert!(!scan.inspect(free, Place::Active).unwrap().locked);
     }
 
     #[test]
@@ -1297,12 +1539,7 @@ mod tests {
         locked.envelope_mut().recipients[0].reason = "450 try later".into();
         locked.save().unwrap();
         drop(locked);
-        let seen = queue
-            .scan()
-            .unwrap()
-            .inspect(id, Place::Active)
-            .unwrap()
-            .unwrap();
+        let seen = queue.scan().unwrap().inspect(id, Place::Active).unwrap();
         assert!(!seen.locked);
         assert_eq!(seen.envelope.unwrap().recipients[0].reason, "450 try later");
     }
@@ -1334,7 +1571,6 @@ mod tests {
                 .unwrap()
                 .inspect(id, Place::Active)
                 .unwrap()
-                .unwrap()
                 .envelope
                 .is_err()
         );
@@ -1348,6 +1584,139 @@ mod tests {
             fs::read(queue.path(CORRUPT, &format!("{id}.data"))).unwrap(),
             b"x\n"
         );
+    }
+
+    /// A message whose envelope is replaced by what `make` leaves at its path.
+    fn odd_envelope(queue: &Queue, make: impl FnOnce(&Path)) -> QueueId {
+        let id = commit(queue, b"x\n");
+        let path = queue.path(ENV, id.as_str());
+        fs::remove_file(&path).unwrap();
+        make(&path);
+        id
+    }
+
+    #[test]
+    fn what_is_not_the_owners_regular_file_is_inaccessible_and_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let queue = Queue::open(dir.path()).unwrap();
+        let good = commit(&queue, b"good\n");
+        let fifo = odd_envelope(&queue, |path| {
+            nix::unistd::mkfifo(path, nix::sys::stat::Mode::S_IRWXU).unwrap()
+        });
+        let target = queue.path(ENV, good.as_str());
+        let link = odd_envelope(&queue, |path| {
+            std::os::unix::fs::symlink(&target, path).unwrap()
+        });
+        let directory = odd_envelope(&queue, |path| fs::create_dir(path).unwrap());
+        let scan = queue.scan_files().unwrap();
+        for (id, words) in [
+            (fifo, "is a named pipe"),
+            (link, "is a symbolic link"),
+            (directory, "is a directory"),
+        ] {
+            let seen = scan.inspect(id, Place::Active).unwrap();
+            match seen.envelope {
+                Err(Unusable::Inaccessible(reason)) => assert!(reason.contains(words), "{reason}"),
+                other => panic!("{id}: {other:?}"),
+            }
+            match queue.try_lock(id) {
+                Err(QueueError::Inaccessible { reason }) => {
+                    assert!(reason.contains(words), "{reason}")
+                }
+                other => panic!("{id}: {other:?}"),
+            }
+        }
+        assert!(scan.inspect(good, Place::Active).unwrap().envelope.is_ok());
+        assert_eq!(queue.ids().unwrap().len(), 4, "nothing was moved");
+        assert!(
+            fs::read_dir(dir.path().join(CORRUPT))
+                .unwrap()
+                .next()
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn an_envelope_over_the_limit_is_damage_and_never_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let queue = Queue::open(dir.path()).unwrap();
+        let id = odd_envelope(&queue, |path| {
+            // Sparse: a file far past the limit that costs no disk.
+            File::create(path)
+                .unwrap()
+                .set_len(64 * envelope::MAX_BYTES)
+                .unwrap()
+        });
+        let seen = queue
+            .scan_files()
+            .unwrap()
+            .inspect(id, Place::Active)
+            .unwrap();
+        assert!(
+            matches!(&seen.envelope, Err(Unusable::Damaged(r)) if r.contains("at most")),
+            "{:?}",
+            seen.envelope
+        );
+        assert!(matches!(queue.try_lock(id), Ok(LockAttempt::Corrupt(_))));
+        assert!(queue.quarantine(id, Place::Active).unwrap());
+    }
+
+    #[test]
+    fn another_users_files_are_inaccessible_with_the_fix_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut queue = Queue::open(dir.path()).unwrap();
+        let id = commit(&queue, b"x\n");
+        // As if the files were another user's: the queue expects an owner they do not have.
+        queue.owner += 1;
+        let seen = queue
+            .scan_files()
+            .unwrap()
+            .inspect(id, Place::Active)
+            .unwrap();
+        let Err(Unusable::Inaccessible(reason)) = seen.envelope else {
+            panic!("{:?}", seen.envelope)
+        };
+        assert!(reason.contains("not by the queue's owner"), "{reason}");
+        assert!(reason.contains("chown "), "{reason}");
+        assert!(reason.contains(&format!("data/{id}")), "{reason}");
+        assert!(matches!(
+            queue.try_lock(id),
+            Err(QueueError::Inaccessible { .. })
+        ));
+        assert!(!queue.quarantine(id, Place::Active).unwrap());
+        assert_eq!(queue.ids().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn an_envelope_that_could_outgrow_the_limit_is_refused_at_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let queue = Queue::open(dir.path()).unwrap();
+        let mut draft = queue.draft().unwrap();
+        draft.write_all(b"x\n").unwrap();
+        let mut many = envelope(draft.id(), 2);
+        many.recipients = (0..20_000)
+            .map(|n| Recipient::new(format!("user{n}@customer.example")))
+            .collect();
+        assert!(matches!(
+            draft.commit(&many),
+            Err(QueueError::TooManyRecipients {
+                recipients: 20_000,
+                ..
+            })
+        ));
+        assert!(queue.ids().unwrap().is_empty());
+        assert_eq!(fs::read_dir(dir.path().join(DATA)).unwrap().count(), 0);
+        assert_eq!(fs::read_dir(dir.path().join(TMP)).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn sweeps_leave_what_is_not_a_regular_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let queue = Queue::open(dir.path()).unwrap();
+        let pipe = dir.path().join(TMP).join("stale.fifo");
+        nix::unistd::mkfifo(&pipe, nix::sys::stat::Mode::S_IRWXU).unwrap();
+        assert_eq!(queue.sweep_tmp(Duration::ZERO).unwrap(), 0);
+        assert!(pipe.exists());
     }
 
     #[test]

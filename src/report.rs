@@ -4,8 +4,10 @@
 //! Listing streams: ids are read and sorted, then one envelope at a time is read, printed and
 //! dropped. Only the per-domain totals of `--summary` grow with the queue, and they grow with the
 //! number of domains, not messages. A listing never takes a message from a runner; it marks the
-//! ones a runner holds. An envelope that cannot be read is reported, moved to `corrupt/` when no
-//! runner holds it, and the listing goes on.
+//! ones a runner holds. An envelope that cannot be read is reported and the listing goes on:
+//! damage is moved to `corrupt/` when no runner holds it, an access problem is left in place (see
+//! [`Unusable`]). Whatever a selection asks, an unreadable message is reported unless `-I` rules
+//! out its id, since nobody can tell whom it is for.
 //!
 //! JSON schema (one object per line, fields in this order; new fields may be added, existing ones
 //! keep their meaning): `queue_name` ("active" or "hold"), `queue_id`, `arrival_time` (epoch
@@ -13,7 +15,9 @@
 //! (always false), `sender` (empty for the null sender), `locked` (a runner holds it now),
 //! `recipients`: [{`address`, `delay_reason` (absent when none), `status` ("pending" or
 //! "deferred"), `attempts`, `next_attempt` (epoch seconds, 0 for now)}]. An unreadable message is
-//! `{"queue_name": "corrupt", "queue_id": ..., "error": ...}`.
+//! `{"queue_name": ..., "queue_id": ..., "error": ..., "unreadable": ...}`: `queue_name` is where
+//! it is now ("corrupt" once moved there, else "active" or "hold"), `error` says why and how to
+//! fix it, `unreadable` is "damaged" or "inaccessible".
 
 use std::collections::BTreeMap;
 use std::io::{self, Write};
@@ -22,7 +26,7 @@ use chrono::TimeZone;
 use serde::Serialize;
 
 use crate::envelope::{Envelope, Recipient};
-use crate::queue::{Inspection, Place, Queue, QueueError, QueueId};
+use crate::queue::{Inspection, Place, Queue, QueueError, QueueId, Unusable};
 use crate::selection::Selection;
 
 /// How to print.
@@ -56,18 +60,38 @@ impl crate::sysexits::Sysexit for ReportError {
 
 /// An unreadable message met during a listing.
 #[derive(Debug, Clone)]
-pub struct Corruption {
+pub struct Unreadable {
     pub id: QueueId,
-    pub reason: String,
-    /// Moved to `corrupt/` (false when a runner held it or the move failed).
+    pub place: Place,
+    pub problem: Unusable,
+    /// Moved to `corrupt/` (false for an access problem, or when a runner held it or the move
+    /// failed).
     pub moved: bool,
+}
+
+impl Unreadable {
+    /// What became of it, as a listing says it.
+    pub fn disposition(&self) -> &'static str {
+        if self.moved {
+            "moved to corrupt/"
+        } else {
+            "left in place"
+        }
+    }
 }
 
 /// What a listing saw.
 #[derive(Debug, Default)]
 pub struct Outcome {
     pub listed: usize,
-    pub corrupt: Vec<Corruption>,
+    pub unreadable: Vec<Unreadable>,
+}
+
+impl Outcome {
+    /// Messages that could not be listed and are still in the queue: they need a human.
+    pub fn skipped(&self) -> usize {
+        self.unreadable.iter().filter(|u| !u.moved).count()
+    }
 }
 
 /// Lists the selected messages of `queue` on `out`. `now` is the epoch second ages count from.
@@ -106,16 +130,19 @@ pub fn list(
         }
         let envelope = match &inspection.envelope {
             Ok(envelope) => envelope,
-            Err(e) => {
-                let corruption = Corruption {
-                    id: inspection.id,
-                    reason: e.to_string(),
-                    moved: queue
+            Err(problem) => {
+                let moved = matches!(problem, Unusable::Damaged(_))
+                    && queue
                         .quarantine(inspection.id, inspection.place)
-                        .unwrap_or(false),
+                        .unwrap_or(false);
+                let unreadable = Unreadable {
+                    id: inspection.id,
+                    place: inspection.place,
+                    problem: problem.clone(),
+                    moved,
                 };
-                write_corrupt(out, format, &corruption)?;
-                outcome.corrupt.push(corruption);
+                write_unreadable(out, format, &unreadable)?;
+                outcome.unreadable.push(unreadable);
                 return Ok(());
             }
         };
@@ -133,7 +160,7 @@ pub fn list(
         Format::Sendmail { .. } => writeln!(
             out,
             "\t\tTotal requests: {}",
-            outcome.listed + outcome.corrupt.len()
+            outcome.listed + outcome.unreadable.len()
         )?,
         Format::Json => {}
         Format::Summary => summary.write(out)?,
@@ -141,12 +168,13 @@ pub fn list(
     Ok(outcome)
 }
 
-/// A readable envelope that the selection takes; an unreadable one is never selected.
+/// A readable envelope that the selection takes, or an unreadable one whose id it does not rule
+/// out.
 fn is_selected(selection: &Selection, inspection: &Inspection) -> bool {
-    inspection
-        .envelope
-        .as_ref()
-        .is_ok_and(|envelope| selection.selects(envelope))
+    match &inspection.envelope {
+        Ok(envelope) => selection.selects(envelope),
+        Err(_) => selection.selects_id(inspection.id.as_str()),
+    }
 }
 
 fn write_sendmail_header(out: &mut impl Write, queue: &Queue, count: usize) -> io::Result<()> {
@@ -219,25 +247,32 @@ fn by_reason(envelope: &Envelope) -> Vec<(&str, Vec<&Recipient>)> {
     groups
 }
 
-fn write_corrupt(out: &mut impl Write, format: Format, c: &Corruption) -> io::Result<()> {
-    let disposition = if c.moved {
-        "moved to corrupt/"
-    } else {
-        "left in place"
-    };
+fn write_unreadable(out: &mut impl Write, format: Format, u: &Unreadable) -> io::Result<()> {
     match format {
         Format::Sendmail { .. } => writeln!(
             out,
-            "{}X{:>8} (unreadable envelope: {}; {disposition})",
-            c.id, "-", c.reason
+            "{}X{:>8} (unreadable envelope: {}; {})",
+            u.id,
+            "-",
+            u.problem,
+            u.disposition()
         ),
         Format::Json => {
+            let reason = u.problem.to_string();
             serde_json::to_writer(
                 &mut *out,
-                &CorruptJson {
-                    queue_name: "corrupt",
-                    queue_id: c.id.as_str(),
-                    error: &c.reason,
+                &UnreadableJson {
+                    queue_name: match (u.moved, u.place) {
+                        (true, _) => "corrupt",
+                        (false, Place::Active) => "active",
+                        (false, Place::Held) => "hold",
+                    },
+                    queue_id: u.id.as_str(),
+                    error: &reason,
+                    unreadable: match u.problem {
+                        Unusable::Damaged(_) => "damaged",
+                        Unusable::Inaccessible(_) => "inaccessible",
+                    },
                 },
             )
             .map_err(io::Error::from)?;
@@ -299,10 +334,11 @@ struct RecipientJson<'a> {
 }
 
 #[derive(Serialize)]
-struct CorruptJson<'a> {
+struct UnreadableJson<'a> {
     queue_name: &'static str,
     queue_id: &'a str,
     error: &'a str,
+    unreadable: &'static str,
 }
 
 fn write_json_entry(

@@ -79,11 +79,16 @@ impl Selection {
                 .any(|r| self.selects_recipient(r))
     }
 
+    /// True when `-I` takes a message with this queue id: all that can be asked of a message
+    /// whose envelope cannot be read.
+    pub fn selects_id(&self, id: &str) -> bool {
+        self.ids.is_empty() || self.ids.iter().any(|wanted| id.contains(wanted.as_str()))
+    }
+
     /// True when the message's id and sender are selected (`-I`, `-S`), whatever its recipients.
     pub fn selects_message(&self, envelope: &Envelope) -> bool {
-        let id = envelope.id.as_str();
         let sender = envelope.sender.to_ascii_lowercase();
-        (self.ids.is_empty() || self.ids.iter().any(|wanted| id.contains(wanted.as_str())))
+        self.selects_id(envelope.id.as_str())
             && (self.senders.is_empty()
                 || self
                     .senders

@@ -228,7 +228,7 @@ fn envelope_sender(request: &Request, here: &Domain) -> Result<ReversePath, Subm
     if let Some(raw) = &request.sender {
         return ReversePath::parse(raw, here).map_err(SubmissionError::BadSender);
     }
-    let uid = nix::unistd::getuid();
+    let uid = nix::unistd::Uid::from_raw(crate::queue::invoking_uid());
     let name = nix::unistd::User::from_uid(uid)
         .ok()
         .flatten()
@@ -363,7 +363,7 @@ fn added_headers(
 ) -> String {
     let eol = header.line_ending;
     let date = rfc5322_date(now);
-    let uid = nix::unistd::getuid();
+    let uid = crate::queue::invoking_uid();
     let by = format!("{here} (etrnq, from userid {uid})");
     let mut out = Received {
         from: None,

@@ -1,6 +1,7 @@
 //! Crash and concurrency trials: parallel submitters never collide or lose a message, a
 //! submitter killed with SIGKILL at any moment never leaves a partial message visible, and what
-//! it leaves in tmp/ is swept only after the grace period.
+//! it leaves in tmp/ is swept only after the grace period; a sweep neither waits on a named pipe
+//! nor follows a link.
 
 mod common;
 
@@ -275,4 +276,61 @@ fn leftovers_are_swept_only_after_the_grace_period() {
     submit();
     assert_eq!(q.files("tmp"), ["1xWNa000000001.data"]);
     assert_eq!(q.ids().len(), 3);
+}
+
+/// Sets a file's times `by` into the past without opening it: opening a named pipe waits for a
+/// writer, and a link is not what is aged.
+fn age_entry(path: &std::path::Path, by: Duration) {
+    let then = SystemTime::now() - by;
+    let since = then.duration_since(SystemTime::UNIX_EPOCH).unwrap();
+    let stamp = nix::sys::time::TimeSpec::new(since.as_secs() as i64, 0);
+    nix::sys::stat::utimensat(
+        nix::fcntl::AT_FDCWD,
+        path,
+        &stamp,
+        &stamp,
+        nix::sys::stat::UtimensatFlags::NoFollowSymlink,
+    )
+    .unwrap();
+}
+
+#[test]
+fn sweeps_wait_on_no_pipe_and_follow_no_link() {
+    let q = Sandbox::new();
+    q.mailq().assert().success();
+    let outside = q.dir.path().join("precious");
+    fs::write(&outside, b"not the queue's").unwrap();
+    let tmp = q.queue.join("tmp");
+    let data = q.queue.join("data");
+    let pipe = tmp.join("1xWNa000000001.data");
+    let link = tmp.join("1xWNa000000002.env");
+    let orphan_pipe = data.join("1xWNa000000003");
+    nix::unistd::mkfifo(&pipe, nix::sys::stat::Mode::S_IRWXU).unwrap();
+    nix::unistd::mkfifo(&orphan_pipe, nix::sys::stat::Mode::S_IRWXU).unwrap();
+    std::os::unix::fs::symlink(&outside, &link).unwrap();
+    for path in [&pipe, &link, &orphan_pipe] {
+        age_entry(path, Duration::from_secs(3 * 3600));
+    }
+
+    // queue-enqueue sweeps tmp/; queue-run sweeps tmp/ and data without an envelope.
+    q.enqueue()
+        .arg("u@customer.test")
+        .write_stdin("Subject: s\n\nb\n")
+        .timeout(Duration::from_secs(60))
+        .assert()
+        .success();
+    q.command("queue-run")
+        .args(["-R", "nowhere.test"])
+        .timeout(Duration::from_secs(60))
+        .assert()
+        .success();
+
+    assert_eq!(
+        q.files("tmp"),
+        ["1xWNa000000001.data", "1xWNa000000002.env"],
+        "what is not a regular file is none of the queue's: left alone"
+    );
+    assert!(q.files("data").contains(&"1xWNa000000003".to_string()));
+    assert_eq!(fs::read(&outside).unwrap(), b"not the queue's");
+    assert_eq!(q.ids().len(), 1);
 }

@@ -7,7 +7,7 @@ use anyhow::Context;
 use clap::Parser;
 
 use etrnq::cli::{self, QueueOptions, SelectionOptions};
-use etrnq::queue::Queue;
+use etrnq::queue::{self, Queue};
 use etrnq::report::{self, Format};
 use etrnq::sysexits::Status;
 
@@ -48,6 +48,7 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<Status> {
     let config = cli.queue.load()?;
+    queue::become_owner(&config.queue_dir)?;
     let queue = Queue::open(&config.queue_dir)?;
     let selection = cli.select.selection();
     let format = match (cli.json, cli.summary) {
@@ -67,18 +68,20 @@ fn run(cli: Cli) -> anyhow::Result<Status> {
     )
     .with_context(|| format!("cannot list {}", config.queue_dir.display()))?;
     out.flush().context("cannot write the listing")?;
-    for c in &outcome.corrupt {
-        let disposition = if c.moved {
-            "moved to corrupt/"
-        } else {
-            "left in place"
-        };
+    for u in &outcome.unreadable {
         eprintln!(
-            "{PROGRAM}: {}: unreadable envelope ({}); {disposition}",
-            c.id, c.reason
+            "{PROGRAM}: {}: unreadable envelope ({}); {}",
+            u.id,
+            u.problem,
+            u.disposition()
         );
     }
-    Ok(Status::Ok)
+    // A message left in the queue unlisted needs a human; a later listing shows it again.
+    Ok(if outcome.skipped() > 0 {
+        Status::TempFail
+    } else {
+        Status::Ok
+    })
 }
 
 /// clap checks a definition only when it is used; this catches clashing names at test time.

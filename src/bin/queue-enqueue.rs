@@ -6,7 +6,7 @@ use anyhow::Context;
 use clap::{ArgAction, Parser};
 
 use etrnq::cli::{self, QueueOptions};
-use etrnq::queue::{Queue, SWEEP_GRACE};
+use etrnq::queue::{self, Queue, SWEEP_GRACE};
 use etrnq::submission::{self, Request};
 use etrnq::sysexits::{self, Status};
 
@@ -114,6 +114,7 @@ fn run(cli: Cli) -> anyhow::Result<Status> {
         ));
     }
     let config = cli.queue.load()?;
+    queue::become_owner(&config.queue_dir)?;
     let queue = Queue::open(&config.queue_dir)?;
     // tmp/ normally holds only submissions in progress, so this costs one directory read.
     queue.sweep_tmp(SWEEP_GRACE)?;

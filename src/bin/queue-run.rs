@@ -10,7 +10,7 @@ use etrnq::cli::{self, QueueOptions, SelectionOptions};
 use etrnq::config::parse_interval;
 use etrnq::delivery::{self, RunOptions};
 use etrnq::maillog::MailLog;
-use etrnq::queue::Queue;
+use etrnq::queue::{self, Queue};
 use etrnq::smtp::{Timeouts, Transcript};
 use etrnq::sysexits::Status;
 
@@ -66,6 +66,7 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<Status> {
     let config = cli.queue.load()?;
+    queue::become_owner(&config.queue_dir)?;
     let queue = Queue::open(&config.queue_dir)?;
     let log = MailLog::open(&config.log, PROGRAM).context("cannot open the mail log")?;
     let options = RunOptions {
@@ -86,7 +87,7 @@ fn run(cli: Cli) -> anyhow::Result<Status> {
     };
     let Some(interval) = cli.every else {
         let summary = delivery::run(&queue, &config, &options, &log)?;
-        return Ok(if summary.deferred > 0 {
+        return Ok(if summary.deferred > 0 || summary.skipped > 0 {
             Status::TempFail
         } else {
             Status::Ok

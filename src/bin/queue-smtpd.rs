@@ -11,6 +11,7 @@ use clap::Parser;
 
 use etrnq::cli::{self, QueueOptions};
 use etrnq::maillog::MailLog;
+use etrnq::queue;
 use etrnq::smtpd::{self, Limits, RunCommand, Server};
 use etrnq::sysexits::{Failure, Status};
 
@@ -96,12 +97,19 @@ fn run(cli: Cli) -> anyhow::Result<Status> {
         data_timeout: Duration::from_secs(cli.data_timeout),
         ..Limits::new(&config)
     };
+    // Port 25 needs root: bind first, then become the queue's owner before the log and the
+    // queue are opened, so every file this server and its queue runs create is the owner's.
+    let listeners = if cli.inetd {
+        Vec::new()
+    } else {
+        smtpd::listen(&cli.listen)?
+    };
+    queue::become_owner(&config.queue_dir)?;
     let log = Arc::new(MailLog::open(&config.log, PROGRAM).context("cannot open the mail log")?);
     let server = Arc::new(Server::new(config, limits, run, log)?);
     if cli.inetd {
         smtpd::serve_stdio(&server)?;
     } else {
-        let listeners = smtpd::listen(&cli.listen)?;
         smtpd::serve(server, listeners, cli.max_connections as usize)?;
     }
     Ok(Status::Ok)

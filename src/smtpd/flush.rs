@@ -123,7 +123,9 @@ impl Flusher {
 }
 
 /// The active messages with at least one open recipient in `node`, as `queue-run -R` selects
-/// them. Held (administrative hold) messages are not counted: a run does not deliver them.
+/// them. Held (administrative hold) messages are not counted: a run does not deliver them. A count
+/// is not a decision, so it may come from the advisory index. A message whose envelope cannot be
+/// read is not counted and does not stop the count; the run it starts reports it.
 pub fn pending(queue: &Queue, node: &DomainPattern) -> Result<usize, QueueError> {
     let selection = Selection {
         domains: vec![node.clone()],
