@@ -5,11 +5,12 @@
 #![allow(dead_code)] // each suite uses its own subset of these helpers
 
 use std::io::{BufRead, BufReader, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -66,6 +67,19 @@ impl Site {
         Site { dir }
     }
 
+    /// A site whose configuration is `text` after its own queue directory and log.
+    pub fn configured(text: &str) -> Site {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let root = dir.path().display().to_string();
+        let config = format!(
+            "queue_dir = \"{root}/queue\"\n\
+             log = \"{root}/mail.log\"\n\
+             {text}\n"
+        );
+        std::fs::write(dir.path().join("etrnq.toml"), config).expect("write config");
+        Site { dir }
+    }
+
     pub fn config(&self) -> PathBuf {
         self.dir.path().join("etrnq.toml")
     }
@@ -115,6 +129,23 @@ impl Site {
             .sum()
     }
 
+    /// Queues one message with queue-enqueue, as local mail arrives.
+    pub fn enqueue(&self, to: &str, subject: &str) {
+        let mut child = Command::new(bin("queue-enqueue"))
+            .arg("-C")
+            .arg(self.config())
+            .args(["-f", "alice@example.test", to])
+            .stdin(Stdio::piped())
+            .spawn()
+            .expect("start queue-enqueue");
+        let mut stdin = child.stdin.take().expect("stdin");
+        stdin
+            .write_all(format!("Subject: {subject}\n\n{subject}\n").as_bytes())
+            .expect("write message");
+        drop(stdin);
+        assert!(child.wait().expect("queue-enqueue").success());
+    }
+
     pub fn start(&self, args: &[&str]) -> Daemon {
         let port = free_port();
         let listen = format!("127.0.0.1:{port}");
@@ -129,7 +160,32 @@ pub struct Daemon {
 }
 
 impl Daemon {
+    /// queue-smtpd listening on `ip` (of 127.0.0.0/8) alone.
+    pub fn start_at(site: &Site, ip: Ipv4Addr, args: &[&str]) -> Daemon {
+        let port = TcpListener::bind((ip, 0))
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let listen = format!("{ip}:{port}");
+        Daemon::launch(
+            site,
+            &["--listen", &listen],
+            args,
+            SocketAddrV4::new(ip, port),
+        )
+    }
+
     pub fn start(site: &Site, listen: &[&str], args: &[&str], port: u16) -> Daemon {
+        Daemon::launch(
+            site,
+            listen,
+            args,
+            SocketAddrV4::new(Ipv4Addr::LOCALHOST, port),
+        )
+    }
+
+    fn launch(site: &Site, listen: &[&str], args: &[&str], probe: SocketAddrV4) -> Daemon {
+        let port = probe.port();
         let child = Command::new(bin("queue-smtpd"))
             .arg("-C")
             .arg(site.config())
@@ -149,13 +205,40 @@ impl Daemon {
                     "queue-smtpd exited at start"
                 );
             }
-            TcpStream::connect(("127.0.0.1", port)).is_ok()
+            TcpStream::connect(probe).is_ok()
         });
         daemon
     }
 
     pub fn session(&self) -> Session {
         Session::connect(SocketAddr::from(([127, 0, 0, 1], self.port)))
+    }
+
+    /// A session from another loopback address (`127.0.0.x`), which the daemon counts as
+    /// another client.
+    pub fn session_from(&self, from: Ipv4Addr) -> Session {
+        Session::from_stream(self.connect_from(from))
+    }
+
+    /// A bare connection from `from`.
+    pub fn connect_from(&self, from: Ipv4Addr) -> TcpStream {
+        connect_from(from, SocketAddrV4::new(Ipv4Addr::LOCALHOST, self.port))
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running daemon").id()
+    }
+
+    /// The daemon's peak resident memory so far (VmHWM), in bytes.
+    pub fn peak_rss(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .expect("/proc/PID/status");
+        let kib: u64 = status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmHWM:"))
+            .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmHWM in /proc/PID/status");
+        kib * 1024
     }
 
     /// Sends SIGTERM and returns the exit status.
@@ -194,9 +277,31 @@ pub struct Session {
     pub writer: TcpStream,
 }
 
+/// A TCP connection to `to` from the loopback address `from` (any of 127.0.0.0/8).
+pub fn connect_from(from: Ipv4Addr, to: SocketAddrV4) -> TcpStream {
+    use nix::sys::socket::{AddressFamily, SockFlag, SockType, SockaddrIn, bind, connect, socket};
+    let fd = socket(
+        AddressFamily::Inet,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .expect("socket");
+    bind(
+        fd.as_raw_fd(),
+        &SockaddrIn::from(SocketAddrV4::new(from, 0)),
+    )
+    .expect("bind");
+    connect(fd.as_raw_fd(), &SockaddrIn::from(to)).expect("connect");
+    TcpStream::from(fd)
+}
+
 impl Session {
     pub fn connect(addr: SocketAddr) -> Session {
-        let stream = TcpStream::connect(addr).expect("connect");
+        Session::from_stream(TcpStream::connect(addr).expect("connect"))
+    }
+
+    pub fn from_stream(stream: TcpStream) -> Session {
         stream
             .set_read_timeout(Some(Duration::from_secs(60)))
             .expect("timeout");
@@ -272,26 +377,75 @@ pub fn swaks(daemon: &Daemon, args: &[&str]) -> Output {
 pub struct Sink {
     pub port: u16,
     messages: Arc<Mutex<Vec<String>>>,
+    connections: Arc<AtomicUsize>,
+    gate: Arc<Gate>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
+}
+
+/// Holds every session before its greeting until opened.
+#[derive(Default)]
+struct Gate {
+    open: Mutex<bool>,
+    opened: Condvar,
+}
+
+impl Gate {
+    fn wait(&self) {
+        let Ok(mut open) = self.open.lock() else {
+            return;
+        };
+        while !*open {
+            open = match self.opened.wait(open) {
+                Ok(open) => open,
+                Err(_) => return,
+            };
+        }
+    }
+
+    fn open(&self) {
+        if let Ok(mut open) = self.open.lock() {
+            *open = true;
+        }
+        self.opened.notify_all();
+    }
 }
 
 impl Sink {
     /// `pause`: how long to wait before the greeting, to keep a delivery going for a while.
     pub fn start(pause: Duration) -> Sink {
+        let sink = Sink::gated(pause);
+        sink.open();
+        sink
+    }
+
+    /// A sink whose sessions wait before their greeting until [`Sink::open`] (and then `pause`):
+    /// a delivery that has connected is going until the test lets it go on.
+    pub fn gated(pause: Duration) -> Sink {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind sink");
         listener.set_nonblocking(true).expect("nonblocking");
         let port = listener.local_addr().expect("address").port();
         let messages = Arc::new(Mutex::new(Vec::new()));
+        let connections = Arc::new(AtomicUsize::new(0));
+        let gate = Arc::new(Gate::default());
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {
-            let (messages, stop) = (messages.clone(), stop.clone());
+            let (messages, connections, gate, stop) = (
+                messages.clone(),
+                connections.clone(),
+                gate.clone(),
+                stop.clone(),
+            );
             std::thread::spawn(move || {
                 while !stop.load(Ordering::SeqCst) {
                     match listener.accept() {
                         Ok((stream, _)) => {
-                            let messages = messages.clone();
-                            std::thread::spawn(move || sink_session(stream, pause, &messages));
+                            connections.fetch_add(1, Ordering::SeqCst);
+                            let (messages, gate) = (messages.clone(), gate.clone());
+                            std::thread::spawn(move || {
+                                gate.wait();
+                                sink_session(stream, pause, &messages)
+                            });
                         }
                         Err(_) => std::thread::sleep(Duration::from_millis(10)),
                     }
@@ -301,18 +455,31 @@ impl Sink {
         Sink {
             port,
             messages,
+            connections,
+            gate,
             stop,
             thread: Some(thread),
         }
     }
 
+    /// Lets the sessions that wait, and every later one, go on.
+    pub fn open(&self) {
+        self.gate.open();
+    }
+
     pub fn messages(&self) -> Vec<String> {
         self.messages.lock().expect("messages").clone()
+    }
+
+    /// Connections accepted so far.
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
     }
 }
 
 impl Drop for Sink {
     fn drop(&mut self) {
+        self.gate.open();
         self.stop.store(true, Ordering::SeqCst);
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
@@ -386,4 +553,3 @@ pub fn queue_over_smtp(daemon: &Daemon, to: &str, count: usize) {
     }
     s.expect("QUIT", 221);
 }
-
