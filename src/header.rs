@@ -357,7 +357,7 @@ mod tests {
             Err(HeaderError::TooLarge)
         ));
         // Exactly at the limit is fine.
-        let exact = [b"X: ".as_slice(), &vec![b'y'; 96], b"\n\n"].concat();
+        let exact = [b"X: ".as_slice(), &[b'y'; 96], b"\n\n"].concat();
         assert!(read_with(&exact, LeadingFrom::Drop, 7, 100).is_ok());
         assert!(read_with(&exact, LeadingFrom::Drop, 7, 99).is_err());
     }

@@ -1123,7 +1123,12 @@ impl Queue {
         if stats.files() > 0 && stats.files_available() == 0 {
             return Ok(0);
         }
-        Ok(u64::from(stats.blocks_available()).saturating_mul(u64::from(stats.fragment_size())))
+        // Both are narrower than 64 bits on some targets: widened before they are multiplied.
+        let (blocks, size) = (
+            stats.blocks_available() as u64,
+            stats.fragment_size() as u64,
+        );
+        Ok(blocks.saturating_mul(size))
     }
 
     /// A lock file under `flush/` that orders the queue runs ETRN starts (see `smtpd::flush`),

@@ -125,8 +125,8 @@ impl Channel {
         Ok(channel)
     }
 
-    /// A connection over any pair of streams, without time limits (a pipe under inetd-style
-    /// tests); [`Channel::tcp`] is the one with limits.
+    /// A connection over any pair of streams, without read deadlines (a pipe under inetd);
+    /// [`Channel::tcp`] makes the one with them.
     pub fn new(
         reader: Box<dyn Read + Send>,
         writer: Box<dyn Write + Send>,
