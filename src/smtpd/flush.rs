@@ -28,7 +28,7 @@
 use std::fs::{File, TryLockError};
 use std::io::{BufRead, BufReader};
 use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -191,7 +191,7 @@ impl Flusher {
 
     /// Starts `PROGRAM --flush NODE` in a process group of its own, so that it outlives this
     /// process and its signals. A thread reaps it, while this process lasts.
-    fn hand_off(&self, program: &PathBuf, node: &DomainPattern) -> std::io::Result<()> {
+    fn hand_off(&self, program: &Path, node: &DomainPattern) -> std::io::Result<()> {
         let mut command = Command::new(program);
         command.arg("--flush").arg(node.to_string());
         command.arg("--queue-dir").arg(&self.command.queue_dir);
@@ -215,17 +215,9 @@ impl Flusher {
 
     /// What `PROGRAM --flush NODE` does: the whole request in this process, waiting as long as
     /// the run before it takes.
-    pub fn request_here(&self, queue: &Queue, node: &DomainPattern) -> Result<(), QueueError> {
-        let locks = NodeLocks::open(queue, node)?;
-        let io = |action| {
-            let path = queue.root().join("flush");
-            move |source| QueueError::Io {
-                action,
-                path,
-                source,
-            }
-        };
-        if !try_lock(&locks.next).map_err(io("cannot lock a file in"))? {
+    pub fn request_here(&self, queue: &Queue, node: &DomainPattern) -> std::io::Result<()> {
+        let locks = NodeLocks::open(queue, node).map_err(std::io::Error::other)?;
+        if !try_lock(&locks.next)? {
             self.log.info(&format!(
                 "etrn: a run for {node} is already scheduled; nothing more to do"
             ));

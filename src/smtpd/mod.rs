@@ -263,8 +263,12 @@ pub fn flush_handed_off(
         },
         log,
     );
-    flusher.request_here(&queue, node)?;
-    Ok(())
+    flusher
+        .request_here(&queue, node)
+        .map_err(|source| SmtpdError::Io {
+            action: "cannot order the queue run",
+            source,
+        })
 }
 
 /// Who is on the other end of a session.
