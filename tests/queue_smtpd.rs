@@ -1318,3 +1318,33 @@ fn mx_check_warns_of_a_backup_mx_that_takes_any_local_part() {
         "{probe}"
     );
 }
+
+#[test]
+fn etrn_has_an_allowance_per_client_address_across_its_sessions() {
+    let site = Site::new("");
+    let daemon = site.start(&[]);
+    let greedy = Ipv4Addr::new(127, 0, 0, 9);
+    let mut first = daemon.session_from(greedy);
+    first.hello();
+    for _ in 0..8 {
+        first.expect("ETRN customer.test", 251);
+    }
+    first.expect("QUIT", 221);
+    // A new session from the same address has what is left: two, and one more every 6 s.
+    let mut second = daemon.session_from(greedy);
+    second.hello();
+    let (_, refused) = (0..6)
+        .map(|_| second.command("ETRN customer.test"))
+        .find(|(code, _)| *code == 458)
+        .expect("458 once the allowance is spent");
+    assert!(
+        refused.contains("too many ETRN requests from [127.0.0.9]"),
+        "{refused}"
+    );
+    second.expect("QUIT", 221);
+    // Another address has its own allowance.
+    let mut other = daemon.session_from(Ipv4Addr::new(127, 0, 0, 10));
+    other.hello();
+    other.expect("ETRN customer.test", 251);
+    other.expect("QUIT", 221);
+}
