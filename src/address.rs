@@ -193,8 +193,25 @@ impl Address {
         })
     }
 
+    /// `postmaster@domain`, the mailbox RFC 5321 §4.5.1 requires every domain to have.
+    pub fn postmaster(domain: &Domain) -> Address {
+        Address {
+            local: "postmaster".to_string(),
+            domain: domain.clone(),
+        }
+    }
+
     pub fn local_part(&self) -> &str {
         &self.local
+    }
+
+    /// True when the local part names another hop: `user%elsewhere`, `elsewhere!user` or
+    /// `"user@elsewhere"`. A mail server that honours these conventions relays to `elsewhere`,
+    /// so a backup MX that passes them on makes its site an open relay.
+    pub fn routes_onward(&self) -> bool {
+        unquoted(&self.local)
+            .iter()
+            .any(|b| matches!(b, b'%' | b'!' | b'@'))
     }
 
     pub fn domain(&self) -> &Domain {
@@ -288,6 +305,30 @@ fn closing_quote(path: &str) -> Option<usize> {
     None
 }
 
+/// The local part with its quotes and backslash escapes removed: what a mail server that
+/// interprets it sees.
+fn unquoted(local: &str) -> Vec<u8> {
+    let Some(inner) = local.strip_prefix('"').and_then(|l| l.strip_suffix('"')) else {
+        return local.as_bytes().to_vec();
+    };
+    let mut out = Vec::with_capacity(inner.len());
+    let mut escaped = false;
+    for &b in inner.as_bytes() {
+        if b == b'\\' && !escaped {
+            escaped = true;
+            continue;
+        }
+        escaped = false;
+        out.push(b);
+    }
+    out
+}
+
+/// Checks a local part on its own (a dot-atom or a quoted string), as lists of users give it.
+pub fn validate_local(local: &str) -> Result<(), AddressError> {
+    validate_local_part(local, local)
+}
+
 fn validate_local_part(input: &str, local: &str) -> Result<(), AddressError> {
     if local.is_empty() {
         return Err(refuse(input, "empty local part"));
@@ -372,6 +413,29 @@ mod tests {
         ] {
             assert!(Address::parse(bad, &here()).is_err(), "{bad} accepted");
         }
+    }
+
+    #[test]
+    fn onward_routing_in_the_local_part() {
+        for routed in [
+            "user%evil.example@customer.example",
+            "evil.example!user@customer.example",
+            "\"user@evil.example\"@customer.example",
+            "\"user\\@evil.example\"@customer.example",
+            "\"a%b\"@customer.example",
+        ] {
+            let a = Address::parse_qualified(routed).unwrap();
+            assert!(a.routes_onward(), "{routed}");
+        }
+        for plain in [
+            "user@customer.example",
+            "\"john doe\"@customer.example",
+            "first.last+tag@customer.example",
+        ] {
+            let a = Address::parse_qualified(plain).unwrap();
+            assert!(!a.routes_onward(), "{plain}");
+        }
+        assert!(!Address::postmaster(&Domain::parse("mx.example").unwrap()).routes_onward());
     }
 
     #[test]

@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::address::Domain;
+use crate::address::{Address, Domain};
 use crate::route::RelayTarget;
 use crate::sysexits::{Status, Sysexit};
 
@@ -79,6 +79,24 @@ pub struct Config {
     /// neither, checked here, and read when the server starts.
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
+    /// `queue_min_free`, when set; see [`Config::queue_min_free`].
+    pub min_free: Option<u64>,
+    /// Whether queue-smtpd takes `%`, `!` and quoted `@` routing in the local parts of relayed
+    /// recipients.
+    pub allow_untrusted_routing: bool,
+    /// Per relay domain (by its lower-case name), the local parts that exist at the site.
+    pub relay_recipients: BTreeMap<String, (Domain, RecipientList)>,
+    /// Where mail to the bare `postmaster` goes; `postmaster@` the first host name when absent.
+    pub postmaster: Option<Address>,
+}
+
+/// The users of one relay domain, as `[relay_recipients]` gives them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RecipientList {
+    /// Local parts listed in the configuration, lower-cased.
+    Listed(std::collections::BTreeSet<String>),
+    /// A file of local parts, one a line, read by queue-smtpd and read again when it changes.
+    File(PathBuf),
 }
 
 impl Default for Config {
@@ -101,6 +119,10 @@ impl Default for Config {
             dns_nameservers: Vec::new(),
             tls_cert: None,
             tls_key: None,
+            min_free: None,
+            allow_untrusted_routing: false,
+            relay_recipients: BTreeMap::new(),
+            postmaster: None,
         }
     }
 }
@@ -168,7 +190,32 @@ impl Config {
                 "dns" => config.dns_nameservers = reader.dns(value)?,
                 "tls_cert" => config.tls_cert = Some(reader.path(value)?),
                 "tls_key" => config.tls_key = Some(reader.path(value)?),
+                "queue_min_free" => config.min_free = Some(reader.size(value)?),
+                "allow_untrusted_routing" => {
+                    config.allow_untrusted_routing = reader.boolean(value)?
+                }
+                "relay_recipients" => config.relay_recipients = reader.relay_recipients(value)?,
+                "postmaster" => {
+                    config.postmaster = Some(
+                        Address::parse_qualified(reader.string(value)?)
+                            .map_err(|e| reader.error(e.to_string()))?,
+                    )
+                }
                 _ => return Err(reader.error("unknown key")),
+            }
+        }
+        // A users list for a domain that is not taken would never be consulted: a typo.
+        for (domain, _) in config.relay_recipients.values() {
+            if !config
+                .relay_domains
+                .iter()
+                .chain(&config.hold_domains)
+                .any(|listed| listed == domain)
+            {
+                let key = format!("relay_recipients.{domain}");
+                return Err(
+                    Reader { file, key: &key }.error("not one of relay_domains or hold_domains")
+                );
             }
         }
         // A certificate without its key (or the reverse) is a half-done setup: refused here
@@ -198,6 +245,14 @@ impl Config {
             .unwrap_or_else(Domain::localhost)
     }
 
+    /// The free space (bytes) the queue's file system keeps for delivery state and bounces: new
+    /// mail is refused below it. `queue_min_free`, else one and a half times the largest
+    /// message, as Postfix's smtpd asks of its queue file system.
+    pub fn queue_min_free(&self) -> u64 {
+        self.min_free
+            .unwrap_or_else(|| self.max_message_size.saturating_mul(3) / 2)
+    }
+
     /// True when mail for `domain` is held until a run names it (ETRN, `-R`): a held domain
     /// holds its subdomains too, as a part-time site's subdomains usually live on the same link.
     pub fn is_held(&self, domain: &Domain) -> bool {
@@ -215,6 +270,33 @@ fn toml_error_line(text: &str, err: &toml::de::Error) -> String {
         }
         None => message,
     }
+}
+
+/// Parses a size in bytes: a whole number, optionally followed by `K`, `M`, `G` or `T` (powers
+/// of 1024).
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let (digits, scale) = match text.char_indices().last() {
+        Some((at, unit)) if unit.is_ascii_alphabetic() => {
+            let scale: u64 = match unit.to_ascii_uppercase() {
+                'K' => 1 << 10,
+                'M' => 1 << 20,
+                'G' => 1 << 30,
+                'T' => 1 << 40,
+                _ => return Err(format!("{text:?}: unit must be K, M, G or T")),
+            };
+            (&text[..at], scale)
+        }
+        _ => (text, 1),
+    };
+    let count: u64 = digits
+        .parse()
+        .ok()
+        .filter(|_| digits.bytes().all(|b| b.is_ascii_digit()))
+        .ok_or_else(|| format!("{text:?} is not a size such as 75000000, 100M or 2G"))?;
+    count
+        .checked_mul(scale)
+        .ok_or_else(|| format!("{text:?} is too large"))
 }
 
 /// Parses an interval such as `5d`, `1h`, `30m`, `90s`, `2w` or a bare number of seconds.
@@ -275,6 +357,29 @@ impl Reader<'_> {
             None => Err(self.error(format!(
                 "expected a whole number, found {}",
                 value.type_str()
+            ))),
+        }
+    }
+
+    fn boolean(&self, value: &toml::Value) -> Result<bool, ConfigError> {
+        value.as_bool().ok_or_else(|| {
+            self.error(format!(
+                "expected true or false, found {}",
+                value.type_str()
+            ))
+        })
+    }
+
+    /// Bytes: a whole number (0 allowed) or a string with a K, M, G or T suffix.
+    fn size(&self, value: &toml::Value) -> Result<u64, ConfigError> {
+        match value {
+            toml::Value::Integer(n) => {
+                u64::try_from(*n).map_err(|_| self.error("must not be negative"))
+            }
+            toml::Value::String(text) => parse_size(text).map_err(|e| self.error(e)),
+            other => Err(self.error(format!(
+                "expected a number of bytes, found {}",
+                other.type_str()
             ))),
         }
     }
@@ -361,6 +466,51 @@ impl Reader<'_> {
         Ok(routes)
     }
 
+    /// `"domain" = ["alice", "bob"]` or `"domain" = "/path/of/a/users/file"`.
+    fn relay_recipients(
+        &self,
+        value: &toml::Value,
+    ) -> Result<BTreeMap<String, (Domain, RecipientList)>, ConfigError> {
+        let mut lists = BTreeMap::new();
+        for (domain, users) in self.table(value)? {
+            let key = format!("relay_recipients.{domain}");
+            let reader = Reader {
+                file: self.file,
+                key: &key,
+            };
+            let parsed = Domain::parse(domain).map_err(|e| reader.error(e.to_string()))?;
+            let list = match users {
+                toml::Value::String(path) if path.starts_with('/') => {
+                    RecipientList::File(PathBuf::from(path))
+                }
+                toml::Value::String(path) => {
+                    return Err(reader.error(format!(
+                        "{path:?}: expected an absolute file path or a list of local parts"
+                    )));
+                }
+                toml::Value::Array(items) => RecipientList::Listed(
+                    items
+                        .iter()
+                        .map(|item| {
+                            let local = reader.string(item)?;
+                            crate::address::validate_local(local)
+                                .map(|()| local.to_ascii_lowercase())
+                                .map_err(|e| reader.error(e.to_string()))
+                        })
+                        .collect::<Result<_, _>>()?,
+                ),
+                other => {
+                    return Err(reader.error(format!(
+                        "expected a list of local parts or a file path, found {}",
+                        other.type_str()
+                    )));
+                }
+            };
+            lists.insert(parsed.to_lowercase(), (parsed, list));
+        }
+        Ok(lists)
+    }
+
     fn dns(&self, value: &toml::Value) -> Result<Vec<SocketAddr>, ConfigError> {
         let mut nameservers = Vec::new();
         for (key, item) in self.table(value)? {
@@ -418,10 +568,15 @@ tls = "opportunistic"
 log = "syslog"
 tls_cert = "/etc/etrnq/tls/cert.pem"
 tls_key = "/etc/etrnq/tls/key.pem"
+queue_min_free = "100M"
+allow_untrusted_routing = false
+postmaster = "hostmaster@isp.example"
 [routes]
 "customer.example" = "[127.0.0.1]:2526"
 [dns]
 nameservers = ["127.0.0.1:5353"]
+[relay_recipients]
+"customer.example" = ["alice", "Bob"]
 "#;
 
     #[test]
@@ -432,6 +587,27 @@ nameservers = ["127.0.0.1:5353"]
         assert_eq!(c.routes["customer.example"].1.port, 2526);
         assert_eq!(c.dns_nameservers[0].port(), 5353);
         assert!(c.is_held(&Domain::parse("Customer.Example").unwrap()));
+        assert_eq!(c.queue_min_free(), 100 << 20);
+        assert_eq!(c.postmaster.unwrap().to_string(), "hostmaster@isp.example");
+        let (_, users) = &c.relay_recipients["customer.example"];
+        assert_eq!(
+            users,
+            &RecipientList::Listed(["alice".to_string(), "bob".to_string()].into())
+        );
+    }
+
+    #[test]
+    fn the_reserve_defaults_to_one_and_a_half_messages() {
+        let c = Config::parse("max_message_size = 1000", "etrnq.toml").unwrap();
+        assert_eq!(c.queue_min_free(), 1500);
+        let c = Config::parse("queue_min_free = 0", "etrnq.toml").unwrap();
+        assert_eq!(c.queue_min_free(), 0);
+        assert_eq!(parse_size("75000000"), Ok(75_000_000));
+        assert_eq!(parse_size("2k"), Ok(2048));
+        assert_eq!(parse_size("3G"), Ok(3 << 30));
+        assert!(parse_size("G").is_err());
+        assert!(parse_size("-1M").is_err());
+        assert!(parse_size("99999999999T").is_err());
     }
 
     #[test]
@@ -478,6 +654,35 @@ nameservers = ["127.0.0.1:5353"]
                 "etrnq.toml: tls_cert: missing: tls_key is set",
             ),
             ("tls_cert = \"\"", "etrnq.toml: tls_cert: must not be empty"),
+            (
+                "queue_min_free = -1",
+                "etrnq.toml: queue_min_free: must not be negative",
+            ),
+            (
+                "queue_min_free = \"5Q\"",
+                "etrnq.toml: queue_min_free: \"5Q\": unit must be",
+            ),
+            (
+                "allow_untrusted_routing = \"yes\"",
+                "etrnq.toml: allow_untrusted_routing: expected true or false",
+            ),
+            ("postmaster = \"nobody\"", "etrnq.toml: postmaster: "),
+            (
+                "relay_domains = [\"a.example\"]\n[relay_recipients]\n\"a.example\" = \"users\"",
+                "etrnq.toml: relay_recipients.a.example: \"users\": expected an absolute",
+            ),
+            (
+                "relay_domains = [\"a.example\"]\n[relay_recipients]\n\"a.example\" = 5",
+                "etrnq.toml: relay_recipients.a.example: expected a list",
+            ),
+            (
+                "relay_domains = [\"a.example\"]\n[relay_recipients]\n\"a.example\" = [\"a b\"]",
+                "etrnq.toml: relay_recipients.a.example: \"a b\"",
+            ),
+            (
+                "[relay_recipients]\n\"b.example\" = [\"alice\"]",
+                "etrnq.toml: relay_recipients.b.example: not one of relay_domains",
+            ),
         ];
         for (text, expected) in cases {
             let err = Config::parse(text, "etrnq.toml").unwrap_err().to_string();

@@ -11,12 +11,26 @@
 //! Both count `Received:` fields the same way to stop mail loops ([`exceeds_hop_limit`]), and
 //! both write their `Received:` field through [`Received`], so the queue holds one trace format.
 //!
-//! Memory: the header section is held whole (it is bounded by the caller's size limit); the body
+//! Memory: the header section is held, and bounded: at most [`MAX_HEADER_SECTION`] octets of
+//! field text (Postfix's `header_size_limit`) and one 4-octet index entry per field, so never
+//! more than about 500 KB whatever the message size limit. A larger header section is refused
+//! ([`HeaderError::TooLarge`]), not cut: a relay that dropped header fields would change the
+//! message it was trusted to pass on (a signature, a `Received:` trail), and one that kept
+//! them without a bound would give each client as much memory as it cares to send. The body
 //! is never read here.
+//!
+//! Lines may arrive in pieces: a piece that does not end in LF is continued by the next one,
+//! so a reader of unbounded local input can hand over a very long line without holding it.
 
 use crate::queue::QueueId;
 
-/// A source of lines, each with its line ending (the last may have none).
+/// The most header field text one message may carry, line endings included: 100 KiB, as
+/// Postfix's `header_size_limit`.
+pub const MAX_HEADER_SECTION: usize = 100 * 1024;
+
+/// A source of lines, each with its line ending (the last may have none). A piece without a
+/// line ending that is not the last is continued by the next piece; the first piece of a line
+/// must hold the line's first 1000 octets (a field name, an mbox `From `), or all of it.
 pub trait Lines {
     type Error;
     fn next_line(&mut self) -> Result<Option<&[u8]>, Self::Error>;
@@ -29,82 +43,140 @@ pub enum LeadingFrom {
     Keep,
 }
 
-/// One header field: its lower-case name and its raw lines, continuation lines included.
+/// Why a header section could not be read.
 #[derive(Debug)]
-pub struct Field {
-    pub name: String,
-    pub raw: Vec<u8>,
+pub enum HeaderError<E> {
+    /// The source of the lines failed.
+    Input(E),
+    /// More than [`MAX_HEADER_SECTION`] octets of header fields; nothing more was kept.
+    TooLarge,
 }
 
-impl Field {
+/// One header field: its name as written and its raw lines, continuation lines included.
+#[derive(Debug, Clone, Copy)]
+pub struct Field<'h> {
+    pub name: &'h str,
+    pub raw: &'h [u8],
+}
+
+impl Field<'_> {
+    /// True when the field is called `name`, compared without case.
     pub fn is(&self, name: &str) -> bool {
-        self.name == name
+        self.name.eq_ignore_ascii_case(name)
     }
 }
 
-/// The header section of a message, split into fields.
+/// The header section of a message: its fields' raw text back to back, and where each ends.
 #[derive(Debug)]
 pub struct HeaderSection {
-    pub fields: Vec<Field>,
+    text: Vec<u8>,
+    /// The end of each field in `text`; a field starts where the one before it ends.
+    ends: Vec<u32>,
     /// The empty line that ended the section, when there was one.
     pub separator: Vec<u8>,
-    /// A line read past the header section that was not a header: the first line of the body.
+    /// A line read past the header section that was not a header: the first line of the body
+    /// (or its first piece; the rest follows from the same source).
     pub first_body_line: Vec<u8>,
     /// The line ending of the first line, for the fields a caller adds.
     pub line_ending: &'static str,
 }
 
 impl HeaderSection {
-    /// Reads lines up to and including the end of the header section.
+    /// Reads lines up to and including the end of the header section, holding at most `limit`
+    /// octets of fields.
     pub fn read<L: Lines>(
         input: &mut L,
         leading_from: LeadingFrom,
-    ) -> Result<HeaderSection, L::Error> {
+        limit: usize,
+    ) -> Result<HeaderSection, HeaderError<L::Error>> {
         let mut section = HeaderSection {
-            fields: Vec::new(),
+            text: Vec::new(),
+            ends: Vec::new(),
             separator: Vec::new(),
             first_body_line: Vec::new(),
             line_ending: "\n",
         };
         let mut first = true;
-        while let Some(line) = input.next_line()? {
+        let mut at_line_start = true;
+        let mut dropping = false;
+        while let Some(piece) = input.next_line().map_err(HeaderError::Input)? {
+            let continues = !at_line_start;
+            at_line_start = piece.ends_with(b"\n");
+            if continues {
+                if !dropping {
+                    section.extend_last(piece, limit)?;
+                }
+                continue;
+            }
+            dropping = false;
             if first {
                 first = false;
-                if line.ends_with(b"\r\n") {
+                if piece.ends_with(b"\r\n") {
                     section.line_ending = "\r\n";
                 }
-                if leading_from == LeadingFrom::Drop && line.starts_with(b"From ") {
+                if leading_from == LeadingFrom::Drop && piece.starts_with(b"From ") {
+                    dropping = true;
                     continue;
                 }
             }
-            if line == b"\n" || line == b"\r\n" {
-                section.separator = line.to_vec();
+            if piece == b"\n" || piece == b"\r\n" {
+                section.separator = piece.to_vec();
                 break;
             }
-            let continuation = matches!(line.first(), Some(b' ' | b'\t'));
-            match section.fields.last_mut() {
-                Some(field) if continuation => field.raw.extend_from_slice(line),
-                _ => match field_name(line) {
-                    Some(name) => section.fields.push(Field {
-                        name,
-                        raw: line.to_vec(),
-                    }),
-                    None => {
-                        section.first_body_line = line.to_vec();
-                        break;
-                    }
-                },
+            let continuation = matches!(piece.first(), Some(b' ' | b'\t'));
+            if continuation && !section.ends.is_empty() {
+                section.extend_last(piece, limit)?;
+            } else if field_name(piece).is_some() {
+                section.ends.push(0);
+                section.extend_last(piece, limit)?;
+            } else {
+                section.first_body_line = piece.to_vec();
+                break;
             }
         }
         Ok(section)
     }
 
+    /// Appends `bytes` to the last field.
+    fn extend_last<E>(&mut self, bytes: &[u8], limit: usize) -> Result<(), HeaderError<E>> {
+        let end = self.text.len() + bytes.len();
+        let (Some(last), true) = (self.ends.last_mut(), end <= limit) else {
+            return Err(HeaderError::TooLarge);
+        };
+        *last = u32::try_from(end).map_err(|_| HeaderError::TooLarge)?;
+        self.text.extend_from_slice(bytes);
+        Ok(())
+    }
+
+    /// The fields in order.
+    pub fn fields(&self) -> impl Iterator<Item = Field<'_>> {
+        let mut start = 0;
+        self.ends.iter().map(move |&end| {
+            let raw = &self.text[start..end as usize];
+            start = end as usize;
+            Field {
+                name: field_name(raw).unwrap_or_default(),
+                raw,
+            }
+        })
+    }
+
+    /// Every field's raw text, as it came.
+    pub fn raw(&self) -> &[u8] {
+        &self.text
+    }
+
+    /// True when the input had no header field at all.
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
     pub fn count(&self, name: &str) -> usize {
-        self.fields.iter().filter(|f| f.is(name)).count()
+        self.fields().filter(|f| f.is(name)).count()
     }
 
     pub fn has(&self, name: &str) -> bool {
-        self.fields.iter().any(|f| f.is(name))
+        self.fields().any(|f| f.is(name))
     }
 
     /// The hops the message has made so far: its `Received:` fields.
@@ -119,15 +191,15 @@ pub fn exceeds_hop_limit(hops: usize, max_hops: u32) -> bool {
     hops >= max_hops as usize
 }
 
-/// The lower-case field name when `line` starts a header field (`name:` with printable ASCII and
-/// no spaces before the colon).
-pub fn field_name(line: &[u8]) -> Option<String> {
+/// The field name, as written, when `line` starts a header field (`name:` with printable ASCII
+/// and no spaces before the colon).
+pub fn field_name(line: &[u8]) -> Option<&str> {
     let colon = line.iter().position(|&b| b == b':')?;
     let name = &line[..colon];
     if name.is_empty() || !name.iter().all(|&b| (b'!'..=b'~').contains(&b)) {
         return None;
     }
-    Some(String::from_utf8_lossy(name).to_ascii_lowercase())
+    std::str::from_utf8(name).ok()
 }
 
 /// An RFC 5322 date, as the added `Date:` and `Received:` fields write it.
@@ -181,9 +253,11 @@ impl Received<'_> {
 mod tests {
     use super::*;
 
-    /// Lines of a byte string, as `Lines` gives them.
+    /// Lines of a byte string, as `Lines` gives them, each cut into pieces of at most `piece`
+    /// octets.
     struct Text<'a> {
         rest: &'a [u8],
+        piece: usize,
     }
 
     impl Lines for Text<'_> {
@@ -196,40 +270,102 @@ mod tests {
                 .rest
                 .iter()
                 .position(|&b| b == b'\n')
-                .map_or(self.rest.len(), |i| i + 1);
+                .map_or(self.rest.len(), |i| i + 1)
+                .min(self.piece);
             let (line, rest) = self.rest.split_at(end);
             self.rest = rest;
             Ok(Some(line))
         }
     }
 
+    fn read_with(
+        text: &[u8],
+        leading_from: LeadingFrom,
+        piece: usize,
+        limit: usize,
+    ) -> Result<HeaderSection, HeaderError<std::convert::Infallible>> {
+        HeaderSection::read(&mut Text { rest: text, piece }, leading_from, limit)
+    }
+
     fn read(text: &str, leading_from: LeadingFrom) -> HeaderSection {
-        let Ok(section) = HeaderSection::read(
-            &mut Text {
-                rest: text.as_bytes(),
-            },
+        read_with(
+            text.as_bytes(),
             leading_from,
-        );
-        section
+            usize::MAX,
+            MAX_HEADER_SECTION,
+        )
+        .expect("a small header section")
     }
 
     fn section(text: &str) -> HeaderSection {
         read(text, LeadingFrom::Drop)
     }
 
+    fn raws(h: &HeaderSection) -> Vec<&[u8]> {
+        h.fields().map(|f| f.raw).collect()
+    }
+
     #[test]
     fn header_fields_and_continuations() {
         let h = section("Received: a\n\tb\nSubject: x\nreceived: c\n\nbody\n");
-        assert_eq!(h.fields.len(), 3);
+        assert_eq!(h.fields().count(), 3);
         assert_eq!(h.hops(), 2);
-        assert_eq!(h.fields[0].raw, b"Received: a\n\tb\n");
+        assert_eq!(raws(&h)[0], b"Received: a\n\tb\n");
+        assert_eq!(h.fields().nth(1).map(|f| f.name), Some("Subject"));
+        assert!(h.has("SUBJECT"));
+        assert_eq!(h.raw(), b"Received: a\n\tb\nSubject: x\nreceived: c\n");
         assert_eq!(h.separator, b"\n");
+    }
+
+    #[test]
+    fn lines_in_pieces_read_as_whole_lines() {
+        let text =
+            b"From someone Mon Nov 23\nSubject: a long subject line\n continued here\n\nbody";
+        for piece in [8, 9, 11, 13, 1000] {
+            let h = read_with(text, LeadingFrom::Drop, piece, MAX_HEADER_SECTION).unwrap();
+            assert_eq!(
+                raws(&h),
+                [&b"Subject: a long subject line\n continued here\n"[..]],
+                "pieces of {piece}"
+            );
+            assert_eq!(h.separator, b"\n");
+        }
+        let h = read_with(b"Subject: x\nno header here\n", LeadingFrom::Keep, 13, 1000).unwrap();
+        assert_eq!(
+            h.first_body_line, b"no header her",
+            "the first piece; the rest is body"
+        );
+    }
+
+    #[test]
+    fn a_header_section_over_the_limit_is_refused_and_not_held() {
+        let mut flood = b"a: b\r\n".repeat(200_000);
+        flood.extend_from_slice(b"\r\nbody\r\n");
+        let mut source = Text {
+            rest: &flood,
+            piece: usize::MAX,
+        };
+        let result = HeaderSection::read(&mut source, LeadingFrom::Keep, MAX_HEADER_SECTION);
+        assert!(matches!(result, Err(HeaderError::TooLarge)));
+        // Reading stopped at the limit: the rest is still to be read by the caller.
+        let consumed = flood.len() - source.rest.len();
+        assert!(consumed <= MAX_HEADER_SECTION + 6, "read {consumed}");
+        // One long field that crosses the limit, in pieces.
+        let long = [b"X-Long: ".as_slice(), &vec![b'x'; 200_000], b"\n\n"].concat();
+        assert!(matches!(
+            read_with(&long, LeadingFrom::Drop, 64 * 1024, MAX_HEADER_SECTION),
+            Err(HeaderError::TooLarge)
+        ));
+        // Exactly at the limit is fine.
+        let exact = [b"X: ".as_slice(), &[b'y'; 96], b"\n\n"].concat();
+        assert!(read_with(&exact, LeadingFrom::Drop, 7, 100).is_ok());
+        assert!(read_with(&exact, LeadingFrom::Drop, 7, 99).is_err());
     }
 
     #[test]
     fn text_without_headers_is_all_body() {
         let h = section("hello world\nsecond\n");
-        assert!(h.fields.is_empty());
+        assert!(h.is_empty());
         assert_eq!(h.first_body_line, b"hello world\n");
     }
 
@@ -241,9 +377,9 @@ mod tests {
     #[test]
     fn mbox_from_line_is_dropped_only_when_asked() {
         let text = "From alice Mon Nov 23 06:27:00 2026\nSubject: x\n\n";
-        assert_eq!(section(text).fields.len(), 1);
+        assert_eq!(section(text).fields().count(), 1);
         let kept = read(text, LeadingFrom::Keep);
-        assert!(kept.fields.is_empty());
+        assert!(kept.is_empty());
         assert_eq!(
             kept.first_body_line,
             b"From alice Mon Nov 23 06:27:00 2026\n"

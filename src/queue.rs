@@ -9,6 +9,7 @@
 //! QUEUE/hold/ID    the envelope of a message on administrative hold
 //! QUEUE/corrupt/   what could not be read, moved aside for a human: ID.env, ID.data
 //! QUEUE/index      an advisory copy of every envelope, for listings (see `index`)
+//! QUEUE/flush/     lock files that order the queue runs ETRN starts; never a message
 //! ```
 //!
 //! # States of a message, by the files that exist
@@ -93,6 +94,7 @@ const ENV: &str = "env";
 const HOLD: &str = "hold";
 const CORRUPT: &str = "corrupt";
 const INDEX: &str = "index";
+const FLUSH: &str = "flush";
 
 /// How long a file in `tmp/`, or data without an envelope, must sit unlocked before a sweep
 /// deletes it.
@@ -1350,6 +1352,58 @@ fn unlocked_then_removed(path: &Path) -> bool {
         return false;
     }
     fs::remove_file(path).is_ok()
+}
+
+impl Queue {
+    /// The bytes free on the queue's file system for an unprivileged writer: what new mail may
+    /// use before delivery state and bounces have no room (see `queue_min_free`). A file system
+    /// that counts inodes and has none left reports 0, since no file can be created there.
+    pub fn free_space(&self) -> Result<u64, QueueError> {
+        let stats = nix::sys::statvfs::fstatvfs(&self.tmp).map_err(nix_error(
+            "cannot measure the free space of",
+            self.root.join(TMP),
+        ))?;
+        if stats.files() > 0 && stats.files_available() == 0 {
+            return Ok(0);
+        }
+        // Both are narrower than 64 bits on some targets: widened before they are multiplied.
+        let (blocks, size) = (
+            stats.blocks_available() as u64,
+            stats.fragment_size() as u64,
+        );
+        Ok(blocks.saturating_mul(size))
+    }
+
+    /// A lock file under `flush/` that orders the queue runs ETRN starts (see `smtpd::flush`),
+    /// created empty on first use and never removed, so a lock on it always means the same
+    /// thing. `name` is a node and a role, `customer.example.run`; a name that could leave the
+    /// directory is refused.
+    pub fn flush_lock(&self, name: &str) -> Result<File, QueueError> {
+        let dir = self.root.join(FLUSH);
+        let path = dir.join(name);
+        if name.starts_with('.') || name.contains('/') || name.is_empty() {
+            return Err(io_error("not a lock file name:", path)(io::Error::from(
+                io::ErrorKind::InvalidInput,
+            )));
+        }
+        match DirBuilder::new().mode(0o700).create(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(io_error("cannot create queue directory", dir)(e)),
+        }
+        if fs::symlink_metadata(&dir).is_ok_and(|meta| meta.file_type().is_symlink()) {
+            return Err(QueueError::Symlink { path: dir });
+        }
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .custom_flags(nix::libc::O_NOFOLLOW)
+            .open(&path)
+            .map_err(io_error("cannot open", path))
+    }
 }
 
 #[cfg(test)]

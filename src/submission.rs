@@ -3,12 +3,17 @@
 //! The message is read from a stream (standard input), its header section examined, and the
 //! whole written to a queue draft in one pass: the headers a submission agent adds when missing
 //! (`Received:` always, exactly one; `Date:`, `From:`, `Message-ID:` when absent) at the top, the
-//! submitted header fields as they were except `Bcc:`, then the body byte for byte. Memory use is
-//! bounded by the header section; the body streams to disk.
+//! submitted header fields as they were except `Bcc:`, then the body byte for byte. Memory is
+//! bounded whatever the input: the header section is held up to
+//! [`crate::header::MAX_HEADER_SECTION`] (a larger one is refused, as sendmail refuses headers
+//! over its `MaxHeadersLength`), input is read in pieces of at most 64 KiB however long its
+//! lines, and the body streams to disk.
 //!
 //! Promises: nothing is left in the queue unless everything succeeded; every refusal (no
-//! recipients, a malformed address, too large, too many hops, unreadable input, a full disk) is a
-//! typed error with its sysexits status. Line endings are kept as submitted; added headers use
+//! recipients, a malformed address, too large, a header section too large, too many hops,
+//! unreadable input, free space below `queue_min_free`, a full disk) is a typed error with its
+//! sysexits status. The free-space reserve is checked before the message is read and again
+//! before it is committed, so the queue's file system keeps room for delivery state and bounces. Line endings are kept as submitted; added headers use
 //! the line ending of the first line of input. A leading mbox `From ` line is dropped, as
 //! Postfix's sendmail does, since it is not a header and would push the real headers into the
 //! body.
@@ -21,7 +26,10 @@ use mail_parser::{HeaderName, MessageParser};
 use crate::address::{Address, AddressError, Domain, ReversePath};
 use crate::config::Config;
 use crate::envelope::{Envelope, Recipient};
-use crate::header::{HeaderSection, LeadingFrom, Lines, Received, exceeds_hop_limit, rfc5322_date};
+use crate::header::{
+    HeaderError, HeaderSection, LeadingFrom, Lines, MAX_HEADER_SECTION, Received,
+    exceeds_hop_limit, rfc5322_date,
+};
 use crate::queue::{Queue, QueueError, QueueId};
 use crate::sysexits::{Status, Sysexit};
 
@@ -68,6 +76,12 @@ pub enum SubmissionError {
     UnknownUser(u32),
     #[error("message exceeds the size limit of {limit} bytes")]
     TooBig { limit: u64 },
+    #[error("the header section exceeds {limit} bytes")]
+    HeaderTooBig { limit: usize },
+    #[error(
+        "the queue file system has {free} bytes free, less than queue_min_free ({reserve}); try again later"
+    )]
+    LowOnSpace { free: u64, reserve: u64 },
     #[error(
         "too many hops: the message already has {count} Received: headers (limit {limit}); a mail loop?"
     )]
@@ -88,7 +102,9 @@ impl Sysexit for SubmissionError {
             SubmissionError::NoHeaderRecipients
             | SubmissionError::BadHeaderAddress { .. }
             | SubmissionError::TooBig { .. }
+            | SubmissionError::HeaderTooBig { .. }
             | SubmissionError::TooManyHops { .. } => Status::DataErr,
+            SubmissionError::LowOnSpace { .. } => Status::TempFail,
             SubmissionError::UnknownUser(_) => Status::NoUser,
             SubmissionError::Input(_) => Status::NoInput,
             SubmissionError::Queue(e) => e.status(),
@@ -114,13 +130,21 @@ pub fn submit(
     if recipients.is_empty() && !request.recipients_from_headers {
         return Err(SubmissionError::NoRecipients);
     }
+    check_reserve(queue, config)?;
 
     // One byte past the limit is enough to know the message is too big.
     let mut reader = Input::new(
         BufReader::with_capacity(64 * 1024, input.take(config.max_message_size + 1)),
         request.dot_ends_input,
     );
-    let header = HeaderSection::read(&mut reader, LeadingFrom::Drop)?;
+    let header = HeaderSection::read(&mut reader, LeadingFrom::Drop, MAX_HEADER_SECTION).map_err(
+        |e| match e {
+            HeaderError::Input(e) => e,
+            HeaderError::TooLarge => SubmissionError::HeaderTooBig {
+                limit: MAX_HEADER_SECTION,
+            },
+        },
+    )?;
     let received = header.hops();
     if exceeds_hop_limit(received, config.max_hops) {
         return Err(SubmissionError::TooManyHops {
@@ -159,10 +183,10 @@ pub fn submit(
             })
         };
     emit(&mut draft, added.as_bytes())?;
-    for field in header.fields.iter().filter(|f| !f.is("bcc")) {
-        emit(&mut draft, &field.raw)?;
+    for field in header.fields().filter(|f| !f.is("bcc")) {
+        emit(&mut draft, field.raw)?;
     }
-    if header.fields.is_empty() && header.separator.is_empty() {
+    if header.is_empty() && header.separator.is_empty() {
         // Submitted text without a header section: keep it out of the headers we added.
         emit(&mut draft, header.line_ending.as_bytes())?;
     } else {
@@ -187,7 +211,22 @@ pub fn submit(
             .map(|a| Recipient::new(a.to_string()))
             .collect(),
     };
+    // Writing the message took space too: what is left must still hold the reserve.
+    check_reserve(queue, config)?;
     Ok(draft.commit(&envelope)?)
+}
+
+/// Refuses new mail while the queue's file system has less free space than `queue_min_free`.
+fn check_reserve(queue: &Queue, config: &Config) -> Result<(), SubmissionError> {
+    let reserve = config.queue_min_free();
+    if reserve == 0 {
+        return Ok(());
+    }
+    let free = queue.free_space()?;
+    if free < reserve {
+        return Err(SubmissionError::LowOnSpace { free, reserve });
+    }
+    Ok(())
 }
 
 fn validate_dsn(request: &Request) -> Result<(), SubmissionError> {
@@ -268,11 +307,17 @@ impl RecipientList {
     }
 }
 
-/// The input, line by line, ending at EOF or (unless `-i`) at a line holding a lone dot.
+/// The longest piece of a line [`Input`] holds: a longer line is handed on in pieces.
+const PIECE: usize = 64 * 1024;
+
+/// The input, line by line, ending at EOF or (unless `-i`) at a line holding a lone dot. A line
+/// longer than [`PIECE`] comes in pieces, each but the last without a line ending.
 struct Input<R> {
     reader: R,
     dot_ends_input: bool,
     line: Vec<u8>,
+    /// The next piece starts a line (the last one ended in LF).
+    at_line_start: bool,
     done: bool,
 }
 
@@ -282,7 +327,34 @@ impl<R: BufRead> Input<R> {
             reader,
             dot_ends_input,
             line: Vec::with_capacity(1024),
+            at_line_start: true,
             done: false,
+        }
+    }
+
+    /// Reads up to the next LF, or [`PIECE`] octets, or the end of input.
+    fn read_piece(&mut self) -> io::Result<()> {
+        self.line.clear();
+        loop {
+            let available = match self.reader.fill_buf() {
+                Ok(bytes) => bytes,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            if available.is_empty() {
+                return Ok(());
+            }
+            let room = PIECE - self.line.len();
+            let window = &available[..available.len().min(room)];
+            let (take, found) = match window.iter().position(|&b| b == b'\n') {
+                Some(end) => (end + 1, true),
+                None => (window.len(), false),
+            };
+            self.line.extend_from_slice(&window[..take]);
+            self.reader.consume(take);
+            if found || self.line.len() == PIECE {
+                return Ok(());
+            }
         }
     }
 }
@@ -290,17 +362,18 @@ impl<R: BufRead> Input<R> {
 impl<R: BufRead> Lines for Input<R> {
     type Error = SubmissionError;
 
-    /// The next line with its line ending (the last may have none).
+    /// The next line (or piece of one) with its line ending (the last may have none).
     fn next_line(&mut self) -> Result<Option<&[u8]>, SubmissionError> {
         if self.done {
             return Ok(None);
         }
-        self.line.clear();
-        let n = self
-            .reader
-            .read_until(b'\n', &mut self.line)
-            .map_err(SubmissionError::Input)?;
-        if n == 0 || (self.dot_ends_input && matches!(&self.line[..], b".\n" | b".\r\n" | b".")) {
+        self.read_piece().map_err(SubmissionError::Input)?;
+        let starts_line = self.at_line_start;
+        self.at_line_start = self.line.ends_with(b"\n");
+        let lone_dot = starts_line
+            && self.dot_ends_input
+            && matches!(&self.line[..], b".\n" | b".\r\n" | b".");
+        if self.line.is_empty() || lone_dot {
             self.done = true;
             return Ok(None);
         }
@@ -315,11 +388,10 @@ fn header_recipients(
 ) -> Result<Vec<Address>, SubmissionError> {
     let mut raw = Vec::new();
     for field in header
-        .fields
-        .iter()
+        .fields()
         .filter(|f| f.is("to") || f.is("cc") || f.is("bcc"))
     {
-        raw.extend_from_slice(&field.raw);
+        raw.extend_from_slice(field.raw);
     }
     if raw.is_empty() {
         return Ok(Vec::new());
@@ -420,7 +492,7 @@ mod tests {
 
     fn section(text: &str) -> HeaderSection {
         let mut input = Input::new(text.as_bytes(), true);
-        HeaderSection::read(&mut input, LeadingFrom::Drop).unwrap()
+        HeaderSection::read(&mut input, LeadingFrom::Drop, MAX_HEADER_SECTION).unwrap()
     }
 
     #[test]
@@ -453,6 +525,23 @@ mod tests {
         let mut literal = Input::new(&b"a\n.\nb\n"[..], false);
         literal.next_line().unwrap();
         assert_eq!(literal.next_line().unwrap(), Some(&b".\n"[..]));
+    }
+
+    #[test]
+    fn long_lines_come_in_pieces_and_only_a_whole_lone_dot_ends_input() {
+        let mut text = vec![b'a'; PIECE + 10];
+        text.extend_from_slice(b"\n.\nafter\n");
+        let mut input = Input::new(&text[..], true);
+        assert_eq!(input.next_line().unwrap().map(<[u8]>::len), Some(PIECE));
+        assert_eq!(input.next_line().unwrap().map(<[u8]>::len), Some(11));
+        assert_eq!(input.next_line().unwrap(), None);
+        // A dot that ends a long line is not a line of its own.
+        let mut text = vec![b'b'; PIECE];
+        text.extend_from_slice(b".\nz\n");
+        let mut input = Input::new(&text[..], true);
+        input.next_line().unwrap();
+        assert_eq!(input.next_line().unwrap(), Some(&b".\n"[..]));
+        assert_eq!(input.next_line().unwrap(), Some(&b"z\n"[..]));
     }
 
     #[test]

@@ -479,11 +479,16 @@ fn probe_reports_greeting_capabilities_and_accepted_rcpt() {
         .collect();
     assert_eq!(
         verbs,
-        ["EHLO", "MAIL", "RCPT", "RSET", "QUIT"],
+        ["EHLO", "MAIL", "RCPT", "RCPT", "RSET", "QUIT"],
         "{commands:?}"
     );
     assert_eq!(commands[1], "MAIL FROM:<>");
     assert_eq!(commands[2], "RCPT TO:<postmaster@ok.probe.example>");
+    assert!(
+        commands[3].starts_with("RCPT TO:<no-such-user-")
+            && commands[3].ends_with("@ok.probe.example>"),
+        "a user no site has: {commands:?}"
+    );
 
     let v = json(&mx_check(
         &dns,
@@ -591,7 +596,9 @@ fn starttls_certificate_is_reported() {
         .collect();
     assert_eq!(
         verbs,
-        ["EHLO", "STARTTLS", "EHLO", "MAIL", "RCPT", "RSET", "QUIT"],
+        [
+            "EHLO", "STARTTLS", "EHLO", "MAIL", "RCPT", "RCPT", "RSET", "QUIT"
+        ],
         "{received:?}"
     );
 

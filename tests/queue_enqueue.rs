@@ -454,8 +454,9 @@ fn eight_bit_long_line_and_crlf_messages_are_byte_exact() {
     long.push(b'\n');
     assert_stored_exactly(&enqueue_ok(&q, &args, long.clone()), &long);
 
+    // A header line of 100,000 octets: the whole header section still fits its 100 KiB bound.
     let mut long_header = b"X-Long: ".to_vec();
-    long_header.extend(std::iter::repeat_n(b'y', 100 * 1024));
+    long_header.extend(std::iter::repeat_n(b'y', 100_000));
     long_header.extend(b"\nSubject: h\n\nbody without final newline");
     assert_stored_exactly(&enqueue_ok(&q, &args, long_header.clone()), &long_header);
 
@@ -532,6 +533,47 @@ fn size_limit_from_the_configuration() {
 }
 
 #[test]
+fn a_header_section_over_100_kib_is_refused_however_it_is_made() {
+    let q = Sandbox::new();
+    let args = ["-f", "a@example.test", "u@customer.test"];
+    // Many small fields, and one field longer than the bound on a single line.
+    let mut many = b"a: b\n".repeat(30_000);
+    many.extend(b"\nbody\n");
+    let mut one = b"X-Long: ".to_vec();
+    one.extend(std::iter::repeat_n(b'z', 3 * 1024 * 1024));
+    one.extend(b"\n\nbody\n");
+    for input in [many, one] {
+        let line = refused(&q, &args, &input, 65);
+        assert!(
+            line.contains("header section exceeds 102400 bytes"),
+            "{line}"
+        );
+    }
+    // Just under the bound is taken as it is.
+    let mut under = b"a: b\n".repeat(20_000);
+    under.extend(b"\nbody\n");
+    let m = enqueue_ok(&q, &args, under.clone());
+    assert_stored_exactly(&m, &under);
+}
+
+#[test]
+fn below_the_free_space_reserve_nothing_is_queued() {
+    // More than any test machine has free: the reserve is never met.
+    let q = Sandbox::with_config("queue_min_free = \"4000000G\"\n");
+    let line = refused(&q, &["u@customer.test"], SIMPLE.as_bytes(), 75);
+    assert!(line.contains("less than queue_min_free"), "{line}");
+    assert!(line.contains("try again later"), "{line}");
+    // A reserve the file system holds, in bytes or with a unit, lets mail in.
+    for reserve in ["queue_min_free = 1\n", "queue_min_free = \"1K\"\n"] {
+        let q = Sandbox::with_config(reserve);
+        enqueue_ok(&q, &["u@customer.test"], SIMPLE);
+    }
+    let q = Sandbox::with_config("queue_min_free = \"12X\"\n");
+    let line = refused(&q, &["u@customer.test"], SIMPLE.as_bytes(), 78);
+    assert!(line.contains("queue_min_free"), "{line}");
+}
+
+#[test]
 fn hop_limit_from_the_configuration() {
     let q = Sandbox::with_config("max_hops = 3\n");
     let hops = |n: usize| -> Vec<u8> {
@@ -604,7 +646,8 @@ fn full_disk_is_tempfail_and_leaves_nothing() {
         eprintln!("skipped: unshare -m is not available here");
         return;
     }
-    let q = Sandbox::new();
+    // No reserve: this is about the disk filling while a message is written.
+    let q = Sandbox::with_config("queue_min_free = 0\n");
     let mount = q.dir.path().join("small");
     fs::create_dir(&mount).unwrap();
     let input = q.dir.path().join("big.eml");

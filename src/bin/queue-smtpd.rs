@@ -12,6 +12,7 @@ use clap::Parser;
 use etrnq::cli::{self, QueueOptions};
 use etrnq::maillog::MailLog;
 use etrnq::queue;
+use etrnq::selection::DomainPattern;
 use etrnq::smtpd::{self, Limits, RunCommand, Server};
 use etrnq::sysexits::{Failure, Status};
 
@@ -29,33 +30,55 @@ struct Cli {
     #[arg(
         long = "listen",
         value_name = "ADDR:PORT",
-        required_unless_present = "inetd"
+        required_unless_present_any = ["inetd", "flush"]
     )]
     listen: Vec<SocketAddr>,
 
     /// Serve one session on standard input and output instead of listening.
-    #[arg(long, conflicts_with_all = ["listen", "max_connections"])]
+    #[arg(long, conflicts_with_all = ["listen", "max_connections", "max_client_connections"])]
     inetd: bool,
 
     /// Sessions at once; clients beyond get 421.
-    #[arg(long, value_name = "N", default_value_t = 100,
+    #[arg(long, value_name = "N", default_value_t = smtpd::MAX_CONNECTIONS as u32,
           value_parser = clap::value_parser!(u32).range(1..=100_000))]
     max_connections: u32,
+
+    /// Sessions at once from one client address; more get 421.
+    #[arg(long, value_name = "N", default_value_t = smtpd::MAX_CLIENT_CONNECTIONS as u32,
+          value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    max_client_connections: u32,
 
     /// Recipients per message; more get 452.
     #[arg(long, value_name = "N", default_value_t = smtpd::MAX_RECIPIENTS as u32,
           value_parser = clap::value_parser!(u32).range(1..=100_000))]
     max_recipients: u32,
 
-    /// Seconds to wait for a command (and for each write).
+    /// Seconds a whole command line may take to arrive (and each write).
     #[arg(long, value_name = "SECONDS", default_value_t = smtpd::COMMAND_TIMEOUT.as_secs(),
           value_parser = clap::value_parser!(u64).range(1..=86_400))]
     timeout: u64,
 
-    /// Seconds to wait for each read of message data.
+    /// Seconds message data may run ahead of the minimum rate: the time DATA may take, plus one
+    /// second for each --min-data-rate octets received.
     #[arg(long, value_name = "SECONDS", default_value_t = smtpd::DATA_TIMEOUT.as_secs(),
           value_parser = clap::value_parser!(u64).range(1..=86_400))]
     data_timeout: u64,
+
+    /// Octets per second message data must average; 0: --data-timeout bounds the whole DATA.
+    #[arg(long, value_name = "BYTES", default_value_t = smtpd::MIN_DATA_RATE,
+          value_parser = clap::value_parser!(u64).range(0..=1_000_000_000))]
+    min_data_rate: u64,
+
+    /// Seconds for --timeout and --data-timeout while three quarters of the connections are
+    /// taken.
+    #[arg(long, value_name = "SECONDS", default_value_t = smtpd::STRESS_TIMEOUT.as_secs(),
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    stress_timeout: u64,
+
+    /// Internal: see one ETRN request for NODE through (an inetd session hands it off so).
+    #[arg(long, value_name = "NODE", hide = true, value_parser = DomainPattern::parse,
+          conflicts_with_all = ["listen", "inetd"])]
+    flush: Option<DomainPattern>,
 
     /// The queue-run program ETRN starts [default: queue-run in this program's directory].
     #[arg(long, value_name = "PATH")]
@@ -86,31 +109,46 @@ fn run(cli: Cli) -> anyhow::Result<Status> {
             ),
         ));
     }
+    // In inetd mode the runs ETRN asks for outlive the session: this program sees them through.
+    let hand_off = if cli.inetd {
+        Some(std::env::current_exe().context("cannot find this program, to hand ETRN runs to")?)
+    } else {
+        None
+    };
     let run = RunCommand {
         program,
         config: cli.queue.config.clone(),
         queue_dir: config.queue_dir.clone(),
+        hand_off,
     };
     let limits = Limits {
         max_recipients: cli.max_recipients as usize,
         command_timeout: Duration::from_secs(cli.timeout),
         data_timeout: Duration::from_secs(cli.data_timeout),
+        min_data_rate: cli.min_data_rate,
+        stress_timeout: Duration::from_secs(cli.stress_timeout),
+        max_connections: cli.max_connections as usize,
+        max_client_connections: cli.max_client_connections as usize,
         ..Limits::new(&config)
     };
     // Port 25 needs root: bind first, then become the queue's owner before the log and the
     // queue are opened, so every file this server and its queue runs create is the owner's.
-    let listeners = if cli.inetd {
+    let listeners = if cli.inetd || cli.flush.is_some() {
         Vec::new()
     } else {
         smtpd::listen(&cli.listen)?
     };
     queue::become_owner(&config.queue_dir)?;
     let log = Arc::new(MailLog::open(&config.log, PROGRAM).context("cannot open the mail log")?);
+    if let Some(node) = cli.flush {
+        smtpd::flush_handed_off(&config, run, log, &node)?;
+        return Ok(Status::Ok);
+    }
     let server = Arc::new(Server::new(config, limits, run, log)?);
     if cli.inetd {
         smtpd::serve_stdio(&server)?;
     } else {
-        smtpd::serve(server, listeners, cli.max_connections as usize)?;
+        smtpd::serve(server, listeners)?;
     }
     Ok(Status::Ok)
 }

@@ -5,7 +5,8 @@
 //!
 //! [`diagnose`] asks the DNS for the domain's MX records and, for every target, its CNAME,
 //! A, AAAA and reverse names, as a sending MTA would see them. [`probe::probe`] then talks
-//! SMTP to every address (greeting, EHLO, STARTTLS, and RCPT with RSET and QUIT, never DATA).
+//! SMTP to every address (greeting, EHLO, STARTTLS, and RCPT with RSET and QUIT, never DATA;
+//! after an accepted RCPT, one more for a user no site has).
 //! Each observation that matters becomes a [`Finding`] with a [`Severity`]; the worst one is
 //! the [`Verdict`], which is the monitoring exit status (Nagios plugin convention).
 //!
@@ -18,7 +19,7 @@
 //! - WARNING: mail flows but something is wrong: no MX records (implicit MX), a target that is
 //!   a CNAME or an IP address, a target without address or whose lookup failed while others
 //!   work, a host that does not answer while others do, a failed STARTTLS handshake, an expired
-//!   certificate, RCPT answered 4xx.
+//!   certificate, RCPT answered 4xx, a host that accepts any local part (backscatter).
 //! - Notes (OK): this host's place in the list, missing reverse names, no STARTTLS, an
 //!   untrusted certificate, a backup MX without ETRN.
 //!

@@ -5,6 +5,11 @@
 //! STARTTLS when offered (the certificate is recorded, not required to be trusted: MX-to-MX TLS
 //! is opportunistic), says EHLO again, and with a recipient sends `MAIL FROM:<>` and
 //! `RCPT TO:<recipient>`, then RSET and QUIT. It never sends DATA, so no probe delivers mail.
+//!
+//! When the recipient is accepted, a second RCPT in the same transaction names a local part no
+//! site has, at the same domain. A host that accepts that too takes mail for any user and, when
+//! the site refuses it later, bounces it to the sender, who is usually forged: a source of
+//! backscatter, reported as a WARNING.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -57,6 +62,12 @@ pub struct ProbeReport {
     pub rcpt_accepted: Option<bool>,
     /// The RCPT reply code, for telling 4xx from 5xx.
     pub rcpt_code: Option<u16>,
+    /// The unlikely recipient tried after an accepted one, at the same domain.
+    pub unknown_rcpt: Option<String>,
+    /// The reply to it.
+    pub unknown_rcpt_reply: Option<String>,
+    /// True when it was accepted (2xx): the host takes any local part.
+    pub unknown_rcpt_accepted: Option<bool>,
 }
 
 /// The STARTTLS handshake and the server's certificate.
@@ -79,6 +90,11 @@ pub struct TlsReport {
 /// Probes every address of every exchanger and adds the findings.
 pub fn probe(diagnosis: &mut Diagnosis, options: &ProbeOptions) {
     let tls = TlsClient::new(Verification::Insecure);
+    let unknown = options
+        .rcpt
+        .as_ref()
+        .and_then(|rcpt| unlikely(rcpt.domain()));
+    let unknown = unknown.as_ref();
     let targets: Vec<(usize, usize, String, SocketAddr)> = diagnosis
         .exchangers
         .iter()
@@ -103,7 +119,7 @@ pub fn probe(diagnosis: &mut Diagnosis, options: &ProbeOptions) {
             .iter()
             .map(|(e, a, host, addr)| {
                 let tls = &tls;
-                let handle = scope.spawn(move || probe_address(host, *addr, options, tls));
+                let handle = scope.spawn(move || probe_address(host, *addr, options, unknown, tls));
                 (*e, *a, handle)
             })
             .collect();
@@ -125,17 +141,25 @@ pub fn probe(diagnosis: &mut Diagnosis, options: &ProbeOptions) {
     judge(diagnosis, options);
 }
 
+/// A recipient at `domain` that no site has: a local part with a random tail.
+fn unlikely(domain: &Domain) -> Option<Address> {
+    let mut rng = fastrand::Rng::new();
+    let tail: String = (0..12).map(|_| rng.lowercase()).collect();
+    Address::parse_qualified(&format!("no-such-user-{tail}@{domain}")).ok()
+}
+
 fn probe_address(
     host: &str,
     addr: SocketAddr,
     options: &ProbeOptions,
+    unknown: Option<&Address>,
     tls: &TlsClient,
 ) -> ProbeReport {
     let mut report = ProbeReport {
         port: addr.port(),
         ..ProbeReport::default()
     };
-    if let Err(err) = converse(host, addr, options, tls, &mut report) {
+    if let Err(err) = converse(host, addr, options, unknown, tls, &mut report) {
         if let Some(reply) = err.reply()
             && report.greeting.is_none()
         {
@@ -152,6 +176,7 @@ fn converse(
     host: &str,
     addr: SocketAddr,
     options: &ProbeOptions,
+    unknown: Option<&Address>,
     tls: &TlsClient,
     report: &mut ProbeReport,
 ) -> Result<(), SmtpError> {
@@ -198,6 +223,15 @@ fn converse(
                 parameters: Vec::new(),
             })?;
             record_rcpt(report, &rcpt);
+            if let (true, Some(unknown)) = (rcpt.is_positive(), unknown) {
+                let reply = connection.command(&Command::Rcpt {
+                    to: unknown.clone(),
+                    parameters: Vec::new(),
+                })?;
+                report.unknown_rcpt = Some(unknown.to_string());
+                report.unknown_rcpt_reply = Some(reply.to_string());
+                report.unknown_rcpt_accepted = Some(reply.is_positive());
+            }
         }
         connection.reset()?;
     }
@@ -346,6 +380,18 @@ fn conversation_findings(
                 ),
             ),
         }
+    }
+    if let (Some(true), Some(unknown), Some(reply)) = (
+        report.unknown_rcpt_accepted,
+        &report.unknown_rcpt,
+        &report.unknown_rcpt_reply,
+    ) {
+        add(
+            Severity::Warning,
+            format!(
+                "accepts any local part: RCPT TO:<{unknown}> answered {reply}; mail for users the site does not have is bounced later to senders that are usually forged (backscatter): give the host the site's users (queue-smtpd: [relay_recipients])"
+            ),
+        );
     }
     findings
 }

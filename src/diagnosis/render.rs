@@ -225,6 +225,12 @@ fn probe_lines(report: &ProbeReport, out: &mut dyn Write) -> io::Result<()> {
     if let Some(rcpt) = &report.rcpt {
         line("RCPT", rcpt)?;
     }
+    if let (Some(unknown), Some(reply)) = (&report.unknown_rcpt, &report.unknown_rcpt_reply) {
+        line(
+            "RCPT",
+            &format!("{reply} (for <{unknown}>, a user no site has)"),
+        )?;
+    }
     if let Some(error) = &report.error {
         line("error", error)?;
     }

@@ -5,10 +5,9 @@ use std::io::{self, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixStream;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
 
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::socket::{self, AddressFamily, Backlog, SockFlag, SockType, SockaddrIn6, sockopt};
@@ -44,16 +43,13 @@ fn listen_v6_only(addr: SockaddrIn6) -> io::Result<TcpListener> {
     Ok(TcpListener::from(fd))
 }
 
-/// Serves every listener until SIGTERM or SIGINT, at most `max_connections` sessions at once.
+/// Serves every listener until SIGTERM or SIGINT, at most `max_connections` sessions at once
+/// and `max_client_connections` from one address; a client beyond either gets 421 at once.
 ///
 /// On a signal: the listeners close, sessions are told to end (each finishes the command or
 /// the commit it is in, then gets 421), the program waits for them and for the queue runs ETRN
 /// started, and returns.
-pub fn serve(
-    server: Arc<Server>,
-    listeners: Vec<TcpListener>,
-    max_connections: usize,
-) -> Result<(), SmtpdError> {
+pub fn serve(server: Arc<Server>, listeners: Vec<TcpListener>) -> Result<(), SmtpdError> {
     let io = |action| move |source| SmtpdError::Io { action, source };
     // A signal writes a byte here; the accept loop polls it beside the listeners.
     let (wake, alarm) = UnixStream::pair().map_err(io("cannot create a socket pair"))?;
@@ -76,7 +72,6 @@ pub fn serve(
         .log
         .info(&format!("daemon started: listening on {}", names.join(" ")));
 
-    let active = Arc::new(AtomicUsize::new(0));
     let sessions: Arc<Mutex<HashMap<u64, TcpStream>>> = Arc::default();
     let mut threads: Vec<JoinHandle<()>> = Vec::new();
     let mut next_id = 0u64;
@@ -112,14 +107,23 @@ pub fn serve(
                         break;
                     }
                 };
-                if active.load(Ordering::SeqCst) >= max_connections {
-                    threads.push(refuse(&server, stream, peer, max_connections));
+                let limits = &server.limits;
+                if server.load.active.load(Ordering::SeqCst) >= limits.max_connections {
+                    refuse(&server, stream, peer, Crowd::Server(limits.max_connections));
+                    continue;
+                }
+                let ip = peer.ip().to_canonical();
+                if !server.clients.admit(ip, limits.max_client_connections) {
+                    refuse(
+                        &server,
+                        stream,
+                        peer,
+                        Crowd::Client(limits.max_client_connections),
+                    );
                     continue;
                 }
                 next_id += 1;
-                threads.push(start_session(
-                    &server, stream, peer, next_id, &active, &sessions,
-                ));
+                threads.push(start_session(&server, stream, peer, next_id, &sessions));
             }
         }
         threads.retain(|thread| !thread.is_finished());
@@ -141,16 +145,19 @@ pub fn serve(
     Ok(())
 }
 
+/// Runs a session on a thread of its own; the client was counted in by [`Clients::admit`] and
+/// is counted out when the session ends.
+///
+/// [`Clients::admit`]: super::clients::Clients::admit
 fn start_session(
     server: &Arc<Server>,
     stream: TcpStream,
     peer: SocketAddr,
     id: u64,
-    active: &Arc<AtomicUsize>,
     sessions: &Arc<Mutex<HashMap<u64, TcpStream>>>,
 ) -> JoinHandle<()> {
-    let (server, active, sessions) = (Arc::clone(server), Arc::clone(active), Arc::clone(sessions));
-    active.fetch_add(1, Ordering::SeqCst);
+    let (server, sessions) = (Arc::clone(server), Arc::clone(sessions));
+    server.load.active.fetch_add(1, Ordering::SeqCst);
     std::thread::spawn(move || {
         let registered = stream
             .try_clone()
@@ -159,7 +166,7 @@ fn start_session(
         // An accepted socket may inherit the listener's non-blocking mode on some systems.
         let channel = stream
             .set_nonblocking(false)
-            .and_then(|()| Channel::tcp(stream));
+            .and_then(|()| Channel::tcp(stream, Some(server.stress())));
         match channel {
             Ok(channel) => server.session(channel, Client::Tcp(peer)),
             Err(e) => server
@@ -171,38 +178,54 @@ fn start_session(
         {
             map.remove(&id);
         }
-        active.fetch_sub(1, Ordering::SeqCst);
+        server.clients.leave(peer.ip().to_canonical());
+        server.load.active.fetch_sub(1, Ordering::SeqCst);
     })
 }
 
-/// Says 421 to a client beyond the connection limit and closes.
-fn refuse(
-    server: &Arc<Server>,
-    mut stream: TcpStream,
-    peer: SocketAddr,
-    limit: usize,
-) -> JoinHandle<()> {
-    server.log.warning(&format!(
-        "too many connections ({limit}); refused [{}]:{}",
-        peer.ip().to_canonical(),
-        peer.port()
-    ));
+/// Which limit a refused client ran into.
+enum Crowd {
+    Server(usize),
+    Client(usize),
+}
+
+/// Says 421 to a client beyond a connection limit and closes, without a thread and without
+/// waiting: the socket is new, so its send buffer takes the line at once, and a client that
+/// does not read it loses nothing but the explanation.
+fn refuse(server: &Server, mut stream: TcpStream, peer: SocketAddr, crowd: Crowd) {
+    let ip = peer.ip().to_canonical();
+    let (log, reply) = match crowd {
+        Crowd::Server(limit) => (
+            format!(
+                "too many connections ({limit}); refused [{ip}]:{}",
+                peer.port()
+            ),
+            "too many connections".to_string(),
+        ),
+        Crowd::Client(limit) => (
+            format!(
+                "too many connections from [{ip}] ({limit}); refused [{ip}]:{}",
+                peer.port()
+            ),
+            format!("too many connections from [{ip}]"),
+        ),
+    };
+    server.log.warning(&log);
     let text = format!(
-        "421 4.7.0 {} Error: too many connections; try again later\r\n",
+        "421 4.7.0 {} Error: {reply}; try again later\r\n",
         server.hostname
     );
-    std::thread::spawn(move || {
-        let _ = stream.set_nonblocking(false);
-        let _ = stream.set_write_timeout(Some(Duration::from_secs(10)));
-        let _ = stream.write_all(text.as_bytes());
-    })
+    let _ = stream.set_nonblocking(true);
+    let _ = stream.write(text.as_bytes());
 }
 
 /// One session on standard input and output (inetd, tcpserver, systemd `Accept=yes`). When
 /// standard input is a socket the client's address is known and time limits apply.
 ///
 /// When the session ends, standard input and output are pointed at `/dev/null` so the client
-/// sees the connection close, and the program waits for the queue runs it started.
+/// sees the connection close. Queue runs asked for by ETRN were handed to processes of their
+/// own (see [`super::flush`]) when the server was set up to; only runs watched by threads of
+/// this process are waited for.
 pub fn serve_stdio(server: &Server) -> Result<(), SmtpdError> {
     let io = |action| move |source| SmtpdError::Io { action, source };
     let stdin: OwnedFd = io::stdin()
@@ -212,7 +235,7 @@ pub fn serve_stdio(server: &Server) -> Result<(), SmtpdError> {
     let socket = TcpStream::from(stdin);
     let (channel, client) = match socket.peer_addr() {
         Ok(peer) => (
-            Channel::tcp(socket).map_err(io("cannot use standard input"))?,
+            Channel::tcp(socket, None).map_err(io("cannot use standard input"))?,
             Client::Tcp(peer),
         ),
         Err(_) => (

@@ -16,10 +16,11 @@
 //!     program: "/usr/sbin/queue-run".into(),
 //!     config: None,
 //!     queue_dir: config.queue_dir.clone(),
+//!     hand_off: None,
 //! };
 //! let server = Arc::new(Server::new(config.clone(), Limits::new(&config), run, log)?);
 //! let listeners = smtpd::listen(&["127.0.0.1:2525".parse()?])?;
-//! smtpd::serve(server, listeners, 100)?; // until SIGTERM or SIGINT
+//! smtpd::serve(server, listeners)?; // until SIGTERM or SIGINT
 //! # Ok(())
 //! # }
 //! ```
@@ -31,13 +32,20 @@
 //! `tls_key` are configured), and takes MAIL, RCPT, DATA, RSET, NOOP, VRFY (252), HELP, QUIT and
 //! STARTTLS. A recipient is accepted only when its domain is one of
 //! `relay_domains` or `hold_domains`, exactly (a subdomain must be listed itself); every other
-//! recipient gets `554 5.7.1 relay access denied`. The message is written to a queue draft as it
-//! arrives, after one added `Received:` field, and committed ([`crate::queue::Draft::commit`])
-//! before the 250 is sent.
+//! recipient gets `554 5.7.1 relay access denied`, and so does one whose local part routes
+//! onward (`%`, `!`, a quoted `@`) unless `allow_untrusted_routing` is set. Where
+//! `[relay_recipients]` lists a domain's users ([`recipients`]), anyone else there gets
+//! `550 5.1.1` at RCPT. `RCPT TO:<postmaster>` without a domain is taken for the configured
+//! `postmaster` address, else postmaster at this host's name (RFC 5321 §4.5.1). The message is
+//! written to a queue draft as it arrives, after one added `Received:` field, and committed
+//! ([`crate::queue::Draft::commit`]) before the 250 is sent. While the queue's file system has
+//! less free space than `queue_min_free`, MAIL (and a commit) get `452 4.3.1`.
 //!
 //! ETRN `domain` and `@domain` ([`flush`]) are answered for the same domains: 251 when nothing
-//! waits, 253 with the number of messages when something does, and then one `queue-run -R` is
-//! started in the background for that node. `#queue` gets 459: there are no named queues.
+//! waits, 253 with the number of messages when something does, and then a `queue-run -R` for
+//! that node is started, or, while one is going, one more is scheduled to follow it.
+//! `#queue` gets 459: there are no named queues. Each client address has an ETRN allowance
+//! ([`clients`]); beyond it, 458.
 //!
 //! STARTTLS (RFC 3207, [`tls`]) answers 220 and runs the TLS handshake on the same connection;
 //! the session then starts over from the greeting: the client must EHLO again, and what it said
@@ -45,9 +53,11 @@
 //! field. Without a certificate STARTTLS gets 502, as any command not implemented.
 //!
 //! [`serve`] runs the daemon: listeners on several addresses, one thread per connection, a
-//! connection limit (421 beyond it), and a clean stop on SIGTERM or SIGINT. [`serve_stdio`] runs
-//! one session on standard input and output, as under inetd, tcpserver or a systemd socket with
-//! `Accept=yes`.
+//! connection limit and a smaller one per client address (421 beyond either), shorter time
+//! limits while most connections are taken, and a clean stop on SIGTERM or SIGINT.
+//! [`serve_stdio`] runs one session on standard input and output, as under inetd, tcpserver or
+//! a systemd socket with `Accept=yes`; the queue runs its ETRNs ask for are handed to processes
+//! of their own, so the session ends when its client leaves.
 //!
 //! It is written here, not taken from a crate, because the state machine is the product: its
 //! replies, its limits and the instant it says 250 are what the ISP's administrator relies on,
@@ -62,23 +72,31 @@
 //! - Only `<CRLF>.<CRLF>` ends message data. A bare CR or LF, in a command or in the data, is
 //!   refused, never reinterpreted (SMTP smuggling); the data is still read to its real end.
 //! - Limits: message size (552 at MAIL for a larger `SIZE=`, and after DATA for larger data,
-//!   which is read to its end first), recipients per message (452 beyond), 512-octet command
-//!   lines (500), 1000-octet data lines (the message is refused), a time limit on every read and
-//!   write, errors per session (421 and hang-up), ETRN commands per session (458 beyond).
+//!   which is read to its end first), a header section of at most 100 KiB (552 after DATA),
+//!   recipients per message (452 beyond), 512-octet command lines (500), 1000-octet data lines
+//!   (the message is refused), a deadline for each whole command line and a minimum data rate
+//!   during DATA, a time limit on each write, errors per session (421 and hang-up), ETRN
+//!   commands per session and per client address (458 beyond), sessions per client address
+//!   (421 beyond).
+//! - Memory per session is fixed, whatever `max_message_size` says: at most 100 KiB of header
+//!   text and its field index (under 400 KiB together), 32 KiB of socket buffers, a 64 KiB
+//!   queue-file buffer, one data line, and the TLS buffers; the body streams to disk.
 //! - The hop limit (`max_hops`) counts `Received:` fields exactly as local submission does.
 //! - Every session is logged: connect, HELO, each message with its recipients, each refusal,
 //!   each ETRN and what it started, disconnect.
 //!
 //! # Security
 //!
-//! - Never an open relay: acceptance is a list lookup on the recipient's validated domain.
+//! - Never an open relay: acceptance is a list lookup on the recipient's validated domain, and
+//!   a local part that names another hop is refused, since the site's own MTA may honour it.
 //! - Nothing from the network reaches a shell. A queue run is started with an argument vector:
 //!   the program fixed at start-up, `-R` and a validated [`crate::selection::DomainPattern`].
-//!   ETRN starts at most one run per node at a time, and only for configured domains, so the
-//!   number of processes a client can cause is bounded by the configuration.
-//! - Every line has a length limit and every read a time limit; the header section is the only
-//!   part of a message held in memory, and it is bounded by the size limit. The time limits stay
-//!   on the socket under TLS, and so cover the handshake.
+//!   ETRN leads to at most one run per node going and one waiting, across every session and
+//!   process on the queue, and only for configured domains, so the number of processes clients
+//!   can cause is bounded by the configuration.
+//! - Every line has a length limit and every step a deadline; the header section is the only
+//!   part of a message held in memory, and it is bounded. The deadlines stay on the socket
+//!   under TLS, and so cover the handshake and every record.
 //! - No plaintext injection (CVE-2011-0411 and its kin): a client that sends anything after
 //!   STARTTLS before the handshake gets 501 and the connection is closed, so nothing sent in clear
 //!   is ever taken as a command of the TLS session. Bytes that arrive only after that check reach
@@ -96,14 +114,16 @@
 //!   the next session).
 //! - STARTTLS needs a socket: in inetd mode over a pipe it gets 502.
 //! - No reverse DNS: the client is named by its address in logs and in `Received:`.
-//! - An ETRN that arrives while its node's run is going starts nothing; mail that arrived after
-//!   that run had planned its work waits for the next ETRN. In inetd mode each session is its own
-//!   process, so two sessions can start a run each (the queue's locks still keep them from
-//!   delivering any message twice).
+//! - A client is its address: IPv6 clients that spread over a prefix count as many clients.
+//! - In inetd mode each session is its own process: the per-client session limit is the inetd
+//!   server's business (tcpserver `-c`, systemd `MaxConnectionsPerSource=`), and the ETRN
+//!   allowance holds per session only. The order of queue runs holds across processes.
 //! - In inetd mode over a pipe (not a socket) there are no time limits.
 
+pub mod clients;
 mod daemon;
-mod flush;
+pub mod flush;
+pub mod recipients;
 mod request;
 mod session;
 mod tls;
@@ -114,7 +134,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use crate::address::Domain;
+use crate::address::{Address, Domain};
 use crate::config::{Config, ConfigError};
 use crate::maillog::MailLog;
 use crate::queue::{Queue, QueueError};
@@ -124,10 +144,21 @@ pub use daemon::{listen, serve, serve_stdio};
 pub use flush::RunCommand;
 use wire::Channel;
 
-/// RFC 5321 §4.5.3.2.7: the server waits at least 5 minutes for a command.
+/// RFC 5321 §4.5.3.2.7: the server waits at least 5 minutes for a command; here, for a whole
+/// command line.
 pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(300);
-/// How long a read inside DATA may wait (the client's own limit per block is 3 minutes).
+/// The data window: how long DATA may go without the minimum rate paying for more time (the
+/// client's own limit per block is 3 minutes).
 pub const DATA_TIMEOUT: Duration = Duration::from_secs(300);
+/// Octets per second message data must average (Postfix's `smtpd_min_data_rate`).
+pub const MIN_DATA_RATE: u64 = 500;
+/// The time limit for commands and data while most connections are taken (Postfix's
+/// `smtpd_timeout` under stress).
+pub const STRESS_TIMEOUT: Duration = Duration::from_secs(10);
+/// Sessions at once.
+pub const MAX_CONNECTIONS: usize = 100;
+/// Sessions at once from one client address (Postfix's anvil has 50 of 100).
+pub const MAX_CLIENT_CONNECTIONS: usize = 10;
 /// RFC 5321 §4.5.3.1.8 asks servers to accept at least 100 recipients.
 pub const MAX_RECIPIENTS: usize = 100;
 /// Client errors after which a session is ended with 421, as Postfix's hard error limit.
@@ -135,15 +166,23 @@ pub const MAX_ERRORS: u32 = 20;
 /// ETRN commands one session may send; sendmail starts to slow a session down after 7.
 pub const MAX_ETRN: u32 = 10;
 
-/// The limits a session enforces.
+/// The limits the server enforces.
 #[derive(Debug, Clone)]
 pub struct Limits {
     pub max_message_size: u64,
     pub max_recipients: usize,
     pub max_errors: u32,
     pub max_etrn: u32,
+    /// The deadline for each whole command line.
     pub command_timeout: Duration,
+    /// The data window (see [`MIN_DATA_RATE`]).
     pub data_timeout: Duration,
+    /// Octets per second; 0: the data window is a fixed deadline.
+    pub min_data_rate: u64,
+    /// Both time limits while three quarters of the connections are taken.
+    pub stress_timeout: Duration,
+    pub max_connections: usize,
+    pub max_client_connections: usize,
 }
 
 impl Limits {
@@ -156,6 +195,10 @@ impl Limits {
             max_etrn: MAX_ETRN,
             command_timeout: COMMAND_TIMEOUT,
             data_timeout: DATA_TIMEOUT,
+            min_data_rate: MIN_DATA_RATE,
+            stress_timeout: STRESS_TIMEOUT,
+            max_connections: MAX_CONNECTIONS,
+            max_client_connections: MAX_CLIENT_CONNECTIONS,
         }
     }
 }
@@ -204,6 +247,30 @@ impl Sysexit for SmtpdError {
     }
 }
 
+/// What `queue-smtpd --flush NODE` does: the ETRN request an inetd session handed off, seen
+/// through in this process, which waits as long as the run before it takes (see [`flush`]).
+pub fn flush_handed_off(
+    config: &Config,
+    run: RunCommand,
+    log: Arc<MailLog>,
+    node: &crate::selection::DomainPattern,
+) -> Result<(), SmtpdError> {
+    let queue = Queue::open(&config.queue_dir)?;
+    let flusher = flush::Flusher::new(
+        RunCommand {
+            hand_off: None,
+            ..run
+        },
+        log,
+    );
+    flusher
+        .request_here(&queue, node)
+        .map_err(|source| SmtpdError::Io {
+            action: "cannot order the queue run",
+            source,
+        })
+}
+
 /// Who is on the other end of a session.
 #[derive(Debug, Clone, Copy)]
 enum Client {
@@ -215,6 +282,14 @@ enum Client {
 impl Client {
     /// The address as RFC 5321 writes it in a `Received:` field: `[192.0.2.1]`,
     /// `[IPv6:2001:db8::1]`.
+    /// The address sessions are counted and ETRN allowances kept under.
+    fn ip(&self) -> Option<std::net::IpAddr> {
+        match self {
+            Client::Tcp(addr) => Some(addr.ip().to_canonical()),
+            Client::Unknown => None,
+        }
+    }
+
     fn literal(&self) -> String {
         match self {
             Client::Tcp(addr) => match addr.ip().to_canonical() {
@@ -235,7 +310,7 @@ impl std::fmt::Display for Client {
     }
 }
 
-/// What every session shares: configuration, queue, log, the ETRN runs.
+/// What every session shares: configuration, queue, log, the ETRN runs, the clients.
 pub struct Server {
     hostname: Domain,
     config: Config,
@@ -243,8 +318,12 @@ pub struct Server {
     queue: Queue,
     log: Arc<MailLog>,
     flusher: Arc<flush::Flusher>,
+    recipients: recipients::RelayRecipients,
+    clients: clients::Clients,
     /// Present when `tls_cert` and `tls_key` are configured: STARTTLS is offered.
     tls: Option<Arc<rustls::ServerConfig>>,
+    /// The daemon's sessions going on now (an inetd session counts none).
+    load: Arc<wire::Load>,
     stopping: AtomicBool,
 }
 
@@ -258,17 +337,39 @@ impl Server {
         log: Arc<MailLog>,
     ) -> Result<Server, SmtpdError> {
         let tls = tls::server_config(&config)?;
+        let recipients = recipients::RelayRecipients::load(&config)?;
+        let load = Arc::new(wire::Load::new(limits.max_connections));
         let queue = Queue::open(&config.queue_dir)?;
         Ok(Server {
             tls,
             hostname: config.primary_hostname(),
             flusher: Arc::new(flush::Flusher::new(run, Arc::clone(&log))),
+            recipients,
+            clients: clients::Clients::default(),
             config,
             limits,
             queue,
             log,
+            load,
             stopping: AtomicBool::new(false),
         })
+    }
+
+    /// Where mail to the bare `postmaster` goes.
+    pub fn postmaster(&self) -> Address {
+        self.config
+            .postmaster
+            .clone()
+            .unwrap_or_else(|| Address::postmaster(&self.hostname))
+    }
+
+    /// The short time limits that apply while three quarters or more of the daemon's
+    /// connections are taken, so that idle and slow clients make room.
+    fn stress(&self) -> wire::Stress {
+        wire::Stress {
+            load: Arc::clone(&self.load),
+            timeout: self.limits.stress_timeout,
+        }
     }
 
     /// True when mail for `domain` is taken: it is one of `relay_domains` or `hold_domains`.
@@ -287,6 +388,7 @@ impl Server {
 
     fn stop(&self) {
         self.stopping.store(true, Ordering::SeqCst);
+        self.flusher.stop();
     }
 
     fn is_stopping(&self) -> bool {

@@ -20,7 +20,7 @@ pub enum Request {
         /// `SIZE=` (RFC 1870): the size the client announces.
         size: Option<u64>,
     },
-    Rcpt(Address),
+    Rcpt(ForwardPath),
     Data,
     Rset,
     Noop,
@@ -30,6 +30,14 @@ pub enum Request {
     Etrn(EtrnArgument),
     /// RFC 3207; whether it is offered is the session's decision.
     StartTls,
+}
+
+/// Where RCPT asks mail to go (RFC 5321 §4.1.2 `Forward-path`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ForwardPath {
+    /// `<Postmaster>` without a domain, which every server must take (§4.5.1).
+    Postmaster,
+    Mailbox(Address),
 }
 
 /// A reply that refuses a command: code and text (the enhanced status code opens the text).
@@ -145,8 +153,11 @@ fn rcpt(rest: &str) -> Result<Request, Refusal> {
             format!("5.5.4 {parameter}: unsupported RCPT parameter"),
         ));
     }
+    if path.eq_ignore_ascii_case("<postmaster>") {
+        return Ok(Request::Rcpt(ForwardPath::Postmaster));
+    }
     mailbox(path)
-        .map(Request::Rcpt)
+        .map(|address| Request::Rcpt(ForwardPath::Mailbox(address)))
         .ok_or_else(|| refuse(501, format!("5.1.3 {path}: bad recipient address syntax")))
 }
 
@@ -241,7 +252,16 @@ mod tests {
         assert_eq!(code("MAIL FROM:<a@example.test>x"), 501);
         assert_eq!(code("MAIL FROM:<a@example.test> SIZE=x"), 501);
         assert_eq!(code("MAIL FROM:<a@example.test> AUTH=<>"), 555);
-        assert_eq!(code("RCPT TO:<postmaster>"), 501);
+        assert_eq!(
+            ok("RCPT TO:<postmaster>"),
+            Request::Rcpt(ForwardPath::Postmaster)
+        );
+        assert_eq!(
+            ok("rcpt to: <PostMaster>"),
+            Request::Rcpt(ForwardPath::Postmaster)
+        );
+        assert_eq!(code("RCPT TO:<postmaster> NOTIFY=NEVER"), 555);
+        assert_eq!(code("RCPT TO:<webmaster>"), 501);
         assert_eq!(code("RCPT TO:<u@customer.example> NOTIFY=NEVER"), 555);
         assert_eq!(code("RCPT TO:<u@bad domain>"), 501);
     }

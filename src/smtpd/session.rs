@@ -9,14 +9,18 @@ use std::io;
 
 use crate::address::{Address, Domain, ReversePath};
 use crate::envelope::{Envelope, Recipient};
-use crate::header::{HeaderSection, LeadingFrom, Lines, Received, exceeds_hop_limit, rfc5322_date};
+use crate::header::{
+    HeaderError, HeaderSection, LeadingFrom, Lines, MAX_HEADER_SECTION, Received,
+    exceeds_hop_limit, rfc5322_date,
+};
 use crate::queue::{Draft, QueueId};
 use crate::selection::DomainPattern;
 use crate::smtp::EtrnArgument;
 
-use super::flush::{self, Started};
-use super::request::{self, Request};
-use super::wire::{Channel, DataFault, LineFault};
+use super::flush::{self, Requested};
+use super::recipients::Lookup;
+use super::request::{self, ForwardPath, Request};
+use super::wire::{Channel, DataFault, LineFault, is_timeout};
 use super::{Client, Server};
 
 /// Whether the session goes on after a command.
@@ -77,13 +81,6 @@ pub fn run(server: &Server, channel: Channel, client: Client) {
     ));
 }
 
-fn is_timeout(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-    )
-}
-
 impl Session<'_> {
     fn host(&self) -> &Domain {
         &self.server.hostname
@@ -91,10 +88,12 @@ impl Session<'_> {
 
     fn converse(&mut self) -> io::Result<()> {
         self.channel
-            .set_timeout(self.server.limits.command_timeout)?;
+            .set_write_timeout(self.server.limits.command_timeout)?;
         self.channel
             .reply(220, &format!("{} ESMTP etrnq", self.host()))?;
         loop {
+            self.channel
+                .expect_command(self.server.limits.command_timeout);
             let Some(line) = self.channel.read_command()? else {
                 if self.server.is_stopping() {
                     self.channel
@@ -230,6 +229,8 @@ impl Session<'_> {
             return Ok(Flow::Close);
         }
         self.channel.reply(220, "2.0.0 Ready to start TLS")?;
+        self.channel
+            .expect_command(self.server.limits.command_timeout);
         match self.channel.start_tls(config) {
             Ok(summary) => {
                 self.server
@@ -296,6 +297,13 @@ impl Session<'_> {
                 &format!("5.3.4 Error: message size exceeds fixed limit of {limit} octets"),
             );
         }
+        if let Some(refusal) = self.short_of_space(size.unwrap_or(0)) {
+            self.server.log.info(&format!(
+                "reject: MAIL from {}: {} {}; from=<{from}>",
+                self.client, refusal.0, refusal.1
+            ));
+            return self.ok(refusal.0, &refusal.1);
+        }
         self.transaction = Some(Transaction {
             sender: from,
             recipients: Vec::new(),
@@ -303,27 +311,103 @@ impl Session<'_> {
         self.ok(250, "2.1.0 Ok")
     }
 
-    fn rcpt(&mut self, to: Address) -> io::Result<Flow> {
+    /// The refusal while the queue's file system, less `coming` octets, would be below the
+    /// `queue_min_free` reserve: room for delivery state and bounces comes first.
+    fn short_of_space(&self, coming: u64) -> Option<(u16, String)> {
+        let reserve = self.server.config.queue_min_free();
+        if reserve == 0 {
+            return None;
+        }
+        match self.server.queue.free_space() {
+            Ok(free) if free >= reserve.saturating_add(coming) => None,
+            Ok(free) => {
+                self.server.log.warning(&format!(
+                    "queue file system has {free} bytes free, below queue_min_free ({reserve}); new mail is refused"
+                ));
+                Some((452, "4.3.1 Error: insufficient system storage".into()))
+            }
+            Err(e) => {
+                self.server
+                    .log
+                    .warning(&format!("cannot measure free space: {e}"));
+                Some((451, "4.3.0 Error: queue file write error".into()))
+            }
+        }
+    }
+
+    fn rcpt(&mut self, path: ForwardPath) -> io::Result<Flow> {
         self.last = "RCPT";
+        let Some(transaction) = &self.transaction else {
+            return self.error(503, "5.5.1 Error: need MAIL command");
+        };
+        let sender = transaction.sender.to_string();
+        let to = match path {
+            // RFC 5321 §4.5.1: taken whatever the relay rules, for the address configured.
+            ForwardPath::Postmaster => {
+                let postmaster = self.server.postmaster();
+                self.server.log.info(&format!(
+                    "RCPT from {}: <postmaster> is <{postmaster}>; from=<{sender}>",
+                    self.client
+                ));
+                postmaster
+            }
+            ForwardPath::Mailbox(to) => {
+                if let Some((code, text)) = self.refusal(&to) {
+                    self.server.log.info(&format!(
+                        "reject: RCPT from {}: {code} {text}; from=<{sender}> to=<{to}>",
+                        self.client
+                    ));
+                    return match code {
+                        451 => self.ok(code, &text),
+                        _ => self.error(code, &text),
+                    };
+                }
+                to
+            }
+        };
+        let limit = self.server.limits.max_recipients;
         let Some(transaction) = &mut self.transaction else {
             return self.error(503, "5.5.1 Error: need MAIL command");
         };
-        if !self.server.accepts(to.domain()) {
-            let sender = transaction.sender.to_string();
-            self.server.log.info(&format!(
-                "reject: RCPT from {}: 554 5.7.1 <{to}>: relay access denied; from=<{sender}> to=<{to}>",
-                self.client
-            ));
-            return self.error(554, &format!("5.7.1 <{to}>: Relay access denied"));
-        }
         if transaction.recipients.contains(&to) {
             return self.ok(250, "2.1.5 Ok");
         }
-        if transaction.recipients.len() >= self.server.limits.max_recipients {
+        if transaction.recipients.len() >= limit {
             return self.ok(452, "4.5.3 Error: too many recipients");
         }
         transaction.recipients.push(to);
         self.ok(250, "2.1.5 Ok")
+    }
+
+    /// Why a recipient is not taken, as the reply that says so; `None` when it is.
+    fn refusal(&self, to: &Address) -> Option<(u16, String)> {
+        let server = self.server;
+        if !server.accepts(to.domain()) {
+            return Some((554, format!("5.7.1 <{to}>: Relay access denied")));
+        }
+        if to.routes_onward() && !server.config.allow_untrusted_routing {
+            return Some((
+                554,
+                format!(
+                    "5.7.1 <{to}>: Relay access denied: '%', '!' or a quoted '@' routes to another host"
+                ),
+            ));
+        }
+        match server.recipients.lookup(to) {
+            Lookup::Known | Lookup::Unlisted => None,
+            Lookup::Unknown => Some((
+                550,
+                format!(
+                    "5.1.1 <{to}>: Recipient address rejected: User unknown in relay recipient table"
+                ),
+            )),
+            Lookup::Unavailable(why) => {
+                server
+                    .log
+                    .warning(&format!("relay_recipients for {}: {why}", to.domain()));
+                Some((451, format!("4.3.0 <{to}>: Temporary lookup failure")))
+            }
+        }
     }
 
     fn data(&mut self) -> io::Result<Flow> {
@@ -345,10 +429,11 @@ impl Session<'_> {
             }
         };
         self.channel.reply(354, "End data with <CR><LF>.<CR><LF>")?;
-        self.channel.set_timeout(self.server.limits.data_timeout)?;
+        self.channel.expect_data(
+            self.server.limits.data_timeout,
+            self.server.limits.min_data_rate,
+        );
         let outcome = self.receive(draft, &transaction)?;
-        self.channel
-            .set_timeout(self.server.limits.command_timeout)?;
         let (code, text) = match outcome {
             Ok(id) => {
                 self.messages += 1;
@@ -404,19 +489,26 @@ impl Session<'_> {
         let mut data = self.channel.data(server.limits.max_message_size);
         let mut out = Output::new(&mut draft);
         out.write(received.as_bytes());
-        let header = HeaderSection::read(&mut data, LeadingFrom::Keep)?;
-        for field in &header.fields {
-            out.write(&field.raw);
-        }
-        if header.fields.is_empty() && header.separator.is_empty() {
-            // Data without a header section: keep its first line out of our Received field.
-            out.write(b"\r\n");
+        let header = match HeaderSection::read(&mut data, LeadingFrom::Keep, MAX_HEADER_SECTION) {
+            Ok(header) => Some(header),
+            Err(HeaderError::Input(e)) => return Err(e),
+            Err(HeaderError::TooLarge) => None,
+        };
+        if let Some(header) = &header {
+            out.write(header.raw());
+            if header.is_empty() && header.separator.is_empty() {
+                // Data without a header section: keep its first line out of our Received field.
+                out.write(b"\r\n");
+            } else {
+                out.write(&header.separator);
+            }
+            out.write(&header.first_body_line);
+            while let Some(line) = data.next_line()? {
+                out.write(line);
+            }
         } else {
-            out.write(&header.separator);
-        }
-        out.write(&header.first_body_line);
-        while let Some(line) = data.next_line()? {
-            out.write(line);
+            // Read to its end, kept nowhere: the client is answered only after the data.
+            while data.next_line()?.is_some() {}
         }
         let (written, write_error) = (out.written, out.error);
         let fault = data.fault();
@@ -445,6 +537,14 @@ impl Session<'_> {
             }
             None => {}
         }
+        let Some(header) = header else {
+            return Ok(Err((
+                552,
+                format!(
+                    "5.3.4 Error: header section exceeds fixed maximum of {MAX_HEADER_SECTION} octets; message refused"
+                ),
+            )));
+        };
         let hops = header.hops();
         if exceeds_hop_limit(hops, server.config.max_hops) {
             return Ok(Err((
@@ -460,6 +560,10 @@ impl Session<'_> {
                 .log
                 .warning(&format!("{id}: cannot write the queue file: {e}"));
             return Ok(Err((451, "4.3.0 Error: queue file write error".into())));
+        }
+        // The message took space too: what is left must still hold the reserve.
+        if let Some(refusal) = self.short_of_space(0) {
+            return Ok(Err(refusal));
         }
         let envelope = Envelope {
             id,
@@ -545,6 +649,17 @@ impl Session<'_> {
                 ),
             );
         }
+        if let Some(ip) = self.client.ip()
+            && !server.clients.take_etrn(ip, std::time::Instant::now())
+        {
+            return (
+                458,
+                format!(
+                    "4.7.0 Unable to queue messages for node {argument}: too many ETRN requests from {}; try again later",
+                    self.client.literal()
+                ),
+            );
+        }
         let count = match flush::pending(&server.queue, &node) {
             Ok(count) => count,
             Err(e) => {
@@ -563,19 +678,30 @@ impl Session<'_> {
                 format!("2.0.0 OK, no messages waiting for node {argument}"),
             );
         }
-        match server.flusher.start(&node) {
-            Ok(Started::New(_)) => (
+        match server.flusher.request(&server.queue, &node) {
+            Ok(Requested::Started) => (
                 253,
                 format!("2.0.0 OK, {count} pending messages for node {argument} started"),
             ),
-            Ok(Started::AlreadyRunning(pid)) => {
+            Ok(Requested::Scheduled) => {
                 server.log.info(&format!(
-                    "etrn: queue-run -R {node} (pid {pid}) is still going; none started"
+                    "etrn: a run for {node} is going; one more is scheduled to follow it"
                 ));
                 (
                     253,
                     format!(
-                        "2.0.0 OK, {count} pending messages for node {argument}, delivery already in progress"
+                        "2.0.0 OK, {count} pending messages for node {argument}; delivery already in progress, one more run follows it"
+                    ),
+                )
+            }
+            Ok(Requested::AlreadyScheduled) => {
+                server.log.info(&format!(
+                    "etrn: a run for {node} is going and one more is scheduled; nothing more to do"
+                ));
+                (
+                    253,
+                    format!(
+                        "2.0.0 OK, {count} pending messages for node {argument}; delivery already in progress, one more run already scheduled"
                     ),
                 )
             }

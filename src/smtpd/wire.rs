@@ -7,13 +7,24 @@
 //! client has sent nothing more, which keeps a pipelined client's replies in command order and
 //! sends them in as few packets as possible (RFC 2920 §3.2).
 //!
+//! Time is bounded per step, not per read: a command line must arrive whole before its
+//! deadline ([`Channel::expect_command`]), and message data must keep up a minimum rate
+//! ([`Channel::expect_data`]: each octet buys `1/rate` seconds, and the credit never exceeds the
+//! data window), so a client that sends a byte now and then cannot hold a session. Every read
+//! from the socket may wait only for what is left of the deadline. Writes have a time limit of
+//! their own. Under stress ([`Stress`]: most of the daemon's connections taken) a shorter limit
+//! applies at once, to reads already waiting too: a command must then come within it, and data
+//! must not stall for longer.
+//!
 //! After STARTTLS the same reader and writer go on over TLS: both ends are swapped for halves of
-//! one rustls stream on the same socket, so the socket's time limits still apply.
+//! one rustls stream on the same socket, whose reads keep the same deadline, so the handshake
+//! and every TLS record are bounded as well.
 
 use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
 use std::net::TcpStream;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::header::Lines;
 
@@ -34,27 +45,88 @@ pub enum LineFault {
 /// One line as read: the bytes without their CRLF, or what was wrong with it.
 pub type CommandLine = Result<Vec<u8>, LineFault>;
 
-/// A session's connection: buffered input, buffered output, and the socket (when there is one)
-/// whose time limits the session sets.
+/// When the client must have sent what it is sending now, shared by the channel and the socket
+/// reader under it (directly or under TLS).
+type Clock = Arc<Mutex<Timer>>;
+
+#[derive(Debug, Default)]
+struct Timer {
+    /// `None`: no limit.
+    deadline: Option<Instant>,
+    /// The start of the command, or the last data received: what a stress limit counts from.
+    since: Option<Instant>,
+}
+
+/// How long a read waits at most before it looks at the load again.
+const LOOK_AGAIN: Duration = Duration::from_secs(1);
+
+/// The daemon's load, and the short time limit while three quarters of its connections are
+/// taken (Postfix's `smtpd_timeout` under stress).
+#[derive(Debug, Clone)]
+pub struct Stress {
+    pub load: Arc<Load>,
+    pub timeout: Duration,
+}
+
+/// Sessions going on now, of at most `max`.
+#[derive(Debug)]
+pub struct Load {
+    pub active: AtomicUsize,
+    pub max: usize,
+}
+
+impl Load {
+    pub fn new(max: usize) -> Load {
+        Load {
+            active: AtomicUsize::new(0),
+            max,
+        }
+    }
+
+    pub fn stressed(&self) -> bool {
+        self.max > 0 && self.active.load(Ordering::SeqCst) * 4 >= self.max * 3
+    }
+}
+
+/// How the deadline moves while data arrives.
+#[derive(Debug, Clone, Copy)]
+enum Pace {
+    /// A fixed deadline: a command line, a TLS handshake.
+    Fixed,
+    /// Message data: each octet moves the deadline `1/rate` seconds on, never past `window`
+    /// from now.
+    Rate { window: Duration, rate: u64 },
+}
+
+/// A session's connection: buffered input, buffered output, the socket (when there is one)
+/// and the deadline its reads keep.
 pub struct Channel {
     reader: BufReader<Box<dyn Read + Send>>,
     writer: BufWriter<Box<dyn Write + Send>>,
     socket: Option<TcpStream>,
+    clock: Clock,
+    stress: Option<Stress>,
+    pace: Pace,
 }
 
 impl Channel {
-    /// A connection over a TCP socket, with time limits.
-    pub fn tcp(stream: TcpStream) -> io::Result<Channel> {
-        let reader = stream.try_clone()?;
+    /// A connection over a TCP socket, with time limits, and shorter ones under `stress`.
+    pub fn tcp(stream: TcpStream, stress: Option<Stress>) -> io::Result<Channel> {
+        let clock = Clock::default();
+        let reader = Socket {
+            stream: stream.try_clone()?,
+            clock: Arc::clone(&clock),
+            stress: stress.clone(),
+        };
         let timer = stream.try_clone()?;
-        Ok(Channel::new(
-            Box::new(reader),
-            Box::new(stream),
-            Some(timer),
-        ))
+        let mut channel = Channel::new(Box::new(reader), Box::new(stream), Some(timer));
+        channel.clock = clock;
+        channel.stress = stress;
+        Ok(channel)
     }
 
-    /// A connection over any pair of streams; `socket`, when given, receives the time limits.
+    /// A connection over any pair of streams, without read deadlines (a pipe under inetd);
+    /// [`Channel::tcp`] makes the one with them.
     pub fn new(
         reader: Box<dyn Read + Send>,
         writer: Box<dyn Write + Send>,
@@ -64,6 +136,9 @@ impl Channel {
             reader: BufReader::with_capacity(16 * 1024, reader),
             writer: BufWriter::with_capacity(16 * 1024, writer),
             socket,
+            clock: Clock::default(),
+            stress: None,
+            pace: Pace::Fixed,
         }
     }
 
@@ -89,7 +164,11 @@ impl Channel {
                 "no socket to run TLS on",
             ));
         };
-        let mut socket = socket.try_clone()?;
+        let mut socket = Socket {
+            stream: socket.try_clone()?,
+            clock: Arc::clone(&self.clock),
+            stress: self.stress.clone(),
+        };
         let mut connection = rustls::ServerConnection::new(config).map_err(io::Error::other)?;
         while connection.is_handshaking() {
             connection.complete_io(&mut socket)?;
@@ -101,14 +180,55 @@ impl Channel {
         Ok(summary)
     }
 
-    /// Sets the time limit of every following read and write. Without a socket (a pipe under
-    /// inetd-style tests) there is none to set.
-    pub fn set_timeout(&self, limit: Duration) -> io::Result<()> {
-        if let Some(socket) = &self.socket {
-            socket.set_read_timeout(Some(limit))?;
-            socket.set_write_timeout(Some(limit))?;
+    /// Sets the time limit of each write. Without a socket there is none to set.
+    pub fn set_write_timeout(&self, limit: Duration) -> io::Result<()> {
+        match &self.socket {
+            Some(socket) => socket.set_write_timeout(Some(limit)),
+            None => Ok(()),
         }
-        Ok(())
+    }
+
+    /// What is read from now on (a command line, a TLS handshake) must be in within `limit`.
+    pub fn expect_command(&mut self, limit: Duration) {
+        self.pace = Pace::Fixed;
+        self.set_deadline(Instant::now() + limit);
+    }
+
+    /// Message data from now on: the deadline starts `window` away and moves on by `1/rate`
+    /// seconds for each octet received, never further than `window` from now. A `rate` of 0
+    /// makes it a fixed deadline.
+    pub fn expect_data(&mut self, window: Duration, rate: u64) {
+        self.pace = match rate {
+            0 => Pace::Fixed,
+            rate => Pace::Rate { window, rate },
+        };
+        self.set_deadline(Instant::now() + window);
+    }
+
+    fn set_deadline(&self, at: Instant) {
+        if self.socket.is_none() {
+            return;
+        }
+        if let Ok(mut timer) = self.clock.lock() {
+            timer.deadline = Some(at);
+            timer.since = Some(Instant::now());
+        }
+    }
+
+    /// Credits `octets` just received against the data rate.
+    fn received(&self, octets: usize) {
+        let Pace::Rate { window, rate } = self.pace else {
+            return;
+        };
+        let Ok(mut timer) = self.clock.lock() else {
+            return;
+        };
+        let now = Instant::now();
+        if let Some(at) = timer.deadline {
+            let credit = Duration::from_secs_f64(octets as f64 / rate as f64);
+            timer.deadline = Some((at + credit).min(now + window));
+            timer.since = Some(now);
+        }
     }
 
     /// Queues one reply; `text` may hold several lines separated by `\n`, each of which gets the
@@ -154,14 +274,19 @@ impl Channel {
         loop {
             // Replies go out when the client has nothing more in flight: before a read that
             // would wait for it.
-            if self.reader.buffer().is_empty() {
+            let reading = self.reader.buffer().is_empty();
+            if reading {
                 self.writer.flush()?;
             }
-            let available = match self.reader.fill_buf() {
-                Ok(bytes) => bytes,
+            let arrived = match self.reader.fill_buf() {
+                Ok(bytes) => bytes.len(),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
             };
+            if reading {
+                self.received(arrived);
+            }
+            let available = self.reader.buffer();
             if available.is_empty() {
                 return Ok(None);
             }
@@ -206,17 +331,84 @@ impl Channel {
     }
 }
 
+/// The socket under a session: each read waits only for what is left of the deadline (and,
+/// under stress, of the short limit).
+struct Socket {
+    stream: TcpStream,
+    clock: Clock,
+    stress: Option<Stress>,
+}
+
+impl Socket {
+    /// How long the next read may wait; an error once the deadline has passed.
+    fn wait(&self) -> io::Result<Option<Duration>> {
+        let timer = self
+            .clock
+            .lock()
+            .map_err(|_| io::Error::other("clock lock poisoned"))?;
+        let Some(mut deadline) = timer.deadline else {
+            return Ok(None);
+        };
+        if let (Some(stress), Some(since)) = (&self.stress, timer.since)
+            && stress.load.stressed()
+        {
+            deadline = deadline.min(since + stress.timeout);
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::Error::new(io::ErrorKind::TimedOut, "deadline passed"));
+        }
+        // Under a daemon the load may change while this read waits: look at it again soon.
+        let wait = match self.stress {
+            Some(_) => left.min(LOOK_AGAIN),
+            None => left,
+        };
+        // A zero time limit would mean none at all.
+        Ok(Some(wait.max(Duration::from_millis(1))))
+    }
+}
+
+impl Read for Socket {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            let wait = self.wait()?;
+            self.stream.set_read_timeout(wait)?;
+            match self.stream.read(buf) {
+                Err(e) if wait.is_some() && is_timeout(&e) => continue,
+                other => return other,
+            }
+        }
+    }
+}
+
+/// What a socket read that ran out of time returns.
+pub fn is_timeout(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    )
+}
+
+impl Write for Socket {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.stream.write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.stream.flush()
+    }
+}
+
 /// The reading or the writing end of a TLS session. Both share one rustls stream, since TLS
 /// state is one for both directions; a session reads and writes from one thread, so the lock is
 /// never contended.
-struct TlsHalf(Arc<Mutex<rustls::StreamOwned<rustls::ServerConnection, TcpStream>>>);
+struct TlsHalf(Arc<Mutex<rustls::StreamOwned<rustls::ServerConnection, Socket>>>);
 
 impl TlsHalf {
     fn stream(
         &self,
-    ) -> io::Result<
-        std::sync::MutexGuard<'_, rustls::StreamOwned<rustls::ServerConnection, TcpStream>>,
-    > {
+    ) -> io::Result<std::sync::MutexGuard<'_, rustls::StreamOwned<rustls::ServerConnection, Socket>>>
+    {
         self.0
             .lock()
             .map_err(|_| io::Error::other("TLS stream lock poisoned"))

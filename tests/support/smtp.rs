@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Behaviour {
-    /// ETRN, SIZE, PIPELINING, 8BITMIME; accepts every recipient.
+    /// ETRN, SIZE, PIPELINING, 8BITMIME; accepts postmaster and user, and no one else.
     Accept,
     /// A backup MX that was never told about the domain: 554 Relay access denied.
     DenyRelay,
@@ -195,6 +195,14 @@ fn serve(
             "MAIL" => "250 2.1.0 Ok\r\n".to_string(),
             "RCPT" if behaviour == Behaviour::DenyRelay => {
                 "554 5.7.1 Relay access denied\r\n".to_string()
+            }
+            // A site that knows its users, as a backup MX should.
+            "RCPT"
+                if !["<postmaster@", "<user@"]
+                    .iter()
+                    .any(|u| command.contains(u)) =>
+            {
+                "550 5.1.1 User unknown\r\n".to_string()
             }
             "RCPT" => "250 2.1.5 Ok\r\n".to_string(),
             "RSET" => "250 2.0.0 Ok\r\n".to_string(),
