@@ -79,6 +79,8 @@ pub struct Config {
     /// neither, checked here, and read when the server starts.
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
+    /// At most this many recipients in one SMTP transaction when delivering.
+    pub recipients_per_transaction: usize,
 }
 
 impl Default for Config {
@@ -101,6 +103,7 @@ impl Default for Config {
             dns_nameservers: Vec::new(),
             tls_cert: None,
             tls_key: None,
+            recipients_per_transaction: crate::smtp::RECIPIENT_LIMIT,
         }
     }
 }
@@ -168,6 +171,10 @@ impl Config {
                 "dns" => config.dns_nameservers = reader.dns(value)?,
                 "tls_cert" => config.tls_cert = Some(reader.path(value)?),
                 "tls_key" => config.tls_key = Some(reader.path(value)?),
+                "recipients_per_transaction" => {
+                    config.recipients_per_transaction = usize::try_from(reader.positive(value)?)
+                        .map_err(|_| reader.error("too large"))?
+                }
                 _ => return Err(reader.error("unknown key")),
             }
         }
@@ -478,6 +485,14 @@ nameservers = ["127.0.0.1:5353"]
                 "etrnq.toml: tls_cert: missing: tls_key is set",
             ),
             ("tls_cert = \"\"", "etrnq.toml: tls_cert: must not be empty"),
+            (
+                "recipients_per_transaction = 0",
+                "etrnq.toml: recipients_per_transaction: must be greater than zero",
+            ),
+            (
+                "recipients_per_transaction = \"50\"",
+                "etrnq.toml: recipients_per_transaction: expected a whole number",
+            ),
         ];
         for (text, expected) in cases {
             let err = Config::parse(text, "etrnq.toml").unwrap_err().to_string();

@@ -79,16 +79,22 @@ mod command;
 mod connection;
 mod error;
 mod reply;
+#[cfg(test)]
+mod test_server;
 mod tls;
+mod transaction;
 
 pub use capabilities::Capabilities;
 pub use command::{AuthMechanism, Command, EtrnArgument, Parameter};
 pub use connection::{
     AddressFamily, COMMAND_TIMEOUT, CONNECT_TIMEOUT, ConnectOptions, Connection, Credentials,
-    DATA_BLOCK_TIMEOUT, DATA_END_TIMEOUT, DATA_START_TIMEOUT, Delivery, GREETING_TIMEOUT, Mail,
-    Message, Outbox, Peer, Timeouts, Transcript, resolve,
+    DATA_BLOCK_TIMEOUT, DATA_END_TIMEOUT, DATA_START_TIMEOUT, GREETING_TIMEOUT, Peer, Timeouts,
+    Transcript, resolve,
 };
 pub use error::SmtpError;
-pub use reply::{EnhancedCode, Reply, ReplyCode};
+pub use reply::{EnhancedCode, Reply, ReplyCode, printable};
 pub(crate) use tls::negotiated;
 pub use tls::{CertificateInfo, TlsClient, TlsInfo, Verification};
+pub use transaction::{
+    Attempt, Body, Delivery, Message, Outbox, RECIPIENT_LIMIT, Sent, Stage, Verdict,
+};
