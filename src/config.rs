@@ -425,6 +425,7 @@ tls = "opportunistic"
 log = "syslog"
 tls_cert = "/etc/etrnq/tls/cert.pem"
 tls_key = "/etc/etrnq/tls/key.pem"
+recipients_per_transaction = 50
 [routes]
 "customer.example" = "[127.0.0.1]:2526"
 [dns]

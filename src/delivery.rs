@@ -13,6 +13,13 @@
 //!     with the next message while the disk catches up; the message stays locked until they are
 //!     done, and the run ends after them.
 //!
+//!     When a connection fails, the message whose transaction was under way is deferred as an
+//!     attempt; the messages behind it, whose data never went out, go again at once on a new
+//!     connection with no attempt counted. A message that was under way when a connection
+//!     failed is sent alone, after the others, for the rest of the run. After two connections
+//!     in a row fail before the server answered for any message, what is left for that
+//!     destination waits for the next run.
+//!
 //! PROMISES
 //!     No message is delivered by two runs at once (the queue lock is held across the SMTP
 //!     conversation; busy messages are skipped and tried once more at the end of the run). A
@@ -21,13 +28,16 @@
 //!     recipient attempt writes one log line. Bounces are queued before failures are recorded.
 //!
 //! SECURITY
-//!     Everything from the network is bounded by the SMTP client and flattened before it is
-//!     stored. Domains used for routing were validated when the message was queued.
+//!     Everything from the network is bounded by the SMTP client, made printable where replies
+//!     are parsed, and flattened before it is stored. Domains used for routing were validated
+//!     when the message was queued.
 //!
 //! LIMITS
 //!     Static routes match a domain exactly. Host names in bracketed routes are resolved with the
 //!     system resolver (so `/etc/hosts` works for a smart host); MX targets with the DNS module.
 //!     TLS encrypts but does not authenticate the server (Postfix's "may" and "encrypt" levels).
+//!     Which message broke a connection is remembered for the run only: the envelope has no
+//!     field for it that older readers would accept.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::io::{BufReader, IsTerminal};
