@@ -536,7 +536,9 @@ impl Connection {
     }
 
     /// The next reply, which answers `stage`: MAIL, RCPT and the end of the data are answered
-    /// with 2xx, 4xx or 5xx, never 3xx.
+    /// with 2xx, 4xx or 5xx. A 3xx ends the connection: the server may now be reading message
+    /// data, so whatever is written next (commands, the next message) could become the
+    /// content of a message it delivers.
     fn checked_reply(&mut self, stage: Stage) -> Result<Reply, SmtpError> {
         let reply = self.read_reply()?;
         if reply.is_intermediate() {
@@ -545,7 +547,9 @@ impl Connection {
         Ok(reply)
     }
 
-    /// DATA is answered with 354, 4xx or 5xx; a 2xx would claim a message that was never sent.
+    /// DATA is answered with 354, 4xx or 5xx. Anything else ends the connection: a 2xx claims
+    /// a message that was never sent, and whether the server then waits for data or for the
+    /// next command cannot be told, so neither the data nor a reset can safely follow.
     fn check_data(&self, reply: Reply) -> Result<Reply, SmtpError> {
         if reply.code == ReplyCode::START_DATA || reply.is_transient() || reply.is_permanent() {
             return Ok(reply);
@@ -1291,6 +1295,35 @@ mod tests {
         assert_eq!(
             script.told[0].delivery().verdicts,
             [refusal.clone(), refusal]
+        );
+    }
+
+    #[test]
+    fn a_verdict_never_holds_a_control_character() {
+        let (addr, server) = server(
+            "220 sink ESMTP\r\n",
+            vec![
+                Step::Lines(1, PIPELINING),
+                Step::Lines(
+                    3,
+                    "250 2.1.0 Ok\r\n450-4.2.0 \u{1b}[2Jbusy\0\r\n450 4.2.0 try\rlater\u{7}\r\n554 5.5.1 no valid recipients\r\n",
+                ),
+                Step::Lines(1, "250 2.0.0 reset\r\n"),
+            ],
+        );
+        let mut conn = session(addr, Duration::from_secs(10));
+        let mut script = Script::new(vec![message("one@example.test", "x\n")]);
+        conn.deliver_all(&mut script).unwrap();
+        drop(conn);
+        server.join().unwrap();
+        let verdict = script.told[0].delivery().verdicts[0].clone().unwrap();
+        assert_eq!(
+            verdict.reply().lines,
+            ["4.2.0 ?[2Jbusy?", "4.2.0 try?later?"]
+        );
+        assert_eq!(
+            verdict.reply().to_string(),
+            "450 4.2.0 ?[2Jbusy? 4.2.0 try?later?"
         );
     }
 
