@@ -36,32 +36,38 @@ fn routes(server: &Server, domains: &[&str]) -> String {
     text
 }
 
-/// What a stored message must look like on the wire: every line end (CRLF, a bare CR, a bare
-/// LF) as CRLF, a dot doubled at the start of every line, the last line ended.
-fn wire(stored: &[u8]) -> Vec<u8> {
+/// A stored message as a receiver must store it: every line end (CRLF, a bare CR, a bare LF)
+/// as CRLF, the last line ended.
+fn crlf(stored: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(stored.len() + 64);
-    let mut line_start = true;
     let mut i = 0;
     while i < stored.len() {
-        let byte = stored[i];
-        if line_start && byte == b'.' {
-            out.push(b'.');
-        }
-        line_start = false;
-        match byte {
+        match stored[i] {
             b'\r' | b'\n' => {
                 out.extend_from_slice(b"\r\n");
-                line_start = true;
-                if byte == b'\r' && stored.get(i + 1) == Some(&b'\n') {
+                if stored[i] == b'\r' && stored.get(i + 1) == Some(&b'\n') {
                     i += 1;
                 }
             }
-            _ => out.push(byte),
+            byte => out.push(byte),
         }
         i += 1;
     }
-    if !line_start {
+    if !out.is_empty() && !out.ends_with(b"\r\n") {
         out.extend_from_slice(b"\r\n");
+    }
+    out
+}
+
+/// What a stored message must look like on the wire: [`crlf`], with a dot doubled at the start
+/// of every line.
+fn wire(stored: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for line in crlf(stored).split_inclusive(|&b| b == b'\n') {
+        if line.starts_with(b".") {
+            out.push(b'.');
+        }
+        out.extend_from_slice(line);
     }
     out
 }
@@ -337,6 +343,7 @@ fn recipients_past_the_servers_limit_go_in_another_transaction_at_once() {
     );
     for received in &messages {
         assert_eq!(received.wire, wire(&stored));
+        assert_eq!(received.data(), crlf(&stored));
         assert!(
             String::from_utf8_lossy(&received.wire).contains("\r\n..\r\nsecond\r\n..third\r\n"),
             "{:?}",
