@@ -25,8 +25,6 @@ use crate::route::RelayHost;
 
 /// Waiting for a TCP connection; RFC 5321 sets none, this is Postfix's `smtp_connect_timeout`.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
-// Each limit bounds one whole step: a reply with all its lines, or one write.
-
 /// RFC 5321 §4.5.3.2.1: the 220 greeting.
 pub const GREETING_TIMEOUT: Duration = Duration::from_secs(5 * 60);
 /// RFC 5321 §4.5.3.2.2–3: MAIL, RCPT and the other commands.
