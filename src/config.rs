@@ -79,6 +79,8 @@ pub struct Config {
     /// neither, checked here, and read when the server starts.
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
+    /// At most this many recipients in one SMTP transaction when delivering.
+    pub recipients_per_transaction: usize,
     /// `queue_min_free`, when set; see [`Config::queue_min_free`].
     pub min_free: Option<u64>,
     /// Whether queue-smtpd takes `%`, `!` and quoted `@` routing in the local parts of relayed
@@ -123,6 +125,7 @@ impl Default for Config {
             allow_untrusted_routing: false,
             relay_recipients: BTreeMap::new(),
             postmaster: None,
+            recipients_per_transaction: crate::smtp::RECIPIENT_LIMIT,
         }
     }
 }
@@ -200,6 +203,10 @@ impl Config {
                         Address::parse_qualified(reader.string(value)?)
                             .map_err(|e| reader.error(e.to_string()))?,
                     )
+                }
+                "recipients_per_transaction" => {
+                    config.recipients_per_transaction = usize::try_from(reader.positive(value)?)
+                        .map_err(|_| reader.error("too large"))?
                 }
                 _ => return Err(reader.error("unknown key")),
             }
@@ -571,6 +578,7 @@ tls_key = "/etc/etrnq/tls/key.pem"
 queue_min_free = "100M"
 allow_untrusted_routing = false
 postmaster = "hostmaster@isp.example"
+recipients_per_transaction = 50
 [routes]
 "customer.example" = "[127.0.0.1]:2526"
 [dns]
@@ -682,6 +690,14 @@ nameservers = ["127.0.0.1:5353"]
             (
                 "[relay_recipients]\n\"b.example\" = [\"alice\"]",
                 "etrnq.toml: relay_recipients.b.example: not one of relay_domains",
+            ),
+            (
+                "recipients_per_transaction = 0",
+                "etrnq.toml: recipients_per_transaction: must be greater than zero",
+            ),
+            (
+                "recipients_per_transaction = \"50\"",
+                "etrnq.toml: recipients_per_transaction: expected a whole number",
             ),
         ];
         for (text, expected) in cases {

@@ -13,6 +13,13 @@
 //!     with the next message while the disk catches up; the message stays locked until they are
 //!     done, and the run ends after them.
 //!
+//!     When a connection fails, the message whose transaction was under way is deferred as an
+//!     attempt; the messages behind it, whose data never went out, go again at once on a new
+//!     connection with no attempt counted. A message that was under way when a connection
+//!     failed is sent alone, after the others, for the rest of the run. After two connections
+//!     in a row fail before the server answered for any message, what is left for that
+//!     destination waits for the next run.
+//!
 //! PROMISES
 //!     No message is delivered by two runs at once (the queue lock is held across the SMTP
 //!     conversation; busy messages are skipped and tried once more at the end of the run). A
@@ -24,15 +31,18 @@
 //!     run goes on with the others.
 //!
 //! SECURITY
-//!     Everything from the network is bounded by the SMTP client and flattened before it is
-//!     stored. Domains used for routing were validated when the message was queued.
+//!     Everything from the network is bounded by the SMTP client, made printable where replies
+//!     are parsed, and flattened before it is stored. Domains used for routing were validated
+//!     when the message was queued.
 //!
 //! LIMITS
 //!     Static routes match a domain exactly. Host names in bracketed routes are resolved with the
 //!     system resolver (so `/etc/hosts` works for a smart host); MX targets with the DNS module.
 //!     TLS encrypts but does not authenticate the server (Postfix's "may" and "encrypt" levels).
+//!     Which message broke a connection is remembered for the run only: the envelope has no
+//!     field for it that older readers would accept.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::io::{BufReader, IsTerminal};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::mpsc::{self, SendError, SyncSender};
@@ -50,8 +60,8 @@ use crate::retry;
 use crate::route::{RelayHost, RelayTarget, SMTP_PORT};
 use crate::selection::Selection;
 use crate::smtp::{
-    Capabilities, ConnectOptions, Connection, Delivery, Message, Outbox, Reply, SmtpError,
-    Timeouts, TlsClient, Transcript, Verification,
+    Attempt, Capabilities, ConnectOptions, Connection, Message, Outbox, Sent, SmtpError, Timeouts,
+    TlsClient, Transcript, Verdict, Verification,
 };
 
 /// Messages per connection below which a destination is not split across connections.
@@ -134,9 +144,22 @@ struct Policy<'a> {
     options: &'a RunOptions,
     now: i64,
     here: Domain,
+    /// Messages that were under way when a connection failed: for the rest of the run each is
+    /// sent alone, on its own connection after the others, so it cannot take them down again.
+    alone: Mutex<HashSet<QueueId>>,
 }
 
 impl Policy<'_> {
+    fn sends_alone(&self, id: QueueId) -> bool {
+        self.alone.lock().is_ok_and(|alone| alone.contains(&id))
+    }
+
+    fn send_alone(&self, id: QueueId) {
+        if let Ok(mut alone) = self.alone.lock() {
+            alone.insert(id);
+        }
+    }
+
     /// True when this run attempts `domain`'s recipient now.
     fn wants(&self, envelope: &Envelope, index: usize) -> bool {
         let recipient = &envelope.recipients[index];
@@ -192,6 +215,7 @@ pub fn run(
         options,
         now: chrono::Utc::now().timestamp(),
         here: config.primary_hostname(),
+        alone: Mutex::new(HashSet::new()),
     };
     queue.sweep_tmp(SWEEP_GRACE)?;
     queue.sweep_orphans(SWEEP_GRACE)?;
@@ -613,26 +637,69 @@ struct NoRoute {
     reason: String,
 }
 
+/// Connections to one destination that fail in a row, each before the server answered for any
+/// message, after which the destination is given up for the run (Postfix's dead destination):
+/// a server that stalls or fails on every message would otherwise cost one full time limit per
+/// message.
+const FRUITLESS_CONNECTIONS: usize = 2;
+
+/// What of a job one series of connections has still to send.
+struct Lane<'j, 'a> {
+    ids: &'j [QueueId],
+    /// The next of `ids` to hand out.
+    cursor: usize,
+    /// Messages stranded on a failed connection, still locked, to go first on the next one.
+    again: VecDeque<Locked<'a>>,
+}
+
+impl Lane<'_, '_> {
+    fn is_done(&self) -> bool {
+        self.cursor >= self.ids.len() && self.again.is_empty()
+    }
+}
+
 impl<'a> Worker<'a> {
+    /// Delivers a job: its messages together over as few connections as it takes, then each
+    /// message that broke a connection earlier in the run alone, on its own connection.
     fn job(&mut self, job: &Job) {
         let mut targets: Option<Result<Vec<Target>, NoRoute>> = None;
-        let mut cursor = 0;
-        while cursor < job.ids.len() {
+        let (alone, together): (Vec<QueueId>, Vec<QueueId>) =
+            job.ids.iter().partition(|&&id| self.policy.sends_alone(id));
+        self.deliver(job, &together, &mut targets);
+        for id in alone {
+            self.deliver(job, &[id], &mut targets);
+        }
+    }
+
+    /// Delivers `ids`, a new connection after each failed one. Messages stranded on a failed
+    /// connection (their data never went out) go first on the next one, with no attempt
+    /// counted against them; the message that was under way is deferred as an attempt.
+    fn deliver(
+        &mut self,
+        job: &Job,
+        ids: &[QueueId],
+        targets: &mut Option<Result<Vec<Target>, NoRoute>>,
+    ) {
+        let mut lane = Lane {
+            ids,
+            cursor: 0,
+            again: VecDeque::new(),
+        };
+        let mut fruitless = 0;
+        while !lane.is_done() {
             let found = targets.get_or_insert_with(|| self.targets(job));
             let attempt = match found {
                 Ok(list) => self.connect(list),
                 Err(no_route) => Err(no_route.clone()),
             };
-            let mut conn = match attempt {
-                Ok(conn) => conn,
+            let (mut conn, clear_text) = match attempt {
+                Ok(session) => session,
                 Err(no_route) => {
-                    for &id in &job.ids[cursor..] {
-                        self.progress.inc(1);
-                        self.without_connection(job, id, &no_route);
-                    }
+                    self.abandon(job, lane, &no_route);
                     return;
                 }
             };
+            conn.limit_recipients(self.policy.config.recipients_per_transaction);
             let peer = conn.peer().clone();
             let mut outbox = JobOutbox {
                 relay: peer.to_string(),
@@ -640,17 +707,47 @@ impl<'a> Worker<'a> {
                     .name
                     .clone()
                     .or_else(|| Some(peer.addr.ip().to_string())),
+                clear_text,
                 worker: self,
                 job,
-                cursor,
+                lane: &mut lane,
                 in_flight: VecDeque::new(),
+                answered: 0,
             };
             let delivered = conn.deliver_all(&mut outbox);
-            cursor = outbox.cursor;
-            // A broken connection is dropped; the rest of the job gets a fresh one.
-            if delivered.is_ok() {
-                conn.quit();
+            let answered = outbox.answered;
+            let failure = match delivered {
+                Ok(()) => {
+                    conn.quit();
+                    continue;
+                }
+                // A failed connection is dropped, never reused.
+                Err(failure) => failure,
+            };
+            fruitless = if answered == 0 { fruitless + 1 } else { 0 };
+            if fruitless >= FRUITLESS_CONNECTIONS && !lane.is_done() {
+                let no_route = NoRoute {
+                    permanent: false,
+                    status: "4.4.2",
+                    reason: format!(
+                        "{failure}; {fruitless} connections in a row failed, so this \
+                         destination waits for the next run"
+                    ),
+                };
+                self.abandon(job, lane, &no_route);
+                return;
             }
+        }
+    }
+
+    /// Defers (or fails) what remains of a lane when its destination cannot be reached.
+    fn abandon(&mut self, job: &Job, mut lane: Lane<'_, 'a>, no_route: &NoRoute) {
+        while let Some(locked) = lane.again.pop_front() {
+            self.unroutable(job, locked, no_route);
+        }
+        for &id in &lane.ids[lane.cursor..] {
+            self.progress.inc(1);
+            self.without_connection(job, id, no_route);
         }
     }
 
@@ -756,21 +853,24 @@ impl<'a> Worker<'a> {
     }
 
     /// Connects to the first target that greets and takes EHLO/HELO (and STARTTLS as the
-    /// policy wants). Returns the last failure when none does.
-    fn connect(&self, targets: &[Target]) -> Result<Connection, NoRoute> {
+    /// policy wants). With the connection comes, when opportunistic TLS failed and the session
+    /// went on in clear text, why it failed: every log line of the session says so. Returns the
+    /// last failure when no target will do.
+    fn connect(&self, targets: &[Target]) -> Result<(Connection, Option<String>), NoRoute> {
         let mut last = String::from("no host to try");
         for target in targets {
             let outcome = match self.session(target, self.policy.config.tls) {
                 // Opportunistic TLS that fails is retried in clear, as the policy promises.
-                Err(SessionError::TlsFailed(_))
+                Err(SessionError::TlsFailed(failure))
                     if self.policy.config.tls == TlsPolicy::Opportunistic =>
                 {
                     self.session(target, TlsPolicy::Off)
+                        .map(|conn| (conn, Some(failure.to_string())))
                 }
-                other => other,
+                other => other.map(|conn| (conn, None)),
             };
             match outcome {
-                Ok(conn) => return Ok(conn),
+                Ok(session) => return Ok(session),
                 Err(e) => last = e.to_string(),
             }
         }
@@ -805,9 +905,13 @@ impl<'a> Worker<'a> {
 
     /// Defers (or fails, for a permanent routing error) this destination's recipients of `id`.
     fn without_connection(&mut self, job: &Job, id: QueueId, no_route: &NoRoute) {
-        let Some(mut locked) = self.lock(job, id) else {
-            return;
-        };
+        if let Some(locked) = self.lock(job, id) {
+            self.unroutable(job, locked, no_route);
+        }
+    }
+
+    /// `without_connection` for a message locked already.
+    fn unroutable(&mut self, job: &Job, mut locked: Locked<'a>, no_route: &NoRoute) {
         let indices = self.indices(&locked, job);
         let outcomes = indices
             .into_iter()
@@ -907,18 +1011,56 @@ struct Prepared {
     settled: Vec<(usize, Outcome)>,
 }
 
-/// Feeds one job's messages to a connection and records what the server says about each.
-struct JobOutbox<'w, 'a> {
+/// Feeds a lane's messages to one connection and records what the server says about each.
+struct JobOutbox<'w, 'j, 'a> {
     worker: &'w mut Worker<'a>,
     job: &'w Job,
-    /// The next message of the job to hand out.
-    cursor: usize,
+    lane: &'w mut Lane<'j, 'a>,
     in_flight: VecDeque<InFlight<'a>>,
     relay: String,
     remote: Option<String>,
+    /// Why opportunistic TLS failed, when this connection fell back to clear text.
+    clear_text: Option<String>,
+    /// Messages the server answered for on this connection.
+    answered: usize,
 }
 
-impl JobOutbox<'_, '_> {
+impl<'a> JobOutbox<'_, '_, 'a> {
+    /// The next message to offer: one stranded on the last connection, else the lane's next.
+    fn take(&mut self) -> Option<Locked<'a>> {
+        if let Some(locked) = self.lane.again.pop_front() {
+            return Some(locked);
+        }
+        while let Some(&id) = self.lane.ids.get(self.lane.cursor) {
+            self.lane.cursor += 1;
+            self.worker.progress.inc(1);
+            if let Some(locked) = self.worker.lock(self.job, id) {
+                return Some(locked);
+            }
+        }
+        None
+    }
+
+    /// Records this connection's outcomes for a message and hands it to the finishers.
+    fn conclude(&mut self, mut locked: Locked<'a>, mut outcomes: Vec<(usize, Outcome)>) {
+        if let Some(why) = &self.clear_text {
+            for (_, outcome) in &mut outcomes {
+                outcome.note(&format!("sent in clear text: STARTTLS failed: {why}"));
+            }
+        }
+        self.worker.conclude(&mut locked, outcomes, &self.relay);
+        self.worker.finish(locked);
+    }
+
+    /// What the server's verdict means for a recipient; `None` means the connection failed
+    /// before the server decided.
+    fn outcome(&self, verdict: Option<&Verdict>, failure: &dyn Fn() -> String) -> Outcome {
+        match verdict {
+            Some(verdict) => reply_outcome(verdict, &self.relay, self.remote.clone()),
+            None => Outcome::Deferred { reason: failure() },
+        }
+    }
+
     /// Decides what can be decided before sending, and builds the message for the rest.
     fn prepare(
         &self,
@@ -996,14 +1138,9 @@ impl JobOutbox<'_, '_> {
     }
 }
 
-impl Outbox for JobOutbox<'_, '_> {
+impl Outbox for JobOutbox<'_, '_, '_> {
     fn next(&mut self, capabilities: &Capabilities) -> Option<Message> {
-        while let Some(&id) = self.job.ids.get(self.cursor) {
-            self.cursor += 1;
-            self.worker.progress.inc(1);
-            let Some(mut locked) = self.worker.lock(self.job, id) else {
-                continue;
-            };
+        while let Some(locked) = self.take() {
             let indices = self.worker.indices(&locked, self.job);
             if indices.is_empty() {
                 continue;
@@ -1021,39 +1158,54 @@ impl Outbox for JobOutbox<'_, '_> {
                     });
                     return Some(message);
                 }
-                Err(outcomes) => {
-                    self.worker.conclude(&mut locked, outcomes, &self.relay);
-                    self.worker.finish(locked);
-                }
+                Err(outcomes) => self.conclude(locked, outcomes),
             }
         }
         None
     }
 
-    fn done(&mut self, outcome: Result<Delivery, &SmtpError>) {
-        let Some(mut flight) = self.in_flight.pop_front() else {
+    fn done(&mut self, attempt: Attempt<'_>) {
+        let Some(flight) = self.in_flight.pop_front() else {
             return;
         };
-        let mut outcomes = std::mem::take(&mut flight.settled);
-        for (position, &index) in flight.sent.iter().enumerate() {
-            let result = match &outcome {
-                Ok(delivery) => match delivery.outcome(position) {
-                    Some(reply) => {
-                        reply_outcome(reply, &self.relay, self.remote.clone(), delivery, position)
-                    }
-                    None => Outcome::Deferred {
-                        reason: format!("{}: no reply for this recipient", self.relay),
-                    },
-                },
-                Err(e) => Outcome::Deferred {
-                    reason: e.to_string(),
-                },
-            };
-            outcomes.push((index, result));
+        let InFlight {
+            locked,
+            sent,
+            settled: mut outcomes,
+        } = flight;
+        let (delivery, failure) = match attempt {
+            Attempt::Answered(delivery) => {
+                self.answered += 1;
+                (delivery, None)
+            }
+            Attempt::Broken {
+                delivery,
+                sent: went_out,
+                error,
+            } => {
+                self.worker.policy.send_alone(locked.id());
+                let reason = match went_out {
+                    Sent::EndOfData => format!("{error} (the message may arrive twice)"),
+                    Sent::Envelope | Sent::SomeData => error.to_string(),
+                };
+                (delivery, Some(reason))
+            }
+            // Its data never went out: it goes again on the next connection, no attempt spent.
+            Attempt::Stranded { .. } => {
+                self.lane.again.push_back(locked);
+                return;
+            }
+        };
+        let unanswered = || {
+            failure
+                .clone()
+                .unwrap_or_else(|| format!("{}: no reply for this recipient", self.relay))
+        };
+        for (position, &index) in sent.iter().enumerate() {
+            let verdict = delivery.verdicts.get(position).and_then(Option::as_ref);
+            outcomes.push((index, self.outcome(verdict, &unanswered)));
         }
-        self.worker
-            .conclude(&mut flight.locked, outcomes, &self.relay);
-        self.worker.finish(flight.locked);
+        self.conclude(locked, outcomes);
     }
 }
 
@@ -1068,30 +1220,16 @@ enum SessionError {
     TlsFailed(SmtpError),
 }
 
-/// The outcome one reply means for a recipient.
-fn reply_outcome(
-    reply: &Reply,
-    peer: &str,
-    remote: Option<String>,
-    delivery: &Delivery,
-    position: usize,
-) -> Outcome {
-    let stage = if !delivery.mail.is_positive() {
-        "MAIL FROM"
-    } else if delivery
-        .recipients
-        .get(position)
-        .is_some_and(|r| !r.is_positive())
-    {
-        "RCPT TO"
-    } else {
-        "end of DATA"
+/// The outcome the server's verdict means for a recipient: sent, deferred on 4xx, failed on 5xx.
+fn reply_outcome(verdict: &Verdict, peer: &str, remote: Option<String>) -> Outcome {
+    let (stage, reply) = match verdict {
+        Verdict::Accepted(reply) => {
+            return Outcome::Sent {
+                reply: reply.to_string(),
+            };
+        }
+        Verdict::Refused { stage, reply } => (stage, reply),
     };
-    if reply.is_positive() {
-        return Outcome::Sent {
-            reply: reply.to_string(),
-        };
-    }
     let reason = format!("host {peer} said: {reply} (in reply to {stage})");
     if reply.is_transient() {
         return Outcome::Deferred { reason };
@@ -1105,6 +1243,18 @@ fn reply_outcome(
         remote,
         diagnostic: Some(reply.to_string()),
         reason,
+    }
+}
+
+impl Outcome {
+    /// Adds a remark about the attempt to the text the log line shows.
+    fn note(&mut self, remark: &str) {
+        let text = match self {
+            Outcome::Sent { reply } => reply,
+            Outcome::Deferred { reason } | Outcome::Failed { reason, .. } => reason,
+        };
+        text.push_str("; ");
+        text.push_str(remark);
     }
 }
 

@@ -72,7 +72,7 @@
 
 use std::fmt;
 use std::fs::{self, DirBuilder, File, OpenOptions};
-use std::io::{self, Read, Seek, Write};
+use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::{
     DirBuilderExt, DirEntryExt, FileExt, FileTypeExt, MetadataExt, OpenOptionsExt,
 };
@@ -1159,6 +1159,22 @@ impl Read for MessageData {
         self.offset += read as u64;
         self.at_end = read == 0;
         Ok(read)
+    }
+}
+
+/// A message sent in several SMTP transactions is read once for each.
+impl Seek for MessageData {
+    fn seek(&mut self, position: SeekFrom) -> io::Result<u64> {
+        let offset = match position {
+            SeekFrom::Start(offset) => Some(offset),
+            SeekFrom::Current(delta) => self.offset.checked_add_signed(delta),
+            SeekFrom::End(delta) => self.file.metadata()?.len().checked_add_signed(delta),
+        };
+        let offset = offset
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "seek before the start"))?;
+        self.offset = offset;
+        self.at_end = false;
+        Ok(offset)
     }
 }
 

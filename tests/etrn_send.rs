@@ -299,6 +299,29 @@ fn a_silent_server_times_out() {
 }
 
 #[test]
+fn a_trickling_server_is_cut_off_when_the_steps_limit_is_spent() {
+    // From ETRN on, each byte of a reply comes 300 ms after the last: well within the
+    // two-second limit every time, the whole reply in about nine seconds. The limit bounds the
+    // reply, not each read, so the session ends without an answer.
+    let server = Server::start(Script::default().trickle("ETRN", Duration::from_millis(300)));
+    let site = Site::new();
+    site.etrn_send()
+        .args([
+            "--timeout",
+            "2",
+            &server_arg(&server),
+            "customer.example.test",
+        ])
+        .assert()
+        .code(75)
+        .stdout("")
+        .stderr(predicate::str::contains(
+            "timed out waiting for the reply to ETRN",
+        ));
+    assert_eq!(etrn_lines(&server), ["ETRN customer.example.test"]);
+}
+
+#[test]
 fn a_refused_connection_is_a_temporary_failure() {
     let port = {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");

@@ -12,6 +12,7 @@ use predicates::prelude::*;
 use serde_json::Value;
 
 use support::dns::{DnsServer, SilentDns};
+use support::scripted::{Script, Server};
 use support::smtp::{Behaviour, start_all};
 
 struct Run {
@@ -656,6 +657,41 @@ fn silent_backup_is_a_warning_within_the_timeout() {
         "{}",
         run.stdout
     );
+}
+
+#[test]
+fn a_trickling_server_is_cut_off_when_the_steps_limit_is_spent() {
+    // The greeting comes a byte every 300 ms: each within the two-second limit, the whole in
+    // about nine seconds. The limit bounds the greeting, not each read.
+    let dns = DnsServer::start();
+    let server = Server::start_on(
+        std::net::SocketAddr::new(loopback(14), 0),
+        vec![Script::default().trickle("220", Duration::from_millis(300))],
+    );
+    let run = mx_check(
+        &dns,
+        &[
+            "--probe",
+            "--port",
+            &server.port().to_string(),
+            "--timeout",
+            "2",
+            "dead.probe.example",
+        ],
+    );
+    assert_eq!(run.code, 2, "{}{}", run.stdout, run.stderr);
+    assert!(
+        run.stdout
+            .starts_with("MX CRITICAL - dead.probe.example: silent.probe.example [127.0.0.14]"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.contains("timed out waiting for the greeting"),
+        "{}",
+        run.stdout
+    );
+    assert!(server.seen().is_empty(), "{:?}", server.seen());
 }
 
 #[test]

@@ -1,20 +1,26 @@
 //! One blocking SMTP connection over TCP, optionally upgraded to TLS with STARTTLS.
+//!
+//! Time limits are deadlines: each reply (all its lines), each write of commands, each block of
+//! message data and the TLS handshake is one step whose limit starts with its first wait on the
+//! socket and is spent, not renewed, by every byte that arrives. A server that trickles a byte
+//! every few seconds is cut off when the step's limit is spent.
 
 use std::collections::VecDeque;
 use std::io::{self, BufRead, Read, Write};
 use std::net::{IpAddr, Shutdown, SocketAddr, TcpStream, ToSocketAddrs};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 
 use super::capabilities::Capabilities;
-use super::command::{AuthMechanism, Command, Parameter};
+use super::command::{AuthMechanism, Command};
 use super::error::SmtpError;
-use super::reply::{Reply, ReplyCode, split_line};
+use super::reply::{Reply, printable, split_line};
 use super::tls::{self, TlsClient, TlsInfo};
-use crate::address::{Address, Domain, ReversePath};
+use super::transaction::{RECIPIENT_LIMIT, Sent};
+use crate::address::Domain;
 use crate::route::RelayHost;
 
 /// Waiting for a TCP connection; RFC 5321 sets none, this is Postfix's `smtp_connect_timeout`.
@@ -25,7 +31,7 @@ pub const GREETING_TIMEOUT: Duration = Duration::from_secs(5 * 60);
 pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(5 * 60);
 /// RFC 5321 §4.5.3.2.4: the 354 after DATA.
 pub const DATA_START_TIMEOUT: Duration = Duration::from_secs(2 * 60);
-/// RFC 5321 §4.5.3.2.5: each write of message data.
+/// RFC 5321 §4.5.3.2.5: each block of message data.
 pub const DATA_BLOCK_TIMEOUT: Duration = Duration::from_secs(3 * 60);
 /// RFC 5321 §4.5.3.2.6: the reply to the final dot.
 pub const DATA_END_TIMEOUT: Duration = Duration::from_secs(10 * 60);
@@ -37,7 +43,7 @@ const MAX_REPLY_LINES: usize = 500;
 /// Message data is written in blocks of about this size.
 const DATA_BLOCK: usize = 64 * 1024;
 
-/// How long each step may take.
+/// How long each step may take: a reply with all its lines, a write, the TLS handshake.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Timeouts {
     pub connect: Duration,
@@ -111,8 +117,11 @@ impl Transcript {
         self.emit(format!(">>> {line}"));
     }
 
+    /// A server line, made printable as every reply is: a transcript goes to a terminal.
     fn received(&self, line: &str) {
-        self.emit(line.to_string());
+        if !matches!(self, Transcript::Off) {
+            self.emit(printable(line).into_owned());
+        }
     }
 
     pub fn note(&self, text: &str) {
@@ -172,90 +181,83 @@ impl std::fmt::Debug for Credentials {
     }
 }
 
-/// One message to deliver: the envelope and what MAIL should announce.
-#[derive(Debug, Clone, Copy)]
-pub struct Mail<'a> {
-    pub from: &'a ReversePath,
-    pub recipients: &'a [Address],
-    /// Announced with `SIZE=` when the server takes SIZE.
-    pub size: Option<u64>,
-    /// Announced with `BODY=8BITMIME` when the server takes 8BITMIME.
-    pub eight_bit: bool,
+/// One step's time limit. The deadline is fixed at the step's first wait on the socket, so what
+/// arrives meanwhile, however little and however often, cannot stretch it.
+struct Step {
+    limit: Duration,
+    deadline: Option<Instant>,
 }
 
-/// What the server said about one message.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Delivery {
-    pub mail: Reply,
-    /// One reply per recipient, in order; empty when MAIL failed and no RCPT was sent.
-    pub recipients: Vec<Reply>,
-    /// The reply to the final dot, or the failure reply to DATA; `None` when DATA was not
-    /// reached because no recipient was accepted.
-    pub data: Option<Reply>,
-}
-
-impl Delivery {
-    /// The reply that decides recipient `index`'s fate: MAIL's failure, its RCPT failure, or the
-    /// reply to the message data.
-    pub fn outcome(&self, index: usize) -> Option<&Reply> {
-        if !self.mail.is_positive() {
-            return Some(&self.mail);
+impl Step {
+    fn new(limit: Duration) -> Step {
+        Step {
+            limit,
+            deadline: None,
         }
-        let rcpt = self.recipients.get(index)?;
-        if !rcpt.is_positive() {
-            return Some(rcpt);
-        }
-        self.data.as_ref()
     }
 
-    /// True when the server took responsibility for recipient `index`.
-    pub fn accepted(&self, index: usize) -> bool {
-        self.outcome(index).is_some_and(Reply::is_positive)
+    /// How long the next wait may last; an error once the limit is spent.
+    fn remaining(&mut self) -> io::Result<Duration> {
+        let Some(deadline) = self.deadline else {
+            self.deadline = Some(Instant::now() + self.limit);
+            return Ok(self.limit);
+        };
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the step's time limit is spent",
+            ));
+        }
+        Ok(left)
     }
 }
 
-/// One message for [`Connection::deliver_all`], owning its envelope and its data.
-pub struct Message {
-    pub from: ReversePath,
-    pub recipients: Vec<Address>,
-    /// Announced with `SIZE=` when the server takes SIZE.
-    pub size: Option<u64>,
-    /// Announced with `BODY=8BITMIME` when the server takes 8BITMIME.
-    pub eight_bit: bool,
-    /// The message as stored; sent with dot-stuffing and CRLF line ends.
-    pub body: Box<dyn BufRead + Send>,
+/// The socket's read and write time limits as last set. A step's first wait asks for the step's
+/// whole limit, which is usually what is set already: replies to pipelined commands mostly
+/// arrive together, and setting the limit for each would cost a bulk delivery several system
+/// calls per message.
+#[derive(Default)]
+struct SocketLimits {
+    read: Option<Duration>,
+    write: Option<Duration>,
 }
 
-impl Message {
-    fn as_mail(&self) -> Mail<'_> {
-        Mail {
-            from: &self.from,
-            recipients: &self.recipients,
-            size: self.size,
-            eight_bit: self.eight_bit,
+/// The TCP socket as one step sees it: every read and write waits at most what is left of the
+/// step. TLS reads and writes go through it too, so a handshake or a record trickled byte by
+/// byte is bounded the same way.
+struct Timed<'a> {
+    tcp: &'a TcpStream,
+    step: &'a mut Step,
+    limits: &'a mut SocketLimits,
+}
+
+impl Read for Timed<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let wait = self.step.remaining()?;
+        if self.limits.read != Some(wait) {
+            self.tcp.set_read_timeout(Some(wait))?;
+            self.limits.read = Some(wait);
         }
+        let mut tcp = self.tcp;
+        tcp.read(buf)
     }
 }
 
-/// Where [`Connection::deliver_all`] takes messages from and reports their outcomes to.
-pub trait Outbox {
-    /// The next message to send, given what the server offers; `None` when there is no more.
-    fn next(&mut self, capabilities: &Capabilities) -> Option<Message>;
-    /// The outcome of the oldest message handed out and not yet reported. The connection has
-    /// dropped that message, its body included, by then.
-    fn done(&mut self, outcome: Result<Delivery, &SmtpError>);
-}
+impl Write for Timed<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let wait = self.step.remaining()?;
+        if self.limits.write != Some(wait) {
+            self.tcp.set_write_timeout(Some(wait))?;
+            self.limits.write = Some(wait);
+        }
+        let mut tcp = self.tcp;
+        tcp.write(buf)
+    }
 
-/// What the replies still due after a transaction's envelope will answer.
-enum Ending {
-    /// The final dot of the message data.
-    Data,
-    /// The dot of an empty message sent because DATA was taken with nobody to deliver to.
-    Dot,
-    /// That dot, then a reset.
-    DotThenReset,
-    /// A reset; the DATA reply, and whether any recipient was accepted.
-    Reset(Reply, bool),
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 /// An open SMTP connection.
@@ -269,22 +271,12 @@ pub struct Connection {
     capabilities: Capabilities,
     extended: bool,
     received: Vec<u8>,
-    /// The socket's read and write time limits as last set. Each is set only when a read or a
-    /// write that needs another limit is about to block: replies to pipelined commands mostly
-    /// arrive together and each has its own limit, so setting them per reply would cost a bulk
-    /// delivery several system calls per message.
-    read_limit: Option<Duration>,
-    write_limit: Option<Duration>,
+    limits: SocketLimits,
     unsent: Vec<u8>,
     /// What each reply still due answers, with how long it may take.
     awaited: VecDeque<(&'static str, Duration)>,
-}
-
-fn rcpt_command(to: &Address) -> Command {
-    Command::Rcpt {
-        to: to.clone(),
-        parameters: Vec::new(),
-    }
+    /// At most this many recipients in one mail transaction.
+    recipient_limit: usize,
 }
 
 /// Resolves `host` to the addresses to try, in the resolver's order.
@@ -388,10 +380,10 @@ impl Connection {
             capabilities: Capabilities::default(),
             extended: false,
             received: Vec::new(),
-            read_limit: None,
-            write_limit: None,
+            limits: SocketLimits::default(),
             unsent: Vec::new(),
             awaited: VecDeque::from([("the greeting", options.timeouts.greeting)]),
+            recipient_limit: RECIPIENT_LIMIT,
         })
     }
 
@@ -412,6 +404,16 @@ impl Connection {
     /// The handshake's outcome once STARTTLS has succeeded.
     pub fn tls_info(&self) -> Option<&TlsInfo> {
         self.tls_info.as_ref()
+    }
+
+    /// Sends at most `limit` recipients in one mail transaction (at least one); a message with
+    /// more goes in several transactions on this connection.
+    pub fn limit_recipients(&mut self, limit: usize) {
+        self.recipient_limit = limit.max(1);
+    }
+
+    pub(super) fn recipient_limit(&self) -> usize {
+        self.recipient_limit
     }
 
     /// Adds a remark of the client's to the transcript.
@@ -472,14 +474,18 @@ impl Connection {
         let name = tls::server_name(self.peer.name.as_deref(), self.peer.addr.ip());
         let mut conn = rustls::ClientConnection::new(config, name)
             .map_err(|e| self.tls_error(e.to_string()))?;
-        // The handshake reads and writes in turns, each under the command limit.
-        self.limit_reads(self.timeouts.command);
-        self.limit_writes(self.timeouts.command)
-            .map_err(|e| self.failure(e, "during the TLS handshake"))?;
-        while conn.is_handshaking() {
-            conn.complete_io(&mut self.tcp)
-                .map_err(|e| self.failure(e, "during the TLS handshake"))?;
+        // The whole handshake, every turn of reads and writes, is one step.
+        let mut step = Step::new(self.timeouts.command);
+        let mut timed = Timed {
+            tcp: &self.tcp,
+            step: &mut step,
+            limits: &mut self.limits,
+        };
+        let mut handshake = Ok(());
+        while handshake.is_ok() && conn.is_handshaking() {
+            handshake = conn.complete_io(&mut timed).map(|_| ());
         }
+        handshake.map_err(|e| self.failure(e, "during the TLS handshake"))?;
         let (protocol, cipher_suite) = tls::negotiated(&conn);
         let certificate = conn
             .peer_certificates()
@@ -604,8 +610,9 @@ impl Connection {
             None => "sending".to_string(),
         };
         let unsent = std::mem::take(&mut self.unsent);
-        self.write_all(&unsent, self.timeouts.command)
-            .map_err(|e| self.failure(e, &during))
+        let written = self.write_all(&unsent, self.timeouts.command);
+        self.recycle(unsent);
+        written.map_err(|e| self.failure(e, &during))
     }
 
     /// Reads the next reply, whatever the code: the one to the oldest command not yet answered.
@@ -619,9 +626,11 @@ impl Connection {
         } else {
             format!("waiting for {what}")
         };
+        // One deadline for the whole reply, however many lines and reads it takes.
+        let mut step = Step::new(wait);
         let mut lines = Vec::new();
         loop {
-            let line = self.read_line(&during, wait)?;
+            let line = self.read_line(&during, &mut step)?;
             self.transcript.received(&line);
             let (_, continued, _) = split_line(&line).map_err(|e| self.protocol(&e))?;
             lines.push(line);
@@ -633,253 +642,6 @@ impl Connection {
             }
         }
         Reply::from_lines(&lines).map_err(|e| self.protocol(&e))
-    }
-
-    /// Delivers one message: MAIL, RCPT for every recipient and DATA, pipelined in one write when
-    /// the server offers PIPELINING, then the message with dot-stuffing and CRLF line ends. A
-    /// transaction that did not end with a reply to the message data is reset with RSET, so the
-    /// connection can carry the next message.
-    pub fn deliver(
-        &mut self,
-        mail: &Mail<'_>,
-        body: &mut dyn BufRead,
-    ) -> Result<Delivery, SmtpError> {
-        if !self.capabilities.pipelining() {
-            return self.deliver_in_lockstep(mail, body);
-        }
-        self.send_envelope(mail)?;
-        self.flush()?;
-        let (mail_reply, recipients, data_reply) = self.envelope_replies(mail.recipients.len())?;
-        self.finish_transaction(mail_reply, recipients, data_reply, body)
-    }
-
-    /// Delivers every message `outbox` hands out over this connection. With PIPELINING the end of
-    /// each message goes out in one write with the next message's MAIL, RCPT and DATA (RFC 2920
-    /// lets message content open a group), so over a long round trip each message costs about one
-    /// round trip instead of two. Each message's outcome goes back to `outbox.done` in order. On a
-    /// connection failure every message still in flight is told the error, which is returned:
-    /// the connection is then unusable.
-    pub fn deliver_all(&mut self, outbox: &mut dyn Outbox) -> Result<(), SmtpError> {
-        if !self.capabilities.pipelining() {
-            while let Some(mut message) = outbox.next(&self.capabilities) {
-                let mail = Mail {
-                    from: &message.from,
-                    recipients: &message.recipients,
-                    size: message.size,
-                    eight_bit: message.eight_bit,
-                };
-                let outcome = self.deliver(&mail, &mut message.body);
-                drop(message);
-                match outcome {
-                    Ok(delivery) => outbox.done(Ok(delivery)),
-                    Err(e) => {
-                        outbox.done(Err(&e));
-                        return Err(e);
-                    }
-                }
-            }
-            return Ok(());
-        }
-        let Some(mut current) = outbox.next(&self.capabilities) else {
-            return Ok(());
-        };
-        let mut in_flight = 1;
-        let result = self
-            .send_envelope(&current.as_mail())
-            .and_then(|()| self.flush());
-        // Each message is dropped before its outcome is reported, as `Outbox::done` promises.
-        if let Err(e) = result {
-            drop(current);
-            outbox.done(Err(&e));
-            return Err(e);
-        }
-        loop {
-            let step = self.pipelined_step(&mut current, outbox, &mut in_flight);
-            match step {
-                Ok((delivery, Some(next))) => {
-                    in_flight -= 1;
-                    drop(std::mem::replace(&mut current, next));
-                    outbox.done(Ok(delivery));
-                }
-                Ok((delivery, None)) => {
-                    drop(current);
-                    outbox.done(Ok(delivery));
-                    return Ok(());
-                }
-                Err(e) => {
-                    drop(current);
-                    for _ in 0..in_flight {
-                        outbox.done(Err(&e));
-                    }
-                    return Err(e);
-                }
-            }
-        }
-    }
-
-    /// Reads the envelope replies of `current`, sends its data (or a reset), sends the next
-    /// message's envelope in the same write, and reads the reply that ends `current`.
-    fn pipelined_step(
-        &mut self,
-        current: &mut Message,
-        outbox: &mut dyn Outbox,
-        in_flight: &mut usize,
-    ) -> Result<(Delivery, Option<Message>), SmtpError> {
-        let (mail_reply, recipients, data_reply) =
-            self.envelope_replies(current.recipients.len())?;
-        let ending =
-            self.close_transaction(&mail_reply, &recipients, &data_reply, &mut current.body)?;
-        let next = outbox.next(&self.capabilities);
-        if let Some(next) = &next {
-            // Counted before sending: a failure from here on is the next message's outcome too.
-            *in_flight += 1;
-            self.send_envelope(&next.as_mail())?;
-        }
-        self.flush_data()?;
-        let data = match ending {
-            Some(ending) => self.conclude(ending)?,
-            None => None,
-        };
-        Ok((
-            Delivery {
-                mail: mail_reply,
-                recipients,
-                data,
-            },
-            next,
-        ))
-    }
-
-    fn deliver_in_lockstep(
-        &mut self,
-        mail: &Mail<'_>,
-        body: &mut dyn BufRead,
-    ) -> Result<Delivery, SmtpError> {
-        let mail_reply = self.command(&self.mail_command(mail))?;
-        if !mail_reply.is_positive() {
-            return Ok(Delivery {
-                mail: mail_reply,
-                recipients: Vec::new(),
-                data: None,
-            });
-        }
-        let mut recipients = Vec::with_capacity(mail.recipients.len());
-        for to in mail.recipients {
-            recipients.push(self.command(&rcpt_command(to))?);
-        }
-        if !recipients.iter().any(Reply::is_positive) {
-            self.reset()?;
-            return Ok(Delivery {
-                mail: mail_reply,
-                recipients,
-                data: None,
-            });
-        }
-        let data_reply = self.command(&Command::Data)?;
-        self.finish_transaction(mail_reply, recipients, data_reply, body)
-    }
-
-    /// Ends a transaction whose envelope has been answered and waits for the outcome.
-    fn finish_transaction(
-        &mut self,
-        mail_reply: Reply,
-        recipients: Vec<Reply>,
-        data_reply: Reply,
-        body: &mut dyn BufRead,
-    ) -> Result<Delivery, SmtpError> {
-        let ending = self.close_transaction(&mail_reply, &recipients, &data_reply, body)?;
-        self.flush_data()?;
-        let data = match ending {
-            Some(ending) => self.conclude(ending)?,
-            None => None,
-        };
-        Ok(Delivery {
-            mail: mail_reply,
-            recipients,
-            data,
-        })
-    }
-
-    fn mail_command(&self, mail: &Mail<'_>) -> Command {
-        let mut parameters = Vec::new();
-        if let Some(size) = mail.size.filter(|_| self.capabilities.has("SIZE")) {
-            parameters.push(Parameter::size(size));
-        }
-        if mail.eight_bit && self.capabilities.eight_bit_mime() {
-            parameters.push(Parameter::body_8bitmime());
-        }
-        Command::Mail {
-            from: mail.from.clone(),
-            parameters,
-        }
-    }
-
-    /// Queues MAIL, one RCPT per recipient and DATA, unflushed.
-    fn send_envelope(&mut self, mail: &Mail<'_>) -> Result<(), SmtpError> {
-        self.send(&self.mail_command(mail))?;
-        for to in mail.recipients {
-            self.send(&rcpt_command(to))?;
-        }
-        self.send(&Command::Data)
-    }
-
-    fn envelope_replies(&mut self, count: usize) -> Result<(Reply, Vec<Reply>, Reply), SmtpError> {
-        let mail_reply = self.read_reply()?;
-        let mut recipients = Vec::with_capacity(count);
-        for _ in 0..count {
-            recipients.push(self.read_reply()?);
-        }
-        Ok((mail_reply, recipients, self.read_reply()?))
-    }
-
-    /// Ends a transaction whose envelope has been answered, without flushing: the message data
-    /// and its final dot when DATA was taken and someone accepted; otherwise a reset where a
-    /// transaction is open (a DATA taken with nobody to deliver to gets an empty message first,
-    /// RFC 2920 §3.1). Returns what the replies still due will answer; `None` when the message is
-    /// settled already.
-    fn close_transaction(
-        &mut self,
-        mail_reply: &Reply,
-        recipients: &[Reply],
-        data_reply: &Reply,
-        body: &mut dyn BufRead,
-    ) -> Result<Option<Ending>, SmtpError> {
-        let transaction_open = mail_reply.is_positive();
-        let anyone = transaction_open && recipients.iter().any(Reply::is_positive);
-        let data_started = data_reply.code == ReplyCode::START_DATA;
-        if data_started && anyone {
-            self.write_body(body)?;
-            self.queue_dot();
-            return Ok(Some(Ending::Data));
-        }
-        if data_started {
-            self.queue_dot();
-        }
-        if transaction_open {
-            self.send(&Command::Rset)?;
-        }
-        Ok(match (data_started, transaction_open) {
-            (true, true) => Some(Ending::DotThenReset),
-            (true, false) => Some(Ending::Dot),
-            (false, true) => Some(Ending::Reset(data_reply.clone(), anyone)),
-            (false, false) => None,
-        })
-    }
-
-    /// Reads the replies that end a transaction; the reply to the message data when it was sent.
-    fn conclude(&mut self, ending: Ending) -> Result<Option<Reply>, SmtpError> {
-        match ending {
-            Ending::Data => self.read_reply().map(Some),
-            Ending::Dot => self.read_reply().map(|_| None),
-            Ending::DotThenReset => {
-                self.read_reply()?;
-                self.read_reply().map(|_| None)
-            }
-            Ending::Reset(data_reply, anyone) => {
-                self.read_reply()?;
-                Ok(anyone.then_some(data_reply))
-            }
-        }
     }
 
     /// Sends RSET and reads its reply.
@@ -895,72 +657,126 @@ impl Connection {
         }
         if let Some(tls) = self.tls.as_mut() {
             tls.send_close_notify();
-            let _ = tls.complete_io(&mut self.tcp);
+            let mut step = Step::new(self.timeouts.command);
+            let mut timed = Timed {
+                tcp: &self.tcp,
+                step: &mut step,
+                limits: &mut self.limits,
+            };
+            let _ = tls.complete_io(&mut timed);
         }
         let _ = self.tcp.shutdown(Shutdown::Both);
     }
 
-    fn write_body(&mut self, body: &mut dyn BufRead) -> Result<(), SmtpError> {
-        let mut line = Vec::new();
+    /// Queues the message data with CRLF line ends and dot-stuffing, and writes it in blocks
+    /// as it accumulates; the last block stays queued for the write that carries the final dot.
+    /// A bare CR or a bare LF in the stored message ends a line as CRLF does, so a `.` after
+    /// either is stuffed and the data cannot end early at a receiver that takes a bare CR for a
+    /// line end. `sent` becomes [`Sent::SomeData`] before the first block goes out.
+    pub(super) fn write_body(
+        &mut self,
+        body: &mut dyn BufRead,
+        sent: &mut Sent,
+    ) -> Result<(), SmtpError> {
         let mut octets = 0usize;
+        let mut at_line_start = true;
+        // A CR that ended the last buffer: the LF that may open the next is part of its CRLF.
+        let mut after_cr = false;
         loop {
-            line.clear();
-            let read = body
-                .read_until(b'\n', &mut line)
-                .map_err(SmtpError::MessageRead)?;
-            if read == 0 {
+            let chunk = body.fill_buf().map_err(SmtpError::MessageRead)?;
+            if chunk.is_empty() {
                 break;
             }
-            octets += read;
-            let text = line
-                .strip_suffix(b"\n")
-                .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
-                .unwrap_or(&line);
-            if text.starts_with(b".") {
-                self.unsent.push(b'.');
+            let length = chunk.len();
+            let mut rest = chunk;
+            if after_cr {
+                after_cr = false;
+                rest = rest.strip_prefix(b"\n").unwrap_or(rest);
             }
-            self.unsent.extend_from_slice(text);
-            self.unsent.extend_from_slice(b"\r\n");
+            while let Some(&first) = rest.first() {
+                if at_line_start && first == b'.' {
+                    self.unsent.push(b'.');
+                }
+                at_line_start = false;
+                let Some(end) = memchr::memchr2(b'\r', b'\n', rest) else {
+                    self.unsent.extend_from_slice(rest);
+                    break;
+                };
+                self.unsent.extend_from_slice(&rest[..end]);
+                self.unsent.extend_from_slice(b"\r\n");
+                at_line_start = true;
+                rest = match (rest[end], rest.get(end + 1)) {
+                    (b'\r', Some(b'\n')) => &rest[end + 2..],
+                    (b'\r', None) => {
+                        after_cr = true;
+                        &rest[end + 1..]
+                    }
+                    _ => &rest[end + 1..],
+                };
+            }
+            body.consume(length);
+            octets += length;
             if self.unsent.len() >= DATA_BLOCK {
+                *sent = Sent::SomeData;
                 self.flush_data()?;
             }
+        }
+        if !at_line_start {
+            self.unsent.extend_from_slice(b"\r\n");
         }
         self.transcript
             .note(&format!("({octets} octets of message data)"));
         Ok(())
     }
 
-    fn flush_data(&mut self) -> Result<(), SmtpError> {
+    /// Writes what is queued as one block of message data (commands may follow it in the block).
+    pub(super) fn flush_data(&mut self) -> Result<(), SmtpError> {
         let unsent = std::mem::take(&mut self.unsent);
-        self.write_all(&unsent, self.timeouts.data_block)
-            .map_err(|e| self.failure(e, "sending message data"))
+        let written = self.write_all(&unsent, self.timeouts.data_block);
+        self.recycle(unsent);
+        written.map_err(|e| self.failure(e, "sending message data"))
+    }
+
+    /// Keeps the write buffer's allocation for the next message.
+    fn recycle(&mut self, mut written: Vec<u8>) {
+        if self.unsent.is_empty() && written.capacity() <= 2 * DATA_BLOCK {
+            written.clear();
+            self.unsent = written;
+        }
     }
 
     /// Queues the dot that ends message data; its reply may take the longest of all.
-    fn queue_dot(&mut self) {
+    pub(super) fn queue_dot(&mut self) {
         self.transcript.sent(".");
         self.unsent.extend_from_slice(b".\r\n");
         self.awaited
             .push_back(("the end of message data", self.timeouts.data_end));
     }
 
-    fn write_all(&mut self, bytes: &[u8], wait: Duration) -> io::Result<()> {
-        self.limit_writes(wait)?;
+    /// Writes `bytes` as one step: however the kernel takes them, all within `limit`.
+    fn write_all(&mut self, bytes: &[u8], limit: Duration) -> io::Result<()> {
+        let mut step = Step::new(limit);
+        let mut timed = Timed {
+            tcp: &self.tcp,
+            step: &mut step,
+            limits: &mut self.limits,
+        };
         match self.tls.as_mut() {
             Some(tls) => {
-                let mut stream = rustls::Stream::new(tls.as_mut(), &mut self.tcp);
+                let mut stream = rustls::Stream::new(tls.as_mut(), &mut timed);
                 stream.write_all(bytes)?;
                 stream.flush()
             }
-            None => self.tcp.write_all(bytes),
+            None => timed.write_all(bytes),
         }
     }
 
-    /// The next line of a reply, waiting at most `wait` for each read from the socket; lines
-    /// already received cost no system call at all.
-    fn read_line(&mut self, during: &str, wait: Duration) -> Result<String, SmtpError> {
+    /// The next line of a reply, read within what is left of `step`; lines already received
+    /// cost no system call at all. The line is as received (a bare CR or any other control
+    /// character included): [`Reply::from_lines`] checks its syntax and makes its text printable.
+    fn read_line(&mut self, during: &str, step: &mut Step) -> Result<String, SmtpError> {
         loop {
-            if let Some(end) = self.received.iter().position(|&b| b == b'\n') {
+            if let Some(end) = memchr::memchr(b'\n', &self.received) {
                 let raw: Vec<u8> = self.received.drain(..=end).collect();
                 let line = raw
                     .strip_suffix(b"\n")
@@ -971,12 +787,16 @@ impl Connection {
             if self.received.len() > MAX_LINE {
                 return Err(self.protocol("reply line too long"));
             }
-            self.limit_reads(wait);
             let mut chunk = [0u8; 4096];
-            // A TLS read may write too (a pending record), under the limit of the last write.
+            let mut timed = Timed {
+                tcp: &self.tcp,
+                step,
+                limits: &mut self.limits,
+            };
+            // A TLS read may write too (a pending record), within the same step.
             let read = match self.tls.as_mut() {
-                Some(tls) => rustls::Stream::new(tls.as_mut(), &mut self.tcp).read(&mut chunk),
-                None => self.tcp.read(&mut chunk),
+                Some(tls) => rustls::Stream::new(tls.as_mut(), &mut timed).read(&mut chunk),
+                None => timed.read(&mut chunk),
             };
             match read {
                 Ok(0) => {
@@ -990,21 +810,6 @@ impl Connection {
                 Err(e) => return Err(self.failure(e, during)),
             }
         }
-    }
-
-    fn limit_reads(&mut self, wait: Duration) {
-        // A zero duration is refused by the socket layer; every caller passes a positive one.
-        if self.read_limit != Some(wait) && self.tcp.set_read_timeout(Some(wait)).is_ok() {
-            self.read_limit = Some(wait);
-        }
-    }
-
-    fn limit_writes(&mut self, wait: Duration) -> io::Result<()> {
-        if self.write_limit != Some(wait) {
-            self.tcp.set_write_timeout(Some(wait))?;
-            self.write_limit = Some(wait);
-        }
-        Ok(())
     }
 
     fn failure(&self, err: io::Error, during: &str) -> SmtpError {
@@ -1035,6 +840,15 @@ impl Connection {
         }
     }
 
+    /// A reply with a code that has no place after `command`.
+    pub(super) fn unexpected(&self, command: &'static str, reply: Reply) -> SmtpError {
+        SmtpError::Unexpected {
+            peer: self.peer.to_string(),
+            command,
+            reply,
+        }
+    }
+
     fn rejected(&self, context: &str, reply: Reply) -> SmtpError {
         SmtpError::Rejected {
             peer: self.peer.to_string(),
@@ -1061,421 +875,110 @@ impl Connection {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::BufReader;
-    use std::net::TcpListener;
-    use std::thread::JoinHandle;
-
-    /// What the scripted server does next: read this many lines (or up to the lone dot), then
-    /// write the reply text.
-    enum Step {
-        Lines(usize, &'static str),
-        Message(&'static str),
-        /// Wait, then write the reply text without reading anything.
-        After(Duration, &'static str),
-    }
-
-    /// Serves one connection: the greeting, then the steps. Returns everything the client sent.
-    fn server(greeting: &'static str, steps: Vec<Step>) -> (SocketAddr, JoinHandle<Vec<String>>) {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        let handle = std::thread::spawn(move || {
-            let (stream, _) = listener.accept().unwrap();
-            stream
-                .set_read_timeout(Some(Duration::from_secs(10)))
-                .unwrap();
-            let mut writer = stream.try_clone().unwrap();
-            let mut reader = BufReader::new(stream);
-            let mut seen = Vec::new();
-            writer.write_all(greeting.as_bytes()).unwrap();
-            for step in steps {
-                let (count, reply) = match step {
-                    Step::Lines(count, reply) => (Some(count), reply),
-                    Step::Message(reply) => (None, reply),
-                    Step::After(wait, reply) => {
-                        std::thread::sleep(wait);
-                        // The client may have given up and gone; that is what some tests want.
-                        let _ = writer.write_all(reply.as_bytes());
-                        continue;
-                    }
-                };
-                let mut read = 0;
-                loop {
-                    let mut line = String::new();
-                    if reader.read_line(&mut line).unwrap() == 0 {
-                        return seen;
-                    }
-                    read += 1;
-                    let done = match count {
-                        Some(count) => read == count,
-                        None => line == ".\r\n",
-                    };
-                    seen.push(line);
-                    if done {
-                        break;
-                    }
-                }
-                writer.write_all(reply.as_bytes()).unwrap();
-            }
-            seen
-        });
-        (addr, handle)
-    }
-
-    fn options(transcript: Transcript) -> ConnectOptions {
-        ConnectOptions {
-            timeouts: Timeouts::uniform(Duration::from_secs(10)),
-            family: AddressFamily::Any,
-            transcript,
-        }
-    }
-
-    fn domain(text: &str) -> Domain {
-        Domain::parse(text).unwrap()
-    }
-
-    /// Hands out prepared messages and keeps what the connection reports.
-    struct Script {
-        messages: VecDeque<Message>,
-        outcomes: Vec<Result<Delivery, String>>,
-    }
-
-    impl Outbox for Script {
-        fn next(&mut self, _: &Capabilities) -> Option<Message> {
-            self.messages.pop_front()
-        }
-
-        fn done(&mut self, outcome: Result<Delivery, &SmtpError>) {
-            self.outcomes.push(outcome.map_err(ToString::to_string));
-        }
-    }
-
-    fn message(to: &str, body: &'static str) -> Message {
-        Message {
-            from: ReversePath::Mailbox(Address::parse("a@example.test", &domain("x")).unwrap()),
-            recipients: vec![Address::parse(to, &domain("x")).unwrap()],
-            size: None,
-            eight_bit: false,
-            body: Box::new(body.as_bytes()),
-        }
-    }
+    use crate::smtp::test_server::{Step, domain, options, server};
 
     #[test]
-    fn deliver_all_sends_the_next_envelope_with_the_final_dot() {
-        // The reply to the first message's dot is only written once the second message's
-        // envelope has arrived: a client that waited for it would time out here.
+    fn a_trickled_reply_is_cut_off_when_its_limit_is_spent() {
+        // One byte every 100 ms: each read gets something long before the 700 ms limit, which a
+        // limit per read would renew until the whole greeting had arrived, four seconds later.
         let (addr, server) = server(
-            "220 sink ESMTP\r\n",
-            vec![
-                Step::Lines(1, "250-sink\r\n250 PIPELINING\r\n"),
-                Step::Lines(3, "250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n354 go ahead\r\n"),
-                Step::Message(""),
-                Step::Lines(
-                    3,
-                    "250 2.0.0 queued as 1\r\n250 2.1.0 Ok\r\n550 5.1.1 no such user\r\n554 5.5.1 no valid recipients\r\n",
-                ),
-                Step::Lines(1, "250 2.0.0 reset\r\n"),
-            ],
+            "",
+            vec![Step::Trickle(
+                0,
+                "220-sink.example ESMTP\r\n220 trickling along\r\n",
+                Duration::from_millis(100),
+            )],
         );
         let opts = ConnectOptions {
-            timeouts: Timeouts::uniform(Duration::from_secs(3)),
+            timeouts: Timeouts::uniform(Duration::from_millis(700)),
             ..options(Transcript::Off)
         };
         let mut conn = Connection::open(addr, None, &opts).unwrap();
-        conn.greeting().unwrap();
-        conn.hello(&domain("client.example")).unwrap();
-        let mut script = Script {
-            messages: VecDeque::from([
-                message("one@example.test", "Subject: 1\n\n.starts with a dot\n"),
-                message("nobody@example.test", "Subject: 2\n\nbody\n"),
-            ]),
-            outcomes: Vec::new(),
-        };
-        conn.deliver_all(&mut script).unwrap();
-        drop(conn);
-        let seen = server.join().unwrap();
-        assert_eq!(script.outcomes.len(), 2);
-        let first = script.outcomes[0].as_ref().unwrap();
-        assert!(first.accepted(0));
-        assert_eq!(
-            first.data.as_ref().unwrap().to_string(),
-            "250 2.0.0 queued as 1"
-        );
-        let second = script.outcomes[1].as_ref().unwrap();
-        assert!(!second.accepted(0));
-        assert_eq!(second.outcome(0).unwrap().code.value(), 550);
-        assert!(seen.contains(&"..starts with a dot\r\n".to_string()));
-        assert_eq!(seen.last().map(String::as_str), Some("RSET\r\n"));
-    }
-
-    /// A message body that tells, through `token`, whether it still exists.
-    struct Watched {
-        bytes: &'static [u8],
-        _token: Arc<()>,
-    }
-
-    impl Read for Watched {
-        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-            self.bytes.read(buf)
-        }
-    }
-
-    impl BufRead for Watched {
-        fn fill_buf(&mut self) -> io::Result<&[u8]> {
-            self.bytes.fill_buf()
-        }
-
-        fn consume(&mut self, amount: usize) {
-            self.bytes.consume(amount);
-        }
-    }
-
-    /// Hands out watched messages and notes, for each outcome, whether its message was gone.
-    struct Watching {
-        messages: VecDeque<Message>,
-        tokens: VecDeque<Arc<()>>,
-        released: Vec<bool>,
-    }
-
-    impl Watching {
-        fn new(count: usize) -> Watching {
-            let mut watching = Watching {
-                messages: VecDeque::new(),
-                tokens: VecDeque::new(),
-                released: Vec::new(),
-            };
-            for _ in 0..count {
-                let token = Arc::new(());
-                let mut message = message("one@example.test", "");
-                message.body = Box::new(Watched {
-                    bytes: b"Subject: s\n\nbody\n",
-                    _token: token.clone(),
-                });
-                watching.messages.push_back(message);
-                watching.tokens.push_back(token);
-            }
-            watching
-        }
-    }
-
-    impl Outbox for Watching {
-        fn next(&mut self, _: &Capabilities) -> Option<Message> {
-            self.messages.pop_front()
-        }
-
-        fn done(&mut self, _: Result<Delivery, &SmtpError>) {
-            if let Some(token) = self.tokens.pop_front() {
-                self.released.push(Arc::strong_count(&token) == 1);
-            }
-        }
-    }
-
-    #[test]
-    fn deliver_all_lets_go_of_each_message_before_reporting_it() {
-        // An outbox may then dispose of what the body read from (queue-run closes the message
-        // file on another thread).
-        let accepted = "250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n354 go ahead\r\n";
-        for pipelining in [true, false] {
-            let ehlo = if pipelining {
-                "250-sink\r\n250 PIPELINING\r\n"
-            } else {
-                "250 sink\r\n"
-            };
-            let steps = if pipelining {
-                vec![
-                    Step::Lines(1, ehlo),
-                    Step::Lines(3, accepted),
-                    Step::Message(""),
-                    Step::Lines(
-                        3,
-                        "250 2.0.0 queued as 1\r\n250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n354 go ahead\r\n",
-                    ),
-                    Step::Message("250 2.0.0 queued as 2\r\n"),
-                ]
-            } else {
-                let mut steps = vec![Step::Lines(1, ehlo)];
-                for _ in 0..2 {
-                    steps.push(Step::Lines(1, "250 2.1.0 Ok\r\n"));
-                    steps.push(Step::Lines(1, "250 2.1.5 Ok\r\n"));
-                    steps.push(Step::Lines(1, "354 go ahead\r\n"));
-                    steps.push(Step::Message("250 2.0.0 queued\r\n"));
-                }
-                steps
-            };
-            let (addr, server) = server("220 sink ESMTP\r\n", steps);
-            let mut conn = Connection::open(addr, None, &options(Transcript::Off)).unwrap();
-            conn.greeting().unwrap();
-            conn.hello(&domain("client.example")).unwrap();
-            let mut watching = Watching::new(2);
-            conn.deliver_all(&mut watching).unwrap();
-            drop(conn);
-            server.join().unwrap();
-            assert_eq!(watching.released, [true, true], "pipelining: {pipelining}");
-        }
-    }
-
-    #[test]
-    fn deliver_all_reports_a_broken_connection_to_every_message_in_flight() {
-        let (addr, server) = server(
-            "220 sink ESMTP\r\n",
-            vec![
-                Step::Lines(1, "250-sink\r\n250 PIPELINING\r\n"),
-                Step::Lines(3, "250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n354 go ahead\r\n"),
-            ],
-        );
-        let mut conn = Connection::open(addr, None, &options(Transcript::Off)).unwrap();
-        conn.greeting().unwrap();
-        conn.hello(&domain("client.example")).unwrap();
-        let mut script = Script {
-            messages: VecDeque::from([
-                message("one@example.test", "Subject: 1\n\nx\n"),
-                message("two@example.test", "Subject: 2\n\ny\n"),
-                message("three@example.test", "Subject: 3\n\nz\n"),
-            ]),
-            outcomes: Vec::new(),
-        };
-        assert!(conn.deliver_all(&mut script).is_err());
-        server.join().unwrap();
-        assert_eq!(script.outcomes.len(), 2, "two messages were in flight");
-        assert!(script.outcomes.iter().all(Result::is_err));
-        assert_eq!(script.messages.len(), 1, "the third was never taken");
-    }
-
-    #[test]
-    fn pipelined_delivery_reports_each_recipient() {
-        let (addr, server) = server(
-            "220 sink ESMTP\r\n",
-            vec![
-                Step::Lines(
-                    1,
-                    "250-sink\r\n250-PIPELINING\r\n250-SIZE 1000000\r\n250 8BITMIME\r\n",
-                ),
-                Step::Lines(
-                    4,
-                    "250 2.1.0 Ok\r\n550 5.1.1 no such user\r\n250 2.1.5 Ok\r\n354 go ahead\r\n",
-                ),
-                Step::Message("250 2.0.0 queued as X\r\n"),
-                Step::Lines(1, "221 bye\r\n"),
-            ],
-        );
-        let mut conn = Connection::open(addr, None, &options(Transcript::Off)).unwrap();
-        conn.greeting().unwrap();
-        conn.hello(&domain("client.example")).unwrap();
-        let from = ReversePath::parse("<>", &domain("client.example")).unwrap();
-        let recipients = [
-            Address::parse("nouser@sink.example", &domain("x")).unwrap(),
-            Address::parse("user@sink.example", &domain("x")).unwrap(),
-        ];
-        let mail = Mail {
-            from: &from,
-            recipients: &recipients,
-            size: Some(42),
-            eight_bit: true,
-        };
-        let mut body: &[u8] = b"Subject: t\n\n.leading dot\r\nlast line without end";
-        let delivery = conn.deliver(&mail, &mut body).unwrap();
-        conn.quit();
-        assert!(!delivery.accepted(0));
-        assert_eq!(delivery.outcome(0).unwrap().code.value(), 550);
-        assert!(delivery.accepted(1));
-        let seen = server.join().unwrap();
-        assert_eq!(
-            seen,
-            [
-                "EHLO client.example\r\n",
-                "MAIL FROM:<> SIZE=42 BODY=8BITMIME\r\n",
-                "RCPT TO:<nouser@sink.example>\r\n",
-                "RCPT TO:<user@sink.example>\r\n",
-                "DATA\r\n",
-                "Subject: t\r\n",
-                "\r\n",
-                "..leading dot\r\n",
-                "last line without end\r\n",
-                ".\r\n",
-                "QUIT\r\n",
-            ]
-        );
-    }
-
-    #[test]
-    fn each_reply_waits_under_its_own_time_limit() {
-        // Commands get a short limit, the end of data a long one. The reply to the dot comes
-        // later than the command limit, and is still awaited: its own limit applies even
-        // though the socket last waited for command replies.
-        let (addr, server) = server(
-            "220 sink ESMTP\r\n",
-            vec![
-                Step::Lines(1, "250-sink\r\n250 PIPELINING\r\n"),
-                Step::Lines(3, "250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n354 go ahead\r\n"),
-                Step::Message(""),
-                Step::After(Duration::from_millis(1500), "250 2.0.0 queued\r\n"),
-                // The next transaction's MAIL is never answered: the command limit applies again.
-                Step::Lines(3, ""),
-                Step::After(Duration::from_secs(2), ""),
-            ],
-        );
-        let short = Duration::from_millis(300);
-        let opts = ConnectOptions {
-            timeouts: Timeouts {
-                command: short,
-                data_start: short,
-                ..Timeouts::uniform(Duration::from_secs(10))
-            },
-            ..options(Transcript::Off)
-        };
-        let mut conn = Connection::open(addr, None, &opts).unwrap();
-        conn.greeting().unwrap();
-        conn.hello(&domain("client.example")).unwrap();
-        let from = ReversePath::parse("a@b.example", &domain("x")).unwrap();
-        let recipients = [Address::parse("u@sink.example", &domain("x")).unwrap()];
-        let mail = Mail {
-            from: &from,
-            recipients: &recipients,
-            size: None,
-            eight_bit: false,
-        };
-        let delivery = conn.deliver(&mail, &mut &b"x\n"[..]).unwrap();
-        assert!(delivery.accepted(0));
-        let err = conn.deliver(&mail, &mut &b"y\n"[..]).unwrap_err();
+        let err = conn.greeting().unwrap_err();
         assert!(
-            matches!(&err, SmtpError::Timeout { during, .. } if during == "waiting for the reply to MAIL"),
+            matches!(&err, SmtpError::Timeout { during, .. } if during == "waiting for the greeting"),
             "{err}"
         );
         drop(conn);
+        let seen = server.join().unwrap();
+        assert_eq!(seen, ["-- cut off"]);
+    }
+
+    #[test]
+    fn a_reply_in_pieces_within_its_limit_is_read_whole() {
+        let (addr, server) = server(
+            "",
+            vec![
+                Step::Trickle(
+                    0,
+                    "220-sink.example\r\n220 ready\r\n",
+                    Duration::from_millis(5),
+                ),
+                Step::Lines(1, "250 sink.example\r\n"),
+            ],
+        );
+        let mut conn = Connection::open(addr, None, &options(Transcript::Off)).unwrap();
+        let greeting = conn.greeting().unwrap();
+        assert_eq!(greeting.to_string(), "220 sink.example ready");
+        conn.hello(&domain("client.example")).unwrap();
+        drop(conn);
         server.join().unwrap();
     }
 
     #[test]
-    fn without_pipelining_nobody_accepted_means_no_data() {
+    fn a_trickled_tls_handshake_is_one_step() {
+        // The server says 220 to STARTTLS, then sends its handshake a byte at a time.
         let (addr, server) = server(
             "220 sink\r\n",
             vec![
-                Step::Lines(1, "250 sink\r\n"),
-                Step::Lines(1, "250 Ok\r\n"),
-                Step::Lines(1, "450 4.2.0 try later\r\n"),
-                Step::Lines(1, "250 reset\r\n"),
+                Step::Lines(1, "250-sink\r\n250 STARTTLS\r\n"),
+                Step::Trickle(1, "220 go ahead\r\n", Duration::ZERO),
+                // A record header announcing 64 bytes, and 60 of them: a limit per read would
+                // wait the whole six seconds, then 700 ms more.
+                Step::Trickle(0, HANDSHAKE_TRICKLE, Duration::from_millis(100)),
             ],
         );
-        let mut conn = Connection::open(addr, None, &options(Transcript::Off)).unwrap();
+        let opts = ConnectOptions {
+            timeouts: Timeouts::uniform(Duration::from_millis(700)),
+            ..options(Transcript::Off)
+        };
+        let mut conn = Connection::open(addr, None, &opts).unwrap();
         conn.greeting().unwrap();
         conn.hello(&domain("client.example")).unwrap();
-        let from = ReversePath::parse("a@b.example", &domain("x")).unwrap();
-        let recipients = [Address::parse("u@sink.example", &domain("x")).unwrap()];
-        let mail = Mail {
-            from: &from,
-            recipients: &recipients,
-            size: Some(1),
-            eight_bit: true,
-        };
-        let delivery = conn.deliver(&mail, &mut &b"x\n"[..]).unwrap();
+        let err = conn
+            .starttls(&TlsClient::new(crate::smtp::Verification::Insecure))
+            .unwrap_err();
+        assert!(
+            matches!(&err, SmtpError::Timeout { during, .. } if during == "during the TLS handshake"),
+            "{err}"
+        );
         drop(conn);
-        assert_eq!(delivery.data, None);
-        assert!(delivery.outcome(0).unwrap().is_transient());
         let seen = server.join().unwrap();
         assert_eq!(
-            seen[1], "MAIL FROM:<a@b.example>\r\n",
-            "SIZE sent unannounced"
+            seen.last().map(String::as_str),
+            Some("-- cut off"),
+            "{seen:?}"
         );
-        assert_eq!(seen.last().unwrap(), "RSET\r\n");
+    }
+
+    const HANDSHAKE_TRICKLE: &str = concat!(
+        "\u{16}\u{3}\u{3}\u{0}\u{40}",
+        "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
+    );
+
+    #[test]
+    fn the_transcript_shows_server_lines_printable() {
+        let (addr, server) = server("220 \u{1b}]0;owned\u{7} hello\r\n", vec![]);
+        let captured = Arc::new(Mutex::new(Vec::new()));
+        let mut conn =
+            Connection::open(addr, None, &options(Transcript::Capture(captured.clone()))).unwrap();
+        let greeting = conn.greeting().unwrap();
+        assert_eq!(greeting.to_string(), "220 ?]0;owned? hello");
+        drop(conn);
+        server.join().unwrap();
+        let transcript = captured.lock().unwrap().join("\n");
+        assert!(transcript.contains("220 ?]0;owned? hello"), "{transcript}");
+        assert!(!transcript.contains('\u{1b}'), "{transcript:?}");
     }
 
     #[test]

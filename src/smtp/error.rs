@@ -33,6 +33,15 @@ pub enum SmtpError {
     /// The server said something that is not SMTP.
     #[error("{peer}: protocol error: {detail}")]
     Protocol { peer: String, detail: String },
+    /// The server answered with a code that has no place after the command: 250 to DATA, 354 to
+    /// RCPT or to the end of the data, anything but 2xx to RSET. What the server will make of
+    /// the next line is unknown, so the connection is given up.
+    #[error("{peer}: protocol error: {reply} (in reply to {command})")]
+    Unexpected {
+        peer: String,
+        command: &'static str,
+        reply: Reply,
+    },
     /// The server answered a command (or the greeting) with a failure reply.
     #[error("{peer}: {context}: {reply}")]
     Rejected {
@@ -66,6 +75,7 @@ impl SmtpError {
             }
             SmtpError::Tls { .. }
             | SmtpError::Protocol { .. }
+            | SmtpError::Unexpected { .. }
             | SmtpError::NotOffered { .. }
             | SmtpError::MessageRead(_) => false,
         }
@@ -74,7 +84,9 @@ impl SmtpError {
     /// The reply the server gave, when the failure is a reply.
     pub fn reply(&self) -> Option<&Reply> {
         match self {
-            SmtpError::Rejected { reply, .. } | SmtpError::AuthFailed { reply, .. } => Some(reply),
+            SmtpError::Rejected { reply, .. }
+            | SmtpError::AuthFailed { reply, .. }
+            | SmtpError::Unexpected { reply, .. } => Some(reply),
             _ => None,
         }
     }
@@ -89,7 +101,9 @@ impl Sysexit for SmtpError {
             | SmtpError::Closed { .. }
             | SmtpError::Io { .. }
             | SmtpError::Tls { .. } => Status::TempFail,
-            SmtpError::Protocol { .. } | SmtpError::NotOffered { .. } => Status::Protocol,
+            SmtpError::Protocol { .. }
+            | SmtpError::Unexpected { .. }
+            | SmtpError::NotOffered { .. } => Status::Protocol,
             SmtpError::Rejected { reply, .. } if reply.is_transient() => Status::TempFail,
             SmtpError::Rejected { .. } => Status::Protocol,
             SmtpError::AuthFailed { reply, .. } if reply.is_transient() => Status::TempFail,

@@ -28,8 +28,8 @@
 //! # Description
 //!
 //! A blocking client over `std::net`, one connection per [`Connection`], for the three users of
-//! SMTP in etrnq: queue-run delivers with it ([`Connection::deliver`]: PIPELINING, per-recipient
-//! replies, SIZE, 8BITMIME, STARTTLS), mx-check probes with it (greeting, EHLO
+//! SMTP in etrnq: queue-run delivers with it ([`Connection::deliver_all`]: PIPELINING,
+//! per-recipient verdicts, SIZE, 8BITMIME, STARTTLS), mx-check probes with it (greeting, EHLO
 //! [`Capabilities`], the STARTTLS certificate in [`TlsInfo`], MAIL FROM:<>/RCPT/RSET/QUIT through
 //! [`Connection::command`]), and etrn-send sends ETRN with it.
 //!
@@ -39,8 +39,9 @@
 //! reply per recipient rather than one verdict per message.
 //!
 //! The pieces: [`Command`] (each verb a variant whose `Display` is its exact wire form, without
-//! CRLF), [`Reply`] (parsed once into code, enhanced code and lines), [`Capabilities`] (the EHLO
-//! keywords), [`Connection`] (I/O, time limits, transcript, TLS, AUTH, delivery) and
+//! CRLF), [`Reply`] (parsed once into code, enhanced code and printable lines), [`Capabilities`]
+//! (the EHLO keywords), [`Connection`] (I/O, time limits, transcript, TLS, AUTH), the mail
+//! transactions ([`Connection::deliver_all`] with an [`Outbox`], each message's [`Attempt`]) and
 //! [`SmtpError`] (each failure carries its `sysexits` status).
 //!
 //! # Promises
@@ -48,14 +49,20 @@
 //! - Every reply is read whole and checked: all lines carry one code, continuation marks are
 //!   consistent, a line is at most 8192 octets and a reply at most 500 lines; anything else is a
 //!   protocol error, never a panic.
-//! - Every network read and write has a time limit ([`Timeouts`], RFC 5321 §4.5.3.2 values by
-//!   default).
+//! - Each step has a deadline ([`Timeouts`], RFC 5321 §4.5.3.2 values by default): a reply with
+//!   all its lines, a write of commands, a block of message data, the TLS handshake. Bytes that
+//!   trickle in do not renew it.
+//! - Only a 2xx to the end of the data after a 354 to DATA delivers; a reply with no place after
+//!   its command ends the connection and is never taken for a delivery or a refusal.
+//! - Message data leaves with CRLF line ends only and every line dot-stuffed, whatever line ends
+//!   the stored message has.
 //! - Replies are matched to commands in order, so a pipelined reply cannot be taken for another
 //!   command's, and an error names the command whose reply was awaited.
 //!
 //! # Security
 //!
-//! - Nothing the server sends is trusted to be text: non-UTF-8 bytes are replaced, lengths are
+//! - Nothing the server sends is trusted to be text: non-UTF-8 bytes are replaced, control
+//!   characters are made printable where replies are parsed (and in the transcript), lengths are
 //!   bounded.
 //! - Commands are built from validated types, and a command that would contain a line break is
 //!   refused before it is written.
@@ -70,25 +77,32 @@
 //! - Host names are resolved with the system resolver (`getaddrinfo`); MX lookups and the
 //!   configured `[dns]` servers belong to the DNS module.
 //! - Message data is sent with DATA. CHUNKING is reported in [`Capabilities`] and BDAT can be
-//!   written as a command, but [`Connection::deliver`] does not use it.
+//!   written as a command, but [`Connection::deliver_all`] does not use it.
 //! - SASL mechanisms: PLAIN and LOGIN only.
-//! - The time limits apply to each read or write, not to a whole conversation.
+//! - The time limits bound each step, not a whole conversation: a conversation of many steps
+//!   may take as long as their limits added up.
 
 mod capabilities;
 mod command;
 mod connection;
 mod error;
 mod reply;
+#[cfg(test)]
+mod test_server;
 mod tls;
+mod transaction;
 
 pub use capabilities::Capabilities;
 pub use command::{AuthMechanism, Command, EtrnArgument, Parameter};
 pub use connection::{
     AddressFamily, COMMAND_TIMEOUT, CONNECT_TIMEOUT, ConnectOptions, Connection, Credentials,
-    DATA_BLOCK_TIMEOUT, DATA_END_TIMEOUT, DATA_START_TIMEOUT, Delivery, GREETING_TIMEOUT, Mail,
-    Message, Outbox, Peer, Timeouts, Transcript, resolve,
+    DATA_BLOCK_TIMEOUT, DATA_END_TIMEOUT, DATA_START_TIMEOUT, GREETING_TIMEOUT, Peer, Timeouts,
+    Transcript, resolve,
 };
 pub use error::SmtpError;
-pub use reply::{EnhancedCode, Reply, ReplyCode};
+pub use reply::{EnhancedCode, Reply, ReplyCode, printable};
 pub(crate) use tls::negotiated;
 pub use tls::{CertificateInfo, TlsClient, TlsInfo, Verification};
+pub use transaction::{
+    Attempt, Body, Delivery, Message, Outbox, RECIPIENT_LIMIT, Sent, Stage, Verdict,
+};

@@ -1,6 +1,11 @@
 //! Server replies (RFC 5321 §4.2), parsed once into a code, an optional enhanced status code
 //! (RFC 3463) and the text lines.
+//!
+//! The text of a [`Reply`] never holds a control character: whatever the server sent is made
+//! printable here, once, so every log line, listing, queue file and bounce that quotes a reply
+//! is safe to show on a terminal and to store as one field.
 
+use std::borrow::Cow;
 use std::fmt;
 
 /// A three-digit reply code whose first digit is 2, 3, 4 or 5.
@@ -12,6 +17,8 @@ impl ReplyCode {
     pub const OK: ReplyCode = ReplyCode(250);
     pub const START_DATA: ReplyCode = ReplyCode(354);
     pub const SERVICE_UNAVAILABLE: ReplyCode = ReplyCode(421);
+    /// RFC 5321 §4.5.3.1.10: among other things, "too many recipients" for this transaction.
+    pub const INSUFFICIENT_STORAGE: ReplyCode = ReplyCode(452);
 
     /// Parses the three digits that open a reply line.
     pub fn parse(digits: &[u8]) -> Option<ReplyCode> {
@@ -83,14 +90,15 @@ pub struct Reply {
     pub code: ReplyCode,
     /// Present when the first line's text opens with an enhanced status code of the same class.
     pub enhanced: Option<EnhancedCode>,
-    /// The text after `NNN-` or `NNN ` of each line, verbatim (the enhanced code included).
+    /// The text after `NNN-` or `NNN ` of each line (the enhanced code included), made
+    /// printable: see [`printable`].
     pub lines: Vec<String>,
 }
 
 impl Reply {
     /// Builds a reply from raw lines without their line ends, checking every line's syntax: all
     /// lines carry the same code, every line but the last has `-` after it, the last has a space or
-    /// nothing.
+    /// nothing. The syntax is checked on the line as received; the text kept is made printable.
     pub fn from_lines<S: AsRef<str>>(raw: &[S]) -> Result<Reply, String> {
         let Some((last, _)) = raw.split_last() else {
             return Err("empty reply".to_string());
@@ -107,7 +115,7 @@ impl Reply {
             if continued == is_last {
                 return Err(format!("badly continued reply line: {line:?}"));
             }
-            lines.push(text.to_string());
+            lines.push(printable(text).into_owned());
         }
         let code = code.ok_or_else(|| format!("no reply code in {:?}", last.as_ref()))?;
         let enhanced = lines
@@ -159,6 +167,24 @@ impl fmt::Display for Reply {
             write!(f, "{} {}", self.code, message)
         }
     }
+}
+
+/// `text` with every control character replaced: a TAB by a space, any other (C0 controls such as
+/// NUL, a bare CR or ESC, DEL, and the C1 controls) by `?`, as Postfix shows untrusted text.
+/// Replies reach logs, `mailq`, queue files and bounces; none of them may carry a character that
+/// moves a terminal's cursor, ends a record or a line, or cuts a string short.
+pub fn printable(text: &str) -> Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return Cow::Borrowed(text);
+    }
+    text.chars()
+        .map(|c| match c {
+            '\t' => ' ',
+            c if c.is_control() => '?',
+            c => c,
+        })
+        .collect::<String>()
+        .into()
 }
 
 /// Splits `250-text`, `250 text` or `250` into its code, whether more lines follow, and the text.
@@ -240,6 +266,29 @@ mod tests {
         ];
         for lines in bad {
             assert!(Reply::from_lines(lines).is_err(), "{lines:?} was accepted");
+        }
+    }
+
+    #[test]
+    fn control_characters_never_reach_the_text() {
+        let reply = Reply::from_lines(&[
+            "450-4.2.0 \u{1b}[2J\u{7}busy\0now\rreally",
+            "450 4.2.0 tab\there\u{7f}\u{9b}31m",
+        ])
+        .unwrap();
+        assert_eq!(
+            reply.lines,
+            ["4.2.0 ?[2J?busy?now?really", "4.2.0 tab here??31m"]
+        );
+        assert_eq!(reply.enhanced.unwrap().to_string(), "4.2.0");
+        assert!(!reply.to_string().chars().any(char::is_control), "{reply}");
+        assert_eq!(printable("plain text"), Cow::Borrowed("plain text"));
+    }
+
+    #[test]
+    fn a_control_character_in_the_code_or_the_separator_is_malformed() {
+        for line in ["2\u{0}0 x", "250\rx", "250\0x"] {
+            assert!(Reply::from_lines(&[line]).is_err(), "{line:?} was accepted");
         }
     }
 
