@@ -429,6 +429,7 @@ impl Queue {
                 id,
                 data: Arc::new(data),
                 envelope,
+                reservation: None,
             })),
             Ok(envelope) => Ok(LockAttempt::Corrupt(format!(
                 "envelope names id {}, file is {id}",
@@ -468,13 +469,17 @@ impl Queue {
         Ok(true)
     }
 
+    /// Writes `envelope` under `tmp/` and renames it over the active one. On failure nothing is
+    /// left in `tmp/` and the old envelope stands.
     fn replace_envelope(&self, envelope: &Envelope) -> Result<(), QueueError> {
         let id = envelope.id;
         let tmp_name = format!("{id}.env");
         let tmp_path = self.path(TMP, &tmp_name);
         write_synced(&tmp_path, &envelope.to_bytes(), true)?;
-        fs::rename(&tmp_path, self.path(ENV, id.as_str()))
-            .map_err(io_error("cannot rename", &tmp_path))?;
+        if let Err(e) = fs::rename(&tmp_path, self.path(ENV, id.as_str())) {
+            let _ = fs::remove_file(&tmp_path);
+            return Err(io_error("cannot rename", tmp_path)(e));
+        }
         self.env
             .sync_all()
             .map_err(io_error("cannot sync", self.root.join(ENV)))
@@ -821,9 +826,11 @@ pub struct Locked<'q> {
     /// The open data file: its descriptor holds the lock, and the message is read through it.
     data: Arc<File>,
     envelope: Envelope,
+    /// Room set aside for the next state, from [`Locked::reserve`].
+    reservation: Option<Box<Reservation<'q>>>,
 }
 
-impl Locked<'_> {
+impl<'q> Locked<'q> {
     pub fn id(&self) -> QueueId {
         self.id
     }
@@ -847,21 +854,148 @@ impl Locked<'_> {
         }
     }
 
-    /// Writes the envelope back, atomically.
-    pub fn save(&self) -> Result<(), QueueError> {
-        self.queue.replace_envelope(&self.envelope)
+    /// Sets aside `bytes` on the queue's file system for the next [`Locked::save`]: a file under
+    /// `tmp/` written whole and fsynced now, overwritten in place and renamed over the envelope
+    /// then. A state written into it needs no new space, so it can be recorded on a disk that
+    /// filled up in between. On failure nothing is left in `tmp/`.
+    pub fn reserve(&mut self, bytes: u64) -> Result<(), QueueError> {
+        // A reservation left from before goes first: it has the same name.
+        self.reservation = None;
+        let name = format!("{}.env", self.id);
+        let path = self.queue.path(TMP, &name);
+        let file = nix::fcntl::openat(
+            &self.queue.tmp,
+            name.as_str(),
+            nix::fcntl::OFlag::O_WRONLY
+                | nix::fcntl::OFlag::O_CREAT
+                | nix::fcntl::OFlag::O_TRUNC
+                | nix::fcntl::OFlag::O_NOFOLLOW
+                | nix::fcntl::OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::from_bits_truncate(0o600),
+        )
+        .map(File::from)
+        .map_err(|e| nix_error("cannot create", path.clone())(e))?;
+        let reservation = Box::new(Reservation {
+            tmp: &self.queue.tmp,
+            name,
+            path,
+            file,
+            renamed: false,
+        });
+        reservation.fill(bytes)?;
+        self.reservation = Some(reservation);
+        Ok(())
+    }
+
+    /// Writes the envelope back, atomically: into the reservation when there is one. On
+    /// failure the old envelope stands and nothing is left in `tmp/`.
+    pub fn save(&mut self) -> Result<(), QueueError> {
+        match self.reservation.take() {
+            Some(mut reservation) => reservation.commit(self.queue, &self.envelope),
+            None => self.queue.replace_envelope(&self.envelope),
+        }
     }
 
     /// Takes the message out of the queue: envelope first (the instant it leaves), then data,
     /// both by name in the open queue directories; the lock is released after both.
     pub fn remove(self) -> Result<(), QueueError> {
+        self.take_out()?.remove()
+    }
+
+    /// The first half of [`Locked::remove`]: unlinks the envelope, the instant the message
+    /// leaves the queue, and keeps its data file locked for [`Leftover::remove`].
+    pub fn take_out(self) -> Result<Leftover<'q>, QueueError> {
         let name = self.id.as_str();
         unlinkat(&self.queue.env, name, UnlinkatFlags::NoRemoveDir)
             .map_err(|e| nix_error("cannot remove", self.queue.path(ENV, name))(e))?;
+        drop(self.reservation);
+        Ok(Leftover {
+            queue: self.queue,
+            id: self.id,
+            data: self.data,
+        })
+    }
+}
+
+/// The data of a message whose envelope is gone, still locked. Dropped without
+/// [`Leftover::remove`], the data stays for `sweep_orphans`.
+#[derive(Debug)]
+pub struct Leftover<'q> {
+    queue: &'q Queue,
+    id: QueueId,
+    data: Arc<File>,
+}
+
+impl Leftover<'_> {
+    /// Unlinks the data file, then releases the lock.
+    pub fn remove(self) -> Result<(), QueueError> {
+        let name = self.id.as_str();
         unlinkat(&self.queue.data, name, UnlinkatFlags::NoRemoveDir)
             .map_err(|e| nix_error("cannot remove", self.queue.path(DATA, name))(e))?;
         drop(self.data);
         Ok(())
+    }
+}
+
+/// Space set aside under `tmp/` for a message's next state. Only the holder of the message's
+/// lock writes this name; the file is also locked itself, so a sweep never takes it however
+/// long the delivery lasts. Dropped unused, it is removed.
+#[derive(Debug)]
+struct Reservation<'q> {
+    tmp: &'q File,
+    name: String,
+    path: PathBuf,
+    file: File,
+    /// Set once the file became the envelope.
+    renamed: bool,
+}
+
+impl Reservation<'_> {
+    fn fill(&self, bytes: u64) -> Result<(), QueueError> {
+        let io = |action| io_error(action, &self.path);
+        self.file.lock().map_err(io("cannot lock"))?;
+        let zeros = [0u8; 4096];
+        let mut left = bytes;
+        let mut writer = &self.file;
+        while left > 0 {
+            let chunk = left.min(zeros.len() as u64) as usize;
+            writer
+                .write_all(&zeros[..chunk])
+                .map_err(io("cannot write"))?;
+            left -= chunk as u64;
+        }
+        self.file.sync_all().map_err(io("cannot sync"))
+    }
+
+    /// Overwrites the reserved bytes with `envelope`, cuts the file to its length, syncs it and
+    /// renames it over the active envelope. A state longer than the reservation still works
+    /// while there is room.
+    fn commit(&mut self, queue: &Queue, envelope: &Envelope) -> Result<(), QueueError> {
+        let bytes = envelope.to_bytes();
+        let io = |action| io_error(action, &self.path);
+        self.file
+            .write_all_at(&bytes, 0)
+            .map_err(io("cannot write"))?;
+        self.file
+            .set_len(bytes.len() as u64)
+            .map_err(io("cannot write"))?;
+        self.file.sync_all().map_err(io("cannot sync"))?;
+        let id = envelope.id.as_str();
+        nix::fcntl::renameat(self.tmp, self.name.as_str(), &queue.env, id)
+            .map_err(|e| nix_error("cannot rename", self.path.clone())(e))?;
+        self.renamed = true;
+        queue
+            .env
+            .sync_all()
+            .map_err(io_error("cannot sync", queue.root.join(ENV)))
+    }
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        if !self.renamed {
+            let _ = unlinkat(self.tmp, self.name.as_str(), UnlinkatFlags::NoRemoveDir);
+        }
     }
 }
 
@@ -1070,8 +1204,9 @@ fn flocked_inodes(table: &str, device: &str) -> std::collections::HashSet<u64> {
     inodes
 }
 
-/// Writes a whole small file and fsyncs it. `replace` allows a stale file of the same name (left
-/// by a runner that died) to be overwritten; only the lock holder writes these names.
+/// Writes a whole small file and fsyncs it, or removes it again on failure. `replace` allows a
+/// stale file of the same name (left by a runner that died) to be overwritten; only the lock
+/// holder writes these names.
 fn write_synced(path: &Path, bytes: &[u8], replace: bool) -> Result<(), QueueError> {
     let mut options = OpenOptions::new();
     options
@@ -1086,9 +1221,15 @@ fn write_synced(path: &Path, bytes: &[u8], replace: bool) -> Result<(), QueueErr
     let mut file = options
         .open(path)
         .map_err(io_error("cannot create", path))?;
-    file.write_all(bytes)
-        .map_err(io_error("cannot write", path))?;
-    file.sync_all().map_err(io_error("cannot sync", path))
+    let written = file
+        .write_all(bytes)
+        .map_err(io_error("cannot write", path))
+        .and_then(|()| file.sync_all().map_err(io_error("cannot sync", path)));
+    if written.is_err() {
+        // Whatever part reached the disk is no state of anything.
+        let _ = fs::remove_file(path);
+    }
+    written
 }
 
 fn is_stale(path: &Path, grace: Duration) -> bool {
@@ -1305,6 +1446,68 @@ mod tests {
             .unwrap();
         assert!(!seen.locked);
         assert_eq!(seen.envelope.unwrap().recipients[0].reason, "450 try later");
+    }
+
+    #[test]
+    fn a_reservation_holds_its_room_until_the_state_is_written_into_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let queue = Queue::open(dir.path()).unwrap();
+        let id = commit(&queue, b"x\n");
+        let tmp = dir.path().join(TMP).join(format!("{id}.env"));
+        let LockAttempt::Locked(mut locked) = queue.try_lock(id).unwrap() else {
+            panic!("not locked")
+        };
+        locked.reserve(10_000).unwrap();
+        assert_eq!(fs::metadata(&tmp).unwrap().len(), 10_000);
+        // Locked itself, so a sweep of stale leftovers leaves it alone.
+        assert_eq!(queue.sweep_tmp(Duration::ZERO).unwrap(), 0);
+        assert!(tmp.exists());
+        locked.envelope_mut().recipients[0].reason = "450 later".into();
+        locked.save().unwrap();
+        assert!(!tmp.exists(), "the reservation became the envelope");
+        let expected = locked.envelope().to_bytes();
+        assert_eq!(fs::read(queue.path(ENV, id.as_str())).unwrap(), expected);
+
+        // A reservation that is not used goes with the message or the lock.
+        locked.reserve(100).unwrap();
+        drop(locked);
+        assert!(!tmp.exists());
+        let LockAttempt::Locked(mut locked) = queue.try_lock(id).unwrap() else {
+            panic!("not locked")
+        };
+        locked.reserve(100).unwrap();
+        locked.remove().unwrap();
+        assert_eq!(fs::read_dir(dir.path().join(TMP)).unwrap().count(), 0);
+        assert!(queue.ids().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_failed_save_leaves_the_old_state_and_nothing_in_tmp() {
+        let dir = tempfile::tempdir().unwrap();
+        let queue = Queue::open(dir.path()).unwrap();
+        let id = commit(&queue, b"x\n");
+        let LockAttempt::Locked(mut locked) = queue.try_lock(id).unwrap() else {
+            panic!("not locked")
+        };
+        // The rename over the envelope fails: a directory with something in it stands there.
+        let env = queue.path(ENV, id.as_str());
+        let old = fs::read(&env).unwrap();
+        fs::remove_file(&env).unwrap();
+        fs::create_dir(&env).unwrap();
+        fs::write(env.join("keep"), &old).unwrap();
+        locked.envelope_mut().recipients[0].attempts = 7;
+        for reserved in [false, true] {
+            if reserved {
+                locked.reserve(4096).unwrap();
+            }
+            assert!(locked.save().is_err(), "reserved: {reserved}");
+            assert_eq!(
+                fs::read_dir(dir.path().join(TMP)).unwrap().count(),
+                0,
+                "reserved: {reserved}"
+            );
+        }
+        assert_eq!(fs::read(env.join("keep")).unwrap(), old);
     }
 
     #[test]

@@ -96,7 +96,7 @@ fn run(cli: Cli) -> anyhow::Result<Status> {
         data_timeout: Duration::from_secs(cli.data_timeout),
         ..Limits::new(&config)
     };
-    let log = Arc::new(MailLog::open(&config.log, PROGRAM).context("cannot open the mail log")?);
+    let log = Arc::new(MailLog::open(&config.log, PROGRAM));
     let server = Arc::new(Server::new(config, limits, run, log)?);
     if cli.inetd {
         smtpd::serve_stdio(&server)?;
