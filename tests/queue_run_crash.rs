@@ -1,6 +1,6 @@
 //! queue-run's crash and concurrency trials: several runs at once over one queue, one run whose
-//! removals go on while its connections deliver, and runs killed with SIGKILL in the middle of a
-//! flush. The queue is filled through the library's
+//! removals go on while its connections deliver, and runs killed with SIGKILL or stopped with
+//! SIGTERM at random instants of a flush. The queue is filled through the library's
 //! submission path (the same code queue-enqueue runs, without a process per message); the
 //! runs are the real binary. A recording server on loopback keeps every message it accepted, so
 //! the trials count deliveries by Message-ID.
@@ -14,8 +14,8 @@ mod support {
     pub mod tls;
 }
 
-use std::collections::HashMap;
-use std::process::Stdio;
+use std::collections::{HashMap, HashSet};
+use std::process::{Child, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use etrnq::config::Config;
@@ -27,9 +27,17 @@ use support::site::Site;
 
 /// Fills the site's queue with `count` messages for `customer.test`; returns their Message-IDs.
 fn fill(site: &Site, count: usize) -> Vec<String> {
+    fill_numbered(site, 0..count)
+        .into_iter()
+        .map(|(_, message_id)| message_id)
+        .collect()
+}
+
+/// Queues the trial messages numbered `numbers`; returns each one's queue id and Message-ID.
+fn fill_numbered(site: &Site, numbers: std::ops::Range<usize>) -> Vec<(String, String)> {
     let config = Config::read(&site.config_path()).expect("site configuration");
     let queue = Queue::open(&config.queue_dir).expect("queue");
-    (0..count)
+    numbers
         .map(|n| {
             let message_id = format!("<trial-{n}@sender.test>");
             let text = format!(
@@ -42,8 +50,9 @@ fn fill(site: &Site, count: usize) -> Vec<String> {
                 dot_ends_input: false,
                 ..Request::default()
             };
-            submission::submit(&queue, &config, &request, text.as_bytes()).expect("queued");
-            message_id
+            let id =
+                submission::submit(&queue, &config, &request, text.as_bytes()).expect("queued");
+            (id.to_string(), message_id)
         })
         .collect()
 }
@@ -180,34 +189,145 @@ fn one_run_delivers_each_of_many_messages_once_and_removes_them_all() {
     );
 }
 
+/// How a trial ends a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ending {
+    Kill,
+    Term,
+}
+
+/// The seed of the random trials: `ETRNQ_TEST_SEED` replays a failure.
+fn seed() -> u64 {
+    let seed = std::env::var("ETRNQ_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| fastrand::u64(..));
+    eprintln!("seed {seed} (replay with ETRNQ_TEST_SEED={seed})");
+    seed
+}
+
+/// Waits for `child` to end by itself, for a minute at most.
+fn ended(child: &mut Child) -> ExitStatus {
+    let limit = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            return status;
+        }
+        if Instant::now() > limit {
+            let _ = child.kill();
+            panic!("queue-run did not end within a minute of its signal");
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
 #[test]
-fn kill_9_in_the_middle_of_a_run_loses_nothing() {
-    // A slow server, so that a kill lands in the middle of the flush.
-    let mta = Setup::default()
-        .per_message(Duration::from_millis(5))
-        .start();
+fn kills_and_stops_at_random_instants_lose_nothing_and_duplicate_only_what_was_in_flight() {
+    let seed = seed();
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let mta = Setup::default().start();
     let site = site_for(&mta);
-    let ids = fill(&site, 300);
-    for kill_after in [10, 60, 150] {
+    let mut message_ids: HashMap<String, String> =
+        fill_numbered(&site, 0..1000).into_iter().collect();
+    let mut endings: Vec<Ending> = [[Ending::Kill; 100].as_slice(), &[Ending::Term; 30]].concat();
+    rng.shuffle(&mut endings);
+
+    let mut duplicates = 0;
+    let mut kills = 0;
+    let mut stops = 0;
+    for (trial, ending) in endings.into_iter().enumerate() {
+        // The queue is refilled when the trials have nearly drained it, so that every signal
+        // lands in a flush.
+        if site.ids().len() < 100 {
+            let next = message_ids.len();
+            message_ids.extend(fill_numbered(&site, next..next + 500));
+        }
+        let jobs = [1, 2, 4, 8][rng.usize(..4)];
         let before = mta.message_count();
-        let mut child = queue_run(&site).spawn().expect("queue-run starts");
-        // Placed by count: wait until the server has taken `kill_after` more messages.
-        let limit = Instant::now() + Duration::from_secs(120);
-        while mta.message_count() < before + kill_after && Instant::now() < limit {
+        let mut child = queue_run(&site)
+            .args(["-j", &jobs.to_string()])
+            .spawn()
+            .expect("queue-run starts");
+        // The instant: after a random number of further messages reached the server (for a stop,
+        // at least one, so that the run is delivering), then a random pause.
+        let more = match ending {
+            Ending::Kill => rng.usize(0..=8),
+            Ending::Term => rng.usize(1..=8),
+        };
+        let limit = Instant::now() + Duration::from_secs(60);
+        while mta.message_count() < before + more && Instant::now() < limit {
             if child.try_wait().expect("wait").is_some() {
                 break;
             }
-            std::thread::sleep(Duration::from_millis(2));
+            std::thread::sleep(Duration::from_micros(200));
         }
+        std::thread::sleep(Duration::from_micros(rng.u64(0..3000)));
         let still_running = child.try_wait().expect("wait").is_none();
-        child.kill().expect("SIGKILL");
-        let status = child.wait().expect("reaped");
-        assert!(
-            still_running && status.code().is_none(),
-            "the run was killed before it could finish (kill after {kill_after})"
-        );
-        assert!(!site.ids().is_empty(), "work was left for the next run");
+        let status = match ending {
+            Ending::Kill => {
+                child.kill().expect("SIGKILL");
+                child.wait().expect("reaped")
+            }
+            Ending::Term => {
+                let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+                nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");
+                ended(&mut child)
+            }
+        };
+        let output = child.wait_with_output().expect("output");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        // The server may still be taking a message whose dot came just before the end.
+        let limit = Instant::now() + Duration::from_secs(60);
+        while mta.open_sessions() > 0 && Instant::now() < limit {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+
+        // What this run delivered and did not record is delivered again by a later one.
+        let queued: HashSet<&String> = site
+            .ids()
+            .iter()
+            .filter_map(|id| message_ids.get(id))
+            .collect();
+        let delivered: Vec<String> = mta.messages()[before..]
+            .iter()
+            .map(|m| m.header("Message-ID").expect("a Message-ID"))
+            .collect();
+        let unrecorded = delivered.iter().filter(|id| queued.contains(id)).count();
+        duplicates += unrecorded;
+        match ending {
+            Ending::Kill => {
+                kills += usize::from(still_running);
+                assert!(
+                    unrecorded <= 2 * jobs,
+                    "trial {trial} (seed {seed}): kill -9 of a run with -j {jobs} left {unrecorded} \
+                     delivered messages unrecorded; the bound is {}",
+                    2 * jobs
+                );
+            }
+            Ending::Term => {
+                stops += usize::from(still_running);
+                assert!(
+                    matches!(status.code(), Some(0) | Some(75)),
+                    "trial {trial} (seed {seed}): SIGTERM ended the run with {status:?}: {stderr}"
+                );
+                assert_eq!(
+                    unrecorded, 0,
+                    "trial {trial} (seed {seed}): SIGTERM left delivered messages unrecorded"
+                );
+                if still_running && status.code() == Some(75) {
+                    assert!(
+                        site.log().contains("stopped on SIGTERM"),
+                        "trial {trial}: no stop line in the log"
+                    );
+                }
+            }
+        }
     }
+    eprintln!("{kills} runs killed and {stops} stopped while running; {duplicates} duplicates");
+    assert!(
+        kills >= 100 && stops >= 30,
+        "every signal landed in a flush"
+    );
 
     let output = queue_run(&site).output().expect("queue-run");
     assert_eq!(
@@ -216,18 +336,23 @@ fn kill_9_in_the_middle_of_a_run_loses_nothing() {
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
+    assert!(site.ids().is_empty(), "the queue is empty");
     let seen = deliveries(&mta);
-    for id in &ids {
-        assert!(seen.contains_key(id), "{id} was lost");
+    for id in message_ids.values() {
+        assert!(seen.contains_key(id), "{id} was lost (seed {seed})");
     }
-    assert_eq!(seen.len(), ids.len());
-    assert!(
-        site.ids().is_empty(),
-        "the queue is empty: {:?}",
-        site.ids()
+    assert_eq!(seen.len(), message_ids.len());
+    // Every second delivery of a message was one counted after its run's kill: nothing else
+    // (and nothing after a SIGTERM) delivered anything twice.
+    assert_eq!(
+        mta.message_count(),
+        message_ids.len() + duplicates,
+        "seed {seed}"
     );
-    let corrupt = std::fs::read_dir(site.queue_dir().join("corrupt"))
-        .map(|d| d.count())
-        .unwrap_or(0);
-    assert_eq!(corrupt, 0, "a kill leaves no unreadable envelope");
+    for sub in ["tmp", "corrupt"] {
+        let left = std::fs::read_dir(site.queue_dir().join(sub))
+            .map(|d| d.count())
+            .unwrap_or(0);
+        assert_eq!(left, 0, "{sub}/ is empty");
+    }
 }
