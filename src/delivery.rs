@@ -8,10 +8,13 @@
 //!     Each message is then locked, its envelope read again (another run may have moved on),
 //!     delivered, and its new state written back before the lock is released: sent recipients
 //!     are done, 4xx and connection trouble defer with the next attempt growing by the retry
-//!     factor, 5xx fail and are bounced. A message with nothing left open is removed. Writing
-//!     the state back and removing are left to a few finisher threads, so a connection goes on
-//!     with the next message while the disk catches up; the message stays locked until they are
-//!     done, and the run ends after them.
+//!     factor, 5xx fail and are bounced. A message with nothing left open is removed. A
+//!     delivered message leaves the queue (or its new state is written) before its connection
+//!     has more than one further message in flight; the slow disk work (unlinking files, writing
+//!     and syncing states) is left to a few finisher threads, so that it overlaps the next
+//!     message's round trip. A message stays locked until they are done, and the run ends after
+//!     them. Before a message with more than one recipient to deliver is sent, the room for its
+//!     next state is set aside on disk.
 //!
 //! PROMISES
 //!     No message is delivered by two runs at once (the queue lock is held across the SMTP
@@ -19,6 +22,13 @@
 //!     plain run never touches a held domain until it expires; a run names held mail with `-R`.
 //!     Expired messages fail what remains, held domains included. A run adds no header. Every
 //!     recipient attempt writes one log line. Bounces are queued before failures are recorded.
+//!     Asked to stop (`Stop`), a run takes no new message, ends the transactions in flight and
+//!     records them: nothing is delivered twice. Killed outright, it delivers again only what was
+//!     in flight (the bound is in `queue`'s known limits). A recipient some server accepted is
+//!     never sent the message again because its state could not be written: the room for that
+//!     state is reserved before sending, and without it nothing is sent. A bounce or a state that
+//!     cannot be written (a full disk) is that message's trouble alone: logged, left queued,
+//!     counted as deferred, and the pass goes on.
 //!
 //! SECURITY
 //!     Everything from the network is bounded by the SMTP client and flattened before it is
@@ -28,6 +38,8 @@
 //!     Static routes match a domain exactly. Host names in bracketed routes are resolved with the
 //!     system resolver (so `/etc/hosts` works for a smart host); MX targets with the DNS module.
 //!     TLS encrypts but does not authenticate the server (Postfix's "may" and "encrypt" levels).
+//!     A stop waits [`STOP_GRACE`] for what is in flight, then the process exits as if killed.
+//!     Stored reasons are cut at 1 KiB.
 
 use std::collections::{HashMap, VecDeque};
 use std::io::{BufReader, IsTerminal};
@@ -43,7 +55,7 @@ use crate::config::{Config, TlsPolicy};
 use crate::dns::{DnsError, MxList, Resolver};
 use crate::envelope::{Envelope, RecipientStatus};
 use crate::maillog::MailLog;
-use crate::queue::{LockAttempt, Locked, Place, Queue, QueueError, QueueId, SWEEP_GRACE};
+use crate::queue::{Leftover, LockAttempt, Locked, Place, Queue, QueueError, QueueId, SWEEP_GRACE};
 use crate::retry;
 use crate::route::{RelayHost, RelayTarget, SMTP_PORT};
 use crate::selection::Selection;
@@ -465,8 +477,9 @@ fn regroup(busy: Vec<(Destination, Option<RelayTarget>, QueueId)>) -> Vec<Job> {
 type Busy = Mutex<Vec<(Destination, Option<RelayTarget>, QueueId)>>;
 
 /// Runs `jobs` on up to `policy.options.jobs` threads. Delivery threads hand each message they
-/// are done with to the finisher threads, which write its state back or remove it; the message
-/// stays locked until they have. Returns once both have finished everything.
+/// are done with to the finisher threads, which write its state back or remove its files (see
+/// `Worker::finish`); the message stays locked until they have. Once a stop is asked for, the
+/// jobs not begun are left. Returns once both have finished everything.
 fn work(
     queue: &Queue,
     policy: &Policy<'_>,
@@ -494,8 +507,8 @@ fn work(
                     // The channel closes when every delivery thread has ended and dropped its
                     // sender, after the backlog is drained.
                     let next = finishing.lock().ok().and_then(|rx| rx.recv().ok());
-                    let Some((locked, receipt)) = next else { break };
-                    finish_logged(locked, receipt, log, &mut summary);
+                    let Some(work) = next else { break };
+                    finish_work(work, log, &mut summary);
                 }
                 if let Ok(mut total) = total.lock() {
                     total.add(&summary);
@@ -811,8 +824,28 @@ fn finish_logged(
     }
 }
 
-/// A message for the finishers, with its receipt when some recipient has it.
-type Finishing<'a> = (Locked<'a>, Option<Receipt>);
+/// Work for the finisher threads.
+enum Finishing<'a> {
+    /// A message to write back or remove, with its receipt when some recipient has it.
+    Record(Locked<'a>, Option<Receipt>),
+    /// The files of a delivered message that has left the queue.
+    Discard(Leftover<'a>),
+}
+
+fn finish_work(work: Finishing<'_>, log: &MailLog, summary: &mut RunSummary) {
+    match work {
+        Finishing::Record(locked, receipt) => finish_logged(locked, receipt, log, summary),
+        Finishing::Discard(leftover) => {
+            let id = leftover.id();
+            // The message is out of the queue; what is left here is swept by a later run.
+            if let Err(e) = leftover.remove() {
+                log.warning(&format!(
+                    "{id}: cannot remove a delivered message's files: {e}"
+                ));
+            }
+        }
+    }
+}
 
 /// One connection's delivered messages whose new state is not on disk yet.
 #[derive(Debug, Default)]
@@ -1191,28 +1224,48 @@ impl<'a> Worker<'a> {
         None
     }
 
-    /// Hands a message whose outcome is recorded to the finishers, so the connection does not
-    /// wait for the disk, within the duplicate bound: a message some recipient has counts as
-    /// unrecorded until its new state is on disk, and before the connection goes on, every such
-    /// message of this thread but the latest must be recorded (all of them without
-    /// pipelining, see `ready`). A `kill -9` then finds at most two delivered but unrecorded
-    /// messages per connection (the latest, and the one in flight whose dot the server may have
-    /// acknowledged), one without pipelining; the latest's recording overlaps the next one's
-    /// round trip.
+    /// Records a message whose outcome is known, within the duplicate bound, leaving the slow
+    /// disk work to the finishers so that the connection goes on:
+    ///
+    /// - A delivered message with nothing left open leaves the queue here, before the
+    ///   connection goes on (its envelope is renamed out of `env/`, which is cheap); the
+    ///   finishers unlink its files.
+    /// - A message some recipient has and whose new state must be written counts as unrecorded
+    ///   until the finishers have written it; the connection goes on once every such message of
+    ///   this thread but the latest is recorded (all of them without pipelining, see `ready`),
+    ///   so the latest's write overlaps the next message's round trip.
+    /// - Anything else (deferrals, failures) is the finishers' alone.
+    ///
+    /// A `kill -9` then finds at most two delivered but unrecorded messages per connection (a
+    /// state being written, and the message in flight whose dot the server may have
+    /// acknowledged), one without pipelining or when every message ends whole.
     fn finish(&mut self, locked: Locked<'a>) {
-        let receipt = locked
+        let delivered = locked
             .envelope()
             .recipients
             .iter()
-            .any(|r| r.status == RecipientStatus::Sent)
-            .then(|| self.unrecorded.receipt());
-        let delivered = receipt.is_some();
+            .any(|r| r.status == RecipientStatus::Sent);
+        let work = if delivered && locked.envelope().open_recipients().next().is_none() {
+            let id = locked.id();
+            match locked.take_out() {
+                Ok(leftover) => Finishing::Discard(leftover),
+                Err(e) => {
+                    self.log
+                        .warning(&format!("{id}: cannot write delivery state: {e}"));
+                    self.summary.deferred += 1;
+                    return;
+                }
+            }
+        } else {
+            Finishing::Record(locked, delivered.then(|| self.unrecorded.receipt()))
+        };
+        let counted = matches!(work, Finishing::Record(_, Some(_)));
         // The channel only closes when every finisher has died (a panic, which the scope raises
-        // when it ends); the message is then finished here rather than released unsaved.
-        if let Err(SendError((locked, receipt))) = self.finisher.send((locked, receipt)) {
-            finish_logged(locked, receipt, self.log, &mut self.summary);
+        // when it ends); the work is then done here rather than dropped.
+        if let Err(SendError(work)) = self.finisher.send(work) {
+            finish_work(work, self.log, &mut self.summary);
         }
-        if delivered && self.pipelining {
+        if counted && self.pipelining {
             self.unrecorded.wait_until(1);
         }
     }
@@ -1665,7 +1718,9 @@ mod tests {
         };
         assert!(outbox.next(&capabilities).is_none(), "nothing was sent");
         assert!(outbox.in_flight.is_empty());
-        let (locked, receipt) = finishing.try_recv().unwrap();
+        let Finishing::Record(locked, receipt) = finishing.try_recv().unwrap() else {
+            panic!("a message to record")
+        };
         assert!(receipt.is_none(), "nobody has it");
         finish_logged(locked, receipt, &f.log, &mut worker.summary);
         assert_eq!(worker.summary.sent, 0);

@@ -3,7 +3,8 @@
 //! # Layout
 //!
 //! ```text
-//! QUEUE/tmp/       files being written; nothing here is a message
+//! QUEUE/tmp/       files being written, room set aside for a state, envelopes of messages
+//!                  that left the queue; nothing here is a message
 //! QUEUE/data/ID    the message bytes: written once, never changed, never replaced
 //! QUEUE/env/ID     the envelope of an active message (see `envelope`), replaced by rename
 //! QUEUE/hold/ID    the envelope of a message on administrative hold
@@ -24,7 +25,9 @@
 //!
 //! "data committed" and "being removed" look alike on disk: data without an envelope is never a
 //! message. It is either a submission that died between its two renames or a removal that died
-//! between its two unlinks, and `sweep` deletes it once nobody holds its lock.
+//! before its data was unlinked, and `sweep` deletes it once nobody holds its lock. A removal
+//! moves the envelope to `tmp/ID.gone` before unlinking it; while a runner is writing a new
+//! state, `tmp/ID.env` holds it (or the room reserved for it, see `Locked::reserve`).
 //!
 //! # Commit instants
 //!
@@ -33,7 +36,9 @@
 //!   and only then does `queue-enqueue` exit 0.
 //! - Delivery state changes at the instant `rename(tmp/ID.env, env/ID)` replaces the envelope
 //!   (written and fsynced first), so a reader sees the old state or the new one, never a mixture.
-//! - A message leaves the queue at the instant `env/ID` is unlinked; `data/ID` follows.
+//!   A write that fails leaves the old state and nothing in `tmp/`.
+//! - A message leaves the queue at the instant `rename(env/ID, tmp/ID.gone)` takes its envelope
+//!   away; `tmp/ID.gone` and `data/ID` are unlinked after it.
 //!
 //! # Invariants
 //!
@@ -51,9 +56,17 @@
 //! # Known limits
 //!
 //! Removal is not fsynced: after a power cut a delivered message may be delivered again (SMTP
-//! promises at least once, never at most once). A listing takes a shared lock for an instant to
-//! learn whether a runner holds a message; a runner that tries that message in the same instant
-//! skips it until its next pass.
+//! promises at least once, never at most once). A process killed outright (`kill -9`, a crash)
+//! delivers again at most what was in flight at that instant: at most 2 × `-j` messages of a
+//! `queue-run` (`-j` when the server does not pipeline): per connection, the message whose final
+//! dot the server may have acknowledged before the reply was read, and, when the one before it
+//! had recipients left open, that one while its new state is being written. A delivered
+//! message with nothing left open has left the queue before its connection takes another. A
+//! graceful stop (SIGTERM, SIGINT, SIGHUP) delivers nothing twice. A state written into a
+//! reservation needs no new blocks on file systems that overwrite in place (ext4, xfs, tmpfs);
+//! on copy-on-write ones (btrfs, zfs) a full disk may still refuse it. A listing takes a shared
+//! lock for an instant to learn whether a runner holds a message; a runner that tries that
+//! message in the same instant skips it until its next pass.
 
 use std::fmt;
 use std::fs::{self, DirBuilder, File, OpenOptions};
@@ -902,33 +915,70 @@ impl<'q> Locked<'q> {
         self.take_out()?.remove()
     }
 
-    /// The first half of [`Locked::remove`]: unlinks the envelope, the instant the message
-    /// leaves the queue, and keeps its data file locked for [`Leftover::remove`].
+    /// The first half of [`Locked::remove`]: moves the envelope out of `env/` to `tmp/ID.gone`,
+    /// the instant the message leaves the queue, and keeps its data file locked for
+    /// [`Leftover::remove`]. A rename frees no blocks: on a disk that discards freed blocks it
+    /// costs a fraction of an unlink, and this instant is what delivery waits for.
     pub fn take_out(self) -> Result<Leftover<'q>, QueueError> {
         let name = self.id.as_str();
-        unlinkat(&self.queue.env, name, UnlinkatFlags::NoRemoveDir)
-            .map_err(|e| nix_error("cannot remove", self.queue.path(ENV, name))(e))?;
+        let path = || self.queue.path(ENV, name);
+        // A rename moves whatever has the name; only an envelope file may go.
+        let stat = nix::sys::stat::fstatat(
+            &self.queue.env,
+            name,
+            nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+        )
+        .map_err(|e| nix_error("cannot remove", path())(e))?;
+        if nix::sys::stat::SFlag::from_bits_truncate(stat.st_mode) & nix::sys::stat::SFlag::S_IFMT
+            != nix::sys::stat::SFlag::S_IFREG
+        {
+            return Err(QueueError::Io {
+                action: "cannot remove",
+                path: path(),
+                source: io::Error::other("not a regular file"),
+            });
+        }
+        let gone = format!("{name}.gone");
+        nix::fcntl::renameat(&self.queue.env, name, &self.queue.tmp, gone.as_str())
+            .map_err(|e| nix_error("cannot remove", path())(e))?;
         drop(self.reservation);
         Ok(Leftover {
             queue: self.queue,
             id: self.id,
             data: self.data,
+            gone,
         })
     }
 }
 
-/// The data of a message whose envelope is gone, still locked. Dropped without
-/// [`Leftover::remove`], the data stays for `sweep_orphans`.
+/// A message that has left the queue, its data still locked. Dropped without
+/// [`Leftover::remove`], its files stay for `sweep_tmp` and `sweep_orphans`.
 #[derive(Debug)]
 pub struct Leftover<'q> {
     queue: &'q Queue,
     id: QueueId,
     data: Arc<File>,
+    /// The old envelope's name under `tmp/`.
+    gone: String,
 }
 
 impl Leftover<'_> {
-    /// Unlinks the data file, then releases the lock.
+    pub fn id(&self) -> QueueId {
+        self.id
+    }
+
+    /// Unlinks the old envelope and the data file, then releases the lock.
     pub fn remove(self) -> Result<(), QueueError> {
+        // A sweep of another run may have taken the old envelope already: its mtime is the
+        // last state change, possibly older than the grace period.
+        match unlinkat(
+            &self.queue.tmp,
+            self.gone.as_str(),
+            UnlinkatFlags::NoRemoveDir,
+        ) {
+            Ok(()) | Err(nix::Error::ENOENT) => {}
+            Err(e) => return Err(nix_error("cannot remove", self.queue.path(TMP, &self.gone))(e)),
+        }
         let name = self.id.as_str();
         unlinkat(&self.queue.data, name, UnlinkatFlags::NoRemoveDir)
             .map_err(|e| nix_error("cannot remove", self.queue.path(DATA, name))(e))?;
@@ -1479,6 +1529,38 @@ mod tests {
         locked.remove().unwrap();
         assert_eq!(fs::read_dir(dir.path().join(TMP)).unwrap().count(), 0);
         assert!(queue.ids().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_message_leaves_the_queue_before_its_files_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let queue = Queue::open(dir.path()).unwrap();
+        let id = commit(&queue, b"x\n");
+        let gone = dir.path().join(TMP).join(format!("{id}.gone"));
+        let LockAttempt::Locked(locked) = queue.try_lock(id).unwrap() else {
+            panic!("not locked")
+        };
+        let leftover = locked.take_out().unwrap();
+        assert!(queue.ids().unwrap().is_empty(), "out of the queue");
+        assert!(gone.exists() && queue.path(DATA, id.as_str()).exists());
+        assert!(matches!(queue.try_lock(id).unwrap(), LockAttempt::Busy));
+        leftover.remove().unwrap();
+        assert_eq!(fs::read_dir(dir.path().join(TMP)).unwrap().count(), 0);
+        assert!(!queue.path(DATA, id.as_str()).exists());
+
+        // Only an envelope file is moved: anything else in its place stays, and so does the
+        // message.
+        let id = commit(&queue, b"y\n");
+        let LockAttempt::Locked(locked) = queue.try_lock(id).unwrap() else {
+            panic!("not locked")
+        };
+        let env = queue.path(ENV, id.as_str());
+        fs::remove_file(&env).unwrap();
+        fs::create_dir(&env).unwrap();
+        assert!(locked.take_out().is_err());
+        assert!(env.is_dir());
+        assert!(queue.path(DATA, id.as_str()).exists());
+        assert_eq!(fs::read_dir(dir.path().join(TMP)).unwrap().count(), 0);
     }
 
     #[test]
