@@ -868,9 +868,11 @@ impl<'q> Locked<'q> {
     }
 
     /// Sets aside `bytes` on the queue's file system for the next [`Locked::save`]: a file under
-    /// `tmp/` written whole and fsynced now, overwritten in place and renamed over the envelope
-    /// then. A state written into it needs no new space, so it can be recorded on a disk that
-    /// filled up in between. On failure nothing is left in `tmp/`.
+    /// `tmp/` written whole now, overwritten in place, synced and renamed over the envelope then.
+    /// A file system takes the space of a write when it is made (delayed allocation reserves
+    /// it), so a state written into the file needs no new space and can be recorded on a disk
+    /// that filled up in between; syncing the zeros would only cost a disk flush per message.
+    /// On failure nothing is left in `tmp/`.
     pub fn reserve(&mut self, bytes: u64) -> Result<(), QueueError> {
         // A reservation left from before goes first: it has the same name.
         self.reservation = None;
@@ -941,12 +943,12 @@ impl<'q> Locked<'q> {
         let gone = format!("{name}.gone");
         nix::fcntl::renameat(&self.queue.env, name, &self.queue.tmp, gone.as_str())
             .map_err(|e| nix_error("cannot remove", path())(e))?;
-        drop(self.reservation);
         Ok(Leftover {
             queue: self.queue,
             id: self.id,
             data: self.data,
             gone,
+            reservation: self.reservation,
         })
     }
 }
@@ -960,6 +962,8 @@ pub struct Leftover<'q> {
     data: Arc<File>,
     /// The old envelope's name under `tmp/`.
     gone: String,
+    /// Room that was set aside and not needed, removed with the rest.
+    reservation: Option<Box<Reservation<'q>>>,
 }
 
 impl Leftover<'_> {
@@ -979,6 +983,7 @@ impl Leftover<'_> {
             Ok(()) | Err(nix::Error::ENOENT) => {}
             Err(e) => return Err(nix_error("cannot remove", self.queue.path(TMP, &self.gone))(e)),
         }
+        drop(self.reservation);
         let name = self.id.as_str();
         unlinkat(&self.queue.data, name, UnlinkatFlags::NoRemoveDir)
             .map_err(|e| nix_error("cannot remove", self.queue.path(DATA, name))(e))?;
@@ -1014,7 +1019,7 @@ impl Reservation<'_> {
                 .map_err(io("cannot write"))?;
             left -= chunk as u64;
         }
-        self.file.sync_all().map_err(io("cannot sync"))
+        Ok(())
     }
 
     /// Overwrites the reserved bytes with `envelope`, cuts the file to its length, syncs it and
