@@ -220,12 +220,13 @@ impl Stop {
             let Some(first) = arriving.next() else {
                 return;
             };
-            asked.request(first);
+            // Logged first: a run that was waiting between passes ends as soon as it is asked.
             log.info(&format!(
                 "stopping on {}: no new message is taken; what is in flight ends within {}s",
                 signal_name(first),
                 STOP_GRACE.as_secs()
             ));
+            asked.request(first);
             let watchdog = Arc::clone(&log);
             std::thread::spawn(move || {
                 std::thread::sleep(STOP_GRACE);

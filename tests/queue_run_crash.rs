@@ -432,3 +432,117 @@ fn kills_and_stops_at_random_instants_lose_nothing_and_duplicate_only_what_was_i
         );
     }
 }
+
+/// queue-run `args` against `site`, started, with its stderr collected.
+fn started(site: &Site, args: &[&str]) -> Child {
+    queue_run(site)
+        .args(args)
+        .spawn()
+        .expect("queue-run starts")
+}
+
+fn signal(child: &Child, signal: nix::sys::signal::Signal) {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), signal).expect("kill");
+}
+
+/// Waits until `check` holds, for a minute at most.
+fn until(what: &str, check: impl Fn() -> bool) {
+    let limit = Instant::now() + Duration::from_secs(60);
+    while !check() {
+        assert!(Instant::now() < limit, "never: {what}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn a_repeating_run_stops_on_each_signal_and_keeps_an_ignored_one_ignored() {
+    use nix::sys::signal::Signal::{SIGHUP, SIGINT, SIGTERM};
+    let mta = Setup::default().start();
+    let site = site_for(&mta);
+    for (round, stop) in [SIGTERM, SIGINT, SIGHUP].into_iter().enumerate() {
+        fill_numbered(&site, round..round + 1, 0);
+        let mut child = started(&site, &["-q1h"]);
+        until("the first pass delivered", || {
+            mta.message_count() == round + 1
+        });
+        until("the pass is logged", || {
+            site.log().matches("status=sent").count() == round + 1
+        });
+        signal(&child, stop);
+        let status = ended(&mut child);
+        assert_eq!(
+            status.code(),
+            Some(0),
+            "{stop}: a daemon's stop is its normal end"
+        );
+        assert!(
+            site.log()
+                .contains(&format!("stopping on {}", stop.as_str())),
+            "{}",
+            site.log()
+        );
+    }
+
+    // Under nohup a hangup is ignored; SIGTERM still stops it.
+    fill_numbered(&site, 3..4, 0);
+    let mut child = std::process::Command::new("nohup")
+        .arg(assert_cmd::cargo::cargo_bin("queue-run"))
+        .arg("-C")
+        .arg(site.config_path())
+        .arg("-q1h")
+        .env_remove("ETRNQ_CONFIG")
+        .env_remove("ETRNQ_QUEUE_DIR")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("nohup queue-run starts");
+    let pid = child.id();
+    // Its first pass is logged, so its signals are set up.
+    until("the first pass delivered", || {
+        site.log().contains(&format!("queue-run[{pid}]: "))
+    });
+    signal(&child, SIGHUP);
+    signal(&child, SIGTERM);
+    let status = ended(&mut child);
+    assert_eq!(status.code(), Some(0));
+    let log = site.log();
+    assert!(
+        log.contains(&format!("queue-run[{pid}]: stopping on SIGTERM")),
+        "{log}"
+    );
+    assert!(
+        !log.contains("SIGHUP (")
+            && !log.contains(&format!("queue-run[{pid}]: stopping on SIGHUP")),
+        "the hangup was ignored: {log}"
+    );
+}
+
+#[test]
+fn a_second_signal_ends_a_stopping_run_at_once() {
+    // The server holds each message's reply: the run is stopping with a transaction in flight
+    // when the second signal comes.
+    let mta = Setup::default().per_message(Duration::from_secs(3)).start();
+    let site = site_for(&mta);
+    let queued = fill(&site, 3);
+    let mut child = started(&site, &["-j", "1"]);
+    until("DATA was sent", || {
+        mta.commands().iter().any(|c| c == "DATA")
+    });
+    signal(&child, nix::sys::signal::Signal::SIGINT);
+    until("the stop is logged", || {
+        site.log().contains("stopping on SIGINT")
+    });
+    signal(&child, nix::sys::signal::Signal::SIGTERM);
+    let status = ended(&mut child);
+    assert_eq!(status.code(), Some(75));
+    assert!(
+        site.log()
+            .contains("stopping at once on a second signal (SIGTERM)"),
+        "{}",
+        site.log()
+    );
+    // What was in flight stays queued; nothing else was touched.
+    let left = site.ids().len();
+    assert!(left >= 2 && left <= queued.len(), "{left} left");
+}
