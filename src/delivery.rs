@@ -601,8 +601,15 @@ fn expire(
     let mut outcomes = Vec::new();
     for &index in &indices {
         let last = locked.envelope().recipients[index].reason.clone();
+        let expired = format!("message expired after {} in the queue", age_words(lifetime));
+        // An expiry whose bounce could not be written before is already in the reason.
         let reason = if last.is_empty() {
-            format!("message expired after {} in the queue", age_words(lifetime))
+            expired
+        } else if last.starts_with(&expired) {
+            last.split("; not yet reported to the sender")
+                .next()
+                .unwrap_or(&expired)
+                .to_string()
         } else {
             format!(
                 "message expired after {} in the queue; last error: {last}",

@@ -448,4 +448,17 @@ fn a_full_queue_disk_harms_only_the_messages_concerned() {
         assert_eq!(seen.get(key), Some(&1), "{key:?}: {seen:?}");
     }
     assert_eq!(seen.len(), expected.len(), "nothing else: {seen:?}");
+    // The expired message's report says so once, however often its bounce failed before.
+    let report = mta
+        .messages()
+        .into_iter()
+        .map(|m| String::from_utf8_lossy(&m.data).into_owned())
+        .find(|text| text.contains(&format!("(queue id {expired})")))
+        .expect("the expired message's bounce");
+    assert_eq!(
+        report.matches("message expired after 5d").count(),
+        1,
+        "{report}"
+    );
+    assert!(!report.contains("not yet reported"), "{report}");
 }
