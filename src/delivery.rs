@@ -8,10 +8,13 @@
 //!     Each message is then locked, its envelope read again (another run may have moved on),
 //!     delivered, and its new state written back before the lock is released: sent recipients
 //!     are done, 4xx and connection trouble defer with the next attempt growing by the retry
-//!     factor, 5xx fail and are bounced. A message with nothing left open is removed. Writing
-//!     the state back and removing are left to a few finisher threads, so a connection goes on
-//!     with the next message while the disk catches up; the message stays locked until they are
-//!     done, and the run ends after them.
+//!     factor, 5xx fail and are bounced. A message with nothing left open is removed. A
+//!     delivered message leaves the queue (or its new state is written) before its connection
+//!     has more than one further message in flight; the slow disk work (unlinking files, writing
+//!     and syncing states) is left to a few finisher threads, so that it overlaps the next
+//!     message's round trip. A message stays locked until they are done, and the run ends after
+//!     them. Before a message with more than one recipient to deliver is sent, the room for its
+//!     next state is set aside on disk.
 //!
 //!     When a connection fails, the message whose transaction was under way is deferred as an
 //!     attempt; the messages behind it, whose data never went out, go again at once on a new
@@ -29,6 +32,13 @@
 //!     A message whose files cannot be used is that message's trouble alone: damage is moved to
 //!     `corrupt/`, a file this run may not read is logged and left in place (`skipped`), and the
 //!     run goes on with the others.
+//!     Asked to stop (`Stop`), a run takes no new message, ends the transactions in flight and
+//!     records them: nothing is delivered twice. Killed outright, it delivers again only what was
+//!     in flight (the bound is in `queue`'s known limits). A recipient some server accepted is
+//!     never sent the message again because its state could not be written: the room for that
+//!     state is reserved before sending, and without it nothing is sent. A bounce or a state that
+//!     cannot be written (a full disk) is that message's trouble alone: logged, left queued,
+//!     counted as deferred, and the pass goes on.
 //!
 //! SECURITY
 //!     Everything from the network is bounded by the SMTP client, made printable where replies
@@ -41,13 +51,16 @@
 //!     TLS encrypts but does not authenticate the server (Postfix's "may" and "encrypt" levels).
 //!     Which message broke a connection is remembered for the run only: the envelope has no
 //!     field for it that older readers would accept.
+//!     A stop waits [`STOP_GRACE`] for what is in flight, then the process exits as if killed.
+//!     Stored reasons are cut at 1 KiB.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::io::{BufReader, IsTerminal};
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::mpsc::{self, SendError, SyncSender};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
 
 use crate::address::{Address, Domain, ReversePath};
 use crate::bounce::{self, FailedRecipient};
@@ -55,7 +68,9 @@ use crate::config::{Config, TlsPolicy};
 use crate::dns::{DnsError, MxList, Resolver};
 use crate::envelope::{Envelope, RecipientStatus};
 use crate::maillog::MailLog;
-use crate::queue::{LockAttempt, Locked, Place, Queue, QueueError, QueueId, SWEEP_GRACE, Unusable};
+use crate::queue::{
+    Leftover, LockAttempt, Locked, Place, Queue, QueueError, QueueId, SWEEP_GRACE, Unusable,
+};
 use crate::retry;
 use crate::route::{RelayHost, RelayTarget, SMTP_PORT};
 use crate::selection::Selection;
@@ -63,6 +78,7 @@ use crate::smtp::{
     Attempt, Capabilities, ConnectOptions, Connection, Message, Outbox, Sent, SmtpError, Timeouts,
     TlsClient, Transcript, Verdict, Verification,
 };
+use crate::sysexits::Status;
 
 /// Messages per connection below which a destination is not split across connections.
 const MIN_BATCH: usize = 50;
@@ -82,7 +98,16 @@ const MESSAGE_BUFFER_MIN: usize = 4 * 1024;
 
 /// Messages waiting for a finisher. Each holds its lock and one open file, so the backlog is
 /// bounded: when the disk falls behind, delivery waits instead of running out of descriptors.
+/// Delivered messages are bounded much tighter, by the duplicate bound (see `Worker::finish`).
 const FINISH_BACKLOG: usize = 256;
+
+/// How long the transactions in progress may take to end once a run is asked to stop; after
+/// that the process exits as if killed, and what is still in flight stays queued.
+pub const STOP_GRACE: Duration = Duration::from_secs(30);
+
+/// The longest reason (a server's reply, an error) stored for a recipient and logged: a reply
+/// of hundreds of lines is cut, and the space a message's next state needs is known in advance.
+const REASON_MAX: usize = 1024;
 
 /// What a run was asked to do.
 #[derive(Debug, Clone, Default)]
@@ -101,6 +126,8 @@ pub struct RunOptions {
     pub transcript: Transcript,
     /// SMTP time limits.
     pub timeouts: Timeouts,
+    /// Set when the run is asked to stop.
+    pub stop: Stop,
 }
 
 /// What a run did, recipient by recipient.
@@ -116,6 +143,8 @@ pub struct RunSummary {
     /// Messages whose files this run could not use (another user's file, not a regular file, a
     /// read error): left in place, reported, and tried again by a later run.
     pub skipped: usize,
+    /// Messages left untouched because the run was asked to stop.
+    pub left: usize,
 }
 
 impl RunSummary {
@@ -126,7 +155,136 @@ impl RunSummary {
         self.busy += other.busy;
         self.corrupt += other.corrupt;
         self.skipped += other.skipped;
+        self.left += other.left;
     }
+
+    /// True when something this run was asked to deliver is still owed: deferred, left
+    /// untouched by a stop, or skipped because its files could not be used.
+    pub fn is_incomplete(&self) -> bool {
+        self.deferred > 0 || self.left > 0 || self.skipped > 0
+    }
+}
+
+/// A request to stop: runs take no new message, finish the transactions in progress and record
+/// every outcome. Shared by every run of a process; set once, never cleared.
+#[derive(Debug, Clone, Default)]
+pub struct Stop(Arc<StopState>);
+
+#[derive(Debug, Default)]
+struct StopState {
+    /// The signal that asked, 0 while none has.
+    signal: AtomicI32,
+    lock: Mutex<()>,
+    asked: Condvar,
+}
+
+impl Stop {
+    /// Asks every run sharing this value to stop; `signal` names the reason.
+    pub fn request(&self, signal: i32) {
+        let _guard = self.0.lock.lock();
+        let _ = self
+            .0
+            .signal
+            .compare_exchange(0, signal, Ordering::SeqCst, Ordering::SeqCst);
+        self.0.asked.notify_all();
+    }
+
+    /// The signal that asked for the stop, if one did.
+    pub fn signal(&self) -> Option<i32> {
+        match self.0.signal.load(Ordering::SeqCst) {
+            0 => None,
+            signal => Some(signal),
+        }
+    }
+
+    pub fn is_requested(&self) -> bool {
+        self.signal().is_some()
+    }
+
+    /// Waits for `duration`, or until a stop is asked for; true when it was.
+    pub fn sleep(&self, duration: Duration) -> bool {
+        let deadline = Instant::now() + duration;
+        let Ok(mut guard) = self.0.lock.lock() else {
+            return self.is_requested();
+        };
+        loop {
+            if self.is_requested() {
+                return true;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            guard = match self.0.asked.wait_timeout(guard, left) {
+                Ok((guard, _)) => guard,
+                Err(_) => return self.is_requested(),
+            };
+        }
+    }
+
+    /// A stop asked for by SIGTERM, SIGINT or SIGHUP (`systemctl stop`, Ctrl-C, a dropped ssh
+    /// session). A second signal, or [`STOP_GRACE`] without the process ending, ends it at once
+    /// with EX_TEMPFAIL: what is in flight then stays queued, as after `kill -9`. A signal the
+    /// process was started with ignored (`nohup`, `&` in a script) stays ignored.
+    pub fn on_signals(log: Arc<MailLog>) -> std::io::Result<Stop> {
+        use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+        let ignored = ignored_signals();
+        let wanted = [SIGTERM, SIGINT, SIGHUP]
+            .into_iter()
+            .filter(|&signal| !ignored.contains(&signal));
+        let mut signals = signal_hook::iterator::Signals::new(wanted)?;
+        let stop = Stop::default();
+        let asked = stop.clone();
+        std::thread::spawn(move || {
+            let mut arriving = signals.forever();
+            let Some(first) = arriving.next() else {
+                return;
+            };
+            // Logged first: a run that was waiting between passes ends as soon as it is asked.
+            log.info(&format!(
+                "stopping on {}: no new message is taken; what is in flight ends within {}s",
+                signal_name(first),
+                STOP_GRACE.as_secs()
+            ));
+            asked.request(first);
+            let watchdog = Arc::clone(&log);
+            std::thread::spawn(move || {
+                std::thread::sleep(STOP_GRACE);
+                watchdog.warning(&format!(
+                    "stop: still busy after {}s; exiting, what is in flight stays queued",
+                    STOP_GRACE.as_secs()
+                ));
+                std::process::exit(i32::from(Status::TempFail.code()));
+            });
+            if let Some(second) = arriving.next() {
+                log.warning(&format!(
+                    "stopping at once on a second signal ({}); what is in flight stays queued",
+                    signal_name(second)
+                ));
+                std::process::exit(i32::from(Status::TempFail.code()));
+            }
+        });
+        Ok(stop)
+    }
+}
+
+/// The signals this process ignores, from the kernel's view of it; none when that cannot be read.
+fn ignored_signals() -> Vec<i32> {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let mask = status
+        .lines()
+        .find_map(|line| line.strip_prefix("SigIgn:"))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        .unwrap_or(0);
+    (1..=64)
+        .filter(|signal| mask & (1u64 << (signal - 1)) != 0)
+        .collect()
+}
+
+fn signal_name(signal: i32) -> String {
+    nix::sys::signal::Signal::try_from(signal)
+        .map(|s| s.as_str().to_string())
+        .unwrap_or_else(|_| format!("signal {signal}"))
 }
 
 /// Where a recipient's mail goes next.
@@ -225,18 +383,29 @@ pub fn run(
     let progress = progress_bar(total);
     let busy = Mutex::new(Vec::new());
     summary.add(&work(queue, &policy, log, jobs, &busy, &progress));
-    let retry_later: Vec<Job> = regroup(busy.into_inner().unwrap_or_default());
-    let still_busy = Mutex::new(Vec::new());
-    summary.add(&work(
-        queue,
-        &policy,
-        log,
-        retry_later,
-        &still_busy,
-        &progress,
-    ));
-    summary.busy += still_busy.into_inner().map(|v| v.len()).unwrap_or(0);
+    let busy = busy.into_inner().unwrap_or_default();
+    if options.stop.is_requested() {
+        summary.busy += busy.len();
+    } else {
+        let still_busy = Mutex::new(Vec::new());
+        summary.add(&work(
+            queue,
+            &policy,
+            log,
+            regroup(busy),
+            &still_busy,
+            &progress,
+        ));
+        summary.busy += still_busy.into_inner().map(|v| v.len()).unwrap_or(0);
+    }
     progress.finish_and_clear();
+    if let Some(signal) = options.stop.signal() {
+        log.info(&format!(
+            "stopped on {}: {} messages left for the next run",
+            signal_name(signal),
+            summary.left
+        ));
+    }
     Ok(summary)
 }
 
@@ -283,11 +452,12 @@ fn plan(
         if !policy.size_selected(&envelope) {
             return Ok(());
         }
+        if envelope.arrival > policy.now {
+            date_from_now(queue, id, envelope.arrival, policy, log);
+        }
         if retry::is_expired(policy.config, envelope.arrival, policy.now) {
-            if (selection.is_everything() || selection.selects(&envelope))
-                && let Err(e) = expire(queue, id, policy, log, summary)
-            {
-                skip(id, &e.to_string(), log, summary);
+            if selection.is_everything() || selection.selects(&envelope) {
+                expire(queue, id, policy, log, summary);
             }
             return Ok(());
         }
@@ -349,8 +519,9 @@ fn regroup(busy: Vec<(Destination, Option<RelayTarget>, QueueId)>) -> Vec<Job> {
 type Busy = Mutex<Vec<(Destination, Option<RelayTarget>, QueueId)>>;
 
 /// Runs `jobs` on up to `policy.options.jobs` threads. Delivery threads hand each message they
-/// are done with to the finisher threads, which write its state back or remove it; the message
-/// stays locked until they have. Returns once both have finished everything.
+/// are done with to the finisher threads, which write its state back or remove its files (see
+/// `Worker::finish`); the message stays locked until they have. Once a stop is asked for, the
+/// jobs not begun are left. Returns once both have finished everything.
 fn work(
     queue: &Queue,
     policy: &Policy<'_>,
@@ -365,7 +536,7 @@ fn work(
     let threads = policy.options.jobs.max(1).min(jobs.len());
     let pending = Mutex::new(VecDeque::from(jobs));
     let total = Mutex::new(RunSummary::default());
-    let (finisher, finishing) = mpsc::sync_channel::<Locked<'_>>(FINISH_BACKLOG);
+    let (finisher, finishing) = mpsc::sync_channel::<Finishing<'_>>(FINISH_BACKLOG);
     // Only the finishers hold the receiving end: should they all die, sending fails instead of
     // blocking delivery for ever.
     let finishing = Arc::new(Mutex::new(finishing));
@@ -378,8 +549,8 @@ fn work(
                     // The channel closes when every delivery thread has ended and dropped its
                     // sender, after the backlog is drained.
                     let next = finishing.lock().ok().and_then(|rx| rx.recv().ok());
-                    let Some(locked) = next else { break };
-                    finish_logged(locked, log, &mut summary);
+                    let Some(work) = next else { break };
+                    finish_work(work, log, &mut summary);
                 }
                 if let Ok(mut total) = total.lock() {
                     total.add(&summary);
@@ -397,12 +568,18 @@ fn work(
                     busy,
                     progress,
                     finisher,
+                    unrecorded: Arc::default(),
+                    pipelining: true,
                     resolver: None,
                     summary: RunSummary::default(),
                 };
                 loop {
                     let next = pending.lock().ok().and_then(|mut p| p.pop_front());
                     let Some(job) = next else { break };
+                    if policy.options.stop.is_requested() {
+                        worker.summary.left += job.ids.len();
+                        continue;
+                    }
                     worker.job(&job);
                 }
                 if let Ok(mut total) = total.lock() {
@@ -434,24 +611,34 @@ fn quarantine(queue: &Queue, id: QueueId, reason: &str, log: &MailLog, summary: 
     ));
 }
 
-/// Fails what remains of an expired message, bounces it and removes it.
+/// Fails what remains of an expired message, bounces it and removes it. Trouble stays with
+/// this message: it is logged and counted, and the message waits for a later run.
 fn expire(
     queue: &Queue,
     id: QueueId,
     policy: &Policy<'_>,
     log: &MailLog,
     summary: &mut RunSummary,
-) -> Result<(), QueueError> {
-    let mut locked = match queue.try_lock(id)? {
-        LockAttempt::Locked(locked) => locked,
-        LockAttempt::Busy => {
+) {
+    if policy.options.stop.is_requested() {
+        summary.left += 1;
+        return;
+    }
+    let mut locked = match queue.try_lock(id) {
+        Ok(LockAttempt::Locked(locked)) => locked,
+        Ok(LockAttempt::Busy) => {
             summary.busy += 1;
-            return Ok(());
+            return;
         }
-        LockAttempt::Gone => return Ok(()),
-        LockAttempt::Corrupt(reason) => {
+        Ok(LockAttempt::Gone) => return,
+        Ok(LockAttempt::Corrupt(reason)) => {
             quarantine(queue, id, &reason, log, summary);
-            return Ok(());
+            return;
+        }
+        Err(e) => {
+            log.warning(&format!("{id}: {e}"));
+            summary.deferred += 1;
+            return;
         }
     };
     let lifetime = policy.config.queue_lifetime.as_secs();
@@ -461,8 +648,15 @@ fn expire(
     let mut outcomes = Vec::new();
     for &index in &indices {
         let last = locked.envelope().recipients[index].reason.clone();
+        let expired = format!("message expired after {} in the queue", age_words(lifetime));
+        // An expiry whose bounce could not be written before is already in the reason.
         let reason = if last.is_empty() {
-            format!("message expired after {} in the queue", age_words(lifetime))
+            expired
+        } else if last.starts_with(&expired) {
+            last.split("; not yet reported to the sender")
+                .next()
+                .unwrap_or(&expired)
+                .to_string()
         } else {
             format!(
                 "message expired after {} in the queue; last error: {last}",
@@ -479,8 +673,28 @@ fn expire(
             },
         ));
     }
-    record(queue, &mut locked, outcomes, "none", policy, log, summary)?;
-    finish_message(locked)
+    record(queue, &mut locked, outcomes, "none", policy, log, summary);
+    finish_logged(locked, None, log, summary);
+}
+
+/// Dates a message whose arrival lies in the future (queued under a clock set wrong) from now,
+/// on disk, so that it expires in its time. A message busy or unreadable now is dated by a
+/// later run.
+fn date_from_now(queue: &Queue, id: QueueId, arrival: i64, policy: &Policy<'_>, log: &MailLog) {
+    let Ok(LockAttempt::Locked(mut locked)) = queue.try_lock(id) else {
+        return;
+    };
+    let envelope = locked.envelope_mut();
+    envelope.arrival = retry::clamp_arrival(envelope.arrival, policy.now);
+    match locked.save() {
+        Ok(()) => log.warning(&format!(
+            "{id}: arrival time {arrival} lies in the future; its age now counts from {}",
+            policy.now
+        )),
+        Err(e) => log.warning(&format!(
+            "{id}: arrival time {arrival} lies in the future and cannot be corrected: {e}"
+        )),
+    }
 }
 
 fn age_words(seconds: u64) -> String {
@@ -510,15 +724,17 @@ enum Outcome {
 }
 
 /// Applies outcomes to the envelope: bounce first, then the new state, then one log line each.
+/// When the bounce cannot be queued the failures stay open as deferrals, so they fail and are
+/// reported on a later attempt; what was sent is recorded all the same.
 fn record(
     queue: &Queue,
     locked: &mut Locked<'_>,
-    outcomes: Vec<(usize, Outcome)>,
+    mut outcomes: Vec<(usize, Outcome)>,
     relay: &str,
     policy: &Policy<'_>,
     log: &MailLog,
     summary: &mut RunSummary,
-) -> Result<(), QueueError> {
+) {
     let failed: Vec<FailedRecipient> = outcomes
         .iter()
         .filter_map(|(index, outcome)| match outcome {
@@ -552,14 +768,34 @@ fn record(
                 locked.id()
             )),
             Ok(None) => {}
-            Err(e) => return Err(e),
+            Err(e) => {
+                log.warning(&format!(
+                    "{}: cannot queue the non-delivery notification: {e}",
+                    locked.id()
+                ));
+                for (_, outcome) in outcomes.iter_mut() {
+                    if let Outcome::Failed { reason, .. } = outcome {
+                        let reason = std::mem::take(reason);
+                        *outcome = Outcome::Deferred {
+                            reason: format!("{reason}; not yet reported to the sender: {e}"),
+                        };
+                    }
+                }
+            }
         }
     }
     let id = locked.id();
-    let arrival = locked.envelope().arrival;
-    let delay = (chrono::Utc::now().timestamp() - arrival).max(0);
-    for (index, outcome) in outcomes {
-        let recipient = &mut locked.envelope_mut().recipients[index];
+    let envelope = locked.envelope_mut();
+    envelope.arrival = retry::clamp_arrival(envelope.arrival, policy.now);
+    let delay = (chrono::Utc::now().timestamp() - envelope.arrival).max(0);
+    for (index, mut outcome) in outcomes {
+        match &mut outcome {
+            Outcome::Sent { reply: text } | Outcome::Deferred { reason: text } => {
+                cut(text, REASON_MAX)
+            }
+            Outcome::Failed { reason, .. } => cut(reason, REASON_MAX),
+        }
+        let recipient = &mut envelope.recipients[index];
         recipient.attempts = recipient.attempts.saturating_add(1);
         let (status, text) = match outcome {
             Outcome::Sent { reply } => {
@@ -588,25 +824,122 @@ fn record(
             recipient.address
         ));
     }
-    Ok(())
 }
 
-/// Writes the new state back, or removes the message when nothing is left open.
-fn finish_message(locked: Locked<'_>) -> Result<(), QueueError> {
-    if locked.envelope().open_recipients().next().is_none() {
-        locked.remove()
-    } else {
-        locked.save()
+/// Shortens `text` to at most `max` bytes, on a character boundary.
+fn cut(text: &mut String, max: usize) {
+    if text.len() > max {
+        let mut end = max;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
     }
+}
+
+/// The most bytes a message's envelope can take once the recipients at `indices` have their
+/// outcome: each may end deferred with the longest reason and the widest numbers.
+fn state_ceiling(envelope: &Envelope, indices: &[usize]) -> u64 {
+    let mut worst = envelope.clone();
+    for &index in indices {
+        if let Some(recipient) = worst.recipients.get_mut(index) {
+            recipient.status = RecipientStatus::Deferred;
+            recipient.attempts = u32::MAX;
+            recipient.next_attempt = i64::MIN;
+            recipient.reason = "x".repeat(REASON_MAX);
+        }
+    }
+    worst.to_bytes().len() as u64
+}
+
+/// Writes the new state back, or removes the message when nothing is left open. `receipt` is
+/// let go at the instant the new state is on disk, or when it could not be written.
+fn finish_message(mut locked: Locked<'_>, receipt: Option<Receipt>) -> Result<(), QueueError> {
+    if locked.envelope().open_recipients().next().is_some() {
+        return locked.save();
+    }
+    let leftover = locked.take_out()?;
+    // The message has left the queue: its connection may go on while its data is removed.
+    drop(receipt);
+    leftover.remove()
 }
 
 /// `finish_message`, with a failure logged and counted as a deferral: the message stays in the
 /// queue with its old state, and a later run tries it again.
-fn finish_logged(locked: Locked<'_>, log: &MailLog, summary: &mut RunSummary) {
+fn finish_logged(
+    locked: Locked<'_>,
+    receipt: Option<Receipt>,
+    log: &MailLog,
+    summary: &mut RunSummary,
+) {
     let id = locked.id();
-    if let Err(e) = finish_message(locked) {
+    if let Err(e) = finish_message(locked, receipt) {
         log.warning(&format!("{id}: cannot write delivery state: {e}"));
         summary.deferred += 1;
+    }
+}
+
+/// Work for the finisher threads.
+enum Finishing<'a> {
+    /// A message to write back or remove, with its receipt when some recipient has it.
+    Record(Locked<'a>, Option<Receipt>),
+    /// The files of a delivered message that has left the queue.
+    Discard(Leftover<'a>),
+}
+
+fn finish_work(work: Finishing<'_>, log: &MailLog, summary: &mut RunSummary) {
+    match work {
+        Finishing::Record(locked, receipt) => finish_logged(locked, receipt, log, summary),
+        Finishing::Discard(leftover) => {
+            let id = leftover.id();
+            // The message is out of the queue; what is left here is swept by a later run.
+            if let Err(e) = leftover.remove() {
+                log.warning(&format!(
+                    "{id}: cannot remove a delivered message's files: {e}"
+                ));
+            }
+        }
+    }
+}
+
+/// One connection's delivered messages whose new state is not on disk yet.
+#[derive(Debug, Default)]
+struct Unrecorded {
+    count: Mutex<usize>,
+    changed: Condvar,
+}
+
+impl Unrecorded {
+    fn receipt(self: &Arc<Self>) -> Receipt {
+        if let Ok(mut count) = self.count.lock() {
+            *count += 1;
+        }
+        Receipt(Arc::clone(self))
+    }
+
+    /// Waits until at most `most` are left.
+    fn wait_until(&self, most: usize) {
+        let Ok(mut count) = self.count.lock() else {
+            return;
+        };
+        while *count > most {
+            count = match self.changed.wait(count) {
+                Ok(count) => count,
+                Err(_) => return,
+            };
+        }
+    }
+}
+
+/// Counts one delivered message among its connection's unrecorded ones while it lives.
+struct Receipt(Arc<Unrecorded>);
+
+impl Drop for Receipt {
+    fn drop(&mut self) {
+        if let Ok(mut count) = self.0.count.lock() {
+            *count = count.saturating_sub(1);
+        }
+        self.0.changed.notify_all();
     }
 }
 
@@ -618,7 +951,11 @@ struct Worker<'a> {
     busy: &'a Busy,
     progress: &'a indicatif::ProgressBar,
     /// Where messages go once their outcome is recorded.
-    finisher: SyncSender<Locked<'a>>,
+    finisher: SyncSender<Finishing<'a>>,
+    /// This thread's delivered messages whose state the finishers have not written yet.
+    unrecorded: Arc<Unrecorded>,
+    /// Whether the current connection pipelines: it then has two messages in flight.
+    pipelining: bool,
     resolver: Option<Resolver>,
     summary: RunSummary,
 }
@@ -935,8 +1272,13 @@ impl<'a> Worker<'a> {
         self.finish(locked);
     }
 
-    /// Locks a message of this job; a busy one is put aside for the end of the run.
+    /// Locks a message of this job; a busy one is put aside for the end of the run. Once the
+    /// run is asked to stop, none is taken.
     fn lock(&mut self, job: &Job, id: QueueId) -> Option<Locked<'a>> {
+        if self.policy.options.stop.is_requested() {
+            self.summary.left += 1;
+            return None;
+        }
         match self.queue.try_lock(id) {
             Ok(LockAttempt::Locked(locked)) => Some(locked),
             Ok(LockAttempt::Busy) => {
@@ -970,7 +1312,7 @@ impl<'a> Worker<'a> {
     }
 
     fn conclude(&mut self, locked: &mut Locked<'a>, outcomes: Vec<(usize, Outcome)>, relay: &str) {
-        if let Err(e) = record(
+        record(
             self.queue,
             locked,
             outcomes,
@@ -978,19 +1320,88 @@ impl<'a> Worker<'a> {
             self.policy,
             self.log,
             &mut self.summary,
-        ) {
-            self.log
-                .warning(&format!("{}: state not recorded: {e}", locked.id()));
-        }
+        );
     }
 
-    /// Hands a message whose outcome is recorded to the finishers, so the connection does not
-    /// wait for the disk.
+    /// Readies a locked message for the connection, just before it is handed out: waits until
+    /// the duplicate bound allows one more message in flight, and sets aside the room its next
+    /// state needs when it has more than one recipient to deliver (one that some recipients got
+    /// must never be sent to them again because its state could not be written; a message with
+    /// one recipient is removed or left whole). Without that room it is deferred unsent.
+    fn ready(
+        &mut self,
+        mut locked: Locked<'a>,
+        indices: &[usize],
+        capabilities: &Capabilities,
+        relay: &str,
+    ) -> Option<Locked<'a>> {
+        self.pipelining = capabilities.pipelining();
+        if !self.pipelining {
+            self.unrecorded.wait_until(0);
+        }
+        if locked.envelope().open_recipients().nth(1).is_none() {
+            return Some(locked);
+        }
+        let ceiling = state_ceiling(locked.envelope(), indices);
+        let Err(e) = locked.reserve(ceiling) else {
+            return Some(locked);
+        };
+        let reason = format!("not sent: no room to record its delivery state: {e}");
+        let outcomes = indices
+            .iter()
+            .map(|&index| {
+                let reason = reason.clone();
+                (index, Outcome::Deferred { reason })
+            })
+            .collect();
+        self.conclude(&mut locked, outcomes, relay);
+        self.finish(locked);
+        None
+    }
+
+    /// Records a message whose outcome is known, within the duplicate bound, leaving the slow
+    /// disk work to the finishers so that the connection goes on:
+    ///
+    /// - A delivered message with nothing left open leaves the queue here, before the
+    ///   connection goes on (its envelope is renamed out of `env/`, which is cheap); the
+    ///   finishers unlink its files.
+    /// - A message some recipient has and whose new state must be written counts as unrecorded
+    ///   until the finishers have written it; the connection goes on once every such message of
+    ///   this thread but the latest is recorded (all of them without pipelining, see `ready`),
+    ///   so the latest's write overlaps the next message's round trip.
+    /// - Anything else (deferrals, failures) is the finishers' alone.
+    ///
+    /// A `kill -9` then finds at most two delivered but unrecorded messages per connection (a
+    /// state being written, and the message in flight whose dot the server may have
+    /// acknowledged), one without pipelining or when every message ends whole.
     fn finish(&mut self, locked: Locked<'a>) {
+        let delivered = locked
+            .envelope()
+            .recipients
+            .iter()
+            .any(|r| r.status == RecipientStatus::Sent);
+        let work = if delivered && locked.envelope().open_recipients().next().is_none() {
+            let id = locked.id();
+            match locked.take_out() {
+                Ok(leftover) => Finishing::Discard(leftover),
+                Err(e) => {
+                    self.log
+                        .warning(&format!("{id}: cannot write delivery state: {e}"));
+                    self.summary.deferred += 1;
+                    return;
+                }
+            }
+        } else {
+            Finishing::Record(locked, delivered.then(|| self.unrecorded.receipt()))
+        };
+        let counted = matches!(work, Finishing::Record(_, Some(_)));
         // The channel only closes when every finisher has died (a panic, which the scope raises
-        // when it ends); the message is then finished here rather than released unsaved.
-        if let Err(SendError(locked)) = self.finisher.send(locked) {
-            finish_logged(locked, self.log, &mut self.summary);
+        // when it ends); the work is then done here rather than dropped.
+        if let Err(SendError(work)) = self.finisher.send(work) {
+            finish_work(work, self.log, &mut self.summary);
+        }
+        if counted && self.pipelining {
+            self.unrecorded.wait_until(1);
         }
     }
 }
@@ -1145,6 +1556,12 @@ impl Outbox for JobOutbox<'_, '_, '_> {
             if indices.is_empty() {
                 continue;
             }
+            let Some(locked) = self
+                .worker
+                .ready(locked, &indices, capabilities, &self.relay)
+            else {
+                continue;
+            };
             match self.prepare(&locked, &indices, capabilities) {
                 Ok(Prepared {
                     message,
@@ -1320,5 +1737,329 @@ fn dns_no_route(domain: &Domain, err: &DnsError) -> NoRoute {
             status: "5.1.2",
             reason: format!("host or domain name not found: {err}"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::LogTarget;
+    use crate::envelope::Recipient;
+    use std::io::Write;
+    use std::path::Path;
+
+    struct Fixture {
+        dir: tempfile::TempDir,
+        queue: Queue,
+        log: MailLog,
+    }
+
+    fn fixture() -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let queue = Queue::open(&dir.path().join("q")).unwrap();
+        let log = MailLog::open(&LogTarget::File(dir.path().join("log")), "queue-run");
+        Fixture { dir, queue, log }
+    }
+
+    impl Fixture {
+        fn commit(&self, recipients: &[&str], arrival: i64) -> QueueId {
+            let mut draft = self.queue.draft().unwrap();
+            draft.write_all(b"Subject: s\n\nbody\n").unwrap();
+            let envelope = Envelope {
+                id: draft.id(),
+                arrival,
+                size: 17,
+                sender: "frank@sender.test".into(),
+                notify: None,
+                ret: None,
+                envid: None,
+                recipients: recipients
+                    .iter()
+                    .map(|r| Recipient::new(r.to_string()))
+                    .collect(),
+            };
+            draft.commit(&envelope).unwrap()
+        }
+
+        fn envelope(&self, id: QueueId) -> Option<Envelope> {
+            match self.queue.try_lock(id).unwrap() {
+                LockAttempt::Locked(locked) => Some(locked.envelope().clone()),
+                _ => None,
+            }
+        }
+
+        fn log(&self) -> String {
+            std::fs::read_to_string(self.dir.path().join("log")).unwrap_or_default()
+        }
+
+        fn tmp(&self) -> std::path::PathBuf {
+            self.queue.root().join("tmp")
+        }
+    }
+
+    fn policy<'a>(config: &'a Config, options: &'a RunOptions, now: i64) -> Policy<'a> {
+        Policy {
+            config,
+            options,
+            now,
+            here: Domain::parse("mx2.isp.test").unwrap(),
+            alone: Mutex::default(),
+        }
+    }
+
+    fn entries(dir: &Path) -> Vec<String> {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn an_arrival_in_the_future_is_dated_from_now_and_then_expires() {
+        let f = fixture();
+        let config = Config {
+            hold_domains: vec![Domain::parse("customer.test").unwrap()],
+            ..Config::default()
+        };
+        let options = RunOptions::default();
+        let now = 1_800_000_000;
+        let id = f.commit(&["u@customer.test"], now + 30 * 86400);
+        let mut summary = RunSummary::default();
+
+        let jobs = plan(
+            &f.queue,
+            &policy(&config, &options, now),
+            &f.log,
+            &mut summary,
+        )
+        .unwrap();
+        assert!(jobs.is_empty(), "held mail is not attempted");
+        assert_eq!(
+            f.envelope(id).unwrap().arrival,
+            now,
+            "dated from now, on disk"
+        );
+        assert!(f.log().contains("lies in the future"), "{}", f.log());
+
+        let later = now + config.queue_lifetime.as_secs() as i64;
+        plan(
+            &f.queue,
+            &policy(&config, &options, later),
+            &f.log,
+            &mut summary,
+        )
+        .unwrap();
+        assert!(f.envelope(id).is_none(), "expired and removed");
+        assert_eq!(summary.failed, 1);
+        let bounce = f.queue.ids().unwrap();
+        assert_eq!(bounce.len(), 1, "one bounce queued");
+        let bounce = f.envelope(bounce[0].0).unwrap();
+        assert_eq!(bounce.recipients[0].address, "frank@sender.test");
+    }
+
+    #[test]
+    fn a_message_without_room_for_its_state_is_deferred_unsent() {
+        let f = fixture();
+        let config = Config::default();
+        let options = RunOptions::default();
+        let now = chrono::Utc::now().timestamp();
+        let policy = policy(&config, &options, now);
+        let id = f.commit(&["a@customer.test", "b@customer.test"], now);
+        // The reservation's file cannot be created: a directory stands in its place.
+        let obstacle = f.tmp().join(format!("{id}.env"));
+        std::fs::create_dir(&obstacle).unwrap();
+
+        let busy = Mutex::new(Vec::new());
+        let progress = indicatif::ProgressBar::hidden();
+        let (finisher, finishing) = mpsc::sync_channel(FINISH_BACKLOG);
+        let mut worker = Worker {
+            queue: &f.queue,
+            policy: &policy,
+            log: &f.log,
+            busy: &busy,
+            progress: &progress,
+            finisher,
+            unrecorded: Arc::default(),
+            pipelining: true,
+            resolver: None,
+            summary: RunSummary::default(),
+        };
+        let job = Job {
+            destination: Destination::Domain("customer.test".into()),
+            relay: None,
+            ids: vec![id],
+        };
+        let capabilities = Capabilities::default();
+        let mut lane = Lane {
+            ids: &job.ids,
+            cursor: 0,
+            again: VecDeque::new(),
+        };
+        let mut outbox = JobOutbox {
+            worker: &mut worker,
+            job: &job,
+            lane: &mut lane,
+            in_flight: VecDeque::new(),
+            relay: "sink.test[127.0.0.1]:25".into(),
+            remote: None,
+            clear_text: None,
+            answered: 0,
+        };
+        assert!(outbox.next(&capabilities).is_none(), "nothing was sent");
+        assert!(outbox.in_flight.is_empty());
+        let Finishing::Record(locked, receipt) = finishing.try_recv().unwrap() else {
+            panic!("a message to record")
+        };
+        assert!(receipt.is_none(), "nobody has it");
+        finish_logged(locked, receipt, &f.log, &mut worker.summary);
+        assert_eq!(worker.summary.sent, 0);
+        // Both recipients, and the state that could not be written either.
+        assert_eq!(worker.summary.deferred, 3, "{:?}", worker.summary);
+        assert!(f.log().contains("cannot write delivery state"));
+        assert!(
+            f.log()
+                .contains("status=deferred (not sent: no room to record"),
+            "{}",
+            f.log()
+        );
+        let envelope = f.envelope(id).unwrap();
+        assert!(envelope.open_recipients().count() == 2);
+
+        // With the room there, the same message goes out with its reservation made.
+        std::fs::remove_dir(&obstacle).unwrap();
+        let mut lane = Lane {
+            ids: &job.ids,
+            cursor: 0,
+            again: VecDeque::new(),
+        };
+        let mut outbox = JobOutbox {
+            worker: &mut worker,
+            job: &job,
+            lane: &mut lane,
+            in_flight: VecDeque::new(),
+            relay: "sink.test[127.0.0.1]:25".into(),
+            remote: None,
+            clear_text: None,
+            answered: 0,
+        };
+        assert!(outbox.next(&capabilities).is_some());
+        let reserved = std::fs::metadata(&obstacle).unwrap().len();
+        assert_eq!(reserved, state_ceiling(&envelope, &[0, 1]));
+        assert!(reserved > envelope.to_bytes().len() as u64 + 2 * REASON_MAX as u64);
+        drop(outbox);
+        assert!(
+            entries(&f.tmp()).is_empty(),
+            "an unused reservation is removed"
+        );
+    }
+
+    #[test]
+    fn what_was_sent_is_recorded_in_the_reservation_when_nothing_else_can_be_written() {
+        let f = fixture();
+        let config = Config::default();
+        let options = RunOptions::default();
+        let now = chrono::Utc::now().timestamp();
+        let policy = policy(&config, &options, now);
+        let id = f.commit(&["a@customer.test", "b@customer.test"], now);
+        let LockAttempt::Locked(mut locked) = f.queue.try_lock(id).unwrap() else {
+            panic!("not locked")
+        };
+        locked
+            .reserve(state_ceiling(locked.envelope(), &[0, 1]))
+            .unwrap();
+        // No new file can be made under tmp/ (as on a full disk): the bounce fails.
+        let away = f.queue.root().join("tmp.away");
+        std::fs::rename(f.tmp(), &away).unwrap();
+        std::fs::write(f.tmp(), b"not a directory").unwrap();
+        let outcomes = vec![
+            (
+                0,
+                Outcome::Sent {
+                    reply: "250 2.0.0 Ok".into(),
+                },
+            ),
+            (
+                1,
+                Outcome::Failed {
+                    status: "5.1.1".into(),
+                    remote: None,
+                    diagnostic: Some("550 5.1.1 no such user".into()),
+                    reason: "host said: 550 5.1.1 no such user".into(),
+                },
+            ),
+        ];
+        let mut summary = RunSummary::default();
+        record(
+            &f.queue,
+            &mut locked,
+            outcomes,
+            "sink",
+            &policy,
+            &f.log,
+            &mut summary,
+        );
+        finish_logged(locked, None, &f.log, &mut summary);
+        assert!(
+            f.log()
+                .contains("cannot queue the non-delivery notification")
+        );
+        assert!(
+            !f.log().contains("cannot write delivery state"),
+            "{}",
+            f.log()
+        );
+        assert_eq!((summary.sent, summary.deferred, summary.failed), (1, 1, 0));
+
+        let envelope = f.envelope(id).unwrap();
+        assert_eq!(envelope.recipients[0].status, RecipientStatus::Sent);
+        assert_eq!(envelope.recipients[1].status, RecipientStatus::Deferred);
+        assert!(
+            envelope.recipients[1]
+                .reason
+                .contains("not yet reported to the sender")
+        );
+        assert_eq!(f.queue.ids().unwrap().len(), 1, "no bounce was queued");
+        assert!(
+            entries(&away).is_empty(),
+            "the reservation became the envelope"
+        );
+    }
+
+    #[test]
+    fn reasons_are_cut_on_a_character_boundary() {
+        let mut text = "é".repeat(REASON_MAX);
+        cut(&mut text, REASON_MAX + 1);
+        assert_eq!(text.len(), REASON_MAX);
+        let mut short = String::from("250 ok");
+        cut(&mut short, REASON_MAX);
+        assert_eq!(short, "250 ok");
+    }
+
+    #[test]
+    fn a_stop_wakes_a_sleeper_and_stays() {
+        let stop = Stop::default();
+        assert!(!stop.sleep(Duration::ZERO));
+        let asker = stop.clone();
+        let sleeper = std::thread::spawn(move || stop.sleep(Duration::from_secs(3600)));
+        asker.request(15);
+        asker.request(2);
+        assert!(sleeper.join().unwrap(), "woken by the stop");
+        assert_eq!(asker.signal(), Some(15), "the first signal is kept");
+    }
+
+    #[test]
+    fn a_receipt_counts_until_it_is_let_go() {
+        let unrecorded: Arc<Unrecorded> = Arc::default();
+        let first = unrecorded.receipt();
+        let second = unrecorded.receipt();
+        let waiter = {
+            let unrecorded = Arc::clone(&unrecorded);
+            std::thread::spawn(move || unrecorded.wait_until(0))
+        };
+        drop(first);
+        unrecorded.wait_until(1);
+        drop(second);
+        waiter.join().unwrap();
+        assert_eq!(*unrecorded.count.lock().unwrap(), 0);
     }
 }

@@ -3,8 +3,9 @@
 //! `log = "syslog"` (the default) writes to the local syslog socket when there is one and falls
 //! back to stderr when there is none, so a machine without a syslog daemon still shows what
 //! happened. File lines carry a timestamp and the program's name and pid, as syslog would add
-//! them. Logging never stops delivery: a log write that fails is dropped, since the delivery
-//! state in the queue is the record that matters.
+//! them. Logging never stops delivery: a log file that cannot be opened gives one warning on
+//! stderr and the lines go to stderr instead, and a log write that fails is dropped, since the
+//! delivery state in the queue is the record that matters.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -33,8 +34,8 @@ pub struct MailLog {
 }
 
 impl MailLog {
-    /// Opens the configured log for `program`.
-    pub fn open(target: &LogTarget, program: &str) -> std::io::Result<MailLog> {
+    /// Opens the configured log for `program`; stderr when the target cannot be opened.
+    pub fn open(target: &LogTarget, program: &str) -> MailLog {
         let sink = match target {
             LogTarget::Syslog => {
                 let formatter = syslog::Formatter3164 {
@@ -46,18 +47,26 @@ impl MailLog {
                 syslog::unix(formatter).map_or(Sink::Stderr, Sink::Syslog)
             }
             LogTarget::Stderr => Sink::Stderr,
-            LogTarget::File(path) => Sink::File(
-                OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .mode(0o640)
-                    .open(path)?,
-            ),
+            LogTarget::File(path) => match OpenOptions::new()
+                .create(true)
+                .append(true)
+                .mode(0o640)
+                .open(path)
+            {
+                Ok(file) => Sink::File(file),
+                Err(e) => {
+                    eprintln!(
+                        "{program}: warning: cannot open the mail log {}: {e}; logging to stderr",
+                        path.display()
+                    );
+                    Sink::Stderr
+                }
+            },
         };
-        Ok(MailLog {
+        MailLog {
             program: program.to_string(),
             sink: Mutex::new(sink),
-        })
+        }
     }
 
     pub fn info(&self, line: &str) {
@@ -111,7 +120,7 @@ mod tests {
     fn file_lines_carry_program_pid_and_severity() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("mail.log");
-        let log = MailLog::open(&LogTarget::File(path.clone()), "queue-run").unwrap();
+        let log = MailLog::open(&LogTarget::File(path.clone()), "queue-run");
         log.info("ABC: to=<a@b.example>, status=sent");
         log.warning("XYZ: corrupt");
         let text = std::fs::read_to_string(path).unwrap();
@@ -122,5 +131,18 @@ mod tests {
             "queue-run[{pid}]: ABC: to=<a@b.example>, status=sent"
         )));
         assert!(lines[1].ends_with("warning: XYZ: corrupt"));
+    }
+
+    #[test]
+    fn a_log_file_that_cannot_be_opened_falls_back_to_stderr() {
+        let dir = tempfile::tempdir().unwrap();
+        for path in [
+            dir.path().to_path_buf(),
+            dir.path().join("missing/mail.log"),
+        ] {
+            let log = MailLog::open(&LogTarget::File(path), "queue-run");
+            assert!(matches!(*log.sink.lock().unwrap(), Sink::Stderr));
+            log.info("still logged");
+        }
     }
 }

@@ -3,7 +3,8 @@
 //! # Layout
 //!
 //! ```text
-//! QUEUE/tmp/       files being written; nothing here is a message
+//! QUEUE/tmp/       files being written, room set aside for a state, envelopes of messages
+//!                  that left the queue; nothing here is a message
 //! QUEUE/data/ID    the message bytes: written once, never changed, never replaced
 //! QUEUE/env/ID     the envelope of an active message (see `envelope`), replaced by rename
 //! QUEUE/hold/ID    the envelope of a message on administrative hold
@@ -25,7 +26,9 @@
 //!
 //! "data committed" and "being removed" look alike on disk: data without an envelope is never a
 //! message. It is either a submission that died between its two renames or a removal that died
-//! between its two unlinks, and `sweep` deletes it once nobody holds its lock.
+//! before its data was unlinked, and `sweep` deletes it once nobody holds its lock. A removal
+//! moves the envelope to `tmp/ID.gone` before unlinking it; while a runner is writing a new
+//! state, `tmp/ID.env` holds it (or the room reserved for it, see `Locked::reserve`).
 //!
 //! # Commit instants
 //!
@@ -34,7 +37,9 @@
 //!   and only then does `queue-enqueue` exit 0.
 //! - Delivery state changes at the instant `rename(tmp/ID.env, env/ID)` replaces the envelope
 //!   (written and fsynced first), so a reader sees the old state or the new one, never a mixture.
-//! - A message leaves the queue at the instant `env/ID` is unlinked; `data/ID` follows.
+//!   A write that fails leaves the old state and nothing in `tmp/`.
+//! - A message leaves the queue at the instant `rename(env/ID, tmp/ID.gone)` takes its envelope
+//!   away; `tmp/ID.gone` and `data/ID` are unlinked after it.
 //!
 //! # Invariants
 //!
@@ -66,9 +71,17 @@
 //! # Known limits
 //!
 //! Removal is not fsynced: after a power cut a delivered message may be delivered again (SMTP
-//! promises at least once, never at most once). A listing takes a shared lock for an instant to
-//! learn whether a runner holds a message; a runner that tries that message in the same instant
-//! skips it until its next pass.
+//! promises at least once, never at most once). A process killed outright (`kill -9`, a crash)
+//! delivers again at most what was in flight at that instant: at most 2 × `-j` messages of a
+//! `queue-run` (`-j` when the server does not pipeline): per connection, the message whose final
+//! dot the server may have acknowledged before the reply was read, and, when the one before it
+//! had recipients left open, that one while its new state is being written. A delivered
+//! message with nothing left open has left the queue before its connection takes another. A
+//! graceful stop (SIGTERM, SIGINT, SIGHUP) delivers nothing twice. A state written into a
+//! reservation needs no new blocks on file systems that overwrite in place (ext4, xfs, tmpfs);
+//! on copy-on-write ones (btrfs, zfs) a full disk may still refuse it. A listing takes a shared
+//! lock for an instant to learn whether a runner holds a message; a runner that tries that
+//! message in the same instant skips it until its next pass.
 
 use std::fmt;
 use std::fs::{self, DirBuilder, File, OpenOptions};
@@ -712,6 +725,7 @@ impl Queue {
                 id,
                 data: Arc::new(data),
                 envelope,
+                reservation: None,
             })),
             Ok(envelope) => Ok(LockAttempt::Corrupt(format!(
                 "envelope names id {}, file is {id}",
@@ -752,13 +766,17 @@ impl Queue {
         Ok(true)
     }
 
+    /// Writes `envelope` under `tmp/` and renames it over the active one. On failure nothing is
+    /// left in `tmp/` and the old envelope stands.
     fn replace_envelope(&self, envelope: &Envelope) -> Result<(), QueueError> {
         let id = envelope.id;
         let tmp_name = format!("{id}.env");
         let tmp_path = self.path(TMP, &tmp_name);
         write_synced(&tmp_path, &envelope.to_bytes(), true)?;
-        fs::rename(&tmp_path, self.path(ENV, id.as_str()))
-            .map_err(io_error("cannot rename", &tmp_path))?;
+        if let Err(e) = fs::rename(&tmp_path, self.path(ENV, id.as_str())) {
+            let _ = fs::remove_file(&tmp_path);
+            return Err(io_error("cannot rename", tmp_path)(e));
+        }
         self.env
             .sync_all()
             .map_err(io_error("cannot sync", self.root.join(ENV)))
@@ -1096,9 +1114,11 @@ pub struct Locked<'q> {
     /// The open data file: its descriptor holds the lock, and the message is read through it.
     data: Arc<File>,
     envelope: Envelope,
+    /// Room set aside for the next state, from [`Locked::reserve`].
+    reservation: Option<Box<Reservation<'q>>>,
 }
 
-impl Locked<'_> {
+impl<'q> Locked<'q> {
     pub fn id(&self) -> QueueId {
         self.id
     }
@@ -1122,21 +1142,190 @@ impl Locked<'_> {
         }
     }
 
-    /// Writes the envelope back, atomically.
-    pub fn save(&self) -> Result<(), QueueError> {
-        self.queue.replace_envelope(&self.envelope)
+    /// Sets aside `bytes` on the queue's file system for the next [`Locked::save`]: a file under
+    /// `tmp/` written whole now, overwritten in place, synced and renamed over the envelope then.
+    /// A file system takes the space of a write when it is made (delayed allocation reserves
+    /// it), so a state written into the file needs no new space and can be recorded on a disk
+    /// that filled up in between; syncing the zeros would only cost a disk flush per message.
+    /// On failure nothing is left in `tmp/`.
+    pub fn reserve(&mut self, bytes: u64) -> Result<(), QueueError> {
+        // A reservation left from before goes first: it has the same name.
+        self.reservation = None;
+        let name = format!("{}.env", self.id);
+        let path = self.queue.path(TMP, &name);
+        let file = nix::fcntl::openat(
+            &self.queue.tmp,
+            name.as_str(),
+            nix::fcntl::OFlag::O_WRONLY
+                | nix::fcntl::OFlag::O_CREAT
+                | nix::fcntl::OFlag::O_TRUNC
+                | nix::fcntl::OFlag::O_NOFOLLOW
+                | nix::fcntl::OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::from_bits_truncate(0o600),
+        )
+        .map(File::from)
+        .map_err(|e| nix_error("cannot create", path.clone())(e))?;
+        let reservation = Box::new(Reservation {
+            tmp: &self.queue.tmp,
+            name,
+            path,
+            file,
+            renamed: false,
+        });
+        reservation.fill(bytes)?;
+        self.reservation = Some(reservation);
+        Ok(())
+    }
+
+    /// Writes the envelope back, atomically: into the reservation when there is one. On
+    /// failure the old envelope stands and nothing is left in `tmp/`.
+    pub fn save(&mut self) -> Result<(), QueueError> {
+        match self.reservation.take() {
+            Some(mut reservation) => reservation.commit(self.queue, &self.envelope),
+            None => self.queue.replace_envelope(&self.envelope),
+        }
     }
 
     /// Takes the message out of the queue: envelope first (the instant it leaves), then data,
     /// both by name in the open queue directories; the lock is released after both.
     pub fn remove(self) -> Result<(), QueueError> {
+        self.take_out()?.remove()
+    }
+
+    /// The first half of [`Locked::remove`]: moves the envelope out of `env/` to `tmp/ID.gone`,
+    /// the instant the message leaves the queue, and keeps its data file locked for
+    /// [`Leftover::remove`]. A rename frees no blocks: on a disk that discards freed blocks it
+    /// costs a fraction of an unlink, and this instant is what delivery waits for.
+    pub fn take_out(self) -> Result<Leftover<'q>, QueueError> {
         let name = self.id.as_str();
-        unlinkat(&self.queue.env, name, UnlinkatFlags::NoRemoveDir)
-            .map_err(|e| nix_error("cannot remove", self.queue.path(ENV, name))(e))?;
+        let path = || self.queue.path(ENV, name);
+        // A rename moves whatever has the name; only an envelope file may go.
+        let stat = nix::sys::stat::fstatat(
+            &self.queue.env,
+            name,
+            nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+        )
+        .map_err(|e| nix_error("cannot remove", path())(e))?;
+        if nix::sys::stat::SFlag::from_bits_truncate(stat.st_mode) & nix::sys::stat::SFlag::S_IFMT
+            != nix::sys::stat::SFlag::S_IFREG
+        {
+            return Err(QueueError::Io {
+                action: "cannot remove",
+                path: path(),
+                source: io::Error::other("not a regular file"),
+            });
+        }
+        let gone = format!("{name}.gone");
+        nix::fcntl::renameat(&self.queue.env, name, &self.queue.tmp, gone.as_str())
+            .map_err(|e| nix_error("cannot remove", path())(e))?;
+        Ok(Leftover {
+            queue: self.queue,
+            id: self.id,
+            data: self.data,
+            gone,
+            reservation: self.reservation,
+        })
+    }
+}
+
+/// A message that has left the queue, its data still locked. Dropped without
+/// [`Leftover::remove`], its files stay for `sweep_tmp` and `sweep_orphans`.
+#[derive(Debug)]
+pub struct Leftover<'q> {
+    queue: &'q Queue,
+    id: QueueId,
+    data: Arc<File>,
+    /// The old envelope's name under `tmp/`.
+    gone: String,
+    /// Room that was set aside and not needed, removed with the rest.
+    reservation: Option<Box<Reservation<'q>>>,
+}
+
+impl Leftover<'_> {
+    pub fn id(&self) -> QueueId {
+        self.id
+    }
+
+    /// Unlinks the old envelope and the data file, then releases the lock.
+    pub fn remove(self) -> Result<(), QueueError> {
+        // A sweep of another run may have taken the old envelope already: its mtime is the
+        // last state change, possibly older than the grace period.
+        match unlinkat(
+            &self.queue.tmp,
+            self.gone.as_str(),
+            UnlinkatFlags::NoRemoveDir,
+        ) {
+            Ok(()) | Err(nix::Error::ENOENT) => {}
+            Err(e) => return Err(nix_error("cannot remove", self.queue.path(TMP, &self.gone))(e)),
+        }
+        drop(self.reservation);
+        let name = self.id.as_str();
         unlinkat(&self.queue.data, name, UnlinkatFlags::NoRemoveDir)
             .map_err(|e| nix_error("cannot remove", self.queue.path(DATA, name))(e))?;
         drop(self.data);
         Ok(())
+    }
+}
+
+/// Space set aside under `tmp/` for a message's next state. Only the holder of the message's
+/// lock writes this name; the file is also locked itself, so a sweep never takes it however
+/// long the delivery lasts. Dropped unused, it is removed.
+#[derive(Debug)]
+struct Reservation<'q> {
+    tmp: &'q File,
+    name: String,
+    path: PathBuf,
+    file: File,
+    /// Set once the file became the envelope.
+    renamed: bool,
+}
+
+impl Reservation<'_> {
+    fn fill(&self, bytes: u64) -> Result<(), QueueError> {
+        let io = |action| io_error(action, &self.path);
+        self.file.lock().map_err(io("cannot lock"))?;
+        let zeros = [0u8; 4096];
+        let mut left = bytes;
+        let mut writer = &self.file;
+        while left > 0 {
+            let chunk = left.min(zeros.len() as u64) as usize;
+            writer
+                .write_all(&zeros[..chunk])
+                .map_err(io("cannot write"))?;
+            left -= chunk as u64;
+        }
+        Ok(())
+    }
+
+    /// Overwrites the reserved bytes with `envelope`, cuts the file to its length, syncs it and
+    /// renames it over the active envelope. A state longer than the reservation still works
+    /// while there is room.
+    fn commit(&mut self, queue: &Queue, envelope: &Envelope) -> Result<(), QueueError> {
+        let bytes = envelope.to_bytes();
+        let io = |action| io_error(action, &self.path);
+        self.file
+            .write_all_at(&bytes, 0)
+            .map_err(io("cannot write"))?;
+        self.file
+            .set_len(bytes.len() as u64)
+            .map_err(io("cannot write"))?;
+        self.file.sync_all().map_err(io("cannot sync"))?;
+        let id = envelope.id.as_str();
+        nix::fcntl::renameat(self.tmp, self.name.as_str(), &queue.env, id)
+            .map_err(|e| nix_error("cannot rename", self.path.clone())(e))?;
+        self.renamed = true;
+        queue
+            .env
+            .sync_all()
+            .map_err(io_error("cannot sync", queue.root.join(ENV)))
+    }
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        if !self.renamed {
+            let _ = unlinkat(self.tmp, self.name.as_str(), UnlinkatFlags::NoRemoveDir);
+        }
     }
 }
 
@@ -1325,8 +1514,9 @@ fn flocked_inodes(table: &str, device: &str) -> std::collections::HashSet<u64> {
     inodes
 }
 
-/// Writes a whole small file and fsyncs it. `replace` allows a stale file of the same name (left
-/// by a runner that died) to be overwritten; only the lock holder writes these names.
+/// Writes a whole small file and fsyncs it, or removes it again on failure. `replace` allows a
+/// stale file of the same name (left by a runner that died) to be overwritten; only the lock
+/// holder writes these names.
 fn write_synced(path: &Path, bytes: &[u8], replace: bool) -> Result<(), QueueError> {
     let mut options = OpenOptions::new();
     options
@@ -1341,9 +1531,15 @@ fn write_synced(path: &Path, bytes: &[u8], replace: bool) -> Result<(), QueueErr
     let mut file = options
         .open(path)
         .map_err(io_error("cannot create", path))?;
-    file.write_all(bytes)
-        .map_err(io_error("cannot write", path))?;
-    file.sync_all().map_err(io_error("cannot sync", path))
+    let written = file
+        .write_all(bytes)
+        .map_err(io_error("cannot write", path))
+        .and_then(|()| file.sync_all().map_err(io_error("cannot sync", path)));
+    if written.is_err() {
+        // Whatever part reached the disk is no state of anything.
+        let _ = fs::remove_file(path);
+    }
+    written
 }
 
 fn is_stale(path: &Path, grace: Duration) -> bool {
@@ -1612,6 +1808,100 @@ mod tests {
         let seen = queue.scan().unwrap().inspect(id, Place::Active).unwrap();
         assert!(!seen.locked);
         assert_eq!(seen.envelope.unwrap().recipients[0].reason, "450 try later");
+    }
+
+    #[test]
+    fn a_reservation_holds_its_room_until_the_state_is_written_into_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let queue = Queue::open(dir.path()).unwrap();
+        let id = commit(&queue, b"x\n");
+        let tmp = dir.path().join(TMP).join(format!("{id}.env"));
+        let LockAttempt::Locked(mut locked) = queue.try_lock(id).unwrap() else {
+            panic!("not locked")
+        };
+        locked.reserve(10_000).unwrap();
+        assert_eq!(fs::metadata(&tmp).unwrap().len(), 10_000);
+        // Locked itself, so a sweep of stale leftovers leaves it alone.
+        assert_eq!(queue.sweep_tmp(Duration::ZERO).unwrap(), 0);
+        assert!(tmp.exists());
+        locked.envelope_mut().recipients[0].reason = "450 later".into();
+        locked.save().unwrap();
+        assert!(!tmp.exists(), "the reservation became the envelope");
+        let expected = locked.envelope().to_bytes();
+        assert_eq!(fs::read(queue.path(ENV, id.as_str())).unwrap(), expected);
+
+        // A reservation that is not used goes with the message or the lock.
+        locked.reserve(100).unwrap();
+        drop(locked);
+        assert!(!tmp.exists());
+        let LockAttempt::Locked(mut locked) = queue.try_lock(id).unwrap() else {
+            panic!("not locked")
+        };
+        locked.reserve(100).unwrap();
+        locked.remove().unwrap();
+        assert_eq!(fs::read_dir(dir.path().join(TMP)).unwrap().count(), 0);
+        assert!(queue.ids().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_message_leaves_the_queue_before_its_files_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let queue = Queue::open(dir.path()).unwrap();
+        let id = commit(&queue, b"x\n");
+        let gone = dir.path().join(TMP).join(format!("{id}.gone"));
+        let LockAttempt::Locked(locked) = queue.try_lock(id).unwrap() else {
+            panic!("not locked")
+        };
+        let leftover = locked.take_out().unwrap();
+        assert!(queue.ids().unwrap().is_empty(), "out of the queue");
+        assert!(gone.exists() && queue.path(DATA, id.as_str()).exists());
+        assert!(matches!(queue.try_lock(id).unwrap(), LockAttempt::Busy));
+        leftover.remove().unwrap();
+        assert_eq!(fs::read_dir(dir.path().join(TMP)).unwrap().count(), 0);
+        assert!(!queue.path(DATA, id.as_str()).exists());
+
+        // Only an envelope file is moved: anything else in its place stays, and so does the
+        // message.
+        let id = commit(&queue, b"y\n");
+        let LockAttempt::Locked(locked) = queue.try_lock(id).unwrap() else {
+            panic!("not locked")
+        };
+        let env = queue.path(ENV, id.as_str());
+        fs::remove_file(&env).unwrap();
+        fs::create_dir(&env).unwrap();
+        assert!(locked.take_out().is_err());
+        assert!(env.is_dir());
+        assert!(queue.path(DATA, id.as_str()).exists());
+        assert_eq!(fs::read_dir(dir.path().join(TMP)).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn a_failed_save_leaves_the_old_state_and_nothing_in_tmp() {
+        let dir = tempfile::tempdir().unwrap();
+        let queue = Queue::open(dir.path()).unwrap();
+        let id = commit(&queue, b"x\n");
+        let LockAttempt::Locked(mut locked) = queue.try_lock(id).unwrap() else {
+            panic!("not locked")
+        };
+        // The rename over the envelope fails: a directory with something in it stands there.
+        let env = queue.path(ENV, id.as_str());
+        let old = fs::read(&env).unwrap();
+        fs::remove_file(&env).unwrap();
+        fs::create_dir(&env).unwrap();
+        fs::write(env.join("keep"), &old).unwrap();
+        locked.envelope_mut().recipients[0].attempts = 7;
+        for reserved in [false, true] {
+            if reserved {
+                locked.reserve(4096).unwrap();
+            }
+            assert!(locked.save().is_err(), "reserved: {reserved}");
+            assert_eq!(
+                fs::read_dir(dir.path().join(TMP)).unwrap().count(),
+                0,
+                "reserved: {reserved}"
+            );
+        }
+        assert_eq!(fs::read(env.join("keep")).unwrap(), old);
     }
 
     #[test]

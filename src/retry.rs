@@ -3,7 +3,8 @@
 //! A temporary failure (4xx, connection trouble) defers a recipient; the wait before the next
 //! attempt starts at `retry_first` and grows by `retry_factor` with every attempt (1h, 1.5h,
 //! 2.25h, ... with the defaults), never beyond the queue lifetime. A message older than
-//! `queue_lifetime` has expired: what remains of it fails, held domains included.
+//! `queue_lifetime` has expired: what remains of it fails, held domains included. An arrival time
+//! in the future counts from the run that finds it, which writes that time into the envelope.
 //! Runs that name what they want (`-R`, `-I`, `-S`, `-f`) ignore the wait, never the lifetime.
 
 use std::time::Duration;
@@ -30,6 +31,12 @@ pub fn is_expired(config: &Config, arrival: i64, now: i64) -> bool {
     now.saturating_sub(arrival) >= config.queue_lifetime.as_secs() as i64
 }
 
+/// The arrival time to keep for a message: one in the future (a clock set wrong when it was
+/// queued) counts from `now`, or it would never expire.
+pub fn clamp_arrival(arrival: i64, now: i64) -> i64 {
+    arrival.min(now)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -50,5 +57,20 @@ mod tests {
         let lifetime = config.queue_lifetime.as_secs() as i64;
         assert!(!is_expired(&config, 0, lifetime - 1));
         assert!(is_expired(&config, 0, lifetime));
+    }
+
+    #[test]
+    fn an_arrival_in_the_future_counts_from_now() {
+        assert_eq!(clamp_arrival(5000, 1000), 1000);
+        assert_eq!(clamp_arrival(999, 1000), 999);
+        let config = Config::default();
+        let lifetime = config.queue_lifetime.as_secs() as i64;
+        let now = 1_000_000_000;
+        assert!(!is_expired(&config, now + 10 * lifetime, now + lifetime));
+        assert!(is_expired(
+            &config,
+            clamp_arrival(now + 10 * lifetime, now),
+            now + lifetime
+        ));
     }
 }

@@ -1027,3 +1027,52 @@ fn tls_off_never_starts_it() {
     assert_eq!(messages.len(), 1);
     assert!(!messages[0].tls);
 }
+
+#[test]
+fn a_mail_log_that_cannot_be_opened_warns_once_and_delivery_goes_on() {
+    let mta = Setup::default().start();
+    let site = Site::new("");
+    for (n, log) in [
+        site.dir.path().to_path_buf(),
+        site.dir.path().join("missing").join("mail.log"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        std::fs::write(
+            site.config_path(),
+            format!(
+                "queue_dir = {:?}\nlog = {:?}\nhostnames = [{:?}]\n{}",
+                site.queue_dir().display().to_string(),
+                log.display().to_string(),
+                site::HOSTNAME,
+                routes(&mta, &["customer.test"])
+            ),
+        )
+        .expect("configuration");
+        site.enqueue(&["-f", SENDER, "a@customer.test"], &message("log", "x\n"));
+        let run = site.run(&[]);
+        assert_eq!(run.code, 0, "{}", run.stderr);
+        let warnings: Vec<&str> = run
+            .stderr
+            .lines()
+            .filter(|l| l.contains("warning:"))
+            .collect();
+        assert_eq!(warnings.len(), 1, "{}", run.stderr);
+        assert!(
+            warnings[0].starts_with("queue-run: warning: cannot open the mail log ")
+                && warnings[0].ends_with("; logging to stderr"),
+            "{}",
+            warnings[0]
+        );
+        // The log lines come to stderr instead.
+        assert_eq!(
+            run.stderr.matches("status=sent").count(),
+            1,
+            "{}",
+            run.stderr
+        );
+        assert_eq!(mta.message_count(), n + 1, "delivered all the same");
+        assert!(site.ids().is_empty());
+    }
+}

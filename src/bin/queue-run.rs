@@ -1,6 +1,7 @@
 //! queue-run: deliver the queue over SMTP, once or every interval.
 
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -8,7 +9,7 @@ use clap::Parser;
 
 use etrnq::cli::{self, QueueOptions, SelectionOptions};
 use etrnq::config::parse_interval;
-use etrnq::delivery::{self, RunOptions};
+use etrnq::delivery::{self, RunOptions, Stop};
 use etrnq::maillog::MailLog;
 use etrnq::queue::{self, Queue};
 use etrnq::smtp::{Timeouts, Transcript};
@@ -20,7 +21,8 @@ const PROGRAM: &str = "queue-run";
 ///
 /// sendmail's spellings work too: -q, -qR domain, -qRdomain, -qIid, -qSsender, -qf, -q30m.
 /// Quiet on stdout; one log line per recipient attempt. Exit 0 when nothing this run was asked to
-/// deliver is left, 75 when some of it was deferred.
+/// deliver is left, 75 when some of it was deferred or left by a stop. SIGTERM, SIGINT and SIGHUP
+/// stop gracefully: no new message, what is in flight ends and is recorded (at most 30 s).
 #[derive(Debug, Parser)]
 #[command(name = PROGRAM, version)]
 struct Cli {
@@ -52,7 +54,7 @@ struct Cli {
     #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
     timeout: Option<u64>,
 
-    /// Run again every INTERVAL (30m, 1h, ...) until killed, like sendmail -q30m.
+    /// Run again every INTERVAL (30m, 1h, ...) until stopped by a signal, like sendmail -q30m.
     #[arg(long, value_name = "INTERVAL", value_parser = parse_interval)]
     every: Option<Duration>,
 
@@ -68,7 +70,8 @@ fn run(cli: Cli) -> anyhow::Result<Status> {
     let config = cli.queue.load()?;
     queue::become_owner(&config.queue_dir)?;
     let queue = Queue::open(&config.queue_dir)?;
-    let log = MailLog::open(&config.log, PROGRAM).context("cannot open the mail log")?;
+    let log = Arc::new(MailLog::open(&config.log, PROGRAM));
+    let stop = Stop::on_signals(Arc::clone(&log)).context("cannot handle signals")?;
     let options = RunOptions {
         selection: cli.select.selection(),
         force: cli.force,
@@ -84,21 +87,24 @@ fn run(cli: Cli) -> anyhow::Result<Status> {
             .timeout
             .map(|s| Timeouts::uniform(Duration::from_secs(s)))
             .unwrap_or_default(),
+        stop: stop.clone(),
     };
     let Some(interval) = cli.every else {
         let summary = delivery::run(&queue, &config, &options, &log)?;
-        return Ok(if summary.deferred > 0 || summary.skipped > 0 {
+        return Ok(if summary.is_incomplete() {
             Status::TempFail
         } else {
             Status::Ok
         });
     };
-    loop {
+    // A daemon's stop is its normal end: 0, whatever the last pass left for the next start.
+    while !stop.is_requested() {
         if let Err(e) = delivery::run(&queue, &config, &options, &log) {
             log.warning(&format!("queue run failed: {e}"));
         }
-        std::thread::sleep(interval);
+        stop.sleep(interval);
     }
+    Ok(Status::Ok)
 }
 
 /// clap checks a definition only when it is used; this catches clashing names at test time.

@@ -139,7 +139,7 @@ fn run(cli: Cli) -> anyhow::Result<Status> {
         smtpd::listen(&cli.listen)?
     };
     queue::become_owner(&config.queue_dir)?;
-    let log = Arc::new(MailLog::open(&config.log, PROGRAM).context("cannot open the mail log")?);
+    let log = Arc::new(MailLog::open(&config.log, PROGRAM));
     if let Some(node) = cli.flush {
         smtpd::flush_handed_off(&config, run, log, &node)?;
         return Ok(Status::Ok);

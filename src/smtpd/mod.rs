@@ -11,7 +11,7 @@
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let config = Config::load(None)?;
-//! let log = Arc::new(MailLog::open(&config.log, "queue-smtpd")?);
+//! let log = Arc::new(MailLog::open(&config.log, "queue-smtpd"));
 //! let run = RunCommand {
 //!     program: "/usr/sbin/queue-run".into(),
 //!     config: None,

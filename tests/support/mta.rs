@@ -103,6 +103,7 @@ impl Setup {
             messages: Mutex::new(Vec::new()),
             commands: Mutex::new(Vec::new()),
             connections: AtomicUsize::new(0),
+            ended: AtomicUsize::new(0),
             stop: AtomicBool::new(false),
         });
         let thread = {
@@ -113,6 +114,10 @@ impl Setup {
                 while !shared.stop.load(Ordering::SeqCst) && started.elapsed() < LIFETIME {
                     match listener.accept() {
                         Ok((stream, _)) => {
+                            // Replies go out as they are written: with Nagle's algorithm each
+                            // one after the first of a pipelined group waits for the client's
+                            // delayed acknowledgement, some 40 ms per message.
+                            let _ = stream.set_nodelay(true);
                             shared.connections.fetch_add(1, Ordering::SeqCst);
                             let shared = shared.clone();
                             sessions.push(std::thread::spawn(move || {
@@ -126,6 +131,7 @@ impl Setup {
                                 if let Some(tcp) = tcp {
                                     let _ = tcp.shutdown(Shutdown::Both);
                                 }
+                                shared.ended.fetch_add(1, Ordering::SeqCst);
                             }));
                         }
                         Err(_) => std::thread::sleep(Duration::from_millis(5)),
@@ -153,6 +159,8 @@ struct Shared {
     messages: Mutex<Vec<Received>>,
     commands: Mutex<Vec<String>>,
     connections: AtomicUsize,
+    /// Sessions that are over, every message of theirs recorded.
+    ended: AtomicUsize,
     stop: AtomicBool,
 }
 
@@ -193,6 +201,11 @@ impl Mta {
 
     pub fn connections(&self) -> usize {
         self.shared.connections.load(Ordering::SeqCst)
+    }
+
+    /// Sessions accepted and not yet over: while there are any, a message may still be recorded.
+    pub fn open_sessions(&self) -> usize {
+        self.connections() - self.shared.ended.load(Ordering::SeqCst)
     }
 
     /// `[127.0.0.1]:PORT`, a static route to this server.
