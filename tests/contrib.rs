@@ -9,7 +9,6 @@ mod support {
     pub mod tls;
 }
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -31,16 +30,20 @@ impl Stubs {
     fn new() -> Stubs {
         let dir = tempfile::tempdir().expect("stub dir");
         for program in ["queue-run", "queue-enqueue", "mailq"] {
-            let path = dir.path().join(program);
-            std::fs::write(
-                &path,
-                "#!/bin/sh\n\
-                 { printf '%s' \"${0##*/}\"; for a in \"$@\"; do printf ' [%s]' \"$a\"; done; echo; } \
-                 >>\"$STUB_CALLS\"\n",
-            )
-            .expect("write stub");
-            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
-                .expect("chmod stub");
+            // Written by a child process: a file this process held open for writing would be
+            // inherited by whatever another test thread forks meanwhile, and executing the stub
+            // would then fail with "Text file busy" until that child had started its program.
+            let written = Command::new("sh")
+                .args(["-c", "printf '%s' \"$1\" >\"$2\" && chmod 755 \"$2\"", "sh"])
+                .arg(
+                    "#!/bin/sh\n\
+                     { printf '%s' \"${0##*/}\"; for a in \"$@\"; do printf ' [%s]' \"$a\"; done; echo; } \
+                     >>\"$STUB_CALLS\"\n",
+                )
+                .arg(dir.path().join(program))
+                .status()
+                .expect("write stub");
+            assert!(written.success(), "cannot write the {program} stub");
         }
         Stubs { dir }
     }

@@ -256,10 +256,12 @@ fn site(mta: &Mta) -> Option<Site> {
     let ns = Namespace::start(&dir.path().join("small"), "1m")?;
     let queue = ns.mount.join("q");
     let config = dir.path().join("etrnq.toml");
+    // No free-space reserve: the disk is filled on purpose, as other writers on the same file
+    // system can fill it past any reserve.
     std::fs::write(
         &config,
         format!(
-            "queue_dir = {:?}\nlog = {:?}\nhostnames = [\"mx2.isp.test\"]\n[routes]\n\"customer.test\" = {route:?}\n\"sender.test\" = {route:?}\n",
+            "queue_dir = {:?}\nlog = {:?}\nhostnames = [\"mx2.isp.test\"]\nqueue_min_free = 0\n[routes]\n\"customer.test\" = {route:?}\n\"sender.test\" = {route:?}\n",
             queue.display().to_string(),
             dir.path().join("mail.log").display().to_string(),
             route = mta.route(),
