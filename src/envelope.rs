@@ -281,8 +281,10 @@ impl Builder {
             }
             "arrival" => self.arrival = Some(number(value)?),
             "size" => {
-                self.size =
-                    Some(u64::try_from(number(value)?).map_err(|_| bad(n, "size: negative"))?)
+                self.size = Some(value.parse::<u64>().map_err(|_| match number(value) {
+                    Ok(_) => bad(n, "size: negative"),
+                    Err(e) => e,
+                })?)
             }
             "sender" => self.sender = Some(value.to_string()),
             "notify" => self.notify = Some(value.to_string()),
@@ -392,6 +394,21 @@ mod tests {
             r.reason = "x".repeat(5 * MAX_REASON);
         }
         assert!(fresh.to_bytes().len() as u64 <= largest);
+    }
+
+    #[test]
+    fn every_size_the_writer_writes_reads_back() {
+        let mut e = sample();
+        for size in [0, i64::MAX as u64, i64::MAX as u64 + 1, u64::MAX] {
+            e.size = size;
+            assert_eq!(Envelope::parse(&e.to_bytes()).unwrap(), e);
+        }
+        let text = String::from_utf8(sample().to_bytes()).unwrap();
+        let negative = text.replace("size\t296", "size\t-296");
+        assert_eq!(
+            Envelope::parse(negative.as_bytes()).unwrap_err().reason,
+            "size: negative"
+        );
     }
 
     #[test]
