@@ -330,9 +330,15 @@ struct Reader<'a> {
 
 impl Reader<'_> {
     fn error(&self, reason: impl Into<String>) -> ConfigError {
+        // A quoted key may hold any character: an error must still be one line.
+        let key = if self.key.contains(char::is_control) {
+            self.key.escape_debug().to_string()
+        } else {
+            self.key.to_string()
+        };
         ConfigError {
             file: self.file.to_string(),
-            key: Some(self.key.to_string()),
+            key: Some(key),
             reason: reason.into(),
         }
     }
@@ -688,6 +694,25 @@ nameservers = ["127.0.0.1:5353"]
             let err = Config::parse(text, "etrnq.toml").unwrap_err().to_string();
             assert!(err.starts_with(expected), "{text:?} gave {err:?}");
             assert!(!err.contains('\n'), "{err:?} spans lines");
+        }
+    }
+
+    #[test]
+    fn a_key_with_control_characters_is_named_on_one_line() {
+        let cases = [
+            ("\"a\\nb\" = 1", "etrnq.toml: a\\nb: unknown key"),
+            (
+                "[dns]\n\"x\\r\\ny\" = 1",
+                "etrnq.toml: dns.x\\r\\ny: unknown key",
+            ),
+            (
+                "[routes]\n\"a\\u001Bb\" = \"x\"",
+                "etrnq.toml: routes.a\\u{1b}b: \"a\\u{1b}b\": domain may",
+            ),
+        ];
+        for (text, expected) in cases {
+            let err = Config::parse(text, "etrnq.toml").unwrap_err().to_string();
+            assert!(err.starts_with(expected), "{text:?} gave {err:?}");
         }
     }
 
