@@ -129,3 +129,38 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use crate::properties::{config, mutated_text, peak, text};
+    use proptest::prelude::*;
+
+    fn target() -> impl Strategy<Value = String> {
+        let name = "[a-z0-9]([a-z0-9-]{0,6}[a-z0-9])?(\\.[a-z0-9]{1,6}){0,3}";
+        prop_oneof![
+            name,
+            (name, any::<u16>()).prop_map(|(n, p)| format!("{n}:{p}")),
+            (name, any::<u16>()).prop_map(|(n, p)| format!("[{n}]:{p}")),
+            (any::<std::net::IpAddr>(), any::<u16>()).prop_map(|(ip, p)| format!("[{ip}]:{p}")),
+            any::<std::net::Ipv4Addr>().prop_map(|ip| ip.to_string()),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(config(3000))]
+
+        #[test]
+        fn targets_read_back_as_written(input in prop_oneof![text(60), mutated_text(target())]) {
+            let (parsed, most) = peak(|| RelayTarget::parse(&input));
+            prop_assert!(most <= 4 * input.len() + 512, "{} bytes", most);
+            let Ok(target) = parsed else { return Ok(()) };
+            prop_assert!(target.port > 0);
+            let again = RelayTarget::parse(&target.to_string()).unwrap();
+            prop_assert_eq!(
+                (&again.host, again.port, again.mx_lookup),
+                (&target.host, target.port, target.mx_lookup)
+            );
+        }
+    }
+}
