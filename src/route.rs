@@ -81,7 +81,8 @@ impl fmt::Display for RelayTarget {
 }
 
 fn parse_host(text: &str, input: &str) -> Result<RelayHost, String> {
-    if let Ok(ip) = text.parse::<IpAddr>() {
+    // The closing dot of a fully qualified name does not make an address a name.
+    if let Ok(ip) = text.strip_suffix('.').unwrap_or(text).parse::<IpAddr>() {
         return Ok(RelayHost::Ip(ip));
     }
     Domain::parse(text)
@@ -113,6 +114,19 @@ mod tests {
         assert_eq!((t.port, t.mx_lookup), (25, false));
         let t = RelayTarget::parse("[::1]:2526").unwrap();
         assert_eq!(t.to_string(), "[::1]:2526");
+    }
+
+    #[test]
+    fn an_address_with_a_closing_dot_is_that_address() {
+        for (text, shown) in [
+            ("127.0.0.1.", "[127.0.0.1]:25"),
+            ("[192.0.2.1.]:2526", "[192.0.2.1]:2526"),
+        ] {
+            let t = RelayTarget::parse(text).unwrap();
+            assert!(matches!(t.host, RelayHost::Ip(_)), "{text}");
+            assert_eq!(t.to_string(), shown);
+            assert_eq!(RelayTarget::parse(shown).unwrap(), t);
+        }
     }
 
     #[test]
