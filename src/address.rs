@@ -530,6 +530,19 @@ mod properties {
             })
     }
 
+    /// Quoted local parts with quotes inside them, escaped or not, and `@` on either side.
+    fn nested_quotes() -> impl Strategy<Value = String> {
+        (
+            "\"([a-z@ ]{0,4}(\\\\?\"|\\\\\\\\)){1,4}[a-z@]{0,4}\"?",
+            domain(),
+            any::<bool>(),
+        )
+            .prop_map(|(local, domain, brackets)| {
+                let path = format!("{local}@{domain}");
+                if brackets { format!("<{path}>") } else { path }
+            })
+    }
+
     fn here() -> Domain {
         Domain::parse("mx.example").unwrap()
     }
@@ -587,7 +600,7 @@ mod properties {
     }
 
     proptest! {
-        #![proptest_config(config(2000))]
+        #![proptest_config(config(15000))]
 
         #[test]
         fn any_text_is_parsed_or_refused(input in text(200)) {
@@ -595,7 +608,9 @@ mod properties {
         }
 
         #[test]
-        fn near_valid_addresses_are_parsed_or_refused(input in mutated_text(address())) {
+        fn near_valid_addresses_are_parsed_or_refused(
+            input in prop_oneof![mutated_text(address()), nested_quotes()]
+        ) {
             parse_everything(&input);
         }
 

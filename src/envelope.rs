@@ -528,7 +528,7 @@ mod properties {
     }
 
     proptest! {
-        #![proptest_config(config(2000))]
+        #![proptest_config(config(6000))]
 
         #[test]
         fn any_bytes_are_an_envelope_or_an_error(input in bytes(2000)) {

@@ -482,8 +482,10 @@ mod properties {
         assert_eq!(joined, section.raw());
         // Nothing is invented or reordered: what was read is the input, less a dropped mbox
         // `From ` line.
+        // (A line's first piece must hold its first 1000 octets; pieces too short to hold
+        // `From ` break that promise, and then the line is not recognised, hence kept.)
         let kept = match leading_from {
-            LeadingFrom::Drop if input.starts_with(b"From ") => input
+            LeadingFrom::Drop if input.starts_with(b"From ") && piece >= 5 => input
                 .iter()
                 .position(|&b| b == b'\n')
                 .map_or(&input[input.len()..], |end| &input[end + 1..]),
@@ -541,7 +543,7 @@ mod properties {
     }
 
     proptest! {
-        #![proptest_config(config(2000))]
+        #![proptest_config(config(5000))]
 
         #[test]
         fn any_bytes_read_as_a_header_section_or_too_large(
@@ -571,6 +573,14 @@ mod properties {
         ) {
             let whole = read_checked(&input, leading_from, usize::MAX, MAX_HEADER_SECTION);
             let pieces = read_checked(&input, leading_from, piece, MAX_HEADER_SECTION);
+            // A field name is recognised in its line's first piece: a colon further on (after
+            // a name longer than any line RFC 5322 allows) may be read either way.
+            let names_fit = input
+                .split_inclusive(|&b| b == b'\n')
+                .all(|line| line.iter().position(|&b| b == b':').is_none_or(|at| at < piece));
+            if !names_fit {
+                return Ok(());
+            }
             let whole = whole.unwrap();
             let pieces = pieces.unwrap();
             prop_assert_eq!(whole.raw(), pieces.raw());

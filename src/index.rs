@@ -597,7 +597,7 @@ mod properties {
     }
 
     proptest! {
-        #![proptest_config(config(1000))]
+        #![proptest_config(config(8000))]
 
         #[test]
         fn what_the_writer_writes_the_reader_reads(stamps in stamps(), messages in messages()) {

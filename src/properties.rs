@@ -3,13 +3,13 @@
 //! The readers: SMTP command lines and message data as queue-smtpd reads them
 //! (`smtpd::wire`, `smtpd::request`), replies and EHLO keywords as the client reads them
 //! (`smtp::reply`, `smtp::capabilities`), ETRN arguments and ESMTP parameters
-//! (`smtp::command`), the header section of an arriving message (`header`, and the `-t`
-//! recipients of `submission`), addresses, domains and reverse paths (`address`), domain
-//! patterns (`selection`), relay hosts (`route`), the envelope file (`envelope`), the listing
-//! index (`index`), users files (`smtpd::recipients`) and the configuration with its interval,
-//! size and name-server values (`config`). Each module has a `properties` test module at its
-//! bottom; `tests/properties.rs` drives whole programs (queue-smtpd, queue-enqueue, the SMTP
-//! client over a socket) the same way.
+//! (`smtp::command`), the header section of an arriving message (`header`), addresses, domains
+//! and reverse paths (`address`), domain patterns (`selection`), relay hosts (`route`), the
+//! envelope file (`envelope`), the listing index (`index`), users files (`smtpd::recipients`),
+//! the configuration with its interval, size and name-server values (`config`), and the
+//! original message a bounce quotes (`bounce`). Each of these modules has a `properties` test
+//! module at its bottom; `tests/properties.rs` drives whole programs the same way: queue-smtpd,
+//! queue-enqueue (its `-t` recipients too) and the SMTP client over a socket.
 //!
 //! Every property is tried on raw arbitrary bytes and on near-valid input: a valid form put
 //! through a few mutations ([`mutated`]: cut short, a byte inserted, dropped, replaced or a
@@ -30,14 +30,16 @@
 //! machine, and CI runs exactly what a developer ran. Nothing is written to disk on failure
 //! (proptest's failure files would land in the source tree); the failing input is printed,
 //! shrunk, and is added to the module's tests as a plain test when its bug is fixed. Each
-//! property runs the number of cases its cost allows within about 30 seconds for the whole
-//! suite on two cores; `PROPTEST_CASES` overrides every one of them. Before a release, run
-//! many more cases under a fresh seed (hours on two cores, about a thousand times the default
-//! count), and keep the seed of any failure:
+//! property runs as many cases as its cost allows for the whole suite to take about 15 seconds
+//! on an idle two-core machine (the module properties about 10, the programs about 3);
+//! `PROPTEST_CASES` overrides every one of them. Before a release, run ten to twenty times the
+//! default cases under a new seed (about 3 and 6 minutes on two cores), and keep the seed of
+//! any failure:
 //!
 //! ```text
-//! PROPTEST_CASES=100000 PROPTEST_RNG_SEED=$(date +%s) cargo test --release --lib properties
-//! PROPTEST_CASES=20000 PROPTEST_RNG_SEED=$(date +%s) cargo test --release --test properties
+//! seed=$(date +%s); echo "seed $seed"
+//! PROPTEST_CASES=100000 PROPTEST_RNG_SEED=$seed cargo test --release --lib properties
+//! PROPTEST_CASES=20000 PROPTEST_RNG_SEED=$seed cargo test --release --test properties
 //! ```
 //!
 //! Memory is measured, not assumed: this file installs a counting global allocator in each

@@ -191,7 +191,7 @@ mod properties {
     }
 
     proptest! {
-        #![proptest_config(config(3000))]
+        #![proptest_config(config(15000))]
 
         #[test]
         fn patterns_read_back_and_match_their_own_domain(
@@ -209,7 +209,9 @@ mod properties {
             let subdomain_matches = pattern.matches(&sub);
             prop_assert_eq!(
                 subdomain_matches,
-                matches!(pattern, DomainPattern::WithSubdomains(_)) && !domain.is_literal()
+                matches!(pattern, DomainPattern::WithSubdomains(_))
+                    && !domain.is_literal()
+                    && sub.len() <= 253
             );
             let _ = pattern.matches(&other);
         }

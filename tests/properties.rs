@@ -223,7 +223,7 @@ fn wire_reply(code: u16, texts: &[String]) -> Vec<u8> {
 }
 
 proptest! {
-    #![proptest_config(config(48))]
+    #![proptest_config(config(400))]
 
     #[test]
     fn queue_smtpd_answers_any_session_and_queues_exactly_what_it_acknowledged(input in session()) {
@@ -276,9 +276,10 @@ proptest! {
         if code == Some(0) {
             let message = sandbox.only_message();
             prop_assert!(!message.envelope.addresses().is_empty());
-            // Without -t nothing is taken out, and without the lone-dot rule nothing is cut:
-            // the input follows the fields queue-enqueue adds, byte for byte.
-            if args[0] == "-i" && !input.starts_with(b"From ") {
+            // Without a Bcc field (always taken out) or an mbox line (dropped), and without
+            // the lone-dot rule, the input follows the fields queue-enqueue adds, byte for byte.
+            let bcc = input.to_ascii_lowercase().windows(4).any(|w| w == b"bcc:");
+            if args[0] == "-i" && !input.starts_with(b"From ") && !bcc {
                 prop_assert!(message.data.ends_with(&input));
             }
         } else {
@@ -290,7 +291,7 @@ proptest! {
 }
 
 proptest! {
-    #![proptest_config(config(400))]
+    #![proptest_config(config(2000))]
 
     #[test]
     fn the_client_reads_any_bytes_as_replies_or_refuses_them_within_bounds(

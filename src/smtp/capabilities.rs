@@ -215,7 +215,7 @@ mod properties {
     }
 
     proptest! {
-        #![proptest_config(config(2000))]
+        #![proptest_config(config(5000))]
 
         #[test]
         fn any_ehlo_reply_gives_keywords_and_their_parameters(

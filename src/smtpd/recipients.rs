@@ -337,7 +337,7 @@ mod properties {
     }
 
     proptest! {
-        #![proptest_config(config(2000))]
+        #![proptest_config(config(6000))]
 
         #[test]
         fn users_files_read_as_written((users, text) in users_file()) {

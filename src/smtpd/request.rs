@@ -412,7 +412,7 @@ mod properties {
     }
 
     proptest! {
-        #![proptest_config(config(3000))]
+        #![proptest_config(config(15000))]
 
         #[test]
         fn any_line_is_a_request_or_a_refusal(line in bytes(600)) {

@@ -773,7 +773,7 @@ mod properties {
     }
 
     proptest! {
-        #![proptest_config(config(1000))]
+        #![proptest_config(config(3000))]
 
         #[test]
         fn command_lines_read_whole_however_they_arrive(
