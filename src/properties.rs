@@ -32,9 +32,8 @@
 //! shrunk, and is added to the module's tests as a plain test when its bug is fixed. Each
 //! property runs as many cases as its cost allows for the whole suite to take about 15 seconds
 //! on an idle two-core machine (the module properties about 10, the programs about 3);
-//! `PROPTEST_CASES` overrides every one of them. Before a release, run ten to twenty times the
-//! default cases under a new seed (about 3 and 6 minutes on two cores), and keep the seed of
-//! any failure:
+//! `PROPTEST_CASES` overrides every one of them. Before a release, run many more cases under a
+//! new seed (about 3 and 7 minutes on two cores), and keep the seed of any failure:
 //!
 //! ```text
 //! seed=$(date +%s); echo "seed $seed"

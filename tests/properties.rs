@@ -223,7 +223,7 @@ fn wire_reply(code: u16, texts: &[String]) -> Vec<u8> {
 }
 
 proptest! {
-    #![proptest_config(config(400))]
+    #![proptest_config(config(200))]
 
     #[test]
     fn queue_smtpd_answers_any_session_and_queues_exactly_what_it_acknowledged(input in session()) {
@@ -291,7 +291,7 @@ proptest! {
 }
 
 proptest! {
-    #![proptest_config(config(2000))]
+    #![proptest_config(config(1000))]
 
     #[test]
     fn the_client_reads_any_bytes_as_replies_or_refuses_them_within_bounds(
