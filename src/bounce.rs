@@ -193,25 +193,48 @@ fn compose(
     Ok(out.count)
 }
 
+/// The most of one line held at once while copying the original: a longer line is copied in
+/// pieces, so a message of one endless line costs no more memory than a short one.
+const PIECE: u64 = 8 * 1024;
+
 /// Copies the original's header section (or all of it), with LF line ends like the rest of the
 /// report.
 fn copy_original(out: &mut impl Write, data: impl Read, full: bool) -> std::io::Result<()> {
     let mut reader = BufReader::new(data);
     let mut line = Vec::with_capacity(1024);
+    // The next piece starts a line: only a whole line can be the empty one that ends the
+    // header section.
+    let mut at_line_start = true;
     loop {
-        line.clear();
-        if reader.read_until(b'\n', &mut line)? == 0 {
+        if (&mut reader).take(PIECE).read_until(b'\n', &mut line)? == 0 {
+            // The data ends inside a line (perhaps after a CR held back below): that line
+            // still gets its line end.
+            if !at_line_start || !line.is_empty() {
+                out.write_all(&line)?;
+                out.write_all(b"\n")?;
+            }
             return Ok(());
         }
-        let text = line
-            .strip_suffix(b"\n")
-            .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
-            .unwrap_or(&line);
-        if text.is_empty() && !full {
+        let Some(text) = line.strip_suffix(b"\n") else {
+            // A piece of a long line. A CR at its end may be the first half of the CRLF that
+            // ends the line: it waits for the next piece.
+            let held = line.last() == Some(&b'\r');
+            out.write_all(&line[..line.len() - usize::from(held)])?;
+            line.clear();
+            if held {
+                line.push(b'\r');
+            }
+            at_line_start = false;
+            continue;
+        };
+        let text = text.strip_suffix(b"\r").unwrap_or(text);
+        if text.is_empty() && at_line_start && !full {
             return Ok(());
         }
         out.write_all(text)?;
         out.write_all(b"\n")?;
+        line.clear();
+        at_line_start = true;
     }
 }
 
@@ -296,5 +319,101 @@ mod tests {
         assert!(!wants_bounce(&original("a@x.example", Some("never"), None)));
         assert!(!wants_bounce(&original("a@x.example", Some("delay"), None)));
         assert!(!wants_bounce(&original("", None, None)));
+    }
+}
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use crate::properties::{bytes, config, mutated, peak};
+    use proptest::prelude::*;
+
+    /// The original as the report must show it: each line with LF alone, and with headers
+    /// only, up to the empty line.
+    fn expected(data: &[u8], full: bool) -> Vec<u8> {
+        let mut out = Vec::new();
+        for line in data.split_inclusive(|&b| b == b'\n') {
+            let text = line
+                .strip_suffix(b"\n")
+                .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
+                .unwrap_or(line);
+            if text.is_empty() && !full {
+                break;
+            }
+            out.extend_from_slice(text);
+            out.push(b'\n');
+        }
+        out
+    }
+
+    /// Reads at most the given numbers of octets at a time, in turn.
+    struct Trickle<'a> {
+        data: &'a [u8],
+        sizes: Vec<usize>,
+        turn: usize,
+    }
+
+    impl Read for Trickle<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let n = self.sizes[self.turn % self.sizes.len()]
+                .min(buf.len())
+                .min(self.data.len());
+            self.turn += 1;
+            buf[..n].copy_from_slice(&self.data[..n]);
+            self.data = &self.data[n..];
+            Ok(n)
+        }
+    }
+
+    fn message() -> impl Strategy<Value = Vec<u8>> {
+        "(Subject: [ -~]{0,20}\r?\n){0,3}\r?\n([ -~]{0,30}\r?\n){0,4}".prop_map(String::into_bytes)
+    }
+
+    /// Lines around the size of a piece, with CRs near their ends: a CRLF may straddle two
+    /// pieces.
+    fn long_lines() -> impl Strategy<Value = Vec<u8>> {
+        let piece = PIECE as usize;
+        proptest::collection::vec((piece - 3..piece + 3, any::<bool>(), any::<bool>()), 1..4)
+            .prop_map(|lines| {
+                let mut data = Vec::new();
+                for (len, cr, lf) in lines {
+                    data.resize(data.len() + len, b'x');
+                    if cr {
+                        data.push(b'\r');
+                    }
+                    if lf {
+                        data.push(b'\n');
+                    }
+                }
+                data
+            })
+    }
+
+    proptest! {
+        #![proptest_config(config(8000))]
+
+        #[test]
+        fn the_original_is_copied_line_by_line_with_lf(
+            data in prop_oneof![bytes(2000), mutated(message()), long_lines()],
+            full in any::<bool>(),
+            sizes in proptest::collection::vec(1..20usize, 1..5),
+        ) {
+            let mut out = Vec::new();
+            let source = Trickle { data: &data, sizes, turn: 0 };
+            copy_original(&mut out, source, full).unwrap();
+            prop_assert_eq!(out, expected(&data, full));
+        }
+    }
+
+    #[test]
+    fn a_ten_megabyte_line_is_copied_without_being_held() {
+        let mut data = b"Subject: ".to_vec();
+        data.resize(10 << 20, b'x');
+        data.extend_from_slice(b"\r\n\r\nbody\r\n");
+        for full in [false, true] {
+            let (result, most) = peak(|| copy_original(&mut std::io::sink(), &data[..], full));
+            result.unwrap();
+            assert!(most <= 64 * 1024, "{most} bytes held");
+        }
     }
 }

@@ -16,6 +16,8 @@ pub mod etrn;
 pub mod header;
 pub mod index;
 pub mod maillog;
+#[cfg(test)]
+mod properties;
 pub mod queue;
 pub mod report;
 pub mod retry;

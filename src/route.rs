@@ -81,7 +81,8 @@ impl fmt::Display for RelayTarget {
 }
 
 fn parse_host(text: &str, input: &str) -> Result<RelayHost, String> {
-    if let Ok(ip) = text.parse::<IpAddr>() {
+    // The closing dot of a fully qualified name does not make an address a name.
+    if let Ok(ip) = text.strip_suffix('.').unwrap_or(text).parse::<IpAddr>() {
         return Ok(RelayHost::Ip(ip));
     }
     Domain::parse(text)
@@ -116,6 +117,19 @@ mod tests {
     }
 
     #[test]
+    fn an_address_with_a_closing_dot_is_that_address() {
+        for (text, shown) in [
+            ("127.0.0.1.", "[127.0.0.1]:25"),
+            ("[192.0.2.1.]:2526", "[192.0.2.1]:2526"),
+        ] {
+            let t = RelayTarget::parse(text).unwrap();
+            assert!(matches!(t.host, RelayHost::Ip(_)), "{text}");
+            assert_eq!(t.to_string(), shown);
+            assert_eq!(RelayTarget::parse(shown).unwrap(), t);
+        }
+    }
+
+    #[test]
     fn bad_targets() {
         for bad in [
             "[127.0.0.1",
@@ -126,6 +140,42 @@ mod tests {
             "",
         ] {
             assert!(RelayTarget::parse(bad).is_err(), "{bad} accepted");
+        }
+    }
+}
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use crate::properties::{config, mutated_text, peak, text};
+    use proptest::prelude::*;
+
+    fn target() -> impl Strategy<Value = String> {
+        let name = "[a-z0-9]([a-z0-9-]{0,6}[a-z0-9])?(\\.[a-z0-9]{1,6}){0,3}";
+        prop_oneof![
+            name,
+            (name, any::<u16>()).prop_map(|(n, p)| format!("{n}:{p}")),
+            (name, any::<u16>()).prop_map(|(n, p)| format!("[{n}]:{p}")),
+            (any::<std::net::IpAddr>(), any::<u16>()).prop_map(|(ip, p)| format!("[{ip}]:{p}")),
+            any::<std::net::Ipv4Addr>().prop_map(|ip| ip.to_string()),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(config(15000))]
+
+        #[test]
+        fn targets_read_back_as_written(input in prop_oneof![text(60), mutated_text(target())]) {
+            let (parsed, most) = peak(|| RelayTarget::parse(&input));
+            // An error quotes the input twice, escaped: up to six octets for each.
+            prop_assert!(most <= 32 * input.len() + 512, "{} bytes", most);
+            let Ok(target) = parsed else { return Ok(()) };
+            prop_assert!(target.port > 0);
+            let again = RelayTarget::parse(&target.to_string()).unwrap();
+            prop_assert_eq!(
+                (&again.host, again.port, again.mx_lookup),
+                (&target.host, target.port, target.mx_lookup)
+            );
         }
     }
 }

@@ -179,3 +179,41 @@ mod tests {
         assert!(DomainPattern::parse("$(reboot)").is_err());
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use crate::properties::{config, mutated_text, peak, text};
+    use proptest::prelude::*;
+
+    fn pattern() -> impl Strategy<Value = String> {
+        "@?[a-zA-Z0-9]([a-z0-9-]{0,6}[a-z0-9])?(\\.[a-zA-Z0-9]{1,6}){0,3}\\.?"
+    }
+
+    proptest! {
+        #![proptest_config(config(15000))]
+
+        #[test]
+        fn patterns_read_back_and_match_their_own_domain(
+            input in prop_oneof![text(60), mutated_text(pattern())],
+            other in prop_oneof![text(40), pattern()],
+        ) {
+            let (parsed, most) = peak(|| DomainPattern::parse(&input));
+            prop_assert!(most <= 2 * input.len() + 256, "{} bytes", most);
+            let Ok(pattern) = parsed else { return Ok(()) };
+            prop_assert_eq!(DomainPattern::parse(&pattern.to_string()).ok(), Some(pattern.clone()));
+            let (DomainPattern::Exact(domain) | DomainPattern::WithSubdomains(domain)) = &pattern;
+            prop_assert!(pattern.matches(domain.as_str()));
+            prop_assert!(pattern.matches(&domain.as_str().to_ascii_uppercase()));
+            let sub = format!("sub.{domain}");
+            let subdomain_matches = pattern.matches(&sub);
+            prop_assert_eq!(
+                subdomain_matches,
+                matches!(pattern, DomainPattern::WithSubdomains(_))
+                    && !domain.is_literal()
+                    && sub.len() <= 253
+            );
+            let _ = pattern.matches(&other);
+        }
+    }
+}

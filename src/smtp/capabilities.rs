@@ -197,3 +197,50 @@ mod tests {
         assert!(!caps.etrn());
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use crate::properties::{config, peak, text};
+    use crate::smtp::ReplyCode;
+    use proptest::prelude::*;
+
+    /// EHLO lines as servers write them, and as broken ones do.
+    fn ehlo_line() -> impl Strategy<Value = String> {
+        prop_oneof![
+            2 => "[A-Za-z0-9][A-Za-z0-9-]{0,12}( [!-~]{1,10}){0,4}",
+            1 => "(AUTH|SIZE)[ =]([!-~]{0,10} ?){0,30}",
+            1 => text(60),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(config(5000))]
+
+        #[test]
+        fn any_ehlo_reply_gives_keywords_and_their_parameters(
+            lines in proptest::collection::vec(ehlo_line(), 1..20)
+        ) {
+            let reply = Reply {
+                code: ReplyCode::OK,
+                enhanced: None,
+                lines,
+            };
+            let total: usize = reply.lines.iter().map(String::len).sum();
+            let (caps, most) = peak(|| Capabilities::from_ehlo(&reply));
+            // Each word becomes a string of its own: a bounded reply gives bounded keywords.
+            prop_assert!(most <= 40 * total + 1024, "{} bytes for {}", most, total);
+            for keyword in caps.keywords() {
+                prop_assert!(is_keyword(keyword));
+                prop_assert_eq!(keyword.to_ascii_uppercase(), keyword);
+                prop_assert!(caps.has(&keyword.to_ascii_lowercase()));
+                for parameter in caps.parameters(keyword) {
+                    prop_assert!(!parameter.is_empty());
+                    prop_assert!(!parameter.contains(char::is_whitespace));
+                }
+            }
+            let _ = (caps.size_limit(), caps.auth_mechanisms());
+            prop_assert!(caps.server_name.len() <= reply.lines[0].len());
+        }
+    }
+}

@@ -347,3 +347,46 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use crate::properties::{config, mutated_text, peak, text};
+    use proptest::prelude::*;
+
+    fn argument() -> impl Strategy<Value = String> {
+        prop_oneof![
+            "@?[a-z0-9]([a-z0-9-]{0,8}[a-z0-9])?(\\.[a-z0-9]{1,8}){0,3}\\.?",
+            "#[!-~]{1,12}",
+            any::<[u8; 4]>().prop_map(|o| format!("[{}]", std::net::Ipv4Addr::from(o))),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(config(15000))]
+
+        #[test]
+        fn etrn_arguments_read_back_and_never_break_the_line(
+            input in prop_oneof![text(80), mutated_text(argument())]
+        ) {
+            let (parsed, most) = peak(|| EtrnArgument::parse(&input));
+            // An error quotes the input escaped: up to six octets for each.
+            prop_assert!(most <= 16 * input.len() + 512, "{} bytes", most);
+            if let Ok(argument) = parsed {
+                let wire = Command::Etrn(argument.clone()).to_string();
+                prop_assert!(wire.bytes().all(|b| b.is_ascii_graphic() || b == b' '), "{:?}", wire);
+                prop_assert_eq!(wire.matches(' ').count(), 1);
+                prop_assert_eq!(EtrnArgument::parse(&argument.to_string()), Ok(argument));
+            }
+        }
+
+        #[test]
+        fn parameters_never_break_the_line(keyword in text(20), value in proptest::option::of(text(20))) {
+            if let Ok(parameter) = Parameter::new(&keyword, value.as_deref()) {
+                let wire = parameter.to_string();
+                prop_assert!(wire.bytes().all(|b| b.is_ascii_graphic()), "{:?}", wire);
+                prop_assert_eq!(wire.matches('=').count(), usize::from(value.is_some()));
+            }
+        }
+    }
+}

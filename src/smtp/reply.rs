@@ -303,3 +303,118 @@ mod tests {
         assert!(EnhancedCode::parse("4.1000.1").is_none());
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use crate::properties::{config, mutated, peak, text};
+    use proptest::prelude::*;
+
+    /// Reply text as servers write it: printable, the enhanced code first now and then.
+    fn reply_text() -> impl Strategy<Value = String> {
+        prop_oneof![
+            3 => "[ -~]{0,60}",
+            1 => ("[245]\\.[0-9]{1,3}\\.[0-9]{1,3}", "[ -~]{0,40}")
+                .prop_map(|(code, text)| format!("{code} {text}")),
+        ]
+    }
+
+    fn code() -> impl Strategy<Value = u16> {
+        (2..=5u16, 0..=5u16, 0..=9u16).prop_map(|(a, b, c)| a * 100 + b * 10 + c)
+    }
+
+    /// A reply on the wire: every line `NNN-text` but the last, `NNN text`.
+    fn wire(code: u16, texts: &[String]) -> Vec<String> {
+        let last = texts.len() - 1;
+        texts
+            .iter()
+            .enumerate()
+            .map(|(i, text)| format!("{code}{}{text}", if i == last { ' ' } else { '-' }))
+            .collect()
+    }
+
+    /// Parses lines: no panic, and a reply only when every line holds the promises.
+    fn parse(lines: &[String]) -> Result<Reply, String> {
+        let total: usize = lines.iter().map(|l| l.len() + 32).sum();
+        let (result, most) = peak(|| Reply::from_lines(lines));
+        // The lines' text copied once, and an error that quotes a line escaped (up to six
+        // octets for each).
+        assert!(most <= 8 * total + 1024, "{most} bytes for {total}");
+        if let Ok(reply) = &result {
+            assert_eq!(reply.lines.len(), lines.len());
+            for (i, line) in lines.iter().enumerate() {
+                let (code, continued, text) = split_line(line).unwrap();
+                assert_eq!(code, reply.code);
+                assert_eq!(continued, i + 1 < lines.len());
+                assert_eq!(text, reply.lines[i]);
+            }
+            if let Some(enhanced) = reply.enhanced {
+                assert_eq!(enhanced.class, reply.code.class());
+            }
+        }
+        result
+    }
+
+    proptest! {
+        #![proptest_config(config(15000))]
+
+        #[test]
+        fn any_line_splits_or_is_refused(line in text(80)) {
+            if let Ok((code, _, rest)) = split_line(&line) {
+                prop_assert!(line.starts_with(&code.to_string()));
+                prop_assert!(line.ends_with(rest));
+                prop_assert!((200..600).contains(&code.value()));
+            }
+        }
+
+        #[test]
+        fn any_lines_are_a_reply_or_refused(lines in proptest::collection::vec(text(40), 0..6)) {
+            let _ = parse(&lines);
+        }
+
+        #[test]
+        fn near_valid_replies_are_a_reply_or_refused(
+            lines in (code(), proptest::collection::vec(reply_text(), 1..6))
+                .prop_flat_map(|(code, texts)| mutated(Just(wire(code, &texts).join("\n").into_bytes())))
+                .prop_map(|bytes| {
+                    String::from_utf8_lossy(&bytes).split('\n').map(str::to_string).collect::<Vec<_>>()
+                })
+        ) {
+            let _ = parse(&lines);
+        }
+
+        #[test]
+        fn what_a_server_writes_the_client_reads(
+            code in code(),
+            texts in proptest::collection::vec(reply_text(), 1..8),
+        ) {
+            let reply = parse(&wire(code, &texts)).unwrap();
+            prop_assert_eq!(reply.code.value(), code);
+            prop_assert_eq!(&reply.lines, &texts);
+            let first_word = texts[0].split_whitespace().next().unwrap_or_default();
+            let enhanced = EnhancedCode::parse(first_word).filter(|e| e.class == reply.code.class());
+            prop_assert_eq!(reply.enhanced, enhanced);
+            // The one-line form a log shows reads back as the same reply.
+            let again = parse(&[reply.to_string()]).unwrap();
+            prop_assert_eq!(again.code, reply.code);
+            prop_assert_eq!(again.message(), reply.message());
+        }
+
+        #[test]
+        fn a_wrong_continuation_is_refused(
+            code in code(),
+            texts in proptest::collection::vec(reply_text(), 2..8),
+            flip in any::<usize>(),
+        ) {
+            let mut lines = wire(code, &texts);
+            let at = flip % lines.len();
+            let mark = if at + 1 == lines.len() { "-" } else { " " };
+            lines[at].replace_range(3..4, mark);
+            prop_assert!(parse(&lines).is_err());
+            let mut mixed = wire(code, &texts);
+            let other = if code % 10 == 9 { code - 1 } else { code + 1 };
+            mixed[at].replace_range(0..3, &other.to_string());
+            prop_assert!(parse(&mixed).is_err());
+        }
+    }
+}

@@ -302,3 +302,64 @@ mod tests {
         assert!(file.users.contains("carol") && !file.users.contains("alice"));
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use crate::properties::{config, mutated_text, peak, text};
+    use proptest::prelude::*;
+
+    fn local_part() -> impl Strategy<Value = String> {
+        prop_oneof![
+            "[a-zA-Z0-9!$%&'*+/=?^_`{|}~-][a-zA-Z0-9!#$%&'*+/=?^_`{|}~-]{0,10}",
+            "\"[a-z ]{1,10}\"",
+        ]
+    }
+
+    /// A users file as administrators write it: users, blank lines, comments.
+    fn users_file() -> impl Strategy<Value = (Vec<String>, String)> {
+        proptest::collection::vec((local_part(), 0..4usize), 0..20).prop_map(|lines| {
+            let mut text = String::new();
+            let mut users = Vec::new();
+            for (user, decoration) in lines {
+                match decoration {
+                    0 => text.push_str(&format!("{user}\n")),
+                    1 => text.push_str(&format!("  {user}\t# {user}'s mailbox\r\n")),
+                    2 => text.push_str("# a comment\n\n"),
+                    _ => text.push_str(&format!("{user} #\n")),
+                }
+                if decoration != 2 {
+                    users.push(user.to_ascii_lowercase());
+                }
+            }
+            (users, text)
+        })
+    }
+
+    proptest! {
+        #![proptest_config(config(6000))]
+
+        #[test]
+        fn users_files_read_as_written((users, text) in users_file()) {
+            let parsed = parse(&text).unwrap();
+            prop_assert_eq!(parsed, users.into_iter().collect::<BTreeSet<_>>());
+        }
+
+        #[test]
+        fn any_users_file_is_users_or_a_numbered_error(
+            input in prop_oneof![text(300), mutated_text(users_file().prop_map(|(_, text)| text))]
+        ) {
+            let (parsed, most) = peak(|| parse(&input));
+            prop_assert!(most <= 8 * input.len() + 1024, "{} bytes", most);
+            match parsed {
+                Ok(users) => {
+                    for user in users {
+                        prop_assert!(validate_local(&user).is_ok());
+                        prop_assert_eq!(user.to_ascii_lowercase(), user);
+                    }
+                }
+                Err((line, _)) => prop_assert!(line >= 1 && line <= input.lines().count()),
+            }
+        }
+    }
+}

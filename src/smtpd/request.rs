@@ -309,3 +309,130 @@ mod tests {
         assert_eq!(parse(b"NOOP \xff").unwrap_err().code, 500);
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use crate::properties::{bytes, config, mutated, peak};
+    use crate::smtp::{Command, Parameter};
+    use proptest::prelude::*;
+
+    fn domain() -> impl Strategy<Value = Domain> {
+        prop_oneof![
+            3 => "[a-z0-9]([a-z0-9-]{0,8}[a-z0-9])?(\\.[a-z0-9]([a-z0-9-]{0,8}[a-z0-9])?){0,3}",
+            1 => any::<[u8; 4]>().prop_map(|o| format!("[{}]", std::net::Ipv4Addr::from(o))),
+            1 => any::<u128>().prop_map(|a| format!("[IPv6:{}]", std::net::Ipv6Addr::from(a))),
+        ]
+        .prop_map(|text| Domain::parse(&text).unwrap())
+    }
+
+    fn address() -> impl Strategy<Value = Address> {
+        let local = prop_oneof![
+            3 => "[a-zA-Z0-9!#$%&'*+/=?^_`{|}~-]{1,12}(\\.[a-zA-Z0-9+_-]{1,8}){0,2}",
+            1 => "\"([ !#-\\[\\]-~]|\\\\[ -~]){0,20}\"",
+        ];
+        (local, domain()).prop_map(|(local, domain)| {
+            Address::parse_qualified(&format!("{local}@{domain}")).unwrap()
+        })
+    }
+
+    fn reverse_path() -> impl Strategy<Value = ReversePath> {
+        prop_oneof![
+            1 => Just(ReversePath::Null),
+            4 => address().prop_map(ReversePath::Mailbox),
+        ]
+    }
+
+    fn etrn_argument() -> impl Strategy<Value = EtrnArgument> {
+        prop_oneof![
+            domain().prop_map(EtrnArgument::Domain),
+            domain().prop_map(EtrnArgument::Subdomains),
+            "[!-~]{1,20}".prop_map(EtrnArgument::Queue),
+        ]
+    }
+
+    /// A command as the client writes it, and the request the server must read from it.
+    fn command() -> impl Strategy<Value = (Command, Request)> {
+        prop_oneof![
+            domain().prop_map(|d| (Command::Ehlo(d.clone()), Request::Ehlo(d))),
+            domain().prop_map(|d| (Command::Helo(d.clone()), Request::Helo(d))),
+            (
+                reverse_path(),
+                proptest::option::of(any::<u64>()),
+                any::<bool>()
+            )
+                .prop_map(|(from, size, eight_bit)| {
+                    let mut parameters = Vec::new();
+                    parameters.extend(size.map(Parameter::size));
+                    if eight_bit {
+                        parameters.push(Parameter::body_8bitmime());
+                    }
+                    let command = Command::Mail {
+                        from: from.clone(),
+                        parameters,
+                    };
+                    (command, Request::Mail { from, size })
+                }),
+            address().prop_map(|to| (
+                Command::Rcpt {
+                    to: to.clone(),
+                    parameters: Vec::new()
+                },
+                Request::Rcpt(ForwardPath::Mailbox(to))
+            )),
+            etrn_argument().prop_map(|a| (Command::Etrn(a.clone()), Request::Etrn(a))),
+            Just((Command::Data, Request::Data)),
+            Just((Command::Rset, Request::Rset)),
+            Just((Command::Noop, Request::Noop)),
+            Just((Command::Quit, Request::Quit)),
+            Just((Command::StartTls, Request::StartTls)),
+        ]
+    }
+
+    /// Parses one line: no panic, a refusal with one of the documented codes whose text stays
+    /// on one line, and memory in proportion to the line.
+    fn parse_line(line: &[u8]) -> Result<Request, Refusal> {
+        let (result, most) = peak(|| parse(line));
+        assert!(
+            most <= 4 * line.len() + 1024,
+            "{most} bytes for {} octets",
+            line.len()
+        );
+        if let Err(refusal) = &result {
+            assert!([500, 501, 502, 555].contains(&refusal.code), "{refusal:?}");
+            assert!(
+                !refusal.text.bytes().any(|b| b == b'\r' || b == b'\n'),
+                "{refusal:?}"
+            );
+        }
+        if line.iter().any(|&b| b.is_ascii_control() && b != b'\t') {
+            assert_eq!(result.as_ref().map_err(|r| r.code), Err(500), "{line:?}");
+        }
+        result
+    }
+
+    proptest! {
+        #![proptest_config(config(15000))]
+
+        #[test]
+        fn any_line_is_a_request_or_a_refusal(line in bytes(600)) {
+            let _ = parse_line(&line);
+        }
+
+        #[test]
+        fn near_valid_commands_are_requests_or_refusals(
+            line in mutated(command().prop_map(|(c, _)| c.to_string().into_bytes()))
+        ) {
+            let _ = parse_line(&line);
+        }
+
+        #[test]
+        fn what_the_client_writes_the_server_reads((command, request) in command()) {
+            let wire = command.to_string();
+            prop_assert_eq!(parse_line(wire.as_bytes()), Ok(request.clone()));
+            // Verbs and keywords are read without case.
+            let lower = wire.to_ascii_lowercase();
+            prop_assert!(parse_line(lower.as_bytes()).is_ok(), "{}", lower);
+        }
+    }
+}
