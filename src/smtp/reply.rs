@@ -346,7 +346,8 @@ mod properties {
                 let (code, continued, text) = split_line(line).unwrap();
                 assert_eq!(code, reply.code);
                 assert_eq!(continued, i + 1 < lines.len());
-                assert_eq!(text, reply.lines[i]);
+                assert_eq!(printable(text), reply.lines[i]);
+                assert!(!reply.lines[i].chars().any(char::is_control));
             }
             if let Some(enhanced) = reply.enhanced {
                 assert_eq!(enhanced.class, reply.code.class());
