@@ -194,7 +194,6 @@ pub fn run(
         here: config.primary_hostname(),
     };
     queue.sweep_tmp(SWEEP_GRACE)?;
-    queue.sweep_orphans(SWEEP_GRACE)?;
     let mut summary = RunSummary::default();
     let jobs = plan(queue, &policy, log, &mut summary)?;
     let total: usize = jobs.iter().map(|job| job.ids.len()).sum();
@@ -232,8 +231,15 @@ fn plan(
 ) -> Result<Vec<Job>, QueueError> {
     let selection = &policy.options.selection;
     let mut groups: HashMap<Destination, Job> = HashMap::new();
-    // Decisions come from the envelope files, never from the advisory index.
-    let scan = queue.scan_files()?;
+    // Decisions come from the envelope files, never from the advisory index. With -R, the
+    // per-domain record chooses which files: that domain's, not the whole queue's. Sweeping
+    // reads all of data/, so only a pass over the whole queue does it.
+    let scan = if selection.domains.is_empty() {
+        queue.sweep_orphans(SWEEP_GRACE)?;
+        queue.scan_files()?
+    } else {
+        queue.scan_domains(&selection.domains)?
+    };
     let active: Vec<(QueueId, Place)> = scan
         .ids()
         .iter()
@@ -283,6 +289,15 @@ fn plan(
         }
         Ok(())
     })?;
+    match scan.record_rebuild() {
+        Some((why, Some(Ok(())))) => log.info(&format!(
+            "per-domain record rebuilt from every envelope ({why})"
+        )),
+        Some((why, Some(Err(e)))) => log.warning(&format!(
+            "per-domain record not rebuilt ({why}): {e}; runs with -R read the whole queue until it is"
+        )),
+        _ => {}
+    }
     Ok(split(
         groups.into_values().collect(),
         policy.options.jobs.max(1),

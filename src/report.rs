@@ -102,7 +102,13 @@ pub fn list(
     now: i64,
     out: &mut impl Write,
 ) -> Result<Outcome, ReportError> {
-    let scan = queue.scan()?.refreshing_index();
+    // With -R, the per-domain record names the messages to read; every other listing reads the
+    // whole queue, from the index when it is current.
+    let scan = if selection.domains.is_empty() {
+        queue.scan()?.refreshing_index()
+    } else {
+        queue.scan_domains(&selection.domains)?
+    };
     let mut ids = scan.ids().to_vec();
     // sendmail's header line counts the entries before the first one is printed, so a filtered
     // listing in that layout selects first and prints second; the others select as they print.
