@@ -275,43 +275,67 @@ fn refused(name: &str, refusal: Refusal) -> String {
     }
 }
 
-/// The record's directory: `Ok(None)` when there is none, an error when the entry is not the
-/// owner's directory (a link, a file, another user's).
-fn open_dir(queue: &Queue) -> Result<Option<File>, String> {
+/// Why the record's directory was not opened.
+enum DirTrouble {
+    /// What holds its name is not the owner's directory that the owner may open: a link, a
+    /// file, another user's directory, one whose mode shuts its owner out. Never believed; moved
+    /// aside by whoever needs to write.
+    NotOurs(String),
+    /// Anything else (no descriptor left, an I/O error): nothing is known about it.
+    Io(String),
+}
+
+impl DirTrouble {
+    fn reason(self) -> String {
+        match self {
+            DirTrouble::NotOurs(reason) | DirTrouble::Io(reason) => reason,
+        }
+    }
+}
+
+/// The record's directory: `Ok(None)` when there is none.
+fn open_dir(queue: &Queue) -> Result<Option<File>, DirTrouble> {
     let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
     let dir = match nix::fcntl::openat(&queue.top, DIR, flags, Mode::empty()) {
         Ok(fd) => File::from(fd),
         Err(nix::Error::ENOENT) => return Ok(None),
         Err(nix::Error::ELOOP | nix::Error::ENOTDIR) => {
-            return Err(format!("{DIR} is not a directory"));
+            return Err(DirTrouble::NotOurs(format!("{DIR} is not a directory")));
         }
-        Err(e) => return Err(format!("cannot open {DIR}: {e}")),
+        Err(e @ (nix::Error::EACCES | nix::Error::EPERM)) => {
+            return Err(DirTrouble::NotOurs(format!("cannot open {DIR}: {e}")));
+        }
+        Err(e) => return Err(DirTrouble::Io(format!("cannot open {DIR}: {e}"))),
     };
     let meta = dir
         .metadata()
-        .map_err(|e| format!("cannot examine {DIR}: {e}"))?;
+        .map_err(|e| DirTrouble::Io(format!("cannot examine {DIR}: {e}")))?;
     if meta.uid() != queue.owner {
-        return Err(format!(
+        return Err(DirTrouble::NotOurs(format!(
             "{DIR} is owned by uid {}, not the queue's",
             meta.uid()
-        ));
+        )));
     }
     Ok(Some(dir))
 }
 
-/// The record's directory, made when missing; whatever else holds its name is moved aside
-/// first. Fails only when the queue directory itself cannot be written.
+/// The record's directory, made when missing; what holds its name and is not the owner's
+/// directory is moved aside first.
 fn usable_dir(queue: &Queue) -> Result<File, String> {
-    match open_dir(queue) {
-        Ok(Some(dir)) => return Ok(dir),
-        Ok(None) => {}
-        Err(_) => move_aside(queue)?,
+    // A directory removed between its making and its opening is made again.
+    for _ in 0..8 {
+        match open_dir(queue) {
+            Ok(Some(dir)) => return Ok(dir),
+            Ok(None) => {}
+            Err(DirTrouble::NotOurs(_)) => move_aside(queue)?,
+            Err(DirTrouble::Io(reason)) => return Err(reason),
+        }
+        match nix::sys::stat::mkdirat(&queue.top, DIR, Mode::S_IRWXU) {
+            Ok(()) | Err(nix::Error::EEXIST) => {}
+            Err(e) => return Err(format!("cannot create {DIR}: {e}")),
+        }
     }
-    match nix::sys::stat::mkdirat(&queue.top, DIR, Mode::S_IRWXU) {
-        Ok(()) | Err(nix::Error::EEXIST) => {}
-        Err(e) => return Err(format!("cannot create {DIR}: {e}")),
-    }
-    open_dir(queue)?.ok_or_else(|| format!("{DIR} vanished as it was made"))
+    Err(format!("{DIR} keeps vanishing as it is made"))
 }
 
 /// Renames what holds the record's name to `domains.unusable.ID` beside it: a rename within one
@@ -424,7 +448,9 @@ pub(super) struct Found {
 /// says why the record cannot be believed, and the caller reads every envelope instead.
 pub(super) fn lookup(queue: &Queue, patterns: &[DomainPattern]) -> Result<Found, String> {
     let boot = boot_id().ok_or("the system's boot id cannot be read")?;
-    let dir = open_dir(queue)?.ok_or("no record has been made yet")?;
+    let dir = open_dir(queue)
+        .map_err(DirTrouble::reason)?
+        .ok_or("no record has been made yet")?;
     let mut list = List::open(queue, &dir, boot)?;
     let mut names = vec![UNKNOWN.to_string()];
     for pattern in patterns {
@@ -467,7 +493,8 @@ pub(super) struct Recording {
 /// renamed into `env/`. Keep the returned value until that rename is done.
 ///
 /// An id that cannot be appended makes the record unbelieved (its `.list` removed) instead of
-/// failing the commit; the commit fails only when even that cannot be done, or when a rebuild
+/// failing the commit. The commit fails (try again later) only when the record's directory can
+/// neither be used nor made, when the record cannot even be made unbelieved, or when a rebuild
 /// holds the queue for longer than [`COMMIT_WAIT`].
 pub(super) fn record(queue: &Queue, envelope: &Envelope) -> Result<Recording, QueueError> {
     let lock = lock_queue(queue, true, COMMIT_WAIT).map_err(|reason| QueueError::Busy {
@@ -475,11 +502,10 @@ pub(super) fn record(queue: &Queue, envelope: &Envelope) -> Result<Recording, Qu
         reason,
     })?;
     let recording = Recording { _lock: lock };
-    // Without a directory of its own there is no `.list` to believe: a rebuild finds this
-    // message when it lists the queue again.
-    let Ok(dir) = usable_dir(queue) else {
-        return Ok(recording);
-    };
+    let dir = usable_dir(queue).map_err(|reason| QueueError::Busy {
+        path: queue.root.join(DIR),
+        reason,
+    })?;
     for name in names_of(envelope.recipients.iter()) {
         if add(queue, &dir, &name, envelope.id).is_err() {
             distrust(queue, &dir)?;
@@ -1303,10 +1329,14 @@ mod tests {
             appenders.into_iter().map(|a| a.join().unwrap()).collect()
         });
         rewrite(&queue, &rec, "race.test", &[], &gone, Rewrite::Compact).unwrap();
-        let left = read_ids(&queue, &rec, "race.test").unwrap().unwrap();
-        let mut wanted: Vec<QueueId> = appended.into_iter().flatten().collect();
-        wanted.sort();
-        assert_eq!(sorted_ids(left), wanted);
+        let left = sorted_ids(read_ids(&queue, &rec, "race.test").unwrap().unwrap());
+        let appended: Vec<QueueId> = appended.into_iter().flatten().collect();
+        let lost = appended
+            .iter()
+            .filter(|id| left.binary_search(id).is_err())
+            .count();
+        assert_eq!(lost, 0, "{lost} of {} appends lost", appended.len());
+        assert_eq!(left.len(), appended.len(), "ids that left are still there");
         assert!(
             std::fs::read_dir(queue.root.join(TMP))
                 .unwrap()
@@ -1316,52 +1346,77 @@ mod tests {
         );
     }
 
+    /// Sets its flag when dropped, so that a failed assertion stops the other threads of a
+    /// scope instead of leaving the scope waiting for them.
+    struct StopOnDrop<'a>(&'a std::sync::atomic::AtomicBool);
+
+    impl Drop for StopOnDrop<'_> {
+        fn drop(&mut self) {
+            self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
     #[test]
     fn commits_during_a_rebuild_are_all_in_the_record_it_makes() {
+        use std::sync::atomic::Ordering::Relaxed;
         let dir = tempfile::tempdir().unwrap();
         let queue = Queue::open(dir.path()).unwrap();
         for _ in 0..50 {
             commit(&queue, &["u@customer.test"]);
         }
         let stop = std::sync::atomic::AtomicBool::new(false);
-        let committed: Vec<QueueId> = std::thread::scope(|scope| {
+        let (committed, checked) = std::thread::scope(|scope| {
+            let _stop = StopOnDrop(&stop);
             let committers: Vec<_> = (0..3)
                 .map(|_| {
                     scope.spawn(|| {
                         let mut ids = Vec::new();
-                        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        while !stop.load(Relaxed) {
                             ids.push(commit(&queue, &["u@customer.test"]));
                         }
                         ids
                     })
                 })
                 .collect();
-            for _ in 0..10 {
-                let _ = std::fs::remove_dir_all(queue.root.join(DIR));
-                rebuild_now(&queue);
+            // The record is deleted at any moment, so that commits record into a directory a
+            // rebuild never sees: only its second look at the queue finds them.
+            let remover = scope.spawn(|| {
+                while !stop.load(Relaxed) {
+                    let _ = std::fs::remove_dir_all(queue.root.join(DIR));
+                    std::thread::sleep(Duration::from_millis(3));
+                }
+            });
+            let mut checked = 0;
+            for _ in 0..40 {
+                let scan = queue.scan_domains(&[pattern("customer.test")]).unwrap();
+                scan.for_each(scan.ids(), |_| -> Result<(), ()> { Ok(()) })
+                    .unwrap();
                 // Every message queued before a look-up begins is among its candidates.
                 let before = queue.ids().unwrap();
                 if let Ok(found) = candidates(&queue, "customer.test") {
+                    checked += 1;
                     for (id, _) in before {
                         assert!(found.binary_search(&id).is_ok(), "{id} missing");
                     }
                 }
             }
-            stop.store(true, std::sync::atomic::Ordering::Relaxed);
-            committers
+            stop.store(true, Relaxed);
+            remover.join().unwrap();
+            let committed: Vec<QueueId> = committers
                 .into_iter()
                 .flat_map(|c| c.join().unwrap())
-                .collect()
+                .collect();
+            (committed, checked)
         });
         assert!(!committed.is_empty());
+        println!(
+            "{} commits; {checked} records believed and checked",
+            committed.len()
+        );
+        rebuild_now(&queue);
         let found = candidates(&queue, "customer.test").unwrap();
         let queued: Vec<QueueId> = queue.ids().unwrap().into_iter().map(|(id, _)| id).collect();
-        for id in &queued {
-            assert!(
-                found.binary_search(id).is_ok(),
-                "{id} queued but not recorded"
-            );
-        }
+        assert_eq!(found, queued);
         assert_eq!(queued.len(), 50 + committed.len());
     }
 
