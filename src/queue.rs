@@ -9,28 +9,37 @@
 //! QUEUE/hold/ID    the envelope of a message on administrative hold
 //! QUEUE/corrupt/   what could not be read, moved aside for a human: ID.env, ID.data
 //! QUEUE/index      an advisory copy of every envelope, for listings (see `index`)
+//! QUEUE/domains/   the per-domain record: for each recipient domain, the ids queued for it,
+//!                  so that per-domain passes read only that domain's envelopes (see `domains`)
 //! ```
 //!
 //! # States of a message, by the files that exist
 //!
-//! | state                  | tmp/ID.data | data/ID | env/ID | hold/ID |
-//! |------------------------|-------------|---------|--------|---------|
-//! | being received         | yes         | -       | -      | -       |
-//! | data committed         | -           | yes     | -      | -       |
-//! | queued (active)        | -           | yes     | yes    | -       |
-//! | held                   | -           | yes     | -      | yes     |
-//! | being removed          | -           | yes     | -      | -       |
-//! | gone                   | -           | -       | -      | -       |
+//! | state                  | tmp/ID.data | data/ID | env/ID | hold/ID | ID in domains/ |
+//! |------------------------|-------------|---------|--------|---------|----------------|
+//! | being received         | yes         | -       | -      | -       | -              |
+//! | data committed         | -           | yes     | -      | -       | maybe          |
+//! | queued (active)        | -           | yes     | yes    | -       | yes (*)        |
+//! | held                   | -           | yes     | -      | yes     | yes (*)        |
+//! | being removed          | -           | yes     | -      | -       | maybe          |
+//! | gone                   | -           | -       | -      | -       | maybe          |
 //!
 //! "data committed" and "being removed" look alike on disk: data without an envelope is never a
 //! message. It is either a submission that died between its two renames or a removal that died
 //! between its two unlinks, and `sweep` deletes it once nobody holds its lock.
 //!
+//! (*) Whenever `domains/.list` names this boot of the system: in the file of each of its
+//! recipients' domains, or in `domains/.unknown` when its envelope could not be read as the
+//! record was rebuilt. "maybe" is an id the record still names after its message left, or
+//! before it arrived: harmless, since a pass reads the envelope it names, and dropped by the
+//! next compaction.
+//!
 //! # Commit instants
 //!
 //! - A message is queued at the instant `rename(tmp/ID.env, env/ID)` reaches the disk: before it,
-//!   data is fsynced, renamed into `data/`, and `data/` is fsynced; after it, `env/` is fsynced,
-//!   and only then does `queue-enqueue` exit 0.
+//!   data is fsynced, renamed into `data/`, and `data/` is fsynced, and the id is appended to the
+//!   per-domain record (not synced: see `domains`); after it, `env/` is fsynced, and only then
+//!   does `queue-enqueue` exit 0.
 //! - Delivery state changes at the instant `rename(tmp/ID.env, env/ID)` replaces the envelope
 //!   (written and fsynced first), so a reader sees the old state or the new one, never a mixture.
 //! - A message leaves the queue at the instant `env/ID` is unlinked; `data/ID` follows.
@@ -57,10 +66,19 @@
 //!   is and reported on every pass until a human fixes it, since a process that cannot read a
 //!   file cannot tell whether it is damaged.
 //! - Delivery decisions (the plan of a run, `try_lock`) come from the directories and the
-//!   envelope files only; the index serves listings and counts.
+//!   envelope files only; the index serves listings. The per-domain record only chooses which
+//!   envelope files a per-domain pass reads (`scan_domains`), and may name extra ids but never
+//!   leaves out a queued message of the domains asked: each commit records its id before its
+//!   envelope's rename, under the queue directory's shared lock; a commit that cannot record
+//!   makes the record unbelieved (`domains/.list` removed) before the rename; a record that is
+//!   missing, damaged, another user's, not a regular file or of another boot is never believed,
+//!   and the pass that meets it reads every envelope file and rebuilds it.
+//! - Envelopes keep the recipients they were committed with; only their state changes. So the
+//!   domains recorded at commit stay right for the message's life.
 //! - Listing streams the directory; only the ids are held in memory, to sort them.
 //! - `index` is only believed while `env/`, `hold/` and `data/` keep the stamps it records, and
-//!   is only replaced by rename from `tmp/`; deleting it is always safe.
+//!   is only replaced by rename from `tmp/`; deleting it is always safe. So is deleting
+//!   `domains/`: the next per-domain pass reads every envelope and makes it again.
 //!
 //! # Known limits
 //!
