@@ -493,3 +493,41 @@ fn a_plain_run_sweeps_the_files_of_domains_with_nothing_left() {
         assert_eq!(meta.mode() & 0o777, 0o600);
     }
 }
+
+#[test]
+fn a_per_domain_pass_reads_only_that_domains_envelopes() {
+    let mta = Setup::default().start();
+    let site = site(&mta);
+    let mine = queue(&site, "mine", &["a@customer.test", "b@customer.test"]);
+    let other = queue(&site, "other", &["c@other.test"]).remove(0);
+    assert_eq!(listed(&site, "customer.test").len(), 2);
+    assert!(believable(&site));
+    // Another domain's envelope that no pass could read: a named pipe.
+    let env = site.envelope_path(&other);
+    fs::remove_file(&env).expect("remove envelope");
+    nix::unistd::mkfifo(&env, nix::sys::stat::Mode::S_IRWXU).expect("mkfifo");
+
+    // The per-domain passes never open it, so they never meet it.
+    let output = site
+        .command("mailq")
+        .args(["-R", "customer.test"])
+        .output()
+        .expect("mailq runs");
+    assert!(output.status.success(), "{output:?}");
+    assert!(output.stderr.is_empty(), "{output:?}");
+    assert!(!String::from_utf8_lossy(&output.stdout).contains(&other));
+    assert_eq!(
+        etrn(&site, "customer.test"),
+        "253 2.0.0 OK, 2 pending messages for node customer.test started"
+    );
+    let run = site.run(&["-R", "customer.test"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(subjects(&mta), ["mine 0", "mine 1"]);
+    assert!(!site.log().contains(&other), "{}", site.log());
+    assert!(mine.iter().all(|id| !site.envelope_path(id).exists()));
+
+    // A listing of the whole queue reads it, and reports what it cannot read.
+    let output = site.command("mailq").output().expect("mailq runs");
+    assert_eq!(output.status.code(), Some(75), "{output:?}");
+    assert!(String::from_utf8_lossy(&output.stderr).contains(&other));
+}

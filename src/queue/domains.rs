@@ -410,7 +410,7 @@ impl List {
     fn open(queue: &Queue, dir: &File, boot: &'static str) -> Result<List, String> {
         let file = open_file(queue, dir, LIST, false)?
             .ok_or_else(|| format!("{DIR}/{LIST} is missing"))?;
-        lock_within(&file, true, LOCK_WAIT).map_err(|e| format!("{DIR}/{LIST}: {e}"))?;
+        // The first line is written once, with the file; appends go after it.
         let mut head = [0u8; 128];
         let read = file
             .read_at(&mut head, 0)
@@ -426,10 +426,16 @@ impl List {
         })
     }
 
-    /// The domain files it names, sorted; read whole and checked the first time.
+    /// The domain files it names, sorted; read whole and checked the first time, under its
+    /// shared lock for the read alone, so that a long look-up never keeps a commit from naming
+    /// a new file.
     fn names(&mut self) -> Result<&[String], String> {
         if self.names.is_none() {
-            let bytes = read_locked(&self.file, LIST)?;
+            lock_within(&self.file, true, LOCK_WAIT).map_err(|e| format!("{DIR}/{LIST}: {e}"))?;
+            let read = read_locked(&self.file, LIST);
+            // Closing the file would release it too; a look-up keeps the file a while.
+            let _ = self.file.unlock();
+            let bytes = read?;
             let names = parse(&bytes, LIST_MAGIC, self.boot)
                 .filter(|names| names.iter().all(|n| is_domain_name(n)))
                 .ok_or_else(|| format!("{DIR}/{LIST} is damaged"))?;
@@ -908,7 +914,6 @@ fn remove_empty(
             boot,
             names: None,
         };
-        lock_within(&list.file, true, LOCK_WAIT)?;
         if let Ok(names) = list.names() {
             let kept = names
                 .iter()
