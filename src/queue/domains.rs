@@ -300,8 +300,10 @@ impl DirTrouble {
     }
 }
 
-/// The record's directory: `Ok(None)` when there is none.
-fn open_dir(queue: &Queue) -> Result<Option<File>, DirTrouble> {
+/// The record's directory: `Ok(None)` when there is none. Only the owner's is believed; one of
+/// this process's own (the library used by root without [`super::become_owner`]) is written
+/// in too, when `mine_too`, since nobody believes it before the owner rebuilds it.
+fn open_dir(queue: &Queue, mine_too: bool) -> Result<Option<File>, DirTrouble> {
     let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
     let dir = match nix::fcntl::openat(&queue.top, DIR, flags, Mode::empty()) {
         Ok(fd) => File::from(fd),
@@ -317,7 +319,8 @@ fn open_dir(queue: &Queue) -> Result<Option<File>, DirTrouble> {
     let meta = dir
         .metadata()
         .map_err(|e| DirTrouble::Io(format!("cannot examine {DIR}: {e}")))?;
-    if meta.uid() != queue.owner {
+    let mine = mine_too && meta.uid() == nix::unistd::geteuid().as_raw();
+    if meta.uid() != queue.owner && !mine {
         return Err(DirTrouble::NotOurs(format!(
             "{DIR} is owned by uid {}, not the queue's",
             meta.uid()
@@ -331,7 +334,7 @@ fn open_dir(queue: &Queue) -> Result<Option<File>, DirTrouble> {
 fn usable_dir(queue: &Queue) -> Result<File, String> {
     // A directory removed between its making and its opening is made again.
     for _ in 0..8 {
-        match open_dir(queue) {
+        match open_dir(queue, true) {
             Ok(Some(dir)) => return Ok(dir),
             Ok(None) => {}
             Err(DirTrouble::NotOurs(_)) => move_aside(queue)?,
@@ -461,7 +464,7 @@ pub(super) struct Found {
 /// says why the record cannot be believed, and the caller reads every envelope instead.
 pub(super) fn lookup(queue: &Queue, patterns: &[DomainPattern]) -> Result<Found, String> {
     let boot = boot_id().ok_or("the system's boot id cannot be read")?;
-    let dir = open_dir(queue)
+    let dir = open_dir(queue, false)
         .map_err(DirTrouble::reason)?
         .ok_or("no record has been made yet")?;
     let mut list = List::open(queue, &dir, boot)?;
@@ -547,7 +550,9 @@ fn add(queue: &Queue, dir: &File, name: &str, id: QueueId) -> Result<(), String>
     Err(format!("{DIR}/{name} keeps being replaced"))
 }
 
-/// Names a new domain file in `.list`, when there is one.
+/// Names a new domain file in `.list`, when there is one. A file `.list` already names was
+/// lost (deleted by hand): the ids it held are not in the new one, so the record must not be
+/// believed, and this fails.
 fn register(queue: &Queue, dir: &File, name: &str) -> Result<(), String> {
     let Some(list) = open_file(queue, dir, LIST, true)? else {
         return Ok(());
@@ -556,6 +561,13 @@ fn register(queue: &Queue, dir: &File, name: &str) -> Result<(), String> {
     let meta = list.metadata().map_err(|e| e.to_string())?;
     if meta.nlink() == 0 {
         return Err(format!("{DIR}/{LIST} was replaced"));
+    }
+    let boot = boot_id().ok_or("the system's boot id cannot be read")?;
+    let bytes = read_locked(&list, LIST)?;
+    let names = parse(&bytes, LIST_MAGIC, boot)
+        .ok_or_else(|| format!("{DIR}/{LIST} is damaged or of another boot"))?;
+    if names.contains(&name) {
+        return Err(format!("{DIR}/{name} was lost: {LIST} names it"));
     }
     append(&list, meta.len(), name)
 }
@@ -776,26 +788,12 @@ pub(super) fn rebuild(
         let _lock = lock_queue(queue, false, PUBLISH_WAIT)?;
         distrust(queue, &dir).map_err(|e| e.to_string())?;
     }
-    let mut names: Vec<String> = Vec::new();
-    for (name, ids) in &census.domains {
-        rewrite(queue, &dir, name, ids, &[], Rewrite::Rebuild)?;
-        names.push(name.clone());
-    }
-    rewrite(queue, &dir, UNKNOWN, &census.unknown, &[], Rewrite::Rebuild)?;
-    // Files the pass did not fill must be whole too, or the record would send every pass back
-    // here.
-    for name in dir_names(queue, &dir)? {
-        if !census.domains.contains_key(&name)
-            && name != UNKNOWN
-            && read_ids(queue, &dir, &name).is_err()
-        {
-            rewrite(queue, &dir, &name, &[], &[], Rewrite::Rebuild)?;
-        }
-    }
-
+    // Most of the work is done while commits go on; with them kept waiting, it is done again,
+    // which then only reads, unless a file was removed or damaged meanwhile.
+    merge(queue, &dir, &census)?;
     let _lock = lock_queue(queue, false, PUBLISH_WAIT)?;
-    let now = queue.ids().map_err(|e| e.to_string())?;
-    for &(id, place) in &now {
+    merge(queue, &dir, &census)?;
+    for &(id, place) in &queue.ids().map_err(|e| e.to_string())? {
         if listed.binary_search_by_key(&id, |&(id, _)| id).is_ok() {
             continue;
         }
@@ -812,11 +810,29 @@ pub(super) fn rebuild(
             rewrite(queue, &dir, &name, &[id], &[], Rewrite::Rebuild)?;
         }
     }
+    // The census's domains are named even if their files went meanwhile, so that the loss is
+    // seen.
+    let mut names: Vec<String> = census.domains.keys().cloned().collect();
     names.extend(dir_names(queue, &dir)?);
     names.sort_unstable();
     names.dedup();
     let bytes = render(LIST_MAGIC, boot, names.iter().map(String::as_str));
     Draft::write(queue, &bytes)?.replace(&dir, LIST)
+}
+
+/// Puts `census` into the files of `dir`, `.unknown` included, and mends every other domain
+/// file there that is not whole, lest the record send every pass back to a rebuild.
+fn merge(queue: &Queue, dir: &File, census: &Census) -> Result<(), String> {
+    for (name, ids) in &census.domains {
+        rewrite(queue, dir, name, ids, &[], Rewrite::Rebuild)?;
+    }
+    rewrite(queue, dir, UNKNOWN, &census.unknown, &[], Rewrite::Rebuild)?;
+    for name in dir_names(queue, dir)? {
+        if !census.domains.contains_key(&name) && read_ids(queue, dir, &name).is_err() {
+            rewrite(queue, dir, &name, &[], &[], Rewrite::Rebuild)?;
+        }
+    }
+    Ok(())
 }
 
 /// The names in the record's directory `dir` that can be domain files.
@@ -846,7 +862,7 @@ fn dir_names(queue: &Queue, dir: &File) -> Result<Vec<String>, String> {
 /// sorted ids of `data/` as the run listed it, checked again one by one before an id is dropped),
 /// and a domain file left with none is removed, after `.list` stops naming it.
 pub(super) fn sweep(queue: &Queue, data: &[QueueId]) {
-    let Ok(Some(dir)) = open_dir(queue) else {
+    let Ok(Some(dir)) = open_dir(queue, false) else {
         return;
     };
     let Ok(names) = dir_names(queue, &dir) else {
