@@ -531,3 +531,37 @@ fn a_per_domain_pass_reads_only_that_domains_envelopes() {
     assert_eq!(output.status.code(), Some(75), "{output:?}");
     assert!(String::from_utf8_lossy(&output.stderr).contains(&other));
 }
+
+#[test]
+fn a_kill_between_recording_and_committing_leaves_only_a_harmless_stale_id() {
+    let mta = Setup::default().start();
+    let site = site(&mta);
+    let kept = queue(&site, "kept", &["a@customer.test"]).remove(0);
+    let dead = queue(&site, "dead", &["b@customer.test"]).remove(0);
+    assert_eq!(listed(&site, "customer.test").len(), 2);
+    // What a submission killed after recording its id and before renaming its envelope leaves:
+    // its data, its envelope still under tmp/, and its id in the record.
+    fs::rename(
+        site.envelope_path(&dead),
+        site.queue_dir().join("tmp").join(format!("{dead}.env")),
+    )
+    .expect("undo the commit");
+    assert!(recorded(&site, "customer.test").contains(&dead));
+
+    assert_eq!(listed(&site, "customer.test"), [kept.clone()]);
+    assert!(believable(&site), "a stale id is no reason to rebuild");
+    assert_eq!(
+        etrn(&site, "customer.test"),
+        "253 2.0.0 OK, 1 pending messages for node customer.test started"
+    );
+    let run = site.run(&["-R", "customer.test"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(subjects(&mta), ["kept 0"]);
+    assert!(!site.log().contains(&dead), "{}", site.log());
+    // Once the leftovers are swept (after an hour), the id is only an id: still harmless.
+    fs::remove_file(site.queue_dir().join("data").join(&dead)).expect("sweep data");
+    fs::remove_file(site.queue_dir().join("tmp").join(format!("{dead}.env"))).expect("sweep");
+    assert_eq!(listed(&site, "customer.test"), Vec::<String>::new());
+    assert_eq!(site.run(&["-R", "customer.test"]).code, 0);
+    assert!(believable(&site));
+}
