@@ -548,7 +548,7 @@ fn a_kill_between_recording_and_committing_leaves_only_a_harmless_stale_id() {
     .expect("undo the commit");
     assert!(recorded(&site, "customer.test").contains(&dead));
 
-    assert_eq!(listed(&site, "customer.test"), [kept.clone()]);
+    assert_eq!(listed(&site, "customer.test"), std::slice::from_ref(&kept));
     assert!(believable(&site), "a stale id is no reason to rebuild");
     assert_eq!(
         etrn(&site, "customer.test"),

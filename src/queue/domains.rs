@@ -128,8 +128,8 @@ fn boot_id() -> Option<&'static str> {
     .as_deref()
 }
 
-/// The record's name for each domain of `recipients`: the domain in lower case, once each.
-/// A recipient whose domain is not one no `-R` could ever select.
+/// The record's name for each domain of `recipients`: the domain in lower case, once each. A
+/// domain that does not parse is left out: no `-R` can select it.
 fn names_of<'a>(recipients: impl Iterator<Item = &'a Recipient>) -> Vec<String> {
     let mut names: Vec<String> = recipients
         .filter_map(|r| Domain::parse(r.domain()).ok())
@@ -262,7 +262,7 @@ fn lock_within(file: &File, shared: bool, limit: Duration) -> Result<(), String>
 }
 
 /// The queue directory itself, opened afresh (a lock belongs to one open file), locked shared
-/// by commits and exclusively by a rebuild's last step and a sweep's removals.
+/// by commits and exclusively by a rebuild's first and last steps and by a sweep's removals.
 fn lock_queue(queue: &Queue, shared: bool, limit: Duration) -> Result<File, String> {
     let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
     let file = nix::fcntl::openat(&queue.top, ".", flags, Mode::empty())
@@ -380,14 +380,22 @@ fn read_file(queue: &Queue, dir: &File, name: &str) -> Result<Option<Vec<u8>>, S
     read_locked(&file, name).map(Some)
 }
 
-/// The bytes of a record file this process holds a lock on.
+/// The bytes of a record file this process holds a lock on; one over [`MAX_FILE`] is not read.
 fn read_locked(file: &File, name: &str) -> Result<Vec<u8>, String> {
-    let mut bytes = Vec::new();
+    let too_big = || format!("{DIR}/{name} is over {MAX_FILE} bytes");
+    let size = file
+        .metadata()
+        .map_err(|e| format!("cannot examine {DIR}/{name}: {e}"))?
+        .len();
+    if size > MAX_FILE {
+        return Err(too_big());
+    }
+    let mut bytes = Vec::with_capacity(size as usize);
     file.take(MAX_FILE + 1)
         .read_to_end(&mut bytes)
         .map_err(|e| format!("cannot read {DIR}/{name}: {e}"))?;
     if bytes.len() as u64 > MAX_FILE {
-        return Err(format!("{DIR}/{name} is over {MAX_FILE} bytes"));
+        return Err(too_big());
     }
     Ok(bytes)
 }
