@@ -2,7 +2,8 @@
 //!
 //! DESCRIPTION
 //!     The run reads every envelope file once to plan (with -R, those the per-domain record
-//!     names; a few threads read ahead; the advisory index is never consulted), without locking: which recipients are due, and where each
+//!     names; a few threads read ahead; the advisory index is never consulted), without locking:
+//!     which recipients are due, and where each
 //!     goes (a static route, the smart host, or the MX hosts of its domain). Work is grouped by destination so one SMTP connection carries every
 //!     message for it; a large group is split so that up to `-j` connections work in parallel.
 //!     Each message is then locked, its envelope read again (another run may have moved on),
