@@ -3,9 +3,10 @@
 //! committed exactly as `queue-enqueue` commits one, fsyncs included; the threads only let the
 //! file system batch those syncs.
 //!
-//! Usage: queue-fill QUEUE_DIR COUNT THREADS [DOMAIN] < message
+//! Usage: queue-fill QUEUE_DIR COUNT THREADS [DOMAIN [SPREAD]] < message
 //!
-//! Recipients are `uN@customer.test`, or `uN@DOMAIN`. With DOMAIN, each copy also starts with a
+//! Recipients are `uN@customer.test`, or `uN@DOMAIN`; with SPREAD, `uN@dK.DOMAIN` for K = N modulo
+//! SPREAD, so the copies go to SPREAD domains. With DOMAIN, each copy also starts with a
 //! `Message-ID` header naming its queue id, so that what a receiving end got can be checked for
 //! loss and duplicates.
 
@@ -23,8 +24,16 @@ fn main() -> ExitCode {
         args.get(2).map(|n| n.parse::<usize>()),
         args.get(3).map(|n| n.parse::<usize>()),
     ) else {
-        eprintln!("usage: queue-fill QUEUE_DIR COUNT THREADS [DOMAIN] < message");
+        eprintln!("usage: queue-fill QUEUE_DIR COUNT THREADS [DOMAIN [SPREAD]] < message");
         return ExitCode::from(64);
+    };
+    let spread = match args.get(5).map(|n| n.parse::<usize>()) {
+        None => None,
+        Some(Ok(n)) if n > 0 => Some(n),
+        Some(_) => {
+            eprintln!("queue-fill: SPREAD is a positive count");
+            return ExitCode::from(64);
+        }
     };
     let mut message = Vec::new();
     if let Err(e) = std::io::stdin().read_to_end(&mut message) {
@@ -39,7 +48,9 @@ fn main() -> ExitCode {
             .map(|t| {
                 let (dir, message) = (&dir, &message);
                 let share = count / threads + usize::from(t < count % threads);
-                scope.spawn(move || fill(dir, message, share, domain))
+                // Thread t's recipients are numbered t, t + threads, ...: spread evenly.
+                let first = t;
+                scope.spawn(move || fill(dir, message, (first, threads, share), domain, spread))
             })
             .collect();
         workers
@@ -59,10 +70,17 @@ fn main() -> ExitCode {
     }
 }
 
-fn fill(dir: &Path, message: &[u8], count: usize, domain: Option<&str>) -> Result<(), String> {
+/// Commits `count` copies, recipients numbered `first`, `first + step`, ...
+fn fill(
+    dir: &Path,
+    message: &[u8],
+    (first, step, count): (usize, usize, usize),
+    domain: Option<&str>,
+    spread: Option<usize>,
+) -> Result<(), String> {
     let queue = Queue::open(dir).map_err(|e| e.to_string())?;
     let now = chrono::Utc::now().timestamp();
-    for n in 0..count {
+    for n in (0..count).map(|i| first + i * step) {
         let mut draft = queue.draft().map_err(|e| e.to_string())?;
         let mut size = message.len();
         if domain.is_some() {
@@ -81,10 +99,10 @@ fn fill(dir: &Path, message: &[u8], count: usize, domain: Option<&str>) -> Resul
             notify: None,
             ret: None,
             envid: None,
-            recipients: vec![Recipient::new(format!(
-                "u{n}@{}",
-                domain.unwrap_or("customer.test")
-            ))],
+            recipients: vec![Recipient::new(match (domain, spread) {
+                (Some(domain), Some(spread)) => format!("u{n}@d{}.{domain}", n % spread),
+                (domain, _) => format!("u{n}@{}", domain.unwrap_or("customer.test")),
+            })],
         };
         draft.commit(&envelope).map_err(|e| e.to_string())?;
     }

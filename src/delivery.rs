@@ -1,8 +1,9 @@
 //! A queue run: deliver what is due (or what a run names) over SMTP, like `sendmail -q`.
 //!
 //! DESCRIPTION
-//!     The run reads every envelope file once to plan (a few threads read ahead; the advisory
-//!     index is never consulted), without locking: which recipients are due, and where each
+//!     The run reads every envelope file once to plan (with -R, those the per-domain record
+//!     names; a few threads read ahead; the advisory index is never consulted), without locking:
+//!     which recipients are due, and where each
 //!     goes (a static route, the smart host, or the MX hosts of its domain). Work is grouped by destination so one SMTP connection carries every
 //!     message for it; a large group is split so that up to `-j` connections work in parallel.
 //!     Each message is then locked, its envelope read again (another run may have moved on),
@@ -376,7 +377,6 @@ pub fn run(
         alone: Mutex::new(HashSet::new()),
     };
     queue.sweep_tmp(SWEEP_GRACE)?;
-    queue.sweep_orphans(SWEEP_GRACE)?;
     let mut summary = RunSummary::default();
     let jobs = plan(queue, &policy, log, &mut summary)?;
     let total: usize = jobs.iter().map(|job| job.ids.len()).sum();
@@ -425,8 +425,15 @@ fn plan(
 ) -> Result<Vec<Job>, QueueError> {
     let selection = &policy.options.selection;
     let mut groups: HashMap<Destination, Job> = HashMap::new();
-    // Decisions come from the envelope files, never from the advisory index.
-    let scan = queue.scan_files()?;
+    // Decisions come from the envelope files, never from the advisory index. With -R, the
+    // per-domain record chooses which files: that domain's, not the whole queue's. Sweeping
+    // reads all of data/, so only a pass over the whole queue does it.
+    let scan = if selection.domains.is_empty() {
+        queue.sweep_orphans(SWEEP_GRACE)?;
+        queue.scan_files()?
+    } else {
+        queue.scan_domains(&selection.domains)?
+    };
     let active: Vec<(QueueId, Place)> = scan
         .ids()
         .iter()
@@ -477,6 +484,15 @@ fn plan(
         }
         Ok(())
     })?;
+    match scan.record_rebuild() {
+        Some((why, Some(Ok(())))) => log.info(&format!(
+            "per-domain record rebuilt from every envelope ({why})"
+        )),
+        Some((why, Some(Err(e)))) => log.warning(&format!(
+            "per-domain record not rebuilt ({why}): {e}; runs with -R read the whole queue until it is"
+        )),
+        _ => {}
+    }
     Ok(split(
         groups.into_values().collect(),
         policy.options.jobs.max(1),

@@ -24,7 +24,7 @@
 //!     A stamp is `inode:mtime-seconds.nanoseconds:ctime-seconds.nanoseconds`.
 //!
 //! PROMISES
-//!     Advisory only: it serves listings and counts (`mailq`, ETRN's count); no delivery
+//!     Advisory only: it serves listings (`mailq` without `-R`); no delivery
 //!     decision is taken from it, deleting it is always safe, and a torn, foreign or stale index
 //!     is ignored (the envelopes are read instead). Each record is length-prefixed and each
 //!     envelope carries its own first and last line, so a torn or garbled record is recognised,

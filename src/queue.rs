@@ -10,19 +10,21 @@
 //! QUEUE/hold/ID    the envelope of a message on administrative hold
 //! QUEUE/corrupt/   what could not be read, moved aside for a human: ID.env, ID.data
 //! QUEUE/index      an advisory copy of every envelope, for listings (see `index`)
+//! QUEUE/domains/   the per-domain record: for each recipient domain, the ids queued for it,
+//!                  so that per-domain passes read only that domain's envelopes (see `domains`)
 //! QUEUE/flush/     lock files that order the queue runs ETRN starts; never a message
 //! ```
 //!
 //! # States of a message, by the files that exist
 //!
-//! | state                  | tmp/ID.data | data/ID | env/ID | hold/ID |
-//! |------------------------|-------------|---------|--------|---------|
-//! | being received         | yes         | -       | -      | -       |
-//! | data committed         | -           | yes     | -      | -       |
-//! | queued (active)        | -           | yes     | yes    | -       |
-//! | held                   | -           | yes     | -      | yes     |
-//! | being removed          | -           | yes     | -      | -       |
-//! | gone                   | -           | -       | -      | -       |
+//! | state                  | tmp/ID.data | data/ID | env/ID | hold/ID | ID in domains/ |
+//! |------------------------|-------------|---------|--------|---------|----------------|
+//! | being received         | yes         | -       | -      | -       | -              |
+//! | data committed         | -           | yes     | -      | -       | maybe          |
+//! | queued (active)        | -           | yes     | yes    | -       | yes (*)        |
+//! | held                   | -           | yes     | -      | yes     | yes (*)        |
+//! | being removed          | -           | yes     | -      | -       | maybe          |
+//! | gone                   | -           | -       | -      | -       | maybe          |
 //!
 //! "data committed" and "being removed" look alike on disk: data without an envelope is never a
 //! message. It is either a submission that died between its two renames or a removal that died
@@ -30,11 +32,18 @@
 //! moves the envelope to `tmp/ID.gone` before unlinking it; while a runner is writing a new
 //! state, `tmp/ID.env` holds it (or the room reserved for it, see `Locked::reserve`).
 //!
+//! (*) Whenever `domains/.list` names this boot of the system: in the file of each of its
+//! recipients' domains, or in `domains/.unknown` when its envelope could not be read as the
+//! record was rebuilt. "maybe" is an id the record still names after its message left, or
+//! before it arrived: harmless, since a pass reads the envelope it names, and dropped by the
+//! next compaction.
+//!
 //! # Commit instants
 //!
 //! - A message is queued at the instant `rename(tmp/ID.env, env/ID)` reaches the disk: before it,
-//!   data is fsynced, renamed into `data/`, and `data/` is fsynced; after it, `env/` is fsynced,
-//!   and only then does `queue-enqueue` exit 0.
+//!   data is fsynced, renamed into `data/`, and `data/` is fsynced, and the id is appended to the
+//!   per-domain record (not synced: see `domains`); after it, `env/` is fsynced, and only then
+//!   does `queue-enqueue` exit 0.
 //! - Delivery state changes at the instant `rename(tmp/ID.env, env/ID)` replaces the envelope
 //!   (written and fsynced first), so a reader sees the old state or the new one, never a mixture.
 //!   A write that fails leaves the old state and nothing in `tmp/`.
@@ -63,10 +72,19 @@
 //!   is and reported on every pass until a human fixes it, since a process that cannot read a
 //!   file cannot tell whether it is damaged.
 //! - Delivery decisions (the plan of a run, `try_lock`) come from the directories and the
-//!   envelope files only; the index serves listings and counts.
+//!   envelope files only; the index serves listings. The per-domain record only chooses which
+//!   envelope files a per-domain pass reads (`scan_domains`), and may name extra ids but never
+//!   leaves out a queued message of the domains asked: each commit records its id before its
+//!   envelope's rename, under the queue directory's shared lock; a commit that cannot record
+//!   makes the record unbelieved (`domains/.list` removed) before the rename; a record that is
+//!   missing, damaged, another user's, not a regular file or of another boot is never believed,
+//!   and the pass that meets it reads every envelope file and rebuilds it.
+//! - Envelopes keep the recipients they were committed with; only their state changes. So the
+//!   domains recorded at commit stay right for the message's life.
 //! - Listing streams the directory; only the ids are held in memory, to sort them.
 //! - `index` is only believed while `env/`, `hold/` and `data/` keep the stamps it records, and
-//!   is only replaced by rename from `tmp/`; deleting it is always safe.
+//!   is only replaced by rename from `tmp/`; deleting it is always safe. So is deleting
+//!   `domains/`: the next per-domain pass reads every envelope and makes it again.
 //!
 //! # Known limits
 //!
@@ -99,7 +117,10 @@ use nix::unistd::{Gid, Uid, UnlinkatFlags, User, unlinkat};
 
 use crate::envelope::{self, Envelope};
 use crate::index::{self, DirStamp, Entry, IndexWriter, Records, Stamps, Table};
+use crate::selection::DomainPattern;
 use crate::sysexits::{Status, Sysexit};
+
+mod domains;
 
 const TMP: &str = "tmp";
 const DATA: &str = "data";
@@ -143,6 +164,9 @@ pub enum QueueError {
         owner: String,
         source: nix::Error,
     },
+    /// The per-domain record could not be kept (see `domains`); try again later.
+    #[error("{}: {reason}; try again later", path.display())]
+    Busy { path: PathBuf, reason: String },
 }
 
 impl Sysexit for QueueError {
@@ -154,6 +178,7 @@ impl Sysexit for QueueError {
             QueueError::Inaccessible { .. } => Status::TempFail,
             QueueError::TooManyRecipients { .. } => Status::DataErr,
             QueueError::NotOwner { .. } | QueueError::CannotBecomeOwner { .. } => Status::NoPerm,
+            QueueError::Busy { .. } => Status::TempFail,
         }
     }
 }
@@ -432,15 +457,19 @@ impl Queue {
     }
 
     /// Removes message data that has had no envelope for longer than `grace` and that nobody
-    /// holds: what a submission or a removal left when it died between its two steps.
+    /// holds: what a submission or a removal left when it died between its two steps. The
+    /// per-domain record loses the ids of messages that left (see `domains`). It reads all of
+    /// `data/`: passes over the whole queue call it, per-domain ones do not.
     pub fn sweep_orphans(&self, grace: Duration) -> Result<usize, QueueError> {
         let dir = self.root.join(DATA);
         let mut removed = 0;
+        let mut data_ids = Vec::new();
         for entry in fs::read_dir(&dir).map_err(io_error("cannot read", &dir))? {
             let Ok(entry) = entry else { continue };
             let Some(id) = entry.file_name().to_str().and_then(QueueId::parse) else {
                 continue;
             };
+            data_ids.push(id);
             let has_envelope = [ENV, HOLD]
                 .iter()
                 .any(|sub| fs::symlink_metadata(self.path(sub, id.as_str())).is_ok());
@@ -451,6 +480,8 @@ impl Queue {
                 removed += 1;
             }
         }
+        data_ids.sort_unstable();
+        domains::sweep(self, &data_ids);
         Ok(removed)
     }
 
@@ -482,6 +513,80 @@ impl Queue {
     /// directories and every envelope from its own file, whatever the index says.
     pub fn scan_files(&self) -> Result<Scan<'_>, QueueError> {
         self.scan_from(false)
+    }
+
+    /// Starts a pass over the messages that may have an open recipient in one of `patterns`
+    /// (`-R`, ETRN): the per-domain record (see `domains`) names them, and only their files are
+    /// read, so the pass costs what they cost however long the queue is. When the record cannot
+    /// be believed, the pass is [`Queue::scan_files`]'s, and its first [`Scan::for_each`]
+    /// rebuilds the record from the envelopes it reads. Either way every envelope comes from its
+    /// own file: the record only chooses which files, and never leaves out a queued message of
+    /// those domains.
+    pub fn scan_domains(&self, patterns: &[DomainPattern]) -> Result<Scan<'_>, QueueError> {
+        match domains::lookup(self, patterns) {
+            Ok(found) => Ok(self.scan_found(found)),
+            Err(reason) => {
+                let mut scan = self.scan_files()?;
+                scan.rebuild = Some(Rebuild {
+                    reason,
+                    outcome: std::sync::Mutex::new(None),
+                });
+                Ok(scan)
+            }
+        }
+    }
+
+    /// A pass over the ids the record named that are still queued. Each costs a look at its
+    /// entries in `data/`, `env/` and `hold/`; the files that named many ids of messages that
+    /// left are compacted.
+    fn scan_found(&self, found: domains::Found) -> Scan<'_> {
+        let began = SystemTime::now();
+        let entry = |dir: &File, id: QueueId| {
+            nix::sys::stat::fstatat(dir, id.as_str(), nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW)
+        };
+        let absent = |dir: &File, id: QueueId| matches!(entry(dir, id), Err(nix::Error::ENOENT));
+        let (mut ids, mut data, mut gone) = (Vec::new(), Vec::new(), Vec::new());
+        for &id in &found.ids {
+            let data_entry = entry(&self.data, id);
+            let place = if !absent(&self.env, id) {
+                Some(Place::Active)
+            } else if !absent(&self.hold, id) {
+                Some(Place::Held)
+            } else {
+                None
+            };
+            match (place, data_entry) {
+                (Some(place), data_entry) => {
+                    ids.push((id, place));
+                    if let Ok(stat) = data_entry {
+                        data.push((id, stat.st_ino));
+                    }
+                }
+                // Data goes last when a message leaves, and ids are never reused: it is gone.
+                (None, Err(nix::Error::ENOENT)) => gone.push(id),
+                // Being committed or being removed.
+                (None, _) => {}
+            }
+        }
+        domains::compact(self, &found, &gone);
+        let held_inodes = locked_inodes(&self.root.join(DATA));
+        let locked = held_inodes.map(|held| {
+            data.iter()
+                .filter(|(_, inode)| held.contains(inode))
+                .map(|&(id, _)| id)
+                .collect()
+        });
+        Scan {
+            queue: self,
+            ids,
+            data,
+            locked,
+            stamps: None,
+            began,
+            index: None,
+            refresh_index: false,
+            rebuild: None,
+        }
     }
 
     fn scan_from(&self, use_index: bool) -> Result<Scan<'_>, QueueError> {
@@ -530,6 +635,7 @@ impl Queue {
             began,
             index,
             refresh_index: false,
+            rebuild: None,
         })
     }
 
@@ -553,7 +659,17 @@ impl Queue {
     /// Opens one queue file for reading: no link followed, no wait on a pipe or a device, and
     /// only a regular file of the queue's owner. `Ok(None)` when there is no such file.
     fn open_own(&self, dir: &File, name: &str) -> Result<Option<(File, fs::Metadata)>, Refusal> {
-        let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC;
+        self.open_own_as(dir, name, OFlag::O_RDONLY)
+    }
+
+    /// [`Queue::open_own`] with the access `O_RDONLY` or `O_RDWR`.
+    fn open_own_as(
+        &self,
+        dir: &File,
+        name: &str,
+        access: OFlag,
+    ) -> Result<Option<(File, fs::Metadata)>, Refusal> {
+        let flags = access | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC;
         let file = match nix::fcntl::openat(dir, name, flags, nix::sys::stat::Mode::empty()) {
             Ok(fd) => File::from(fd),
             Err(nix::Error::ENOENT) => return Ok(None),
@@ -815,6 +931,16 @@ pub struct Scan<'q> {
     index: Option<(File, u64)>,
     /// A pass over every message writes a fresh index when the one on disk is stale.
     refresh_index: bool,
+    /// Set when [`Queue::scan_domains`] could not believe the per-domain record.
+    rebuild: Option<Rebuild>,
+}
+
+/// A pass that could not believe the per-domain record rebuilds it from what it reads.
+struct Rebuild {
+    /// Why the record was not believed.
+    reason: String,
+    /// What the rebuild came to, once it ran.
+    outcome: std::sync::Mutex<Option<Result<(), String>>>,
 }
 
 impl Scan<'_> {
@@ -843,9 +969,13 @@ impl Scan<'_> {
             return self.for_each_indexed(index, ids, visit);
         }
         let mut recorder = self.index_recorder(ids);
+        let mut census = self.rebuild_due().then(domains::Census::default);
         let mut visit = |inspection: Inspection| {
             if let Some(recorder) = recorder.as_mut() {
                 recorder.add(&inspection);
+            }
+            if let Some(census) = census.as_mut() {
+                census.add(inspection.id, inspection.envelope.as_ref().ok());
             }
             visit(inspection)
         };
@@ -853,7 +983,43 @@ impl Scan<'_> {
         if let Some(recorder) = recorder {
             recorder.commit(self);
         }
+        if let Some(census) = census {
+            self.rebuild_record(census, ids);
+        }
         Ok(())
+    }
+
+    /// When this pass could not believe the per-domain record: why, and, once its first
+    /// [`Scan::for_each`] has run, whether it rebuilt the record (`Ok`) or why not.
+    pub fn record_rebuild(&self) -> Option<(&str, Option<Result<(), String>>)> {
+        let rebuild = self.rebuild.as_ref()?;
+        let outcome = rebuild.outcome.lock().ok().and_then(|o| o.clone());
+        Some((&rebuild.reason, outcome))
+    }
+
+    fn rebuild_due(&self) -> bool {
+        self.rebuild
+            .as_ref()
+            .is_some_and(|r| r.outcome.lock().is_ok_and(|o| o.is_none()))
+    }
+
+    /// Completes `census` with the messages the pass did not visit (a run visits the active ones
+    /// only) and rebuilds the record from it.
+    fn rebuild_record(&self, mut census: domains::Census, visited: &[(QueueId, Place)]) {
+        let Some(rebuild) = &self.rebuild else {
+            return;
+        };
+        for &(id, place) in &self.ids {
+            if visited.binary_search(&(id, place)).is_err()
+                && let Some(inspection) = self.inspect(id, place)
+            {
+                census.add(id, inspection.envelope.as_ref().ok());
+            }
+        }
+        let outcome = domains::rebuild(self.queue, census, &self.ids);
+        if let Ok(mut slot) = rebuild.outcome.lock() {
+            *slot = Some(outcome);
+        }
     }
 
     /// Makes a pass over every message write a fresh index when it is due (see `for_each`).
@@ -1417,6 +1583,7 @@ impl Draft<'_> {
         let env_tmp_name = format!("{id}.env");
         let env_tmp = queue.path(TMP, &env_tmp_name);
         let result = write_synced(&env_tmp, &envelope.to_bytes(), false).and_then(|()| {
+            let _recording = domains::record(queue, envelope)?;
             rename_noreplace(&queue.tmp, &env_tmp_name, &queue.env, id.as_str())
                 .map_err(|e| collision_or(e, id, "cannot commit", env_tmp.clone()))
         });

@@ -7,7 +7,10 @@
 //! ones a runner holds. An envelope that cannot be read is reported and the listing goes on:
 //! damage is moved to `corrupt/` when no runner holds it, an access problem is left in place (see
 //! [`Unusable`]). Whatever a selection asks, an unreadable message is reported unless `-I` rules
-//! out its id, since nobody can tell whom it is for.
+//! out its id, since nobody can tell whom it is for; with `-R`, only the messages the per-domain
+//! record names for those domains are read at all (see [`Queue::scan_domains`]), so an
+//! unreadable one is reported under the domains it was queued for, or under every domain when
+//! the record was made without being able to read it.
 //!
 //! JSON schema (one object per line, fields in this order; new fields may be added, existing ones
 //! keep their meaning): `queue_name` ("active" or "hold"), `queue_id`, `arrival_time` (epoch
@@ -102,7 +105,13 @@ pub fn list(
     now: i64,
     out: &mut impl Write,
 ) -> Result<Outcome, ReportError> {
-    let scan = queue.scan()?.refreshing_index();
+    // With -R, the per-domain record names the messages to read; every other listing reads the
+    // whole queue, from the index when it is current.
+    let scan = if selection.domains.is_empty() {
+        queue.scan()?.refreshing_index()
+    } else {
+        queue.scan_domains(&selection.domains)?
+    };
     let mut ids = scan.ids().to_vec();
     // sendmail's header line counts the entries before the first one is printed, so a filtered
     // listing in that layout selects first and prints second; the others select as they print.

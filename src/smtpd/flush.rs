@@ -290,15 +290,17 @@ impl Flusher {
 }
 
 /// The active messages with at least one open recipient in `node`, as `queue-run -R` selects
-/// them. Held (administrative hold) messages are not counted: a run does not deliver them. A count
-/// is not a decision, so it may come from the advisory index. A message whose envelope cannot be
-/// read is not counted and does not stop the count; the run it starts reports it.
+/// them. Held (administrative hold) messages are not counted: a run does not deliver them. Only
+/// the envelopes of the messages the per-domain record names for `node` are read, so an ETRN
+/// costs what that node's mail costs, not what the queue holds (see [`Queue::scan_domains`]).
+/// A message whose envelope cannot be read is not counted and does not stop the count; the run
+/// it starts reports it.
 pub fn pending(queue: &Queue, node: &DomainPattern) -> Result<usize, QueueError> {
     let selection = Selection {
         domains: vec![node.clone()],
         ..Selection::default()
     };
-    let scan = queue.scan()?;
+    let scan = queue.scan_domains(std::slice::from_ref(node))?;
     let active: Vec<_> = scan
         .ids()
         .iter()
