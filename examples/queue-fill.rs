@@ -14,8 +14,8 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use etrnq::envelope::{Envelope, Recipient};
 use etrnq::queue::Queue;
+use etrnq::queue::envelope::{Envelope, Recipient};
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();

@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 use crate::config::{Config, ConfigError};
-use crate::selection::{DomainPattern, Selection};
+use crate::queue::selection::{DomainPattern, Selection};
 use crate::sysexits::{CHECK_UNKNOWN, Status};
 
 /// Options every program that touches the queue accepts.

@@ -5,24 +5,19 @@
 //! `sysexits.h` status through [`sysexits::finish`].
 
 pub mod address;
-pub mod bounce;
 pub mod cli;
 pub mod config;
 pub mod delivery;
 pub mod diagnosis;
 pub mod dns;
-pub mod envelope;
 pub mod etrn;
 pub mod header;
-pub mod index;
 pub mod maillog;
 #[cfg(test)]
 mod properties;
 pub mod queue;
 pub mod report;
-pub mod retry;
 pub mod route;
-pub mod selection;
 pub mod smtp;
 pub mod smtpd;
 pub mod submission;

@@ -28,9 +28,9 @@ use std::io::{self, Write};
 use chrono::TimeZone;
 use serde::Serialize;
 
-use crate::envelope::{Envelope, Recipient};
+use crate::queue::envelope::{Envelope, Recipient};
+use crate::queue::selection::Selection;
 use crate::queue::{Inspection, Place, Queue, QueueError, QueueId, Unusable};
-use crate::selection::Selection;
 
 /// How to print.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -25,11 +25,11 @@ use mail_parser::{HeaderName, MessageParser};
 
 use crate::address::{Address, AddressError, Domain, ReversePath};
 use crate::config::Config;
-use crate::envelope::{Envelope, Recipient};
 use crate::header::{
     HeaderError, HeaderSection, LeadingFrom, Lines, MAX_HEADER_SECTION, Received,
     exceeds_hop_limit, rfc5322_date,
 };
+use crate::queue::envelope::{Envelope, Recipient};
 use crate::queue::{Queue, QueueError, QueueId};
 use crate::sysexits::{Status, Sysexit};
 

@@ -12,7 +12,7 @@ use clap::Parser;
 use etrnq::cli::{self, QueueOptions};
 use etrnq::maillog::MailLog;
 use etrnq::queue;
-use etrnq::selection::DomainPattern;
+use etrnq::queue::selection::DomainPattern;
 use etrnq::smtpd::{self, Limits, RunCommand, Server};
 use etrnq::sysexits::{Failure, Status};
 

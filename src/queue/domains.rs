@@ -90,8 +90,8 @@ use nix::unistd::UnlinkatFlags;
 
 use super::{Place, Queue, QueueError, QueueId, Refusal, TMP, create_file, rename_noreplace};
 use crate::address::Domain;
-use crate::envelope::{Envelope, Recipient};
-use crate::selection::DomainPattern;
+use crate::queue::envelope::{Envelope, Recipient};
+use crate::queue::selection::DomainPattern;
 
 /// The record's directory, under the queue.
 pub(super) const DIR: &str = "domains";

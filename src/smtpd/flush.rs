@@ -34,8 +34,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 
 use crate::maillog::MailLog;
+use crate::queue::selection::{DomainPattern, Selection};
 use crate::queue::{Place, Queue, QueueError};
-use crate::selection::{DomainPattern, Selection};
 
 /// How to start a queue run.
 #[derive(Debug, Clone)]

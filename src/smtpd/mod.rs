@@ -90,7 +90,7 @@
 //! - Never an open relay: acceptance is a list lookup on the recipient's validated domain, and
 //!   a local part that names another hop is refused, since the site's own MTA may honour it.
 //! - Nothing from the network reaches a shell. A queue run is started with an argument vector:
-//!   the program fixed at start-up, `-R` and a validated [`crate::selection::DomainPattern`].
+//!   the program fixed at start-up, `-R` and a validated [`crate::queue::selection::DomainPattern`].
 //!   ETRN leads to at most one run per node going and one waiting, across every session and
 //!   process on the queue, and only for configured domains, so the number of processes clients
 //!   can cause is bounded by the configuration.
@@ -253,7 +253,7 @@ pub fn flush_handed_off(
     config: &Config,
     run: RunCommand,
     log: Arc<MailLog>,
-    node: &crate::selection::DomainPattern,
+    node: &crate::queue::selection::DomainPattern,
 ) -> Result<(), SmtpdError> {
     let queue = Queue::open(&config.queue_dir)?;
     let flusher = flush::Flusher::new(

@@ -8,13 +8,13 @@
 use std::io;
 
 use crate::address::{Address, Domain, ReversePath};
-use crate::envelope::{Envelope, Recipient};
 use crate::header::{
     HeaderError, HeaderSection, LeadingFrom, Lines, MAX_HEADER_SECTION, Received,
     exceeds_hop_limit, rfc5322_date,
 };
+use crate::queue::envelope::{Envelope, Recipient};
+use crate::queue::selection::DomainPattern;
 use crate::queue::{Draft, QueueId};
-use crate::selection::DomainPattern;
 use crate::smtp::EtrnArgument;
 
 use super::flush::{self, Requested};

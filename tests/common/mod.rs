@@ -1,6 +1,6 @@
 //! What the end-to-end suites share: a private queue and configuration per test, the programs
 //! started against them and nothing else, and readers for the queue files as documented in
-//! `src/queue.rs` and `src/envelope.rs`.
+//! `src/queue/mod.rs` and `src/queue/envelope.rs`.
 #![allow(dead_code)] // each suite uses its own subset of these helpers
 
 use std::fs;
@@ -183,7 +183,7 @@ impl Rcpt {
     }
 }
 
-/// An envelope file, read and written by the format documented in `src/envelope.rs`, kept
+/// An envelope file, read and written by the format documented in `src/queue/envelope.rs`, kept
 /// independent of the library so the tests check the format itself.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Envelope {

@@ -64,7 +64,7 @@
 //!   the owner's too.
 //! - Queue files are opened without following a link and without waiting (`O_NOFOLLOW |
 //!   O_NONBLOCK`), then examined (`fstat`): only a regular file of the owner is read, and an
-//!   envelope at most [`MAX_BYTES`](crate::envelope::MAX_BYTES).
+//!   envelope at most [`MAX_BYTES`](crate::queue::envelope::MAX_BYTES).
 //! - What a pass cannot use is that message's trouble alone ([`Unusable`]): damage (the owner's
 //!   own regular file, read whole, that is not a message: torn, garbled, too big, its data
 //!   missing) is moved to `corrupt/`, never deleted and never bounced; an access problem (not a
@@ -115,12 +115,15 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use nix::fcntl::{OFlag, RenameFlags, renameat2};
 use nix::unistd::{Gid, Uid, UnlinkatFlags, User, unlinkat};
 
-use crate::envelope::{self, Envelope};
-use crate::index::{self, DirStamp, Entry, IndexWriter, Records, Stamps, Table};
-use crate::selection::DomainPattern;
 use crate::sysexits::{Status, Sysexit};
+use envelope::Envelope;
+use index::{DirStamp, Entry, IndexWriter, Records, Stamps, Table};
+use selection::DomainPattern;
 
 mod domains;
+pub mod envelope;
+pub mod index;
+pub mod selection;
 
 const TMP: &str = "tmp";
 const DATA: &str = "data";
@@ -1788,7 +1791,7 @@ impl Queue {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::envelope::Recipient;
+    use crate::queue::envelope::Recipient;
 
     fn envelope(id: QueueId, size: u64) -> Envelope {
         Envelope {

@@ -55,6 +55,9 @@
 //!     A stop waits [`STOP_GRACE`] for what is in flight, then the process exits as if killed.
 //!     Stored reasons are cut at 1 KiB.
 
+pub mod bounce;
+pub mod retry;
+
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::io::{BufReader, IsTerminal};
 use std::net::{IpAddr, SocketAddr};
@@ -64,22 +67,21 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::address::{Address, Domain, ReversePath};
-use crate::bounce::{self, FailedRecipient};
 use crate::config::{Config, TlsPolicy};
 use crate::dns::{DnsError, MxList, Resolver};
-use crate::envelope::{Envelope, RecipientStatus};
 use crate::maillog::MailLog;
+use crate::queue::envelope::{Envelope, RecipientStatus};
+use crate::queue::selection::Selection;
 use crate::queue::{
     Leftover, LockAttempt, Locked, Place, Queue, QueueError, QueueId, SWEEP_GRACE, Unusable,
 };
-use crate::retry;
 use crate::route::{RelayHost, RelayTarget, SMTP_PORT};
-use crate::selection::Selection;
 use crate::smtp::{
     Attempt, Capabilities, ConnectOptions, Connection, Message, Outbox, Sent, SmtpError, Timeouts,
     TlsClient, Transcript, Verdict, Verification,
 };
 use crate::sysexits::Status;
+use bounce::FailedRecipient;
 
 /// Messages per connection below which a destination is not split across connections.
 const MIN_BATCH: usize = 50;
@@ -1760,7 +1762,7 @@ fn dns_no_route(domain: &Domain, err: &DnsError) -> NoRoute {
 mod tests {
     use super::*;
     use crate::config::LogTarget;
-    use crate::envelope::Recipient;
+    use crate::queue::envelope::Recipient;
     use std::io::Write;
     use std::path::Path;
 

@@ -14,7 +14,7 @@
 use std::io::{BufRead, BufReader, Read, Write};
 
 use crate::address::Domain;
-use crate::envelope::{Envelope, Recipient};
+use crate::queue::envelope::{Envelope, Recipient};
 use crate::queue::{Queue, QueueError, QueueId};
 
 /// One recipient to report as failed.

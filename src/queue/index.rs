@@ -34,7 +34,7 @@
 //!     The index is a queue file like the others: opened without following a link or waiting on
 //!     a pipe, and only believed when it is a regular file of the queue's owner. Nothing in it is
 //!     read unbounded: a line longer than [`MAX_LINE`] or a record longer than an envelope may
-//!     be ([`MAX_BYTES`](crate::envelope::MAX_BYTES)) ends the index as damage.
+//!     be ([`MAX_BYTES`](crate::queue::envelope::MAX_BYTES)) ends the index as damage.
 //!
 //! LIMITS
 //!     Directory times have the file system's granularity: a change within the same clock tick
@@ -61,7 +61,7 @@ const TRAILER: &str = "end-of-index";
 pub const SETTLE: Duration = Duration::from_secs(1);
 
 /// A record holds one envelope, so it is never longer than an envelope may be.
-const MAX_RECORD: usize = crate::envelope::MAX_BYTES as usize;
+const MAX_RECORD: usize = crate::queue::envelope::MAX_BYTES as usize;
 
 /// The longest line outside the records: the header (three stamps of at most 63 characters, a
 /// count) and each table line and record line (a place, an id, a number) are far shorter.
@@ -328,7 +328,7 @@ fn place_name(place: Place) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::envelope::{Envelope, Recipient};
+    use crate::queue::envelope::{Envelope, Recipient};
 
     fn stamp(inode: u64, seconds: i64) -> DirStamp {
         DirStamp {
@@ -495,8 +495,8 @@ mod tests {
 #[cfg(test)]
 mod properties {
     use super::*;
-    use crate::envelope::{Envelope, Recipient};
     use crate::properties::{bytes, config, mutated, peak};
+    use crate::queue::envelope::{Envelope, Recipient};
     use proptest::prelude::*;
 
     fn stamp() -> impl Strategy<Value = DirStamp> {

@@ -12,7 +12,7 @@
 //! of them), as with sendmail.
 
 use crate::address::{AddressError, Domain};
-use crate::envelope::{Envelope, Recipient};
+use crate::queue::envelope::{Envelope, Recipient};
 
 /// One `-R` value.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -160,7 +160,7 @@ mod tests {
     #[test]
     fn finished_recipients_do_not_select() {
         let mut e = envelope("a@x", &["u@customer.test", "v@other.test"]);
-        e.recipients[0].status = crate::envelope::RecipientStatus::Sent;
+        e.recipients[0].status = crate::queue::envelope::RecipientStatus::Sent;
         assert!(!domains(&["customer.test"]).selects(&e));
         assert!(domains(&["other.test"]).selects(&e));
     }
