@@ -1,6 +1,11 @@
-//! What every program's command line shares: parsing with one-line usage errors (EX_USAGE, not
-//! clap's status 2), and the `-C FILE` / `--queue-dir DIR` pair that locates configuration and
-//! queue.
+//! What every program's command line shares, from argv to exit status.
+//!
+//! Parsing gives one-line usage errors (EX_USAGE, not clap's status 2); the `-C FILE` /
+//! `--queue-dir DIR` pair locates configuration and queue. At the other end, [`finish`] is the
+//! one place where a library error becomes an exit status: every program ends through it, a
+//! failure prints exactly one line on stderr (`program: what went wrong`), and the first typed
+//! error in the chain decides the `sysexits.h` status. The mapping lives here, at the edge, so
+//! that `sysexits` names no error type and the error modules can all use it without a cycle.
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -10,7 +15,7 @@ use clap::Parser;
 
 use crate::config::{Config, ConfigError};
 use crate::queue::selection::{DomainPattern, Selection};
-use crate::sysexits::{CHECK_UNKNOWN, Status};
+use crate::sysexits::{Failure, Status, Sysexit};
 
 /// Options every program that touches the queue accepts.
 #[derive(Debug, Clone, clap::Args)]
@@ -70,7 +75,7 @@ pub fn main<T: Parser>(
     run: impl FnOnce(T) -> anyhow::Result<Status>,
 ) -> ExitCode {
     match parse_from::<T>(program, args) {
-        Ok(parsed) => crate::sysexits::finish(program, run(parsed)),
+        Ok(parsed) => finish(program, run(parsed)),
         Err(code) => code,
     }
 }
@@ -161,6 +166,85 @@ pub fn sendmail_queue_run(args: impl IntoIterator<Item = OsString>) -> Vec<OsStr
     })
 }
 
+/// The status an error chain asks for: the first typed error found from the outside in; an I/O
+/// error with no typed wrapper is classified by its errno; anything else is a software error.
+pub fn status_of(err: &anyhow::Error) -> Status {
+    for cause in err.chain() {
+        if let Some(status) = typed_status(cause) {
+            return status;
+        }
+    }
+    Status::Software
+}
+
+fn typed_status(cause: &(dyn std::error::Error + 'static)) -> Option<Status> {
+    macro_rules! typed {
+        ($($error:ty),* $(,)?) => {
+            $(
+                if let Some(e) = cause.downcast_ref::<$error>() {
+                    return Some(e.status());
+                }
+            )*
+        };
+    }
+    typed!(
+        Failure,
+        ConfigError,
+        crate::address::AddressError,
+        crate::queue::QueueError,
+        crate::submission::SubmissionError,
+        crate::report::ReportError,
+        crate::smtp::SmtpError,
+        crate::smtpd::SmtpdError,
+        crate::dns::DnsError,
+    );
+    cause.downcast_ref::<std::io::Error>().map(Status::of_io)
+}
+
+/// Ends a program: prints a failure as one line on stderr, prefixed with the program name, and
+/// turns the outcome into the process exit code. A closed stdout (`mailq | head`) is not an error.
+pub fn finish(program: &str, outcome: anyhow::Result<Status>) -> ExitCode {
+    match outcome {
+        Ok(status) => status.into(),
+        Err(err) if is_broken_pipe(&err) => Status::Ok.into(),
+        Err(err) => {
+            report(program, &err);
+            status_of(&err).into()
+        }
+    }
+}
+
+/// The exit status of a monitoring check that could not check (Nagios plugin convention).
+pub const CHECK_UNKNOWN: u8 = 3;
+
+/// Ends a monitoring check such as mx-check, whose callers (Nagios, Icinga) read 0 OK,
+/// 1 WARNING, 2 CRITICAL and 3 UNKNOWN and take anything else for a broken plugin: success exits
+/// with the check's state; a failure to check at all (usage, configuration, resolver set-up) is
+/// reported like [`finish`] reports it and exits 3, whatever its sysexits status would be.
+pub fn finish_check(program: &str, outcome: anyhow::Result<u8>) -> ExitCode {
+    match outcome {
+        Ok(state) => ExitCode::from(state),
+        Err(err) if is_broken_pipe(&err) => ExitCode::from(CHECK_UNKNOWN),
+        Err(err) => {
+            report(program, &err);
+            ExitCode::from(CHECK_UNKNOWN)
+        }
+    }
+}
+
+fn report(program: &str, err: &anyhow::Error) {
+    let message = format!("{err:#}").replace('\n', " ");
+    eprintln!("{program}: {message}");
+}
+
+fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -213,5 +297,29 @@ mod tests {
             ["queue-run", "-R", "a.example"]
         );
         assert_eq!(rewrite(&["queue-run", "-q!Ra"]), ["queue-run", "-q!Ra"]);
+    }
+}
+
+#[cfg(test)]
+mod exit_status_tests {
+    use super::*;
+    use anyhow::Context;
+
+    #[test]
+    fn outermost_typed_error_decides_the_status() {
+        let inner = std::io::Error::from_raw_os_error(nix::libc::ENOSPC);
+        let err = anyhow::Error::new(inner).context("writing the message");
+        assert_eq!(status_of(&err), Status::TempFail);
+
+        let err = anyhow::Error::new(Failure::new(Status::Usage, "no recipients"))
+            .context("queue-enqueue");
+        assert_eq!(status_of(&err), Status::Usage);
+    }
+
+    #[test]
+    fn untyped_errors_are_software_errors() {
+        let err: anyhow::Result<()> = Err(anyhow::anyhow!("surprise"));
+        let err = err.context("outer").unwrap_err();
+        assert_eq!(status_of(&err), Status::Software);
     }
 }

@@ -2,7 +2,7 @@
 //!
 //! The data flow reads top to bottom: argv → queue → route → smtp → retry/bounce → report. Each
 //! program in `src/bin/` parses its arguments, calls into these modules and maps the outcome to a
-//! `sysexits.h` status through [`sysexits::finish`].
+//! `sysexits.h` status through [`cli::finish`].
 
 pub mod address;
 pub mod cli;

@@ -9,10 +9,10 @@ use std::time::Duration;
 use clap::Parser;
 
 use etrnq::address::Domain;
+use etrnq::cli::finish_check;
 use etrnq::cli::parse_check;
 use etrnq::config::{parse_interval, parse_nameserver};
 use etrnq::diagnosis::{self, ProbeRequest, Request};
-use etrnq::sysexits::finish_check;
 
 /// Show a domain's MX records the way mail sees them, and what its mail hosts answer.
 ///
