@@ -11,7 +11,8 @@
 # and everything it writes is removed when it ends, however it ends.
 #
 # Environment: ETRNQ_BIN (directory of the etrnq programs; default target/release, else
-# target/debug, beside this script), ISP_PORT and SITE_PORT (default 2525 and 2526).
+# target/debug, beside this script), ISP_PORT and SITE_PORT (default: free loopback ports,
+# so that whatever the machine already runs on 2525 or 2526 is left alone).
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -19,8 +20,22 @@ if [ -z "${ETRNQ_BIN:-}" ]; then
     ETRNQ_BIN=$here/target/release
     [ -x "$ETRNQ_BIN/queue-smtpd" ] || ETRNQ_BIN=$here/target/debug
 fi
-isp_port=${ISP_PORT:-2525}
-site_port=${SITE_PORT:-2526}
+# A port nothing answers on, from a random start in the range no service registers by default.
+free_port() {
+    local port tries
+    for tries in $(seq 1 100); do
+        port=$((20000 + RANDOM % 30000))
+        [ "$port" = "${1:-}" ] && continue
+        if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+            echo "$port"
+            return 0
+        fi
+    done
+    echo "etrn-demo: no free port on 127.0.0.1 after 100 tries; set ISP_PORT and SITE_PORT" >&2
+    return 69
+}
+isp_port=${ISP_PORT:-$(free_port)}
+site_port=${SITE_PORT:-$(free_port "$isp_port")}
 messages=3
 
 for program in queue-smtpd queue-run mailq etrn-send; do

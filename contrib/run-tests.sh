@@ -27,4 +27,4 @@ if [ "${#missing[@]}" -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" </dev/null
 fi
 
-cargo test --release --all-targets
+cargo test --release --all-targets --no-fail-fast
