@@ -88,7 +88,8 @@ use nix::fcntl::{AtFlags, OFlag};
 use nix::sys::stat::Mode;
 use nix::unistd::UnlinkatFlags;
 
-use super::{Place, Queue, QueueError, QueueId, Refusal, TMP, create_file, rename_noreplace};
+use super::files::{Refusal, create_file, rename_noreplace};
+use super::{Place, Queue, QueueError, QueueId, TMP};
 use crate::address::Domain;
 use crate::queue::envelope::{Envelope, Recipient};
 use crate::queue::selection::DomainPattern;

@@ -35,7 +35,7 @@
 
 use std::fmt::Write as _;
 
-use crate::queue::QueueId;
+use super::id::QueueId;
 
 const MAGIC: &str = "etrnq-envelope 1";
 

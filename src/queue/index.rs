@@ -51,7 +51,7 @@ use std::io::{self, BufRead, Write};
 use std::os::unix::fs::MetadataExt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::queue::{Place, QueueId};
+use super::id::{Place, QueueId};
 
 const MAGIC: &str = "etrnq-index 1";
 const TRAILER: &str = "end-of-index";
