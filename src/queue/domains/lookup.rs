@@ -1,0 +1,112 @@
+//! Looking up which messages a selection must read, from the record, when it can be believed.
+//!
+//! A look-up believes `.list` only when its first line names this boot of the system, reads it
+//! whole only when a pattern with subdomains needs its names, and reads the files of the domains
+//! asked and `.unknown`. Any doubt is an error that says why, and the caller reads every envelope
+//! file instead.
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+
+use super::format::parse;
+use super::store::{DirTrouble, lock_within, open_dir, open_file, read_ids, read_locked};
+use super::{DIR, LIST, LIST_MAGIC, LOCK_WAIT, UNKNOWN, boot_id, is_domain_name};
+use crate::address::Domain;
+use crate::queue::selection::DomainPattern;
+use crate::queue::{Queue, QueueId};
+
+/// `.list`, once its first line has shown it to be of this boot.
+pub(super) struct List {
+    pub(super) file: File,
+    pub(super) boot: &'static str,
+    pub(super) names: Option<Vec<String>>,
+}
+
+impl List {
+    fn open(queue: &Queue, dir: &File, boot: &'static str) -> Result<List, String> {
+        let file = open_file(queue, dir, LIST, false)?
+            .ok_or_else(|| format!("{DIR}/{LIST} is missing"))?;
+        // The first line is written once, with the file; appends go after it.
+        let mut head = [0u8; 128];
+        let read = file
+            .read_at(&mut head, 0)
+            .map_err(|e| format!("cannot read {DIR}/{LIST}: {e}"))?;
+        let first = head[..read].split(|&b| b == b'\n').next().unwrap_or(&[]);
+        if first != format!("{LIST_MAGIC} {boot}").as_bytes() {
+            return Err(format!("{DIR}/{LIST} is not of this boot of the system"));
+        }
+        Ok(List {
+            file,
+            boot,
+            names: None,
+        })
+    }
+
+    /// The domain files it names, sorted; read whole and checked the first time, under its
+    /// shared lock for the read alone, so that a long look-up never keeps a commit from naming
+    /// a new file.
+    pub(super) fn names(&mut self) -> Result<&[String], String> {
+        if self.names.is_none() {
+            lock_within(&self.file, true, LOCK_WAIT).map_err(|e| format!("{DIR}/{LIST}: {e}"))?;
+            let read = read_locked(&self.file, LIST);
+            // Closing the file would release it too; a look-up keeps the file a while.
+            let _ = self.file.unlock();
+            let bytes = read?;
+            let names = parse(&bytes, LIST_MAGIC, self.boot)
+                .filter(|names| names.iter().all(|n| is_domain_name(n)))
+                .ok_or_else(|| format!("{DIR}/{LIST} is damaged"))?;
+            let mut names: Vec<String> = names.into_iter().map(str::to_string).collect();
+            names.sort_unstable();
+            self.names = Some(names);
+        }
+        Ok(self.names.as_deref().unwrap_or_default())
+    }
+}
+
+/// What the record says a selection must read.
+#[derive(Debug)]
+pub(in crate::queue) struct Found {
+    /// The candidates, sorted, each once.
+    pub(in crate::queue) ids: Vec<QueueId>,
+    /// Each file read, with its ids, for compaction.
+    pub(super) files: Vec<(String, Vec<QueueId>)>,
+    pub(super) dir: File,
+}
+
+/// The messages that may have an open recipient in one of `patterns`, from the record; an error
+/// says why the record cannot be believed, and the caller reads every envelope instead.
+pub(in crate::queue) fn lookup(queue: &Queue, patterns: &[DomainPattern]) -> Result<Found, String> {
+    let boot = boot_id().ok_or("the system's boot id cannot be read")?;
+    let dir = open_dir(queue, false)
+        .map_err(DirTrouble::reason)?
+        .ok_or("no record has been made yet")?;
+    let mut list = List::open(queue, &dir, boot)?;
+    let mut names = vec![UNKNOWN.to_string()];
+    for pattern in patterns {
+        match pattern {
+            DomainPattern::Exact(domain) => names.push(domain.to_lowercase()),
+            DomainPattern::WithSubdomains(parent) => names.extend(
+                list.names()?
+                    .iter()
+                    .filter(|n| Domain::parse(n).is_ok_and(|d| d.is_within(parent)))
+                    .cloned(),
+            ),
+        }
+    }
+    names.sort_unstable();
+    names.dedup();
+    let mut files = Vec::new();
+    for name in names {
+        match read_ids(queue, &dir, &name)? {
+            Some(ids) => files.push((name, ids)),
+            // Nothing queued for it since the record was made, or all of it gone.
+            None if name != UNKNOWN && list.names()?.binary_search(&name).is_err() => {}
+            None if name == UNKNOWN => return Err(format!("{DIR}/{UNKNOWN} is missing")),
+            None => return Err(format!("{DIR}/{name} is named in {LIST} but missing")),
+        }
+    }
+    let mut ids: Vec<QueueId> = files.iter().flat_map(|(_, ids)| ids).copied().collect();
+    ids.sort_unstable();
+    ids.dedup();
+    Ok(Found { ids, files, dir })
+}
