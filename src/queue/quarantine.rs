@@ -102,4 +102,22 @@ mod tests {
         assert!(!queue.quarantine(id, Place::Active).unwrap());
         assert_eq!(queue.ids().unwrap().len(), 1);
     }
+
+    #[test]
+    fn the_words_follow_what_quarantine_did() {
+        let dir = tempfile::tempdir().unwrap();
+        let queue = Queue::open(dir.path()).unwrap();
+        let held = commit(&queue, b"x\n");
+        let free = commit(&queue, b"y\n");
+        for id in [held, free] {
+            fs::write(queue.path(ENV, id.as_str()), b"garbage").unwrap();
+        }
+        let runner = fs::File::open(queue.path(DATA, held.as_str())).unwrap();
+        runner.lock().unwrap();
+        let moved = queue.quarantine(held, Place::Active).unwrap();
+        assert_eq!(disposition(moved), "left in place");
+        let moved = queue.quarantine(free, Place::Active).unwrap();
+        assert_eq!(disposition(moved), "moved to corrupt/");
+        assert!(queue.path(CORRUPT, &format!("{free}.env")).exists());
+    }
 }
