@@ -9,6 +9,7 @@
 use std::io;
 use std::path::PathBuf;
 
+use super::domains::RecordError;
 use super::envelope;
 use super::id::QueueId;
 use crate::sysexits::{Status, Sysexit};
@@ -45,7 +46,7 @@ pub enum QueueError {
     },
     /// The per-domain record could not be kept (see `domains`); try again later.
     #[error("{}: {reason}; try again later", path.display())]
-    Busy { path: PathBuf, reason: String },
+    Busy { path: PathBuf, reason: RecordError },
 }
 
 impl Sysexit for QueueError {

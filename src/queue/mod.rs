@@ -137,6 +137,7 @@ mod sweep;
 #[cfg(test)]
 mod testing;
 
+pub use domains::RecordError;
 pub use draft::Draft;
 pub use error::{QueueError, Unusable};
 pub use id::{Place, QueueId};

@@ -83,6 +83,7 @@ use std::time::Duration;
 use crate::address::Domain;
 use crate::queue::envelope::Recipient;
 
+mod error;
 mod format;
 mod lookup;
 mod rebuild;
@@ -92,6 +93,7 @@ mod store;
 #[cfg(test)]
 mod tests;
 
+pub use error::RecordError;
 pub(super) use lookup::{Found, lookup};
 pub(super) use rebuild::{Census, rebuild};
 pub(super) use record::record;

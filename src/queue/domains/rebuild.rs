@@ -12,7 +12,7 @@ use super::format::render;
 use super::record::distrust;
 use super::rewrite::{Rewrite, rewrite};
 use super::store::{Draft, dir_names, lock_queue, read_ids, usable_dir};
-use super::{LIST, LIST_MAGIC, PUBLISH_WAIT, UNKNOWN, boot_id, names_of};
+use super::{LIST, LIST_MAGIC, PUBLISH_WAIT, RecordError, UNKNOWN, boot_id, names_of};
 use crate::queue::envelope::Envelope;
 use crate::queue::{Place, Queue, QueueId};
 
@@ -47,22 +47,23 @@ pub(in crate::queue) fn rebuild(
     queue: &Queue,
     census: Census,
     listed: &[(QueueId, Place)],
-) -> Result<(), String> {
-    let boot = boot_id().ok_or("the system's boot id cannot be read")?;
+) -> Result<(), RecordError> {
+    let boot = boot_id().ok_or(RecordError::NoBootId)?;
     let dir = usable_dir(queue)?;
     // Whatever made the record unbelievable, no pass believes a part of it mended before the
     // envelopes that appeared meanwhile are in it too. A sweep rewrites `.list` with commits
     // kept waiting: so is this removal made, lest a sweep put back what it removes.
     {
         let _lock = lock_queue(queue, false, PUBLISH_WAIT)?;
-        distrust(queue, &dir).map_err(|e| e.to_string())?;
+        distrust(queue, &dir).map_err(|e| RecordError::Queue(Box::new(e)))?;
     }
     // Most of the work is done while commits go on; with them kept waiting, it is done again,
     // which then only reads, unless a file was removed or damaged meanwhile.
     merge(queue, &dir, &census)?;
     let _lock = lock_queue(queue, false, PUBLISH_WAIT)?;
     merge(queue, &dir, &census)?;
-    for &(id, place) in &queue.ids().map_err(|e| e.to_string())? {
+    let ids = queue.ids().map_err(|e| RecordError::Queue(Box::new(e)))?;
+    for &(id, place) in &ids {
         if listed.binary_search_by_key(&id, |&(id, _)| id).is_ok() {
             continue;
         }
@@ -91,7 +92,7 @@ pub(in crate::queue) fn rebuild(
 
 /// Puts `census` into the files of `dir`, `.unknown` included, and mends every other domain
 /// file there that is not whole, lest the record send every pass back to a rebuild.
-fn merge(queue: &Queue, dir: &File, census: &Census) -> Result<(), String> {
+fn merge(queue: &Queue, dir: &File, census: &Census) -> Result<(), RecordError> {
     for (name, ids) in &census.domains {
         rewrite(queue, dir, name, ids, &[], Rewrite::Rebuild)?;
     }

@@ -15,7 +15,7 @@ use super::format::{Seal, parse};
 use super::store::{
     create, lock_queue, lock_within, move_aside, open_file, read_locked, usable_dir,
 };
-use super::{COMMIT_WAIT, DIR, LIST, LIST_MAGIC, LOCK_WAIT, boot_id, names_of};
+use super::{COMMIT_WAIT, DIR, LIST, LIST_MAGIC, LOCK_WAIT, RecordError, boot_id, names_of};
 use crate::queue::envelope::Envelope;
 use crate::queue::{Queue, QueueError, QueueId};
 
@@ -56,7 +56,7 @@ pub(in crate::queue) fn record(
 
 /// Appends `id` to domain file `name`, making the file (and naming it in `.list`) when there is
 /// none.
-pub(super) fn add(queue: &Queue, dir: &File, name: &str, id: QueueId) -> Result<(), String> {
+pub(super) fn add(queue: &Queue, dir: &File, name: &str, id: QueueId) -> Result<(), RecordError> {
     // A file replaced while this process waited for its lock is opened again.
     for _ in 0..8 {
         let Some(file) = open_file(queue, dir, name, true)? else {
@@ -66,55 +66,60 @@ pub(super) fn add(queue: &Queue, dir: &File, name: &str, id: QueueId) -> Result<
             continue;
         };
         lock_within(&file, false, LOCK_WAIT)?;
-        let meta = file.metadata().map_err(|e| e.to_string())?;
+        let meta = file.metadata().map_err(RecordError::Unexamined)?;
         if meta.nlink() > 0 {
             return append(&file, meta.len(), id.as_str());
         }
     }
-    Err(format!("{DIR}/{name} keeps being replaced"))
+    Err(RecordError::KeepsBeingReplaced {
+        name: name.to_string(),
+    })
 }
 
 /// Names a new domain file in `.list`, when there is one. A file `.list` already names was
 /// lost (deleted by hand): the ids it held are not in the new one, so the record must not be
 /// believed, and this fails.
-fn register(queue: &Queue, dir: &File, name: &str) -> Result<(), String> {
+fn register(queue: &Queue, dir: &File, name: &str) -> Result<(), RecordError> {
     let Some(list) = open_file(queue, dir, LIST, true)? else {
         return Ok(());
     };
     lock_within(&list, false, LOCK_WAIT)?;
-    let meta = list.metadata().map_err(|e| e.to_string())?;
+    let meta = list.metadata().map_err(RecordError::Unexamined)?;
     if meta.nlink() == 0 {
-        return Err(format!("{DIR}/{LIST} was replaced"));
+        return Err(RecordError::Replaced {
+            name: LIST.to_string(),
+        });
     }
-    let boot = boot_id().ok_or("the system's boot id cannot be read")?;
+    let boot = boot_id().ok_or(RecordError::NoBootId)?;
     let bytes = read_locked(&list, LIST)?;
-    let names = parse(&bytes, LIST_MAGIC, boot)
-        .ok_or_else(|| format!("{DIR}/{LIST} is damaged or of another boot"))?;
+    let names = parse(&bytes, LIST_MAGIC, boot).ok_or(RecordError::DamagedOrOtherBoot)?;
     if names.contains(&name) {
-        return Err(format!("{DIR}/{name} was lost: {LIST} names it"));
+        return Err(RecordError::Lost {
+            name: name.to_string(),
+        });
     }
     append(&list, meta.len(), name)
 }
 
 /// Adds `item` to a record file this process holds the exclusive lock on: the item's line and
 /// the new last line are written over the old last line in one write.
-pub(super) fn append(file: &File, len: u64, item: &str) -> Result<(), String> {
+pub(super) fn append(file: &File, len: u64, item: &str) -> Result<(), RecordError> {
     // The last line is at most 42 bytes; the newline before it is read too.
     let start = len.saturating_sub(64);
     let mut tail = vec![0u8; (len - start) as usize];
     file.read_exact_at(&mut tail, start)
-        .map_err(|e| format!("cannot read: {e}"))?;
+        .map_err(RecordError::AppendRead)?;
     let last = std::str::from_utf8(&tail)
         .ok()
         .and_then(|t| t.strip_suffix('\n'))
         .and_then(|t| t.rsplit_once('\n'))
         .map(|(_, last)| last)
-        .ok_or("its last line is damaged")?;
-    let seal = Seal::parse(last).ok_or("its last line is damaged")?;
+        .ok_or(RecordError::LastLine)?;
+    let seal = Seal::parse(last).ok_or(RecordError::LastLine)?;
     let at = len - last.len() as u64 - 1;
     let bytes = format!("{item}\n{}", seal.add(item).line());
     file.write_all_at(bytes.as_bytes(), at)
-        .map_err(|e| format!("cannot write: {e}"))
+        .map_err(RecordError::AppendWrite)
 }
 
 /// Makes `.list` absent, so that the record is not believed until a rebuild; when even that

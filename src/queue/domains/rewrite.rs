@@ -18,7 +18,7 @@ use super::lookup::{Found, List};
 use super::store::{
     Draft, create, dir_names, lock_queue, lock_within, open_dir, open_file, read_ids, read_locked,
 };
-use super::{COMPACT_MIN, DIR, FILE_MAGIC, LIST, LIST_MAGIC, LOCK_WAIT, UNKNOWN, boot_id};
+use super::{COMPACT_MIN, FILE_MAGIC, LIST, LIST_MAGIC, LOCK_WAIT, RecordError, UNKNOWN, boot_id};
 use crate::queue::{Queue, QueueId};
 
 /// How [`rewrite`] treats a file it cannot take as whole.
@@ -41,7 +41,7 @@ pub(super) fn rewrite(
     add: &[QueueId],
     drop: &[QueueId],
     how: Rewrite,
-) -> Result<(), String> {
+) -> Result<(), RecordError> {
     for _ in 0..8 {
         let file = match open_file(queue, dir, name, true) {
             Ok(Some(file)) => file,
@@ -63,7 +63,7 @@ pub(super) fn rewrite(
             }
         };
         lock_within(&file, false, LOCK_WAIT)?;
-        if file.metadata().map_err(|e| e.to_string())?.nlink() == 0 {
+        if file.metadata().map_err(RecordError::Unexamined)?.nlink() == 0 {
             continue;
         }
         let bytes = match read_locked(&file, name) {
@@ -75,7 +75,11 @@ pub(super) fn rewrite(
         let (whole, mut ids) = match (parse_ids(&bytes, name), how) {
             (Some(ids), _) => (true, ids),
             (None, Rewrite::Rebuild) => (false, salvage_ids(&bytes)),
-            (None, Rewrite::Compact) => return Err(format!("{DIR}/{name} is damaged")),
+            (None, Rewrite::Compact) => {
+                return Err(RecordError::Damaged {
+                    name: name.to_string(),
+                });
+            }
         };
         let before = ids.len();
         ids.retain(|id| drop.binary_search(id).is_err());
@@ -95,7 +99,9 @@ pub(super) fn rewrite(
         // for it finds it unlinked and opens the new one.
         return Draft::write(queue, &bytes)?.replace(dir, name);
     }
-    Err(format!("{DIR}/{name} keeps being replaced"))
+    Err(RecordError::KeepsBeingReplaced {
+        name: name.to_string(),
+    })
 }
 
 pub(super) fn sorted(mut ids: Vec<QueueId>) -> Vec<QueueId> {
@@ -160,7 +166,7 @@ fn remove_empty(
     dir: &File,
     names: &[&str],
     gone: impl Fn(&QueueId) -> bool,
-) -> Result<(), String> {
+) -> Result<(), RecordError> {
     let _lock = lock_queue(queue, false, LOCK_WAIT)?;
     let mut held = Vec::new();
     for &name in names {

@@ -16,12 +16,12 @@ use nix::fcntl::OFlag;
 use nix::sys::stat::Mode;
 
 use super::format::{parse_ids, render};
-use super::{DIR, FILE_MAGIC, LOCK_WAIT, MAX_FILE, is_domain_name};
+use super::{DIR, FILE_MAGIC, LOCK_WAIT, MAX_FILE, RecordError, is_domain_name};
 use crate::queue::files::{Refusal, create_file, rename_noreplace};
 use crate::queue::{Queue, QueueId, TMP};
 
 /// Takes `file`'s lock, waiting at most `limit`.
-pub(super) fn lock_within(file: &File, shared: bool, limit: Duration) -> Result<(), String> {
+pub(super) fn lock_within(file: &File, shared: bool, limit: Duration) -> Result<(), RecordError> {
     let deadline = Instant::now() + limit;
     let mut pause = Duration::from_millis(1);
     loop {
@@ -37,31 +37,43 @@ pub(super) fn lock_within(file: &File, shared: bool, limit: Duration) -> Result<
                 pause = (pause * 2).min(Duration::from_millis(20));
             }
             Err(std::fs::TryLockError::WouldBlock) => {
-                return Err(format!("held by another process for over {limit:?}"));
+                return Err(RecordError::LockHeld(limit));
             }
-            Err(std::fs::TryLockError::Error(e)) => return Err(format!("cannot lock: {e}")),
+            Err(std::fs::TryLockError::Error(e)) => return Err(RecordError::Lock(e)),
         }
     }
 }
 
 /// The queue directory itself, opened afresh (a lock belongs to one open file), locked shared
 /// by commits and exclusively by a rebuild's first and last steps and by a sweep's removals.
-pub(super) fn lock_queue(queue: &Queue, shared: bool, limit: Duration) -> Result<File, String> {
+pub(super) fn lock_queue(
+    queue: &Queue,
+    shared: bool,
+    limit: Duration,
+) -> Result<File, RecordError> {
     let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
     let file = nix::fcntl::openat(&queue.top, ".", flags, Mode::empty())
         .map(File::from)
-        .map_err(|e| format!("cannot open {}: {e}", queue.root.display()))?;
+        .map_err(|errno| RecordError::OpenQueue {
+            root: queue.root.clone(),
+            errno,
+        })?;
     lock_within(&file, shared, limit)?;
     Ok(file)
 }
 
 /// What a refusal to open record file `name` says.
-fn refused(name: &str, refusal: Refusal) -> String {
+fn refused(name: &str, refusal: Refusal) -> RecordError {
+    let name = name.to_string();
     match refusal {
-        Refusal::Link => format!("{DIR}/{name} is a symbolic link"),
-        Refusal::NotRegular(kind) => format!("{DIR}/{name} is {kind}, not a regular file"),
-        Refusal::Foreign(uid) => format!("{DIR}/{name} is owned by uid {uid}, not the queue's"),
-        Refusal::Io(action, e) => format!("{action} {DIR}/{name}: {e}"),
+        Refusal::Link => RecordError::Link { name },
+        Refusal::NotRegular(kind) => RecordError::NotRegular { name, kind },
+        Refusal::Foreign(uid) => RecordError::Foreign { name, uid },
+        Refusal::Io(action, source) => RecordError::Io {
+            action,
+            name,
+            source,
+        },
     }
 }
 
@@ -70,13 +82,13 @@ pub(super) enum DirTrouble {
     /// What holds its name is not the owner's directory that the owner may open: a link, a
     /// file, another user's directory, one whose mode shuts its owner out. Never believed; moved
     /// aside by whoever needs to write.
-    NotOurs(String),
+    NotOurs(RecordError),
     /// Anything else (no descriptor left, an I/O error): nothing is known about it.
-    Io(String),
+    Io(RecordError),
 }
 
 impl DirTrouble {
-    pub(super) fn reason(self) -> String {
+    pub(super) fn reason(self) -> RecordError {
         match self {
             DirTrouble::NotOurs(reason) | DirTrouble::Io(reason) => reason,
         }
@@ -92,29 +104,37 @@ pub(super) fn open_dir(queue: &Queue, mine_too: bool) -> Result<Option<File>, Di
         Ok(fd) => File::from(fd),
         Err(nix::Error::ENOENT) => return Ok(None),
         Err(nix::Error::ELOOP | nix::Error::ENOTDIR) => {
-            return Err(DirTrouble::NotOurs(format!("{DIR} is not a directory")));
+            return Err(DirTrouble::NotOurs(RecordError::DirNotDirectory));
         }
         Err(e @ (nix::Error::EACCES | nix::Error::EPERM)) => {
-            return Err(DirTrouble::NotOurs(format!("cannot open {DIR}: {e}")));
+            return Err(DirTrouble::NotOurs(RecordError::DirSys {
+                action: "cannot open",
+                errno: e,
+            }));
         }
-        Err(e) => return Err(DirTrouble::Io(format!("cannot open {DIR}: {e}"))),
+        Err(errno) => {
+            return Err(DirTrouble::Io(RecordError::DirSys {
+                action: "cannot open",
+                errno,
+            }));
+        }
     };
-    let meta = dir
-        .metadata()
-        .map_err(|e| DirTrouble::Io(format!("cannot examine {DIR}: {e}")))?;
+    let meta = dir.metadata().map_err(|source| {
+        DirTrouble::Io(RecordError::DirIo {
+            action: "cannot examine",
+            source,
+        })
+    })?;
     let mine = mine_too && meta.uid() == nix::unistd::geteuid().as_raw();
     if meta.uid() != queue.owner && !mine {
-        return Err(DirTrouble::NotOurs(format!(
-            "{DIR} is owned by uid {}, not the queue's",
-            meta.uid()
-        )));
+        return Err(DirTrouble::NotOurs(RecordError::DirForeign(meta.uid())));
     }
     Ok(Some(dir))
 }
 
 /// The record's directory, made when missing; what holds its name and is not the owner's
 /// directory is moved aside first.
-pub(super) fn usable_dir(queue: &Queue) -> Result<File, String> {
+pub(super) fn usable_dir(queue: &Queue) -> Result<File, RecordError> {
     // A directory removed between its making and its opening is made again.
     for _ in 0..8 {
         match open_dir(queue, true) {
@@ -125,19 +145,24 @@ pub(super) fn usable_dir(queue: &Queue) -> Result<File, String> {
         }
         match nix::sys::stat::mkdirat(&queue.top, DIR, Mode::S_IRWXU) {
             Ok(()) | Err(nix::Error::EEXIST) => {}
-            Err(e) => return Err(format!("cannot create {DIR}: {e}")),
+            Err(errno) => {
+                return Err(RecordError::DirSys {
+                    action: "cannot create",
+                    errno,
+                });
+            }
         }
     }
-    Err(format!("{DIR} keeps vanishing as it is made"))
+    Err(RecordError::DirVanishing)
 }
 
 /// Renames what holds the record's name to `domains.unusable.ID` beside it: a rename within one
 /// directory needs no permission on the thing renamed, so even another user's directory goes.
-pub(super) fn move_aside(queue: &Queue) -> Result<(), String> {
+pub(super) fn move_aside(queue: &Queue) -> Result<(), RecordError> {
     let aside = format!("{DIR}.unusable.{}", QueueId::generate());
     match nix::fcntl::renameat(&queue.top, DIR, &queue.top, aside.as_str()) {
         Ok(()) | Err(nix::Error::ENOENT) => Ok(()),
-        Err(e) => Err(format!("cannot move {DIR} aside: {e}")),
+        Err(e) => Err(RecordError::MoveAside(e)),
     }
 }
 
@@ -147,7 +172,7 @@ pub(super) fn open_file(
     dir: &File,
     name: &str,
     write: bool,
-) -> Result<Option<File>, String> {
+) -> Result<Option<File>, RecordError> {
     let access = if write {
         OFlag::O_RDWR
     } else {
@@ -160,20 +185,29 @@ pub(super) fn open_file(
 }
 
 /// A record file's bytes, read whole under its shared lock; `Ok(None)` when there is none.
-fn read_file(queue: &Queue, dir: &File, name: &str) -> Result<Option<Vec<u8>>, String> {
+fn read_file(queue: &Queue, dir: &File, name: &str) -> Result<Option<Vec<u8>>, RecordError> {
     let Some(file) = open_file(queue, dir, name, false)? else {
         return Ok(None);
     };
-    lock_within(&file, true, LOCK_WAIT).map_err(|e| format!("{DIR}/{name}: {e}"))?;
+    lock_within(&file, true, LOCK_WAIT).map_err(|e| RecordError::FileLock {
+        name: name.to_string(),
+        source: Box::new(e),
+    })?;
     read_locked(&file, name).map(Some)
 }
 
 /// The bytes of a record file this process holds a lock on; one over [`MAX_FILE`] is not read.
-pub(super) fn read_locked(file: &File, name: &str) -> Result<Vec<u8>, String> {
-    let too_big = || format!("{DIR}/{name} is over {MAX_FILE} bytes");
+pub(super) fn read_locked(file: &File, name: &str) -> Result<Vec<u8>, RecordError> {
+    let too_big = || RecordError::TooBig {
+        name: name.to_string(),
+    };
     let size = file
         .metadata()
-        .map_err(|e| format!("cannot examine {DIR}/{name}: {e}"))?
+        .map_err(|source| RecordError::Io {
+            action: "cannot examine",
+            name: name.to_string(),
+            source,
+        })?
         .len();
     if size > MAX_FILE {
         return Err(too_big());
@@ -181,7 +215,11 @@ pub(super) fn read_locked(file: &File, name: &str) -> Result<Vec<u8>, String> {
     let mut bytes = Vec::with_capacity(size as usize);
     file.take(MAX_FILE + 1)
         .read_to_end(&mut bytes)
-        .map_err(|e| format!("cannot read {DIR}/{name}: {e}"))?;
+        .map_err(|source| RecordError::Io {
+            action: "cannot read",
+            name: name.to_string(),
+            source,
+        })?;
     if bytes.len() as u64 > MAX_FILE {
         return Err(too_big());
     }
@@ -193,17 +231,19 @@ pub(super) fn read_ids(
     queue: &Queue,
     dir: &File,
     name: &str,
-) -> Result<Option<Vec<QueueId>>, String> {
+) -> Result<Option<Vec<QueueId>>, RecordError> {
     let Some(bytes) = read_file(queue, dir, name)? else {
         return Ok(None);
     };
     parse_ids(&bytes, name)
         .map(Some)
-        .ok_or_else(|| format!("{DIR}/{name} is damaged"))
+        .ok_or_else(|| RecordError::Damaged {
+            name: name.to_string(),
+        })
 }
 
 /// The names in the record's directory `dir` that can be domain files.
-pub(super) fn dir_names(queue: &Queue, dir: &File) -> Result<Vec<String>, String> {
+pub(super) fn dir_names(queue: &Queue, dir: &File) -> Result<Vec<String>, RecordError> {
     let path = queue.root.join(DIR);
     // Listed by name: what is listed must be the directory this process has open.
     let same = match (std::fs::symlink_metadata(&path), dir.metadata()) {
@@ -211,11 +251,15 @@ pub(super) fn dir_names(queue: &Queue, dir: &File) -> Result<Vec<String>, String
         _ => false,
     };
     if !same {
-        return Err(format!("{DIR} was replaced"));
+        return Err(RecordError::DirReplaced);
     }
     let mut names = Vec::new();
-    for entry in std::fs::read_dir(&path).map_err(|e| format!("cannot read {DIR}: {e}"))? {
-        let entry = entry.map_err(|e| format!("cannot read {DIR}: {e}"))?;
+    let unread = |source| RecordError::DirIo {
+        action: "cannot read",
+        source,
+    };
+    for entry in std::fs::read_dir(&path).map_err(unread)? {
+        let entry = entry.map_err(unread)?;
         if let Some(name) = entry.file_name().to_str()
             && is_domain_name(name)
         {
@@ -232,21 +276,26 @@ pub(super) struct Draft<'q> {
 }
 
 impl<'q> Draft<'q> {
-    pub(super) fn write(queue: &'q Queue, bytes: &[u8]) -> Result<Draft<'q>, String> {
+    pub(super) fn write(queue: &'q Queue, bytes: &[u8]) -> Result<Draft<'q>, RecordError> {
         let draft = Draft {
             queue,
             name: format!("{}.record", QueueId::generate()),
         };
         let path = queue.path(TMP, &draft.name);
-        let mut file = create_file(&path).map_err(|e| format!("cannot create {TMP}/: {e}"))?;
-        io::Write::write_all(&mut file, bytes).map_err(|e| format!("cannot write {TMP}/: {e}"))?;
+        let mut file = create_file(&path).map_err(RecordError::TmpCreate)?;
+        io::Write::write_all(&mut file, bytes).map_err(RecordError::TmpWrite)?;
         Ok(draft)
     }
 
     /// Renames it to `name` in `dir`, replacing what is there.
-    pub(super) fn replace(self, dir: &File, name: &str) -> Result<(), String> {
-        nix::fcntl::renameat(&self.queue.tmp, self.name.as_str(), dir, name)
-            .map_err(|e| format!("cannot replace {DIR}/{name}: {e}"))
+    pub(super) fn replace(self, dir: &File, name: &str) -> Result<(), RecordError> {
+        nix::fcntl::renameat(&self.queue.tmp, self.name.as_str(), dir, name).map_err(|errno| {
+            RecordError::Sys {
+                action: "cannot replace",
+                name: name.to_string(),
+                errno,
+            }
+        })
     }
 }
 
@@ -263,7 +312,7 @@ pub(super) fn create(
     dir: &File,
     name: &str,
     ids: &[QueueId],
-) -> Result<bool, String> {
+) -> Result<bool, RecordError> {
     let draft = Draft::write(
         queue,
         &render(FILE_MAGIC, name, ids.iter().map(QueueId::as_str)),
@@ -271,6 +320,10 @@ pub(super) fn create(
     match rename_noreplace(&queue.tmp, &draft.name, dir, name) {
         Ok(()) => Ok(true),
         Err(nix::Error::EEXIST) => Ok(false),
-        Err(e) => Err(format!("cannot create {DIR}/{name}: {e}")),
+        Err(errno) => Err(RecordError::Sys {
+            action: "cannot create",
+            name: name.to_string(),
+            errno,
+        }),
     }
 }

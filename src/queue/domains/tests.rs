@@ -46,7 +46,9 @@ fn pattern(text: &str) -> DomainPattern {
 
 /// The ids the record names for `text`, or why it is not believed.
 fn candidates(queue: &Queue, text: &str) -> Result<Vec<QueueId>, String> {
-    lookup(queue, &[pattern(text)]).map(|found| found.ids)
+    lookup(queue, &[pattern(text)])
+        .map(|found| found.ids)
+        .map_err(|e| e.to_string())
 }
 
 /// A per-domain pass for customer.test and its subdomains (which reads `.list` and the
@@ -56,7 +58,10 @@ fn rebuild_now(queue: &Queue) {
     scan.for_each(scan.ids(), |_| -> Result<(), ()> { Ok(()) })
         .unwrap();
     if let Some((why, outcome)) = scan.record_rebuild() {
-        assert_eq!(outcome, Some(Ok(())), "rebuild after: {why}");
+        assert!(
+            matches!(outcome, Some(Ok(()))),
+            "rebuild after: {why}: {outcome:?}"
+        );
     }
 }
 

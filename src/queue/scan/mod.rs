@@ -12,6 +12,7 @@
 
 use std::fs::{self, File};
 use std::os::unix::fs::DirEntryExt;
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use super::envelope::Envelope;
@@ -19,7 +20,7 @@ use super::error::io_error;
 use super::index::Stamps;
 use super::proc_locks::locked_inodes;
 use super::selection::DomainPattern;
-use super::{DATA, Place, Queue, QueueError, QueueId, Unusable, domains};
+use super::{DATA, Place, Queue, QueueError, QueueId, RecordError, Unusable, domains};
 
 mod indexed;
 mod read_ahead;
@@ -187,9 +188,9 @@ pub struct Scan<'q> {
 /// A pass that could not believe the per-domain record rebuilds it from what it reads.
 struct Rebuild {
     /// Why the record was not believed.
-    reason: String,
+    reason: RecordError,
     /// What the rebuild came to, once it ran.
-    outcome: std::sync::Mutex<Option<Result<(), String>>>,
+    outcome: std::sync::Mutex<Option<Result<(), Arc<RecordError>>>>,
 }
 
 impl Scan<'_> {
@@ -240,7 +241,7 @@ impl Scan<'_> {
 
     /// When this pass could not believe the per-domain record: why, and, once its first
     /// [`Scan::for_each`] has run, whether it rebuilt the record (`Ok`) or why not.
-    pub fn record_rebuild(&self) -> Option<(&str, Option<Result<(), String>>)> {
+    pub fn record_rebuild(&self) -> Option<(&RecordError, Option<Result<(), Arc<RecordError>>>)> {
         let rebuild = self.rebuild.as_ref()?;
         let outcome = rebuild.outcome.lock().ok().and_then(|o| o.clone());
         Some((&rebuild.reason, outcome))
@@ -265,7 +266,7 @@ impl Scan<'_> {
                 census.add(id, inspection.envelope.as_ref().ok());
             }
         }
-        let outcome = domains::rebuild(self.queue, census, &self.ids);
+        let outcome = domains::rebuild(self.queue, census, &self.ids).map_err(Arc::new);
         if let Ok(mut slot) = rebuild.outcome.lock() {
             *slot = Some(outcome);
         }
