@@ -1,67 +1,14 @@
-//! The queue's errors: an operation that failed ([`QueueError`]) and a message a pass cannot use
-//! ([`Unusable`]).
+//! Why one message cannot be used by a pass ([`Unusable`]), and the helpers that make a
+//! [`QueueError`] out of a failed system call with what was being done and to which path.
 //!
-//! A `QueueError` says what was being done and to which path, and carries the exit status a
-//! program ends with when it stops on it ([`Sysexit`]). An `Unusable` is one message's trouble
-//! alone, and a pass goes on with the others: damage is moved to `corrupt/`, an access problem is
-//! left where it is and reported on every pass (see the queue's invariants).
+//! An `Unusable` is one message's trouble alone, and a pass goes on with the others: damage is
+//! moved to `corrupt/`, an access problem is left where it is and reported on every pass (see the
+//! queue's invariants).
 
 use std::io;
 use std::path::PathBuf;
 
-use super::domains::RecordError;
-use super::envelope;
-use super::id::QueueId;
-use crate::sysexits::{Status, Sysexit};
-
-/// A queue failure, with what was being done and to which path.
-#[derive(Debug, thiserror::Error)]
-pub enum QueueError {
-    #[error("{action} {}: {source}", path.display())]
-    Io {
-        action: &'static str,
-        path: PathBuf,
-        source: io::Error,
-    },
-    #[error("{}: is a symbolic link; the queue follows none", path.display())]
-    Symlink { path: PathBuf },
-    #[error("queue id {id} is already taken; submit again")]
-    IdCollision { id: QueueId },
-    /// One message's file that this process cannot use: left in place, tried again later.
-    #[error("{reason}")]
-    Inaccessible { reason: String },
-    #[error(
-        "{recipients} recipients are more than one message may carry: its envelope could grow \
-         to {largest} bytes, and the most an envelope may hold is {} bytes; send it in parts",
-        envelope::MAX_BYTES
-    )]
-    TooManyRecipients { recipients: usize, largest: u64 },
-    #[error("{} belongs to {owner}; run this as that user or as root", path.display())]
-    NotOwner { path: PathBuf, owner: String },
-    #[error("cannot become {owner}, the owner of {}: {source}", path.display())]
-    CannotBecomeOwner {
-        path: PathBuf,
-        owner: String,
-        source: nix::Error,
-    },
-    /// The per-domain record could not be kept (see `domains`); try again later.
-    #[error("{}: {reason}; try again later", path.display())]
-    Busy { path: PathBuf, reason: RecordError },
-}
-
-impl Sysexit for QueueError {
-    fn status(&self) -> Status {
-        match self {
-            QueueError::Io { source, .. } => Status::of_io(source),
-            QueueError::Symlink { .. } => Status::CantCreat,
-            QueueError::IdCollision { .. } => Status::TempFail,
-            QueueError::Inaccessible { .. } => Status::TempFail,
-            QueueError::TooManyRecipients { .. } => Status::DataErr,
-            QueueError::NotOwner { .. } | QueueError::CannotBecomeOwner { .. } => Status::NoPerm,
-            QueueError::Busy { .. } => Status::TempFail,
-        }
-    }
-}
+use super::QueueError;
 
 /// Why one message cannot be used by this pass. Either way the pass goes on with the others.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -88,7 +88,8 @@
 //!
 //! # Where the code lives
 //!
-//! - `id`: queue ids and places; `error`: the queue's errors; `owner`: whose the files are.
+//! - `id`: queue ids and places; `error`: a message a pass cannot use, and the helpers that
+//!   make a [`QueueError`]; `owner`: whose the files are.
 //! - `files`: opening queue files without trusting them, and the small-file and rename helpers.
 //! - `draft`: a message entering the queue, and its commit.
 //! - `lock`: taking a message for delivery, reading it, removing it; `state`: writing its next
@@ -117,6 +118,7 @@ use std::io;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
+use crate::sysexits::{Status, Sysexit};
 use error::{io_error, nix_error};
 
 mod domains;
@@ -139,12 +141,12 @@ mod testing;
 
 pub use domains::RecordError;
 pub use draft::Draft;
-pub use error::{QueueError, Unusable};
+pub use error::Unusable;
 pub use id::{Place, QueueId};
 pub use lock::{Leftover, LockAttempt, Locked, MessageData};
 pub use owner::{become_owner, invoking_uid};
 pub use quarantine::disposition;
-pub use scan::{Inspection, Scan};
+pub use scan::{Inspection, RebuildOutcome, Scan};
 pub use sweep::SWEEP_GRACE;
 
 const TMP: &str = "tmp";
@@ -154,6 +156,55 @@ const HOLD: &str = "hold";
 const CORRUPT: &str = "corrupt";
 const INDEX: &str = "index";
 const FLUSH: &str = "flush";
+
+/// A queue failure, with what was being done and to which path.
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    #[error("{action} {}: {source}", path.display())]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        source: io::Error,
+    },
+    #[error("{}: is a symbolic link; the queue follows none", path.display())]
+    Symlink { path: PathBuf },
+    #[error("queue id {id} is already taken; submit again")]
+    IdCollision { id: QueueId },
+    /// One message's file that this process cannot use: left in place, tried again later.
+    #[error("{reason}")]
+    Inaccessible { reason: String },
+    #[error(
+        "{recipients} recipients are more than one message may carry: its envelope could grow \
+         to {largest} bytes, and the most an envelope may hold is {} bytes; send it in parts",
+        envelope::MAX_BYTES
+    )]
+    TooManyRecipients { recipients: usize, largest: u64 },
+    #[error("{} belongs to {owner}; run this as that user or as root", path.display())]
+    NotOwner { path: PathBuf, owner: String },
+    #[error("cannot become {owner}, the owner of {}: {source}", path.display())]
+    CannotBecomeOwner {
+        path: PathBuf,
+        owner: String,
+        source: nix::Error,
+    },
+    /// The per-domain record could not be kept (see `domains`); try again later.
+    #[error("{}: {reason}; try again later", path.display())]
+    Busy { path: PathBuf, reason: RecordError },
+}
+
+impl Sysexit for QueueError {
+    fn status(&self) -> Status {
+        match self {
+            QueueError::Io { source, .. } => Status::of_io(source),
+            QueueError::Symlink { .. } => Status::CantCreat,
+            QueueError::IdCollision { .. } => Status::TempFail,
+            QueueError::Inaccessible { .. } => Status::TempFail,
+            QueueError::TooManyRecipients { .. } => Status::DataErr,
+            QueueError::NotOwner { .. } | QueueError::CannotBecomeOwner { .. } => Status::NoPerm,
+            QueueError::Busy { .. } => Status::TempFail,
+        }
+    }
+}
 
 /// An open queue directory.
 #[derive(Debug)]

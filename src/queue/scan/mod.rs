@@ -165,6 +165,10 @@ impl Queue {
     }
 }
 
+/// What rebuilding the per-domain record came to: shared, since a pass may be asked more than
+/// once and an I/O error cannot be cloned.
+pub type RebuildOutcome = Result<(), Arc<RecordError>>;
+
 /// One pass over the queue, from [`Queue::scan`].
 pub struct Scan<'q> {
     queue: &'q Queue,
@@ -190,7 +194,7 @@ struct Rebuild {
     /// Why the record was not believed.
     reason: RecordError,
     /// What the rebuild came to, once it ran.
-    outcome: std::sync::Mutex<Option<Result<(), Arc<RecordError>>>>,
+    outcome: std::sync::Mutex<Option<RebuildOutcome>>,
 }
 
 impl Scan<'_> {
@@ -241,7 +245,7 @@ impl Scan<'_> {
 
     /// When this pass could not believe the per-domain record: why, and, once its first
     /// [`Scan::for_each`] has run, whether it rebuilt the record (`Ok`) or why not.
-    pub fn record_rebuild(&self) -> Option<(&RecordError, Option<Result<(), Arc<RecordError>>>)> {
+    pub fn record_rebuild(&self) -> Option<(&RecordError, Option<RebuildOutcome>)> {
         let rebuild = self.rebuild.as_ref()?;
         let outcome = rebuild.outcome.lock().ok().and_then(|o| o.clone());
         Some((&rebuild.reason, outcome))
