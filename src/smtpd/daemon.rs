@@ -12,6 +12,8 @@ use std::thread::JoinHandle;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::socket::{self, AddressFamily, Backlog, SockFlag, SockType, SockaddrIn6, sockopt};
 
+use crate::smtp::Reply;
+
 use super::{Channel, Client, Server, SmtpdError};
 
 /// Opens a listening socket on each address. An IPv6 socket takes IPv6 only, so `0.0.0.0:25`
@@ -211,12 +213,14 @@ fn refuse(server: &Server, mut stream: TcpStream, peer: SocketAddr, crowd: Crowd
         ),
     };
     server.log.warning(&log);
-    let text = format!(
-        "421 4.7.0 {} Error: {reply}; try again later\r\n",
-        server.hostname
+    let reply = Reply::new(
+        421,
+        format!("4.7.0 {} Error: {reply}; try again later", server.hostname),
     );
+    let mut wire = Vec::new();
+    let _ = reply.write_to(&mut wire);
     let _ = stream.set_nonblocking(true);
-    let _ = stream.write(text.as_bytes());
+    let _ = stream.write(&wire);
 }
 
 /// One session on standard input and output (inetd, tcpserver, systemd `Accept=yes`). When
