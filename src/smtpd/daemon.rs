@@ -1,4 +1,17 @@
 //! Where sessions come from: listening sockets (the daemon) or standard input (inetd mode).
+//!
+//! The daemon listens on every address given, runs each session on a thread of its own, and
+//! admits at most `max_connections` sessions at once and `max_client_connections` from one
+//! address. A client beyond either limit gets one `421 4.7.0` line, written without a thread
+//! and without waiting, and the connection is closed. A signal (SIGTERM, SIGINT) closes the
+//! listeners, tells every session to end after the command or commit it is in, and waits for
+//! the sessions and for the queue runs ETRN started.
+//!
+//! In inetd mode one session runs on standard input and output; when standard input is a
+//! socket the client's address is known and time limits apply, over a pipe there are none.
+//!
+//! Limits: a client is counted by its address only, and a descriptor shortage at accept drops
+//! that client (it retries) without stopping the daemon.
 
 use std::collections::HashMap;
 use std::io::{self, Write};

@@ -18,7 +18,12 @@
 //!
 //! After STARTTLS the same reader and writer go on over TLS: both ends are swapped for halves of
 //! one rustls stream on the same socket, whose reads keep the same deadline, so the handshake
-//! and every TLS record are bounded as well.
+//! and every TLS record are bounded as well. The channel then says it runs over TLS, which no
+//! later command can undo.
+//!
+//! The socket side (deadlines, stress, the TLS halves) is in [`socket`], message data in
+//! [`data`]. A channel may run over any pair of streams: without a socket there are no
+//! deadlines and no STARTTLS, as under inetd over a pipe, and as the unit tests run it.
 
 mod data;
 #[cfg(test)]
