@@ -419,3 +419,51 @@ mod properties {
         }
     }
 }
+
+/// Replies as a server writes them: built from its own code and text, put on the wire by
+/// [`Reply::write_to`] alone.
+impl Reply {
+    /// The server's reply `code` (2xx to 5xx) with `text`, one line for each `\n` in it. A TAB
+    /// stays, as RFC 5321 allows it in reply text and a client's argument quoted back may hold
+    /// one; any other control character becomes `?`, so no line can end early or break the
+    /// reply. The enhanced status code is read from the text as a client reads it.
+    pub fn new(code: u16, text: impl Into<String>) -> Reply {
+        debug_assert!((200..600).contains(&code), "reply code {code}");
+        let code = ReplyCode(code);
+        let unsafe_char = |c: char| c.is_control() && c != '\t';
+        let clean = |line: &str| -> String {
+            line.chars()
+                .map(|c| if unsafe_char(c) { '?' } else { c })
+                .collect()
+        };
+        let text = text.into();
+        let lines: Vec<String> = if text.contains('\n') {
+            text.split('\n').map(clean).collect()
+        } else if text.contains(unsafe_char) {
+            vec![clean(&text)]
+        } else {
+            vec![text]
+        };
+        let enhanced = lines
+            .first()
+            .and_then(|text| text.split_whitespace().next())
+            .and_then(EnhancedCode::parse)
+            .filter(|e| e.class == code.class());
+        Reply {
+            code,
+            enhanced,
+            lines,
+        }
+    }
+
+    /// Writes the reply as RFC 5321 §4.2 has it on the wire: `NNN-text` for every line but the
+    /// last, `NNN text` for the last, each ending in CRLF.
+    pub fn write_to(&self, out: &mut impl std::io::Write) -> std::io::Result<()> {
+        let last = self.lines.len().saturating_sub(1);
+        for (index, line) in self.lines.iter().enumerate() {
+            let mark = if index < last { '-' } else { ' ' };
+            write!(out, "{}{mark}{line}\r\n", self.code)?;
+        }
+        Ok(())
+    }
+}

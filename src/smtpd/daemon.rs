@@ -1,4 +1,17 @@
 //! Where sessions come from: listening sockets (the daemon) or standard input (inetd mode).
+//!
+//! The daemon listens on every address given, runs each session on a thread of its own, and
+//! admits at most `max_connections` sessions at once and `max_client_connections` from one
+//! address. A client beyond either limit gets one `421 4.7.0` line, written without a thread
+//! and without waiting, and the connection is closed. A signal (SIGTERM, SIGINT) closes the
+//! listeners, tells every session to end after the command or commit it is in, and waits for
+//! the sessions and for the queue runs ETRN started.
+//!
+//! In inetd mode one session runs on standard input and output; when standard input is a
+//! socket the client's address is known and time limits apply, over a pipe there are none.
+//!
+//! Limits: a client is counted by its address only, and a descriptor shortage at accept drops
+//! that client (it retries) without stopping the daemon.
 
 use std::collections::HashMap;
 use std::io::{self, Write};
@@ -11,6 +24,8 @@ use std::thread::JoinHandle;
 
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::socket::{self, AddressFamily, Backlog, SockFlag, SockType, SockaddrIn6, sockopt};
+
+use crate::smtp::Reply;
 
 use super::{Channel, Client, Server, SmtpdError};
 
@@ -211,12 +226,14 @@ fn refuse(server: &Server, mut stream: TcpStream, peer: SocketAddr, crowd: Crowd
         ),
     };
     server.log.warning(&log);
-    let text = format!(
-        "421 4.7.0 {} Error: {reply}; try again later\r\n",
-        server.hostname
+    let reply = Reply::new(
+        421,
+        format!("4.7.0 {} Error: {reply}; try again later", server.hostname),
     );
+    let mut wire = Vec::new();
+    let _ = reply.write_to(&mut wire);
     let _ = stream.set_nonblocking(true);
-    let _ = stream.write(text.as_bytes());
+    let _ = stream.write(&wire);
 }
 
 /// One session on standard input and output (inetd, tcpserver, systemd `Accept=yes`). When

@@ -1,5 +1,7 @@
-//! ETRN's work behind the reply: count what waits for a node, and see that one `queue-run -R`
-//! runs for it: now, or right after the one that is going.
+//! ETRN's work behind the reply: what waits for a node, and one `queue-run -R` for it.
+//!
+//! A request counts what waits for the node and sees that one run goes for it: now, or right
+//! after the one that is going.
 //!
 //! A run is a separate `queue-run` process, started without a shell: the program path is fixed
 //! when the server starts, and the node is a validated [`DomainPattern`] passed as one argument.

@@ -27,11 +27,13 @@
 //!
 //! # Description
 //!
-//! A session ([`session`]) greets with this host's name (`hostnames[0]`), answers HELO and EHLO
-//! (PIPELINING, SIZE, 8BITMIME, ENHANCEDSTATUSCODES, ETRN, and STARTTLS when `tls_cert` and
-//! `tls_key` are configured), and takes MAIL, RCPT, DATA, RSET, NOOP, VRFY (252), HELP, QUIT and
-//! STARTTLS. A recipient is accepted only when its domain is one of
-//! `relay_domains` or `hold_domains`, exactly (a subdomain must be listed itself); every other
+//! A session ([`session`]) is in one phase at a time (connected, greeted, inside a mail
+//! transaction) and answers every command with a [`crate::smtp::Reply`], the type the client
+//! side parses replies into, written to the wire in one place. It greets with this host's name
+//! (`hostnames[0]`), answers HELO and EHLO (PIPELINING, SIZE, 8BITMIME, ENHANCEDSTATUSCODES,
+//! ETRN, and STARTTLS when `tls_cert` and `tls_key` are configured), and takes MAIL, RCPT, DATA,
+//! RSET, NOOP, VRFY (252), HELP, QUIT and STARTTLS. A recipient is accepted only when its domain
+//! is one of `relay_domains` or `hold_domains`, exactly (a subdomain must be listed itself); every other
 //! recipient gets `554 5.7.1 relay access denied`, and so does one whose local part routes
 //! onward (`%`, `!`, a quoted `@`) unless `allow_untrusted_routing` is set. Where
 //! `[relay_recipients]` lists a domain's users ([`recipients`]), anyone else there gets

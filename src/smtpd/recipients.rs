@@ -1,7 +1,8 @@
-//! `[relay_recipients]`: the users that exist at each site, so that mail for anyone else is
-//! refused at RCPT (`550 5.1.1`) rather than accepted and bounced later, when the site refuses
-//! it, to a sender that is usually forged (backscatter). This is Postfix's
-//! `relay_recipient_maps`.
+//! `[relay_recipients]`: the users that exist at each site, and the RCPT lookup against them.
+//!
+//! Mail for anyone else is refused at RCPT (`550 5.1.1`) rather than accepted and bounced
+//! later, when the site refuses it, to a sender that is usually forged (backscatter). This is
+//! Postfix's `relay_recipient_maps`.
 //!
 //! A domain's users are a list in the configuration or a file of local parts, one a line;
 //! blank lines and `#` comments (at the start of a line or after a space) are ignored. Local

@@ -8,7 +8,7 @@
 //! unsupported MAIL or RCPT parameter).
 
 use crate::address::{Address, Domain, ReversePath};
-use crate::smtp::EtrnArgument;
+use crate::smtp::{EtrnArgument, Reply};
 
 /// A parsed command.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,27 +40,16 @@ pub enum ForwardPath {
     Mailbox(Address),
 }
 
-/// A reply that refuses a command: code and text (the enhanced status code opens the text).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Refusal {
-    pub code: u16,
-    pub text: String,
-}
-
-fn refuse(code: u16, text: impl Into<String>) -> Refusal {
-    Refusal {
-        code,
-        text: text.into(),
-    }
-}
-
 /// Parses one command line (without its CRLF).
-pub fn parse(line: &[u8]) -> Result<Request, Refusal> {
+pub fn parse(line: &[u8]) -> Result<Request, Reply> {
     let Ok(line) = std::str::from_utf8(line) else {
-        return Err(refuse(500, "5.5.2 Error: command is not ASCII"));
+        return Err(Reply::new(500, "5.5.2 Error: command is not ASCII"));
     };
     if !line.is_ascii() || line.bytes().any(|b| b.is_ascii_control() && b != b'\t') {
-        return Err(refuse(500, "5.5.2 Error: command is not printable ASCII"));
+        return Err(Reply::new(
+            500,
+            "5.5.2 Error: command is not printable ASCII",
+        ));
     }
     let line = line.trim_end_matches([' ', '\t']);
     let (verb, rest) = line.split_once(' ').unwrap_or((line, ""));
@@ -75,47 +64,47 @@ pub fn parse(line: &[u8]) -> Result<Request, Refusal> {
         "QUIT" => no_argument(rest, "QUIT", Request::Quit),
         "NOOP" => Ok(Request::Noop),
         "HELP" => Ok(Request::Help),
-        "VRFY" if rest.is_empty() => Err(refuse(501, "5.5.4 Syntax: VRFY address")),
+        "VRFY" if rest.is_empty() => Err(Reply::new(501, "5.5.4 Syntax: VRFY address")),
         "VRFY" => Ok(Request::Vrfy),
         "ETRN" => etrn(rest),
         "STARTTLS" => no_argument(rest, "STARTTLS", Request::StartTls),
         "EXPN" | "AUTH" | "BDAT" | "TURN" | "ATRN" | "SEND" | "SOML" | "SAML" => {
-            Err(refuse(502, "5.5.1 Error: command not implemented"))
+            Err(Reply::new(502, "5.5.1 Error: command not implemented"))
         }
-        _ => Err(refuse(500, "5.5.2 Error: command not recognized")),
+        _ => Err(Reply::new(500, "5.5.2 Error: command not recognized")),
     }
 }
 
-fn no_argument(rest: &str, verb: &str, request: Request) -> Result<Request, Refusal> {
+fn no_argument(rest: &str, verb: &str, request: Request) -> Result<Request, Reply> {
     if rest.is_empty() {
         Ok(request)
     } else {
-        Err(refuse(501, format!("5.5.4 Syntax: {verb}")))
+        Err(Reply::new(501, format!("5.5.4 Syntax: {verb}")))
     }
 }
 
-fn hello_name(rest: &str, verb: &str) -> Result<Domain, Refusal> {
+fn hello_name(rest: &str, verb: &str) -> Result<Domain, Reply> {
     if rest.is_empty() || rest.contains(' ') {
-        return Err(refuse(501, format!("5.5.4 Syntax: {verb} hostname")));
+        return Err(Reply::new(501, format!("5.5.4 Syntax: {verb} hostname")));
     }
     Domain::parse(rest).map_err(|_| {
-        refuse(
+        Reply::new(
             501,
             format!("5.5.2 <{rest}>: {verb} needs a host name or an address literal"),
         )
     })
 }
 
-fn mail(rest: &str) -> Result<Request, Refusal> {
+fn mail(rest: &str) -> Result<Request, Reply> {
     let Some((path, parameters)) = after_keyword(rest, "FROM:").and_then(split_path) else {
-        return Err(refuse(501, "5.5.4 Syntax: MAIL FROM:<address>"));
+        return Err(Reply::new(501, "5.5.4 Syntax: MAIL FROM:<address>"));
     };
     let from = if path == "<>" {
         ReversePath::Null
     } else {
         mailbox(path)
             .map(ReversePath::Mailbox)
-            .ok_or_else(|| refuse(501, format!("5.1.7 {path}: bad sender address syntax")))?
+            .ok_or_else(|| Reply::new(501, format!("5.1.7 {path}: bad sender address syntax")))?
     };
     let mut size = None;
     for parameter in parameters.split(' ').filter(|p| !p.is_empty()) {
@@ -126,14 +115,14 @@ fn mail(rest: &str) -> Result<Request, Refusal> {
                     .parse::<u64>()
                     .ok()
                     .filter(|_| value.bytes().all(|b| b.is_ascii_digit()))
-                    .ok_or_else(|| refuse(501, "5.5.4 Syntax: SIZE=octets"))?;
+                    .ok_or_else(|| Reply::new(501, "5.5.4 Syntax: SIZE=octets"))?;
                 size = Some(octets);
             }
             "BODY"
                 if value.eq_ignore_ascii_case("7BIT") || value.eq_ignore_ascii_case("8BITMIME") => {
             }
             _ => {
-                return Err(refuse(
+                return Err(Reply::new(
                     555,
                     format!("5.5.4 {parameter}: unsupported MAIL parameter"),
                 ));
@@ -143,12 +132,12 @@ fn mail(rest: &str) -> Result<Request, Refusal> {
     Ok(Request::Mail { from, size })
 }
 
-fn rcpt(rest: &str) -> Result<Request, Refusal> {
+fn rcpt(rest: &str) -> Result<Request, Reply> {
     let Some((path, parameters)) = after_keyword(rest, "TO:").and_then(split_path) else {
-        return Err(refuse(501, "5.5.4 Syntax: RCPT TO:<address>"));
+        return Err(Reply::new(501, "5.5.4 Syntax: RCPT TO:<address>"));
     };
     if let Some(parameter) = parameters.split(' ').find(|p| !p.is_empty()) {
-        return Err(refuse(
+        return Err(Reply::new(
             555,
             format!("5.5.4 {parameter}: unsupported RCPT parameter"),
         ));
@@ -158,19 +147,19 @@ fn rcpt(rest: &str) -> Result<Request, Refusal> {
     }
     mailbox(path)
         .map(|address| Request::Rcpt(ForwardPath::Mailbox(address)))
-        .ok_or_else(|| refuse(501, format!("5.1.3 {path}: bad recipient address syntax")))
+        .ok_or_else(|| Reply::new(501, format!("5.1.3 {path}: bad recipient address syntax")))
 }
 
-fn etrn(rest: &str) -> Result<Request, Refusal> {
+fn etrn(rest: &str) -> Result<Request, Reply> {
     if rest.is_empty() || rest.contains(' ') {
-        return Err(refuse(
+        return Err(Reply::new(
             501,
             "5.5.4 Syntax: ETRN domain, ETRN @domain or ETRN #queue",
         ));
     }
     EtrnArgument::parse(rest)
         .map(Request::Etrn)
-        .map_err(|_| refuse(501, format!("5.5.4 {rest}: not a domain name")))
+        .map_err(|_| Reply::new(501, format!("5.5.4 {rest}: not a domain name")))
 }
 
 /// What follows `FROM:` or `TO:` (case-insensitive), a space after the colon allowed.
@@ -220,7 +209,7 @@ mod tests {
     }
 
     fn code(line: &str) -> u16 {
-        parse(line.as_bytes()).unwrap_err().code
+        parse(line.as_bytes()).unwrap_err().code.value()
     }
 
     #[test]
@@ -306,7 +295,7 @@ mod tests {
         assert_eq!(ok("starttls"), Request::StartTls);
         assert_eq!(code("STARTTLS now"), 501);
         assert_eq!(code("XYZZY"), 500);
-        assert_eq!(parse(b"NOOP \xff").unwrap_err().code, 500);
+        assert_eq!(parse(b"NOOP \xff").unwrap_err().code.value(), 500);
     }
 }
 
@@ -391,7 +380,7 @@ mod properties {
 
     /// Parses one line: no panic, a refusal with one of the documented codes whose text stays
     /// on one line, and memory in proportion to the line.
-    fn parse_line(line: &[u8]) -> Result<Request, Refusal> {
+    fn parse_line(line: &[u8]) -> Result<Request, Reply> {
         let (result, most) = peak(|| parse(line));
         assert!(
             most <= 4 * line.len() + 1024,
@@ -399,14 +388,18 @@ mod properties {
             line.len()
         );
         if let Err(refusal) = &result {
-            assert!([500, 501, 502, 555].contains(&refusal.code), "{refusal:?}");
             assert!(
-                !refusal.text.bytes().any(|b| b == b'\r' || b == b'\n'),
+                [500, 501, 502, 555].contains(&refusal.code.value()),
                 "{refusal:?}"
             );
+            assert_eq!(refusal.lines.len(), 1, "{refusal:?}");
         }
         if line.iter().any(|&b| b.is_ascii_control() && b != b'\t') {
-            assert_eq!(result.as_ref().map_err(|r| r.code), Err(500), "{line:?}");
+            assert_eq!(
+                result.as_ref().map_err(|r| r.code.value()),
+                Err(500),
+                "{line:?}"
+            );
         }
         result
     }

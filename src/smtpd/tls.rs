@@ -1,5 +1,7 @@
-//! The server side of STARTTLS: the certificate and key of `tls_cert` and `tls_key`, loaded
-//! once when the server starts, and the handshake's outcome as the log shows it.
+//! The server side of STARTTLS: the certificate and key, and the handshake as the log shows it.
+//!
+//! The certificate and key are those of `tls_cert` and `tls_key`, loaded once when the server
+//! starts.
 //!
 //! The files are read at start-up, not at the first STARTTLS, so that a missing or malformed
 //! file stops the daemon with EX_CONFIG instead of failing every client's handshake later.
