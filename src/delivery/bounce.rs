@@ -16,13 +16,14 @@ use std::io::{BufRead, BufReader, Read, Write};
 use crate::address::Domain;
 use crate::queue::envelope::{Envelope, Recipient};
 use crate::queue::{Queue, QueueError, QueueId};
+use crate::smtp::EnhancedCode;
 
 /// One recipient to report as failed.
 #[derive(Debug, Clone)]
 pub struct FailedRecipient {
     pub address: String,
     /// The RFC 3463 status, `5.1.1`.
-    pub status: String,
+    pub status: EnhancedCode,
     /// The host that gave the final answer, when one did.
     pub remote_mta: Option<String>,
     /// The server's reply (`550 5.1.1 <u@x>: User unknown`), when there was one.
@@ -258,7 +259,7 @@ mod tests {
     fn failure() -> FailedRecipient {
         FailedRecipient {
             address: "nouser@customer.example".into(),
-            status: "5.1.1".into(),
+            status: EnhancedCode::parse("5.1.1").unwrap(),
             remote_mta: Some("mx.customer.example".into()),
             diagnostic: Some("550 5.1.1 <nouser@customer.example>: User unknown".into()),
             reason: "host mx.customer.example said: 550 5.1.1 User unknown".into(),

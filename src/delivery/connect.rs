@@ -13,6 +13,7 @@
 use crate::config::TlsPolicy;
 use crate::smtp::{ConnectOptions, Connection, SmtpError, TlsClient, Verification};
 
+use super::outcome::NO_ANSWER;
 use super::policy::Policy;
 use super::targets::{NoRoute, Target};
 
@@ -54,7 +55,7 @@ pub(super) fn connect(
     }
     Err(NoRoute {
         permanent: false,
-        status: "4.4.1",
+        status: NO_ANSWER,
         reason: last,
     })
 }

@@ -13,7 +13,7 @@ use crate::queue::{LockAttempt, Queue, QueueId};
 
 use super::RunSummary;
 use super::finish::finish_logged;
-use super::outcome::{Outcome, quarantine, record};
+use super::outcome::{EXPIRED, Outcome, quarantine, record};
 use super::policy::Policy;
 use super::retry;
 
@@ -57,7 +57,7 @@ pub(super) fn expire(
         outcomes.push((
             index,
             Outcome::Failed {
-                status: "4.4.7".to_string(),
+                status: EXPIRED,
                 remote: None,
                 diagnostic: None,
                 reason,

@@ -13,6 +13,10 @@
 //! too: damage is moved to `corrupt/` (`quarantine`), a file this run may not read is left in
 //! place (`skip`).
 //!
+//! Statuses are typed (`EnhancedCode`) from the reply or the routing decision to the bounce:
+//! the server's own code when its refusal carried one, else one of the codes named below. They
+//! are written as they always were (`5.1.1`).
+//!
 //! Replies and errors come from the network: the SMTP client made them printable, and they are
 //! cut at `REASON_MAX` bytes before they are stored or logged, which also bounds the room a
 //! message's next state needs (`state_ceiling`).
@@ -20,7 +24,7 @@
 use crate::maillog::MailLog;
 use crate::queue::envelope::{Envelope, RecipientStatus};
 use crate::queue::{Locked, Place, Queue, QueueId};
-use crate::smtp::Verdict;
+use crate::smtp::{EnhancedCode, Verdict};
 
 use super::RunSummary;
 use super::bounce::{self, FailedRecipient};
@@ -30,6 +34,37 @@ use super::retry;
 /// The longest reason (a server's reply, an error) stored for a recipient and logged: a reply
 /// of hundreds of lines is cut, and the space a message's next state needs is known in advance.
 pub(super) const REASON_MAX: usize = 1024;
+
+/// The enhanced status codes (RFC 3463) delivery gives itself, for the bounce's `Status:` field:
+/// a refusal carries the server's own code when it gave one.
+const fn code(class: u8, subject: u16, detail: u16) -> EnhancedCode {
+    EnhancedCode {
+        class,
+        subject,
+        detail,
+    }
+}
+
+/// 4.4.1: no host of the destination answered, or none would do.
+pub(super) const NO_ANSWER: EnhancedCode = code(4, 4, 1);
+/// 4.4.2: connections to the destination kept failing.
+pub(super) const BAD_CONNECTION: EnhancedCode = code(4, 4, 2);
+/// 4.4.3: DNS, or the system resolver, could not answer now.
+pub(super) const DIRECTORY_FAILURE: EnhancedCode = code(4, 4, 3);
+/// 4.4.6: the mail would loop back to this host.
+pub(super) const ROUTING_LOOP: EnhancedCode = code(4, 4, 6);
+/// 4.4.7: the message outlived the queue lifetime.
+pub(super) const EXPIRED: EnhancedCode = code(4, 4, 7);
+/// 5.0.0: a permanent refusal whose reply carried no enhanced code of its class.
+pub(super) const OTHER_PERMANENT: EnhancedCode = code(5, 0, 0);
+/// 5.1.2: the destination domain does not exist, or is no valid destination.
+pub(super) const BAD_DESTINATION: EnhancedCode = code(5, 1, 2);
+/// 5.1.3: a recipient address in the queue that does not parse.
+pub(super) const BAD_MAILBOX_SYNTAX: EnhancedCode = code(5, 1, 3);
+/// 5.1.10: the domain accepts no mail (a null MX, RFC 7505).
+pub(super) const NULL_MX: EnhancedCode = code(5, 1, 10);
+/// 5.3.4: the message is bigger than the server takes.
+pub(super) const TOO_BIG: EnhancedCode = code(5, 3, 4);
 
 /// What happened to one recipient in this attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,7 +76,7 @@ pub(super) enum Outcome {
         reason: String,
     },
     Failed {
-        status: String,
+        status: EnhancedCode,
         remote: Option<String>,
         diagnostic: Option<String>,
         reason: String,
@@ -62,10 +97,7 @@ pub(super) fn reply_outcome(verdict: &Verdict, peer: &str, remote: Option<String
     if reply.is_transient() {
         return Outcome::Deferred { reason };
     }
-    let status = reply
-        .enhanced
-        .map(|code| code.to_string())
-        .unwrap_or_else(|| "5.0.0".to_string());
+    let status = reply.enhanced.unwrap_or(OTHER_PERMANENT);
     Outcome::Failed {
         status,
         remote,
@@ -108,7 +140,7 @@ pub(super) fn record(
                 reason,
             } => Some(FailedRecipient {
                 address: locked.envelope().recipients[*index].address.clone(),
-                status: status.clone(),
+                status: *status,
                 remote_mta: remote.clone(),
                 diagnostic: diagnostic.clone(),
                 reason: reason.clone(),

@@ -20,7 +20,9 @@ use crate::address::Domain;
 use crate::config::Config;
 use crate::dns::{DnsError, MxList, Resolver};
 use crate::route::{RelayHost, RelayTarget, SMTP_PORT};
+use crate::smtp::EnhancedCode;
 
+use super::outcome::{BAD_DESTINATION, DIRECTORY_FAILURE, NULL_MX, ROUTING_LOOP};
 use super::plan::Job;
 use super::policy::Destination;
 
@@ -35,7 +37,7 @@ pub(super) struct Target {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct NoRoute {
     pub(super) permanent: bool,
-    pub(super) status: &'static str,
+    pub(super) status: EnhancedCode,
     pub(super) reason: String,
 }
 
@@ -70,7 +72,7 @@ impl<'a> Router<'a> {
                     Ok(d) => self.mx_targets(&d, SMTP_PORT),
                     Err(e) => Err(NoRoute {
                         permanent: true,
-                        status: "5.1.2",
+                        status: BAD_DESTINATION,
                         reason: format!("bad destination domain: {e}"),
                     }),
                 }
@@ -83,14 +85,14 @@ impl<'a> Router<'a> {
             let resolver = Resolver::for_program(&[], self.config, Duration::from_secs(10))
                 .map_err(|e| NoRoute {
                     permanent: false,
-                    status: "4.4.3",
+                    status: DIRECTORY_FAILURE,
                     reason: format!("cannot set up DNS: {e}"),
                 })?;
             self.resolver = Some(resolver);
         }
         self.resolver.as_ref().ok_or_else(|| NoRoute {
             permanent: false,
-            status: "4.4.3",
+            status: DIRECTORY_FAILURE,
             reason: "no DNS resolver".to_string(),
         })
     }
@@ -106,14 +108,14 @@ impl<'a> Router<'a> {
             MxList::NullMx => {
                 return Err(NoRoute {
                     permanent: true,
-                    status: "5.1.10",
+                    status: NULL_MX,
                     reason: format!("{domain} accepts no mail (null MX)"),
                 });
             }
             MxList::ThisHostIsBest { preference } => {
                 return Err(NoRoute {
                     permanent: false,
-                    status: "4.4.6",
+                    status: ROUTING_LOOP,
                     reason: format!(
                         "mail for {domain} loops back to myself: this host is its best MX ({preference})"
                     ),
@@ -146,7 +148,7 @@ impl<'a> Router<'a> {
                 Some(e) => dns_no_route(domain, &e),
                 None => NoRoute {
                     permanent: false,
-                    status: "4.4.3",
+                    status: DIRECTORY_FAILURE,
                     reason: format!("no address for any MX host of {domain}"),
                 },
             });
@@ -173,7 +175,7 @@ fn relay_targets(relay: &RelayTarget) -> Result<Vec<Target>, NoRoute> {
         })
         .map_err(|e| NoRoute {
             permanent: false,
-            status: "4.4.3",
+            status: DIRECTORY_FAILURE,
             reason: e.to_string(),
         })
 }
@@ -198,7 +200,7 @@ fn literal_target(domain: &Domain) -> Result<Vec<Target>, NoRoute> {
         })
         .map_err(|_| NoRoute {
             permanent: true,
-            status: "5.1.2",
+            status: BAD_DESTINATION,
             reason: format!("bad address literal {domain}"),
         })
 }
@@ -208,13 +210,13 @@ fn dns_no_route(domain: &Domain, err: &DnsError) -> NoRoute {
     if err.is_transient() {
         NoRoute {
             permanent: false,
-            status: "4.4.3",
+            status: DIRECTORY_FAILURE,
             reason: format!("DNS lookup for {domain} failed: {err}"),
         }
     } else {
         NoRoute {
             permanent: true,
-            status: "5.1.2",
+            status: BAD_DESTINATION,
             reason: format!("host or domain name not found: {err}"),
         }
     }
@@ -233,10 +235,10 @@ mod tests {
         }]
     }
 
-    fn refusal(permanent: bool, status: &'static str, reason: &str) -> NoRoute {
+    fn refusal(permanent: bool, status: &str, reason: &str) -> NoRoute {
         NoRoute {
             permanent,
-            status,
+            status: EnhancedCode::parse(status).unwrap(),
             reason: reason.into(),
         }
     }

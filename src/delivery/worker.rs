@@ -28,7 +28,7 @@ use crate::smtp::Capabilities;
 use super::RunSummary;
 use super::connect::connect;
 use super::finish::{Finishing, Unrecorded, finish_work};
-use super::outcome::{Outcome, quarantine, record, skip, state_ceiling};
+use super::outcome::{BAD_CONNECTION, Outcome, quarantine, record, skip, state_ceiling};
 use super::plan::{Busy, Job};
 use super::policy::Policy;
 use super::targets::{NoRoute, Router, Target};
@@ -234,7 +234,7 @@ impl<'a> Worker<'a> {
             if fruitless >= FRUITLESS_CONNECTIONS && !lane.is_done() {
                 let no_route = NoRoute {
                     permanent: false,
-                    status: "4.4.2",
+                    status: BAD_CONNECTION,
                     reason: format!(
                         "{failure}; {fruitless} connections in a row failed, so this \
                          destination waits for the next run"
@@ -272,7 +272,7 @@ impl<'a> Worker<'a> {
             .map(|index| {
                 let outcome = if no_route.permanent {
                     Outcome::Failed {
-                        status: no_route.status.to_string(),
+                        status: no_route.status,
                         remote: None,
                         diagnostic: None,
                         reason: no_route.reason.clone(),

@@ -35,7 +35,7 @@ fn what_was_sent_is_recorded_in_the_reservation_when_nothing_else_can_be_written
         (
             1,
             Outcome::Failed {
-                status: "5.1.1".into(),
+                status: code("5.1.1"),
                 remote: None,
                 diagnostic: Some("550 5.1.1 no such user".into()),
                 reason: "host said: 550 5.1.1 no such user".into(),
@@ -89,6 +89,10 @@ fn reasons_are_cut_on_a_character_boundary() {
     assert_eq!(short, "250 ok");
 }
 
+fn code(text: &str) -> EnhancedCode {
+    EnhancedCode::parse(text).unwrap()
+}
+
 fn reply(lines: &[&str]) -> crate::smtp::Reply {
     crate::smtp::Reply::from_lines(lines).unwrap()
 }
@@ -103,7 +107,7 @@ fn a_verdict_sends_on_2xx_defers_on_4xx_and_fails_on_5xx() {
         reply: reply(lines),
     };
     let failed = |status: &str, diagnostic: &str, reason: &str| Outcome::Failed {
-        status: status.into(),
+        status: code(status),
         remote: remote(),
         diagnostic: Some(diagnostic.into()),
         reason: reason.into(),
@@ -185,7 +189,7 @@ fn a_note_goes_to_the_text_each_outcome_logs() {
             reason: "451 later".into(),
         },
         Outcome::Failed {
-            status: "5.1.1".into(),
+            status: code("5.1.1"),
             remote: None,
             diagnostic: Some("550 no".into()),
             reason: "550 no".into(),
@@ -200,7 +204,7 @@ fn a_note_goes_to_the_text_each_outcome_logs() {
             reason: noted("451 later"),
         },
         Outcome::Failed {
-            status: "5.1.1".into(),
+            status: code("5.1.1"),
             remote: None,
             diagnostic: Some("550 no".into()),
             reason: noted("550 no"),
@@ -287,7 +291,7 @@ fn each_outcome_sets_the_state_counts_and_logs_one_line() {
         (
             2,
             Outcome::Failed {
-                status: "5.1.1".into(),
+                status: code("5.1.1"),
                 remote: Some("mx.customer.test".into()),
                 diagnostic: Some("550 5.1.1 no such user".into()),
                 reason: "host said: 550 5.1.1 no such user".into(),
@@ -385,4 +389,24 @@ fn an_unusable_message_is_counted_and_reported_where_it_stays() {
     assert!(f.log().contains(&format!(
         "{gone}: unreadable envelope (torn); left in place"
     )));
+}
+
+#[test]
+fn the_named_statuses_are_written_as_before() {
+    let cases = [
+        (NO_ANSWER, "4.4.1"),
+        (BAD_CONNECTION, "4.4.2"),
+        (DIRECTORY_FAILURE, "4.4.3"),
+        (ROUTING_LOOP, "4.4.6"),
+        (EXPIRED, "4.4.7"),
+        (OTHER_PERMANENT, "5.0.0"),
+        (BAD_DESTINATION, "5.1.2"),
+        (BAD_MAILBOX_SYNTAX, "5.1.3"),
+        (NULL_MX, "5.1.10"),
+        (TOO_BIG, "5.3.4"),
+    ];
+    for (status, text) in cases {
+        assert_eq!(status.to_string(), text);
+        assert_eq!(EnhancedCode::parse(text), Some(status), "{text}");
+    }
 }

@@ -15,7 +15,7 @@ use crate::queue::Locked;
 use crate::smtp::{Attempt, Capabilities, Message, Outbox, Sent, Verdict};
 
 use super::{Lane, Worker};
-use crate::delivery::outcome::{Outcome, reply_outcome};
+use crate::delivery::outcome::{BAD_MAILBOX_SYNTAX, Outcome, TOO_BIG, reply_outcome};
 use crate::delivery::plan::Job;
 
 /// The largest and the smallest buffer a message is read through on its way to the server.
@@ -107,7 +107,7 @@ impl<'a> JobOutbox<'_, '_, 'a> {
                 envelope.size, self.relay
             );
             return Err(every(&|| Outcome::Failed {
-                status: "5.3.4".into(),
+                status: TOO_BIG,
                 remote: self.remote.clone(),
                 diagnostic: None,
                 reason: reason.clone(),
@@ -132,7 +132,7 @@ impl<'a> JobOutbox<'_, '_, 'a> {
                 Err(e) => settled.push((
                     index,
                     Outcome::Failed {
-                        status: "5.1.3".into(),
+                        status: BAD_MAILBOX_SYNTAX,
                         remote: None,
                         diagnostic: None,
                         reason: format!("bad recipient address: {e}"),
