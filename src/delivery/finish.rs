@@ -125,4 +125,68 @@ mod tests {
         waiter.join().unwrap();
         assert_eq!(*unrecorded.count.lock().unwrap(), 0);
     }
+
+    #[test]
+    fn a_message_is_written_back_while_open_and_removed_when_done() {
+        use crate::delivery::testing::fixture;
+        use crate::queue::LockAttempt;
+        use crate::queue::envelope::RecipientStatus::{Deferred, Failed, Sent};
+        let cases = [
+            ("one deferred", [Sent, Deferred], true),
+            ("all done", [Sent, Failed], false),
+        ];
+        for (why, statuses, stays) in cases {
+            let f = fixture();
+            let id = f.commit(&["a@customer.test", "b@customer.test"], 0);
+            let LockAttempt::Locked(mut locked) = f.queue.try_lock(id).unwrap() else {
+                panic!("not locked")
+            };
+            for (recipient, status) in locked.envelope_mut().recipients.iter_mut().zip(statuses) {
+                recipient.status = status;
+            }
+            let unrecorded: Arc<Unrecorded> = Arc::default();
+            let mut summary = RunSummary::default();
+            let work = Finishing::Record(locked, Some(unrecorded.receipt()));
+            finish_work(work, &f.log, &mut summary);
+            assert_eq!(*unrecorded.count.lock().unwrap(), 0, "{why}: let go");
+            assert_eq!(summary, RunSummary::default(), "{why}");
+            match f.envelope(id) {
+                Some(envelope) if stays => {
+                    let now: Vec<_> = envelope.recipients.iter().map(|r| r.status).collect();
+                    assert_eq!(now, statuses, "{why}: written back");
+                }
+                None if !stays => {
+                    assert!(
+                        !f.queue.root().join("data").join(id.as_str()).exists(),
+                        "{why}"
+                    )
+                }
+                other => panic!("{why}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_state_that_cannot_be_written_is_logged_and_counted_as_deferred() {
+        use crate::delivery::testing::fixture;
+        use crate::queue::LockAttempt;
+        let f = fixture();
+        let id = f.commit(&["a@customer.test"], 0);
+        let LockAttempt::Locked(locked) = f.queue.try_lock(id).unwrap() else {
+            panic!("not locked")
+        };
+        // No new file can be made under tmp/: the new state cannot be written.
+        std::fs::rename(f.tmp(), f.queue.root().join("tmp.away")).unwrap();
+        std::fs::write(f.tmp(), b"not a directory").unwrap();
+        let mut summary = RunSummary::default();
+        finish_logged(locked, None, &f.log, &mut summary);
+        assert_eq!(summary.deferred, 1);
+        assert!(
+            f.log()
+                .contains(&format!("{id}: cannot write delivery state")),
+            "{}",
+            f.log()
+        );
+        assert!(f.envelope(id).is_some(), "left with its old state");
+    }
 }
