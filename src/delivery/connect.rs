@@ -1,5 +1,4 @@
-//! Setting up a delivery session on a destination's hosts: connect, greeting, EHLO (HELO when
-//! refused), and STARTTLS with a second EHLO as the TLS policy asks.
+//! Setting up a delivery session: connect, greeting, EHLO, and STARTTLS as the TLS policy asks.
 //!
 //! The hosts are tried in order until one greets and takes EHLO (and STARTTLS, when the policy
 //! wants it). Opportunistic TLS that fails is retried in clear text on the same host, and the

@@ -1,12 +1,11 @@
-//! The finishers' side of a run: writing a message's new state back, or removing a message that
-//! is done, while its connection goes on with the next one.
+//! The finisher threads: they write a message's new state back, or remove a message that is done.
 //!
-//! A message stays locked until its state is on disk or its files are gone. A delivered message
-//! counts among its connection's unrecorded messages (`Unrecorded`) from the moment the server
-//! took it until its new state is written, so that the connection can wait before it has more
-//! than the duplicate bound in flight (see `Worker::finish`). A state that cannot be written (a
-//! full disk) is that message's trouble alone: logged, counted as deferred, and the message
-//! waits in the queue with its old state.
+//! They work while the message's connection goes on with the next one. A message stays locked until
+//! its state is on disk or its files are gone. A delivered message counts among its connection's
+//! unrecorded messages (`Unrecorded`) from the moment the server took it until its new state is
+//! written, so that the connection can wait before it has more than the duplicate bound in flight
+//! (see `Worker::finish`). A state that cannot be written (a full disk) is that message's trouble
+//! alone: logged, counted as deferred, and the message waits in the queue with its old state.
 
 use std::sync::{Arc, Condvar, Mutex};
 

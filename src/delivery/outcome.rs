@@ -1,5 +1,4 @@
-//! What an attempt did to a message's recipients, written down: the bounce, the new state, and
-//! one log line per recipient.
+//! What an attempt did, written down: the bounce, the new state, one log line per recipient.
 //!
 //! An attempt ends each recipient it tried in one of three ways (`Outcome`): sent; deferred (a
 //! 4xx, trouble on the way, a destination that cannot be reached now); or failed (a 5xx, a

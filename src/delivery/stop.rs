@@ -1,5 +1,4 @@
-//! Asking a run to stop: it takes no new message, ends the transactions in flight and records
-//! them.
+//! Asking a run to stop: no new message, and the transactions in flight end and are recorded.
 //!
 //! A stop is shared by every run of a process and asked for once: by `SIGTERM`, `SIGINT` or
 //! `SIGHUP` (see `Stop::on_signals`), or by the program that started the run. Asked to stop, a

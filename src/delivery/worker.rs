@@ -1,14 +1,13 @@
-//! The delivery threads of a run: each takes one job (one destination's messages) at a time and
-//! delivers it over as few connections as it takes.
+//! The delivery threads: each delivers one job (a destination's messages) at a time.
 //!
-//! Each message is locked just before it is handed to the connection, its envelope read again
-//! (another run may have moved on), and its outcome recorded before the lock is released. When
-//! a connection fails, the message whose transaction was under way is deferred as an attempt;
-//! the messages behind it, whose data never went out, go again at once on a new connection with
-//! no attempt counted. A message that was under way when a connection failed is sent alone,
-//! after the others, for the rest of the run. After `FRUITLESS_CONNECTIONS` connections in a
-//! row fail before the server answered for any message, what is left for that destination
-//! waits for the next run.
+//! A job goes over as few connections as it takes. Each message is locked just before it is handed
+//! to the connection, its envelope read again (another run may have moved on), and its outcome
+//! recorded before the lock is released. When a connection fails, the message whose transaction was
+//! under way is deferred as an attempt; the messages behind it, whose data never went out, go again
+//! at once on a new connection with no attempt counted. A message that was under way when a
+//! connection failed is sent alone, after the others, for the rest of the run. After
+//! `FRUITLESS_CONNECTIONS` connections in a row fail before the server answered for any message,
+//! what is left for that destination waits for the next run.
 //!
 //! The slow disk work (writing states, unlinking files) is handed to the finisher threads (see
 //! `finish`), so that it overlaps the next message's round trip; a delivered message leaves

@@ -1,6 +1,6 @@
-//! One connection's side of a job: it hands the connection the lane's messages one by one and
-//! records what the server said about each (the SMTP client's `Outbox`).
+//! One connection's side of a job: the SMTP client's `Outbox` for the lane's messages.
 //!
+//! It hands the connection the messages one by one and records what the server said about each.
 //! What can be decided before sending is decided here: a message over the server's SIZE limit
 //! fails (5.3.4), a recipient address that no longer parses fails (5.1.3), a sender that no
 //! longer parses defers the message. A message is released to its finisher before its outcome
