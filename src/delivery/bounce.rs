@@ -16,13 +16,14 @@ use std::io::{BufRead, BufReader, Read, Write};
 use crate::address::Domain;
 use crate::queue::envelope::{Envelope, Recipient};
 use crate::queue::{Queue, QueueError, QueueId};
+use crate::smtp::EnhancedCode;
 
 /// One recipient to report as failed.
 #[derive(Debug, Clone)]
 pub struct FailedRecipient {
     pub address: String,
     /// The RFC 3463 status, `5.1.1`.
-    pub status: String,
+    pub status: EnhancedCode,
     /// The host that gave the final answer, when one did.
     pub remote_mta: Option<String>,
     /// The server's reply (`550 5.1.1 <u@x>: User unknown`), when there was one.
@@ -239,181 +240,7 @@ fn copy_original(out: &mut impl Write, data: impl Read, full: bool) -> std::io::
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn original(sender: &str, notify: Option<&str>, ret: Option<&str>) -> Envelope {
-        Envelope {
-            id: QueueId::parse("1xWNve3zklWKyw").unwrap(),
-            arrival: 1_795_418_591,
-            size: 40,
-            sender: sender.into(),
-            notify: notify.map(String::from),
-            ret: ret.map(String::from),
-            envid: Some("env-42".into()),
-            recipients: vec![Recipient::new("nouser@customer.example".into())],
-        }
-    }
-
-    fn failure() -> FailedRecipient {
-        FailedRecipient {
-            address: "nouser@customer.example".into(),
-            status: "5.1.1".into(),
-            remote_mta: Some("mx.customer.example".into()),
-            diagnostic: Some("550 5.1.1 <nouser@customer.example>: User unknown".into()),
-            reason: "host mx.customer.example said: 550 5.1.1 User unknown".into(),
-        }
-    }
-
-    fn render(env: &Envelope) -> String {
-        let mut out = Vec::new();
-        let here = Domain::parse("mx2.isp.example").unwrap();
-        let data = &b"Subject: hello\r\nFrom: alice@example.test\r\n\r\nsecret body\r\n"[..];
-        let id = QueueId::parse("1xWNvf000000AA").unwrap();
-        compose(
-            &mut out,
-            id,
-            &here,
-            env,
-            &[failure()],
-            data,
-            chrono::Local::now(),
-        )
-        .unwrap();
-        String::from_utf8(out).unwrap()
-    }
-
-    #[test]
-    fn report_has_the_three_parts_and_headers_only() {
-        let text = render(&original("alice@example.test", None, None));
-        assert!(text.contains("Content-Type: multipart/report; report-type=delivery-status;"));
-        assert!(text.contains(
-            "Final-Recipient: rfc822; nouser@customer.example\nAction: failed\nStatus: 5.1.1\n"
-        ));
-        assert!(text.contains("Remote-MTA: dns; mx.customer.example\n"));
-        assert!(text.contains("Diagnostic-Code: smtp; 550 5.1.1"));
-        assert!(text.contains("Original-Envelope-Id: env-42\n"));
-        assert!(text.contains(
-            "Content-Type: text/rfc822-headers\n\nSubject: hello\nFrom: alice@example.test\n\n--"
-        ));
-        assert!(!text.contains("secret body"));
-        assert!(!text.contains('\r'));
-        assert!(text.ends_with("--1xWNvf000000AA/mx2.isp.example--\n"));
-    }
-
-    #[test]
-    fn ret_full_returns_the_body() {
-        let text = render(&original("alice@example.test", None, Some("FULL")));
-        assert!(text.contains("Content-Type: message/rfc822\n"));
-        assert!(text.contains("secret body"));
-    }
-
-    #[test]
-    fn who_gets_a_bounce() {
-        assert!(wants_bounce(&original("a@x.example", None, None)));
-        assert!(wants_bounce(&original(
-            "a@x.example",
-            Some("success,failure"),
-            None
-        )));
-        assert!(!wants_bounce(&original("a@x.example", Some("never"), None)));
-        assert!(!wants_bounce(&original("a@x.example", Some("delay"), None)));
-        assert!(!wants_bounce(&original("", None, None)));
-    }
-}
+mod tests;
 
 #[cfg(test)]
-mod properties {
-    use super::*;
-    use crate::properties::{bytes, config, mutated, peak};
-    use proptest::prelude::*;
-
-    /// The original as the report must show it: each line with LF alone, and with headers
-    /// only, up to the empty line.
-    fn expected(data: &[u8], full: bool) -> Vec<u8> {
-        let mut out = Vec::new();
-        for line in data.split_inclusive(|&b| b == b'\n') {
-            let text = line
-                .strip_suffix(b"\n")
-                .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
-                .unwrap_or(line);
-            if text.is_empty() && !full {
-                break;
-            }
-            out.extend_from_slice(text);
-            out.push(b'\n');
-        }
-        out
-    }
-
-    /// Reads at most the given numbers of octets at a time, in turn.
-    struct Trickle<'a> {
-        data: &'a [u8],
-        sizes: Vec<usize>,
-        turn: usize,
-    }
-
-    impl Read for Trickle<'_> {
-        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-            let n = self.sizes[self.turn % self.sizes.len()]
-                .min(buf.len())
-                .min(self.data.len());
-            self.turn += 1;
-            buf[..n].copy_from_slice(&self.data[..n]);
-            self.data = &self.data[n..];
-            Ok(n)
-        }
-    }
-
-    fn message() -> impl Strategy<Value = Vec<u8>> {
-        "(Subject: [ -~]{0,20}\r?\n){0,3}\r?\n([ -~]{0,30}\r?\n){0,4}".prop_map(String::into_bytes)
-    }
-
-    /// Lines around the size of a piece, with CRs near their ends: a CRLF may straddle two
-    /// pieces.
-    fn long_lines() -> impl Strategy<Value = Vec<u8>> {
-        let piece = PIECE as usize;
-        proptest::collection::vec((piece - 3..piece + 3, any::<bool>(), any::<bool>()), 1..4)
-            .prop_map(|lines| {
-                let mut data = Vec::new();
-                for (len, cr, lf) in lines {
-                    data.resize(data.len() + len, b'x');
-                    if cr {
-                        data.push(b'\r');
-                    }
-                    if lf {
-                        data.push(b'\n');
-                    }
-                }
-                data
-            })
-    }
-
-    proptest! {
-        #![proptest_config(config(8000))]
-
-        #[test]
-        fn the_original_is_copied_line_by_line_with_lf(
-            data in prop_oneof![bytes(2000), mutated(message()), long_lines()],
-            full in any::<bool>(),
-            sizes in proptest::collection::vec(1..20usize, 1..5),
-        ) {
-            let mut out = Vec::new();
-            let source = Trickle { data: &data, sizes, turn: 0 };
-            copy_original(&mut out, source, full).unwrap();
-            prop_assert_eq!(out, expected(&data, full));
-        }
-    }
-
-    #[test]
-    fn a_ten_megabyte_line_is_copied_without_being_held() {
-        let mut data = b"Subject: ".to_vec();
-        data.resize(10 << 20, b'x');
-        data.extend_from_slice(b"\r\n\r\nbody\r\n");
-        for full in [false, true] {
-            let (result, most) = peak(|| copy_original(&mut std::io::sink(), &data[..], full));
-            result.unwrap();
-            assert!(most <= 64 * 1024, "{most} bytes held");
-        }
-    }
-}
+mod properties;

@@ -73,4 +73,68 @@ mod tests {
             now + lifetime
         ));
     }
+
+    #[test]
+    fn the_schedule_grows_from_the_first_wait_and_is_capped_by_the_lifetime() {
+        let config = Config {
+            retry_first: Duration::from_secs(600),
+            retry_factor: 2.0,
+            queue_lifetime: Duration::from_secs(86400),
+            ..Config::default()
+        };
+        let steady = Config {
+            retry_factor: 1.0,
+            ..config.clone()
+        };
+        let cases = [
+            (&config, 0, 600),
+            (&config, 1, 600),
+            (&config, 2, 1200),
+            (&config, 3, 2400),
+            (&config, 8, 76800),
+            (&config, 9, 86400),
+            (&config, u32::MAX, 86400),
+            (&steady, 1, 600),
+            (&steady, 50, 600),
+        ];
+        for (config, attempts, seconds) in cases {
+            assert_eq!(
+                delay_after(config, attempts),
+                Duration::from_secs(seconds),
+                "after attempt {attempts}"
+            );
+            assert_eq!(
+                next_attempt(config, attempts, 1_000),
+                1_000 + seconds as i64
+            );
+        }
+        assert_eq!(
+            next_attempt(&config, 1, i64::MAX - 1),
+            i64::MAX,
+            "saturates"
+        );
+    }
+
+    #[test]
+    fn expiry_counts_whole_seconds_of_age() {
+        let config = Config {
+            queue_lifetime: Duration::from_secs(100),
+            ..Config::default()
+        };
+        let cases = [
+            (1_000, 1_000, false),
+            (1_000, 1_099, false),
+            (1_000, 1_100, true),
+            (1_000, 5_000, true),
+            (5_000, 1_000, false),
+            (i64::MIN, i64::MAX, true),
+        ];
+        for (arrival, now, expired) in cases {
+            assert_eq!(
+                is_expired(&config, arrival, now),
+                expired,
+                "{arrival} at {now}"
+            );
+        }
+    }
 }
