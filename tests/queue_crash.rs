@@ -102,6 +102,20 @@ const CHUNK: usize = 64 * 1024;
 const CHUNKS: usize = 48;
 
 /// A 3 MiB body of numbered lines: a torn copy cannot end like the whole one.
+/// A silent queue-enqueue with `args`, reading the message from the pipe returned with it.
+fn submitter(q: &Site, args: &[&str]) -> (Child, std::process::ChildStdin) {
+    let mut child = q
+        .std_command("queue-enqueue")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdin = child.stdin.take().unwrap();
+    (child, stdin)
+}
+
 fn large_body() -> Vec<u8> {
     let mut body = Vec::with_capacity(CHUNK * CHUNKS);
     let mut n = 0;
@@ -153,15 +167,8 @@ fn sigkill_while_reading_never_shows_a_partial_message() {
     // At least 50 kills; stop adding more after a minute so slow disks stay bounded.
     while iterations < 50 || (iterations < 80 && started.elapsed() < Duration::from_secs(60)) {
         iterations += 1;
-        let mut child = q
-            .std_command("queue-enqueue")
-            .args(["-i", "-f", "crash@example.test", "u@customer.test"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut stdin = child.stdin.take().unwrap();
+        let (mut child, mut stdin) =
+            submitter(&q, &["-i", "-f", "crash@example.test", "u@customer.test"]);
         // One time in four all input arrives and the kill races the commit; otherwise it lands
         // while the message is still being read.
         let finish = rng.below(4) == 0;
@@ -241,15 +248,7 @@ fn leftovers_are_swept_only_after_the_grace_period() {
     let q = Site::new("");
     let body = large_body();
     // A submitter killed mid-read leaves its draft in tmp/.
-    let mut child = q
-        .std_command("queue-enqueue")
-        .arg("u@customer.test")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
+    let (mut child, mut stdin) = submitter(&q, &["u@customer.test"]);
     stdin.write_all(b"Subject: left over\n\n").unwrap();
     stdin.write_all(&body[..CHUNK]).unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);

@@ -269,7 +269,6 @@ fn too_many_etrn_in_one_session_are_refused() {
     assert!(text.contains("more than 10 ETRN"), "{text}");
 }
 
-/// Queues `count` messages for `to` over SMTP.
 #[test]
 fn after_253_the_held_mail_reaches_the_site_and_the_queue_empties() {
     let sink = Server::start(Script::default());
