@@ -1,19 +1,16 @@
-//! The shell scripts in contrib/: the sendmail wrapper and the ssh forced command. Each is run
-//! as an administrator would install it, with stub programs first in its search path that
-//! record the words they were given, and (for the sendmail wrapper) once with the real programs
-//! against a recording server.
+//! The shell scripts in contrib/: the sendmail wrapper and the ssh forced command.
+//!
+//! Each is run as an administrator would install it, with stub programs first in its search
+//! path that record the words they were given, and (for the sendmail wrapper) once with the real
+//! programs against the scripted SMTP server.
 
-mod support {
-    pub mod mta;
-    pub mod site;
-    pub mod tls;
-}
+mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use support::mta::Setup;
 use support::site::Site;
+use support::smtp::Script;
 
 fn script(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -162,7 +159,7 @@ fn sendmail_wrapper_refuses_modes_it_does_not_provide() {
 
 #[test]
 fn an_old_crontab_line_flushes_a_domain_through_the_wrapper() {
-    let mta = Setup::default().start();
+    let mta = Script::default().start();
     let site = Site::new(&format!(
         "hold_domains = [\"ncr.com\"]\n[routes]\n\"ncr.com\" = {:?}\n",
         mta.route()

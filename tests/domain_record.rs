@@ -1,39 +1,29 @@
-//! The per-domain record end to end: whatever became of `QUEUE/domains` (a file or the whole
-//! record deleted, truncated, a named pipe, a symbolic link, another user's), `mailq -R`, ETRN's
-//! count and `queue-run -R` still find every message of the domain, and the record is made again;
-//! submissions during runs and during compaction lose nothing and deliver nothing twice; mail
-//! queued before any record existed, held messages and bounces are all found.
+//! The per-domain record end to end: whatever becomes of it, every message of a domain is found.
+//!
+//! Whatever became of `QUEUE/domains` (a file or the whole record deleted, truncated, a named
+//! pipe, a symbolic link, another user's), `mailq -R`, ETRN's count and `queue-run -R` still
+//! find every message of the domain, and the record is made again; submissions during runs and
+//! during compaction lose nothing and deliver nothing twice; mail queued before any record
+//! existed, held messages and bounces are all found.
 //!
 //! The record's own format, its locks and its races are unit-tested in `src/queue/domains.rs`;
-//! here only the programs are run, against a recording SMTP server on loopback.
+//! here only the programs are run, against the scripted SMTP server on loopback.
 
-mod support {
-    pub mod mta;
-    pub mod site;
-    pub mod tls;
-}
+mod support;
 
 use std::collections::HashSet;
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use support::mta::{Mta, Setup};
-use support::site::{Site, is_root};
-
-const SENDER: &str = "frank@sender.test";
+use support::site::{SENDER, Site, is_root};
+use support::smtp::{Script, Server};
 
 /// A site that takes ETRN for customer.test and routes every domain the tests use to `mta`.
-fn site(mta: &Mta) -> Site {
-    let route = mta.route();
+fn site(mta: &Server) -> Site {
     Site::new(&format!(
-        "relay_domains = [\"customer.test\"]\n\
-         hold_domains = [\"customer.test\"]\n\
-         [routes]\n\
-         \"customer.test\" = \"{route}\"\n\
-         \"sub.customer.test\" = \"{route}\"\n\
-         \"other.test\" = \"{route}\"\n\
-         \"sender.test\" = \"{route}\"\n"
+        "relay_domains = [\"customer.test\"]\nhold_domains = [\"customer.test\"]\n{}",
+        mta.routes(&["customer.test", "sub.customer.test", "other.test"])
     ))
 }
 
@@ -119,7 +109,7 @@ fn believable(site: &Site) -> bool {
         .is_ok_and(|list| list.starts_with(&format!("etrnq-domains 1 {}\n", boot.trim())))
 }
 
-fn subjects(mta: &Mta) -> Vec<String> {
+fn subjects(mta: &Server) -> Vec<String> {
     let mut subjects: Vec<String> = mta
         .messages()
         .iter()
@@ -217,7 +207,7 @@ fn every_pass_finds_every_message_after(damage: Damage) {
         println!("skipped: {damage:?} needs root to give a file to another user");
         return;
     }
-    let mta = Setup::default().start();
+    let mta = Script::default().start();
     let site = site(&mta);
     let elsewhere = site.dir.path().join("elsewhere");
     let mine = queue(
@@ -331,7 +321,7 @@ fn another_users_record_directory_is_moved_aside() {
 
 #[test]
 fn submissions_during_runs_and_compaction_lose_nothing_and_duplicate_nothing() {
-    let mta = Setup::default().start();
+    let mta = Script::default().start();
     let site = site(&mta);
     // Enough mail that each run leaves more than a compaction's worth of ids that left.
     let before = queue(&site, "before", &["u@customer.test"; 120]);
@@ -406,7 +396,7 @@ fn submissions_during_runs_and_compaction_lose_nothing_and_duplicate_nothing() {
 
 #[test]
 fn mail_from_before_the_record_held_mail_and_bounces_are_found() {
-    let mta = Setup::default().start();
+    let mta = Script::default().start();
     mta.rule("gone", "550 5.1.1 no such user");
     let site = site(&mta);
     // As an older version left them: envelope files and no record at all.
@@ -469,7 +459,7 @@ fn mail_from_before_the_record_held_mail_and_bounces_are_found() {
 
 #[test]
 fn a_plain_run_sweeps_the_files_of_domains_with_nothing_left() {
-    let mta = Setup::default().start();
+    let mta = Script::default().start();
     let site = site(&mta);
     queue(&site, "m", &["a@customer.test", "b@other.test"]);
     assert_eq!(listed(&site, "customer.test").len(), 1);
@@ -496,7 +486,7 @@ fn a_plain_run_sweeps_the_files_of_domains_with_nothing_left() {
 
 #[test]
 fn a_per_domain_pass_reads_only_that_domains_envelopes() {
-    let mta = Setup::default().start();
+    let mta = Script::default().start();
     let site = site(&mta);
     let mine = queue(&site, "mine", &["a@customer.test", "b@customer.test"]);
     let other = queue(&site, "other", &["c@other.test"]).remove(0);
@@ -534,7 +524,7 @@ fn a_per_domain_pass_reads_only_that_domains_envelopes() {
 
 #[test]
 fn a_kill_between_recording_and_committing_leaves_only_a_harmless_stale_id() {
-    let mta = Setup::default().start();
+    let mta = Script::default().start();
     let site = site(&mta);
     let kept = queue(&site, "kept", &["a@customer.test"]).remove(0);
     let dead = queue(&site, "dead", &["b@customer.test"]).remove(0);

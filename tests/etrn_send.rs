@@ -1,59 +1,28 @@
-//! etrn-send end to end: the real binary against servers on loopback that the tests start: a
-//! scripted SMTP server (tests/common) for every reply and failure, and a private Postfix
-//! instance as a real ETRN server.
+//! etrn-send end to end: the real binary against servers on loopback that the tests start.
+//!
+//! The scripted SMTP server (`support::smtp`) gives every reply and failure; a private Postfix
+//! instance is a real ETRN server. Conversations that differ only in what the server says and
+//! how etrn-send ends are one table.
 
-mod support {
-    pub mod scripted;
-    pub mod tls;
-}
+mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command as Process;
 use std::time::{Duration, Instant};
 
 use assert_cmd::Command;
 use predicates::prelude::*;
-use support::scripted::{Ehlo, Script, Server, self_signed_tls};
+use support::site::Site;
+use support::smtp::{Script, Server, self_signed_tls};
 use tempfile::TempDir;
 
 /// No test may run longer than this, whatever the program under test does.
 const LIMIT: Duration = Duration::from_secs(60);
 
-/// A configuration naming this site, so that no test depends on /etc/etrnq.
-struct Site {
-    dir: TempDir,
-}
-
-impl Site {
-    fn new() -> Site {
-        Site::with_config("hostnames = [\"site.example.test\", \"branch.example.test\"]\n")
-    }
-
-    fn with_config(text: &str) -> Site {
-        let dir = tempfile::tempdir().expect("temporary directory");
-        std::fs::write(dir.path().join("etrnq.toml"), text).expect("write configuration");
-        Site { dir }
-    }
-
-    fn config(&self) -> PathBuf {
-        self.dir.path().join("etrnq.toml")
-    }
-
-    fn file(&self, name: &str, contents: &str) -> PathBuf {
-        let path = self.dir.path().join(name);
-        std::fs::write(&path, contents).expect("write file");
-        path
-    }
-
-    fn etrn_send(&self) -> Command {
-        let mut cmd = Command::cargo_bin("etrn-send").expect("etrn-send binary");
-        cmd.arg("-C")
-            .arg(self.config())
-            .env_remove("ETRN_PASSWORD")
-            .env_remove("ETRNQ_CONFIG")
-            .timeout(LIMIT);
-        cmd
-    }
+/// A site named site.example.test and branch.example.test, so that no test depends on
+/// /etc/etrnq.
+fn site() -> Site {
+    Site::with_text("hostnames = [\"site.example.test\", \"branch.example.test\"]\n")
 }
 
 fn server_arg(server: &Server) -> String {
@@ -89,8 +58,8 @@ fn every_success_code_exits_0_with_one_line_per_domain() {
                 "253 OK, 14 pending messages for queue mqueue started",
             ),
     );
-    let site = Site::new();
-    site.etrn_send()
+    let site = site();
+    site.command("etrn-send")
         .args([&server_arg(&server), "a.example.test", "b.example.test"])
         .args(["@c.example.test", "#mqueue"])
         .assert()
@@ -126,10 +95,10 @@ fn each_failure_code_has_its_exit_status() {
         ("502 5.7.0 Sorry, we do not allow this operation", 76),
         ("504 Unrecognized node", 76),
     ];
-    let site = Site::new();
+    let site = site();
     for (reply, status) in cases {
         let server = Server::start(Script::default().etrn("x.example.test", reply));
-        site.etrn_send()
+        site.command("etrn-send")
             .args([&server_arg(&server), "x.example.test"])
             .assert()
             .code(status)
@@ -138,74 +107,118 @@ fn each_failure_code_has_its_exit_status() {
     }
 }
 
-#[test]
-fn the_worst_outcome_decides_and_every_domain_is_reported() {
-    let server = Server::start(
-        Script::default()
-            .etrn("held.example.test", "458 Unable to queue messages")
-            .etrn(
-                "other.example.test",
-                "459 <other.example.test>: service unavailable",
+/// One conversation: what the server says, what etrn-send asks for, and how it ends.
+struct Conversation {
+    what: &'static str,
+    script: Script,
+    /// Options before the server, and the domains after it.
+    flags: &'static [&'static str],
+    domains: &'static [&'static str],
+    code: i32,
+    /// Standard output whole, and a piece of standard error ("" for any).
+    stdout: &'static str,
+    stderr: &'static str,
+    /// The ETRN lines the server got.
+    etrn: &'static [&'static str],
+}
+
+fn conversations() -> Vec<Conversation> {
+    vec![
+        Conversation {
+            what: "the worst outcome decides and every domain is reported",
+            script: Script::default()
+                .etrn("held.example.test", "458 Unable to queue messages")
+                .etrn(
+                    "other.example.test",
+                    "459 <other.example.test>: service unavailable",
+                ),
+            flags: &[],
+            domains: &["ok.example.test", "held.example.test", "other.example.test"],
+            code: 77,
+            stdout: "ok.example.test 250 2.0.0 Queuing started\n\
+                     held.example.test 458 Unable to queue messages\n\
+                     other.example.test 459 <other.example.test>: service unavailable\n",
+            stderr: "",
+            etrn: &[
+                "ETRN ok.example.test",
+                "ETRN held.example.test",
+                "ETRN other.example.test",
+            ],
+        },
+        Conversation {
+            what: "a 421 to ETRN ends the session and says so",
+            script: Script::default().etrn("b.example.test", "421 4.3.0 shutting down"),
+            flags: &[],
+            domains: &["a.example.test", "b.example.test", "c.example.test"],
+            code: 75,
+            stdout: "a.example.test 250 2.0.0 Queuing started\n\
+                     b.example.test 421 4.3.0 shutting down\n",
+            stderr: "server closed the session: 421 4.3.0 shutting down",
+            etrn: &["ETRN a.example.test", "ETRN b.example.test"],
+        },
+        Conversation {
+            what: "multi-line replies are read whole",
+            script: Script::default().etrn(
+                "m.example.test",
+                "250-2.0.0 Queuing for node m.example.test started\n250 2.0.0 3 messages waiting",
             ),
-    );
-    let site = Site::new();
-    site.etrn_send()
-        .args([&server_arg(&server), "ok.example.test", "held.example.test"])
-        .arg("other.example.test")
-        .assert()
-        .code(77)
-        .stdout(
-            "ok.example.test 250 2.0.0 Queuing started\n\
-             held.example.test 458 Unable to queue messages\n\
-             other.example.test 459 <other.example.test>: service unavailable\n",
-        );
+            flags: &[],
+            domains: &["m.example.test", "n.example.test"],
+            code: 0,
+            stdout: "m.example.test 250 2.0.0 Queuing for node m.example.test started 2.0.0 3 messages waiting\n\
+                     n.example.test 250 2.0.0 Queuing started\n",
+            stderr: "",
+            etrn: &["ETRN m.example.test", "ETRN n.example.test"],
+        },
+        Conversation {
+            what: "a 5xx greeting is a protocol failure",
+            script: Script::default().greeting(Some("554 5.3.2 no service here")),
+            flags: &[],
+            domains: &["x.example.test"],
+            code: 76,
+            stdout: "",
+            stderr: "554 5.3.2 no service here",
+            etrn: &[],
+        },
+        // From ETRN on, each byte of a reply comes 300 ms after the last: well within the
+        // two-second limit every time, the whole reply in about nine seconds. The limit bounds
+        // the reply, not each read, so the session ends without an answer.
+        Conversation {
+            what: "a trickling server is cut off when the step's limit is spent",
+            script: Script::default().trickle("ETRN", Duration::from_millis(300)),
+            flags: &["--timeout", "2"],
+            domains: &["customer.example.test"],
+            code: 75,
+            stdout: "",
+            stderr: "timed out waiting for the reply to ETRN",
+            etrn: &["ETRN customer.example.test"],
+        },
+    ]
 }
 
 #[test]
-fn a_421_to_etrn_ends_the_session_and_says_so() {
-    let server = Server::start(Script::default().etrn("b.example.test", "421 4.3.0 shutting down"));
-    let site = Site::new();
-    site.etrn_send()
-        .args([&server_arg(&server), "a.example.test", "b.example.test"])
-        .arg("c.example.test")
-        .assert()
-        .code(75)
-        .stdout(
-            "a.example.test 250 2.0.0 Queuing started\n\
-             b.example.test 421 4.3.0 shutting down\n",
-        )
-        .stderr(predicate::str::contains(
-            "server closed the session: 421 4.3.0 shutting down",
-        ));
-    assert_eq!(
-        etrn_lines(&server),
-        ["ETRN a.example.test", "ETRN b.example.test"]
-    );
-}
-
-#[test]
-fn multi_line_replies_are_read_whole() {
-    let server = Server::start(Script::default().etrn(
-        "m.example.test",
-        "250-2.0.0 Queuing for node m.example.test started\n250 2.0.0 3 messages waiting",
-    ));
-    let site = Site::new();
-    site.etrn_send()
-        .args([&server_arg(&server), "m.example.test", "n.example.test"])
-        .assert()
-        .code(0)
-        .stdout(
-            "m.example.test 250 2.0.0 Queuing for node m.example.test started 2.0.0 3 messages waiting\n\
-             n.example.test 250 2.0.0 Queuing started\n",
-        );
+fn each_conversation_ends_with_its_status_and_report() {
+    let site = site();
+    for case in conversations() {
+        let server = Server::start(case.script);
+        site.command("etrn-send")
+            .args(case.flags)
+            .arg(server_arg(&server))
+            .args(case.domains)
+            .assert()
+            .code(case.code)
+            .stdout(case.stdout)
+            .stderr(predicate::str::contains(case.stderr));
+        assert_eq!(etrn_lines(&server), case.etrn, "{}", case.what);
+    }
 }
 
 #[test]
 fn a_server_without_etrn_is_a_protocol_failure_unless_forced() {
-    let script = Script::default().ehlo(Ehlo::Keywords(vec!["PIPELINING", "8BITMIME"]));
+    let script = Script::default().keywords(&["PIPELINING", "8BITMIME"]);
     let server = Server::start(script.clone());
-    let site = Site::new();
-    site.etrn_send()
+    let site = site();
+    site.command("etrn-send")
         .args([&server_arg(&server), "x.example.test"])
         .assert()
         .code(76)
@@ -218,7 +231,7 @@ fn a_server_without_etrn_is_a_protocol_failure_unless_forced() {
     assert_eq!(server.seen().last().map(String::as_str), Some("QUIT"));
 
     let server = Server::start(script);
-    site.etrn_send()
+    site.command("etrn-send")
         .args(["--force", &server_arg(&server), "x.example.test"])
         .assert()
         .code(0)
@@ -228,11 +241,10 @@ fn a_server_without_etrn_is_a_protocol_failure_unless_forced() {
 
 #[test]
 fn a_server_refusing_ehlo_gets_helo_and_still_etrn() {
-    let server = Server::start(
-        Script::default().ehlo(Ehlo::Refuse("502 5.5.1 Error: command not implemented")),
-    );
-    let site = Site::new();
-    site.etrn_send()
+    let server =
+        Server::start(Script::default().refuse_ehlo("502 5.5.1 Error: command not implemented"));
+    let site = site();
+    site.command("etrn-send")
         .args(["-v", "--helo", "client.example.test"])
         .args([&server_arg(&server), "x.example.test"])
         .assert()
@@ -258,8 +270,8 @@ fn a_421_greeting_is_a_temporary_failure_with_the_servers_text() {
     let server = Server::start(Script::default().greeting(Some(
         "421 4.3.2 mx.isp.test Service not available, try later",
     )));
-    let site = Site::new();
-    site.etrn_send()
+    let site = site();
+    site.command("etrn-send")
         .args([&server_arg(&server), "x.example.test"])
         .assert()
         .code(75)
@@ -271,22 +283,11 @@ fn a_421_greeting_is_a_temporary_failure_with_the_servers_text() {
 }
 
 #[test]
-fn a_5xx_greeting_is_a_protocol_failure() {
-    let server = Server::start(Script::default().greeting(Some("554 5.3.2 no service here")));
-    let site = Site::new();
-    site.etrn_send()
-        .args([&server_arg(&server), "x.example.test"])
-        .assert()
-        .code(76)
-        .stderr(predicate::str::contains("554 5.3.2 no service here"));
-}
-
-#[test]
 fn a_silent_server_times_out() {
     let server = Server::start(Script::default().greeting(None));
-    let site = Site::new();
+    let site = site();
     let started = Instant::now();
-    site.etrn_send()
+    site.command("etrn-send")
         .args(["--timeout", "1", &server_arg(&server), "x.example.test"])
         .assert()
         .code(75)
@@ -299,36 +300,13 @@ fn a_silent_server_times_out() {
 }
 
 #[test]
-fn a_trickling_server_is_cut_off_when_the_steps_limit_is_spent() {
-    // From ETRN on, each byte of a reply comes 300 ms after the last: well within the
-    // two-second limit every time, the whole reply in about nine seconds. The limit bounds the
-    // reply, not each read, so the session ends without an answer.
-    let server = Server::start(Script::default().trickle("ETRN", Duration::from_millis(300)));
-    let site = Site::new();
-    site.etrn_send()
-        .args([
-            "--timeout",
-            "2",
-            &server_arg(&server),
-            "customer.example.test",
-        ])
-        .assert()
-        .code(75)
-        .stdout("")
-        .stderr(predicate::str::contains(
-            "timed out waiting for the reply to ETRN",
-        ));
-    assert_eq!(etrn_lines(&server), ["ETRN customer.example.test"]);
-}
-
-#[test]
 fn a_refused_connection_is_a_temporary_failure() {
     let port = {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         listener.local_addr().expect("address").port()
     };
-    let site = Site::new();
-    site.etrn_send()
+    let site = site();
+    site.command("etrn-send")
         .args([&format!("127.0.0.1:{port}"), "x.example.test"])
         .assert()
         .code(75)
@@ -338,8 +316,8 @@ fn a_refused_connection_is_a_temporary_failure() {
 #[test]
 fn port_flag_ipv6_literal_and_family() {
     let server = Server::start(Script::default());
-    let site = Site::new();
-    site.etrn_send()
+    let site = site();
+    site.command("etrn-send")
         .args([
             "-4",
             "127.0.0.1",
@@ -349,7 +327,7 @@ fn port_flag_ipv6_literal_and_family() {
         ])
         .assert()
         .code(0);
-    site.etrn_send()
+    site.command("etrn-send")
         .args([
             "-6",
             "127.0.0.1",
@@ -360,14 +338,14 @@ fn port_flag_ipv6_literal_and_family() {
         .assert()
         .code(68)
         .stderr(predicate::str::contains("no IPv6 address"));
-    site.etrn_send()
+    site.command("etrn-send")
         .args([&server_arg(&server), "-p", "1", "x.example.test"])
         .assert()
         .code(64);
     if let Ok(listener) = std::net::TcpListener::bind("[::1]:0") {
         let port = listener.local_addr().expect("address").port();
         drop(listener);
-        site.etrn_send()
+        site.command("etrn-send")
             .args([&format!("[::1]:{port}"), "x.example.test"])
             .assert()
             .code(75)
@@ -380,8 +358,8 @@ fn port_flag_ipv6_literal_and_family() {
 #[test]
 fn without_domains_the_configured_hostnames_are_asked_for() {
     let server = Server::start(Script::default());
-    let site = Site::new();
-    site.etrn_send()
+    let site = site();
+    site.command("etrn-send")
         .arg(server_arg(&server))
         .assert()
         .code(0)
@@ -394,8 +372,8 @@ fn without_domains_the_configured_hostnames_are_asked_for() {
         "EHLO site.example.test",
         "HELO name from the configuration"
     );
-    let bare = Site::with_config("");
-    bare.etrn_send()
+    let bare = Site::with_text("");
+    bare.command("etrn-send")
         .arg(server_arg(&server))
         .assert()
         .code(64)
@@ -404,7 +382,7 @@ fn without_domains_the_configured_hostnames_are_asked_for() {
 
 #[test]
 fn bad_arguments_exit_64_with_one_line() {
-    let site = Site::new();
+    let site = site();
     let cases: &[&[&str]] = &[
         &[],
         &["127.0.0.1", "bad domain.example"],
@@ -428,7 +406,7 @@ fn bad_arguments_exit_64_with_one_line() {
         &["--auth-user", "site", "127.0.0.1", "x.example"],
     ];
     for args in cases {
-        let output = site.etrn_send().args(*args).output().expect("run");
+        let output = site.command("etrn-send").args(*args).output().expect("run");
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert_eq!(output.status.code(), Some(64), "{args:?}: {stderr}");
         assert!(output.stdout.is_empty(), "{args:?}");
@@ -439,8 +417,8 @@ fn bad_arguments_exit_64_with_one_line() {
 
 #[test]
 fn a_bad_configuration_file_exits_78() {
-    let site = Site::with_config("hostnames = 1\n");
-    site.etrn_send()
+    let site = Site::with_text("hostnames = 1\n");
+    site.command("etrn-send")
         .args(["127.0.0.1", "x.example"])
         .assert()
         .code(78)
@@ -460,10 +438,10 @@ fn help_describes_the_program() {
 #[test]
 fn starttls_with_a_self_signed_certificate_needs_tls_insecure() {
     let script = Script::default().tls(self_signed_tls());
-    let site = Site::new();
+    let site = site();
 
     let server = Server::start(script.clone());
-    site.etrn_send()
+    site.command("etrn-send")
         .args(["--starttls", &server_arg(&server), "x.example.test"])
         .assert()
         .code(75)
@@ -472,7 +450,7 @@ fn starttls_with_a_self_signed_certificate_needs_tls_insecure() {
     assert!(etrn_lines(&server).is_empty());
 
     let server = Server::start(script.clone());
-    site.etrn_send()
+    site.command("etrn-send")
         .args(["--starttls", "--tls-insecure", "-v", &server_arg(&server)])
         .arg("x.example.test")
         .assert()
@@ -489,7 +467,7 @@ fn starttls_with_a_self_signed_certificate_needs_tls_insecure() {
     assert_eq!(seen[tls_at + 2], "ETRN x.example.test");
 
     let server = Server::start(script);
-    site.etrn_send()
+    site.command("etrn-send")
         .args([
             "--starttls=opportunistic",
             &server_arg(&server),
@@ -503,8 +481,8 @@ fn starttls_with_a_self_signed_certificate_needs_tls_insecure() {
 #[test]
 fn starttls_required_but_not_offered_is_a_protocol_failure() {
     let server = Server::start(Script::default());
-    let site = Site::new();
-    site.etrn_send()
+    let site = site();
+    site.command("etrn-send")
         .args(["--starttls", &server_arg(&server), "x.example.test"])
         .assert()
         .code(76)
@@ -512,7 +490,7 @@ fn starttls_required_but_not_offered_is_a_protocol_failure() {
     assert!(etrn_lines(&server).is_empty());
 
     let server = Server::start(Script::default());
-    site.etrn_send()
+    site.command("etrn-send")
         .args([
             "--starttls=opportunistic",
             &server_arg(&server),
@@ -522,15 +500,30 @@ fn starttls_required_but_not_offered_is_a_protocol_failure() {
         .code(0);
 }
 
+/// etrn-send with `flags`, authenticating as `site` with `password` from the environment, asks
+/// `server` to flush x.example.test.
+fn as_site(
+    site: &Site,
+    server: &Server,
+    password: &str,
+    flags: &[&str],
+) -> assert_cmd::assert::Assert {
+    site.command("etrn-send")
+        .env("ETRN_PASSWORD", password)
+        .args(flags)
+        .args(["--auth-user", "site", &server_arg(server), "x.example.test"])
+        .assert()
+}
+
 #[test]
 fn auth_plain_with_the_password_from_a_file_or_the_environment() {
     const SECRET: &str = "s3cret-pass";
     let script = Script::default().auth("site", SECRET, "PLAIN LOGIN");
-    let site = Site::new();
+    let site = site();
     let password_file = site.file("password", &format!("{SECRET}\n"));
 
     let server = Server::start(script.clone());
-    site.etrn_send()
+    site.command("etrn-send")
         .args(["-v", "--auth-user", "site", "--auth-password-file"])
         .arg(&password_file)
         .args([&server_arg(&server), "x.example.test"])
@@ -545,32 +538,15 @@ fn auth_plain_with_the_password_from_a_file_or_the_environment() {
     assert!(server.seen().iter().any(|l| l.starts_with("AUTH PLAIN ")));
 
     let server = Server::start(script.clone());
-    site.etrn_send()
-        .env("ETRN_PASSWORD", SECRET)
-        .args([
-            "--auth-user",
-            "site",
-            &server_arg(&server),
-            "x.example.test",
-        ])
-        .assert()
-        .code(0);
+    as_site(&site, &server, SECRET, &[]).code(0);
 
     let server = Server::start(script);
-    site.etrn_send()
-        .env("ETRN_PASSWORD", "wrong")
-        .args([
-            "--auth-user",
-            "site",
-            &server_arg(&server),
-            "x.example.test",
-        ])
-        .assert()
+    as_site(&site, &server, "wrong", &[])
         .code(77)
         .stderr(predicate::str::contains("535 5.7.8"));
     assert!(etrn_lines(&server).is_empty());
 
-    site.etrn_send()
+    site.command("etrn-send")
         .args(["--auth-user", "site", "--auth-password-file"])
         .arg(site.dir.path().join("missing"))
         .args(["127.0.0.1", "x.example.test"])
@@ -583,46 +559,27 @@ fn auth_plain_with_the_password_from_a_file_or_the_environment() {
 fn auth_login_when_plain_is_not_offered() {
     const SECRET: &str = "login-pass";
     let server = Server::start(Script::default().auth("site", SECRET, "LOGIN CRAM-MD5"));
-    let site = Site::new();
-    site.etrn_send()
-        .env("ETRN_PASSWORD", SECRET)
-        .args([
-            "-v",
-            "--auth-user",
-            "site",
-            &server_arg(&server),
-            "x.example.test",
-        ])
-        .assert()
-        .code(0)
-        .stderr(
-            predicate::str::contains(">>> AUTH LOGIN\n")
-                .and(predicate::str::contains(">>> ****\n"))
-                .and(predicate::str::contains(SECRET).not()),
-        );
+    let site = site();
+    as_site(&site, &server, SECRET, &["-v"]).code(0).stderr(
+        predicate::str::contains(">>> AUTH LOGIN\n")
+            .and(predicate::str::contains(">>> ****\n"))
+            .and(predicate::str::contains(SECRET).not()),
+    );
     assert!(server.seen().contains(&"AUTH LOGIN".to_string()));
 
     let server = Server::start(Script::default().auth("site", SECRET, "CRAM-MD5"));
-    site.etrn_send()
-        .env("ETRN_PASSWORD", SECRET)
-        .args([
-            "--auth-user",
-            "site",
-            &server_arg(&server),
-            "x.example.test",
-        ])
-        .assert()
+    as_site(&site, &server, SECRET, &[])
         .code(76)
         .stderr(predicate::str::contains("only PLAIN and LOGIN"));
 }
 
 #[test]
 fn retry_repeats_temporary_failures_only() {
-    let site = Site::new();
+    let site = site();
     let busy = Script::default().greeting(Some("421 4.3.2 busy"));
 
     let server = Server::start_sequence(vec![busy.clone(), Script::default()]);
-    site.etrn_send()
+    site.command("etrn-send")
         .args(["--retry", "2", "--retry-wait", "1", &server_arg(&server)])
         .arg("x.example.test")
         .assert()
@@ -631,14 +588,14 @@ fn retry_repeats_temporary_failures_only() {
     assert_eq!(server.connections(), 2);
 
     let server = Server::start_sequence(vec![busy.clone(), Script::default()]);
-    site.etrn_send()
+    site.command("etrn-send")
         .args([&server_arg(&server), "x.example.test"])
         .assert()
         .code(75);
     assert_eq!(server.connections(), 1, "no retry unless asked");
 
     let server = Server::start(busy);
-    site.etrn_send()
+    site.command("etrn-send")
         .args(["--retry", "1", "--retry-wait", "1", &server_arg(&server)])
         .arg("x.example.test")
         .assert()
@@ -650,7 +607,7 @@ fn retry_repeats_temporary_failures_only() {
         Script::default().etrn("b.example.test", "458 Unable to queue messages"),
         Script::default(),
     ]);
-    site.etrn_send()
+    site.command("etrn-send")
         .args(["--retry", "3", "--retry-wait", "1", &server_arg(&server)])
         .args(["a.example.test", "b.example.test"])
         .assert()
@@ -670,7 +627,7 @@ fn retry_repeats_temporary_failures_only() {
 
     // Permanent answers are final: no second connection.
     let server = Server::start(Script::default().etrn("x.example.test", "501 bad"));
-    site.etrn_send()
+    site.command("etrn-send")
         .args(["--retry", "3", "--retry-wait", "1", &server_arg(&server)])
         .arg("x.example.test")
         .assert()
@@ -713,7 +670,7 @@ fn with_loopback_resolver(site: &Site) -> Option<Command> {
         .arg(&hosts)
         .arg(assert_cmd::cargo::cargo_bin("etrn-send"))
         .arg("-C")
-        .arg(site.config())
+        .arg(site.config_path())
         .env_remove("ETRN_PASSWORD")
         .env_remove("ETRNQ_CONFIG")
         .timeout(LIMIT);
@@ -722,7 +679,7 @@ fn with_loopback_resolver(site: &Site) -> Option<Command> {
 
 #[test]
 fn an_unresolvable_server_exits_68_quickly() {
-    let site = Site::new();
+    let site = site();
     let Some(mut cmd) = with_loopback_resolver(&site) else {
         return;
     };
@@ -743,7 +700,7 @@ fn an_unresolvable_server_exits_68_quickly() {
 
 #[test]
 fn a_server_name_is_resolved() {
-    let site = Site::new();
+    let site = site();
     let Some(mut cmd) = with_loopback_resolver(&site) else {
         return;
     };
@@ -903,8 +860,8 @@ fn postfix_as_the_etrn_server() {
         Err(reason) => panic!("cannot start a private Postfix: {reason}"),
     };
     let server = format!("127.0.0.1:{}", postfix.port);
-    let site = Site::new();
-    site.etrn_send()
+    let site = site();
+    site.command("etrn-send")
         .args([
             "-v",
             &server,
@@ -918,7 +875,7 @@ fn postfix_as_the_etrn_server() {
              @customer.example.test 250 Queuing started\n",
         )
         .stderr(predicate::str::contains("server advertises ETRN"));
-    site.etrn_send()
+    site.command("etrn-send")
         .args([&server, "customer.example.test", "unknown.example.test"])
         .assert()
         .code(77)

@@ -1,21 +1,23 @@
-//! mailq end to end: sendmail's layout byte for byte, the JSON lines, the per-domain summary,
-//! the selectors in both spellings, the locked and held marks, corrupt envelopes, envelopes and
-//! an index that are not what they should be (a named pipe, an endless line), a reader that
-//! stops early, and the advisory index: believed while the queue stands still, never after it
-//! changed.
+//! mailq end to end: sendmail's layout byte for byte, the JSON lines and every selection.
+//!
+//! Also the per-domain summary, the selectors in both spellings, the locked and held marks,
+//! corrupt envelopes, envelopes and an index that are not what they should be (a named pipe, an
+//! endless line), a reader that stops early, and the advisory index: believed while the queue
+//! stands still, never after it changed.
 //!
 //! Most queues here are written by hand in the documented envelope format, so that deferral
 //! state, fixed arrival times and corrupt files can be set up without a queue run. Listings run
 //! with TZ=UTC; 1795418591 is Mon Nov 23 07:23:11 2026 UTC.
 
-mod common;
+mod support;
 
 use std::collections::HashSet;
 use std::fs;
 use std::io::{BufRead, BufReader};
 use std::process::Stdio;
 
-use common::{Envelope, Rcpt, Sandbox, stderr_lines};
+use support::queue_files::{Envelope, Rcpt};
+use support::site::{Site, stderr_lines};
 
 const ARRIVAL: i64 = 1_795_418_591;
 const COLUMNS: &str =
@@ -34,16 +36,19 @@ fn stdout_of(cmd: &mut assert_cmd::Command) -> String {
     String::from_utf8(output.stdout.clone()).unwrap()
 }
 
-fn listing(q: &Sandbox, args: &[&str]) -> String {
-    stdout_of(q.mailq().args(args))
+fn listing(q: &Site, args: &[&str]) -> String {
+    stdout_of(q.command("mailq").args(args))
 }
 
-fn header(q: &Sandbox, n: usize) -> String {
+fn header(q: &Site, n: usize) -> String {
     let s = if n == 1 { "" } else { "s" };
-    format!("\t\t{} ({n} request{s})\n{COLUMNS}", q.queue.display())
+    format!(
+        "\t\t{} ({n} request{s})\n{COLUMNS}",
+        q.queue_dir().display()
+    )
 }
 
-fn plant(q: &Sandbox, id: &str, arrival: i64, sender: &str, rcpts: Vec<Rcpt>) -> Envelope {
+fn plant(q: &Site, id: &str, arrival: i64, sender: &str, rcpts: Vec<Rcpt>) -> Envelope {
     let data = format!("Subject: {id}\n\nbody of {id}\n");
     let env = Envelope::new(id, arrival, data.len() as u64, sender, rcpts);
     q.plant(&env, data.as_bytes());
@@ -52,10 +57,13 @@ fn plant(q: &Sandbox, id: &str, arrival: i64, sender: &str, rcpts: Vec<Rcpt>) ->
 
 #[test]
 fn empty_queue() {
-    let q = Sandbox::new();
+    let q = Site::new("");
     assert_eq!(
         listing(&q, &[]),
-        format!("{} is empty\n\t\tTotal requests: 0\n", q.queue.display())
+        format!(
+            "{} is empty\n\t\tTotal requests: 0\n",
+            q.queue_dir().display()
+        )
     );
     assert_eq!(listing(&q, &["--json"]), "");
     assert_eq!(listing(&q, &["-bp"]), listing(&q, &[]));
@@ -63,7 +71,7 @@ fn empty_queue() {
 
 #[test]
 fn one_message_byte_for_byte() {
-    let q = Sandbox::new();
+    let q = Site::new("");
     plant(
         &q,
         "1xWNa000000001",
@@ -82,7 +90,7 @@ fn one_message_byte_for_byte() {
 
 #[test]
 fn several_messages_reasons_and_verbose() {
-    let q = Sandbox::new();
+    let q = Site::new("");
     let long_reason = "host 127.0.0.1[127.0.0.1] said: 450 4.2.0 <b@customer.test>: mailbox busy, please try again later";
     plant(
         &q,
@@ -148,12 +156,12 @@ fn several_messages_reasons_and_verbose() {
 
 #[test]
 fn enqueued_messages_are_listed_as_stored() {
-    let q = Sandbox::new();
+    let q = Site::new("");
     for (sender, rcpt) in [
         ("a@example.test", "x@customer.test"),
         ("b@example.test", "y@other.test"),
     ] {
-        q.enqueue()
+        q.command("queue-enqueue")
             .args(["-f", sender, rcpt])
             .write_stdin("Subject: s\n\nbody\n")
             .assert()
@@ -162,7 +170,10 @@ fn enqueued_messages_are_listed_as_stored() {
     let ids = q.ids();
     let text = listing(&q, &[]);
     let lines: Vec<&str> = text.lines().collect();
-    assert_eq!(lines[0], format!("\t\t{} (2 requests)", q.queue.display()));
+    assert_eq!(
+        lines[0],
+        format!("\t\t{} (2 requests)", q.queue_dir().display())
+    );
     for (n, id) in ids.iter().enumerate() {
         let m = q.message(id);
         let entry = lines[2 + 2 * n];
@@ -184,7 +195,7 @@ fn enqueued_messages_are_listed_as_stored() {
 
 #[test]
 fn locked_and_held_messages_are_marked() {
-    let q = Sandbox::new();
+    let q = Site::new("");
     plant(
         &q,
         "1xWNa000000001",
@@ -206,11 +217,11 @@ fn locked_and_held_messages_are_marked() {
         "c@example.test",
         vec![Rcpt::pending("w@customer.test")],
     );
-    fs::write(q.queue.join("data").join(&held.id), b"x\n").unwrap();
-    fs::write(q.queue.join("hold").join(&held.id), held.render()).unwrap();
+    fs::write(q.queue_dir().join("data").join(&held.id), b"x\n").unwrap();
+    fs::write(q.queue_dir().join("hold").join(&held.id), held.render()).unwrap();
 
     // A runner's lock, taken the way runners take it: exclusive flock on data/ID.
-    let lock = fs::File::open(q.queue.join("data/1xWNa000000002")).unwrap();
+    let lock = fs::File::open(q.queue_dir().join("data/1xWNa000000002")).unwrap();
     lock.lock().unwrap();
     let text = listing(&q, &[]);
     let entries: Vec<&str> = text.lines().filter(|l| l.starts_with("1xWN")).collect();
@@ -237,7 +248,7 @@ fn locked_and_held_messages_are_marked() {
 /// Lists until the listing shows `unmarked` after a lock was dropped. Another test thread that
 /// forks at the wrong instant holds a copy of the descriptor, and so the lock, until its child
 /// execs: the mark must go, soon if not at once.
-fn listing_once_released(q: &Sandbox, unmarked: &str) {
+fn listing_once_released(q: &Site, unmarked: &str) {
     let started = std::time::Instant::now();
     loop {
         let text = listing(q, &[]);
@@ -254,7 +265,7 @@ fn listing_once_released(q: &Sandbox, unmarked: &str) {
 
 #[test]
 fn json_lines_have_the_documented_fields() {
-    let q = Sandbox::new();
+    let q = Site::new("");
     plant(
         &q,
         "1xWNa000000001",
@@ -318,37 +329,27 @@ fn json_lines_have_the_documented_fields() {
 
 #[test]
 fn summary_counts_per_domain() {
-    let q = Sandbox::new();
+    let q = Site::new("");
     let now = chrono::Utc::now().timestamp();
     let recent = now - 25 * 60 - 30;
     let old = now - 3 * 86400;
-    plant(
-        &q,
-        "1xWNa000000001",
-        old,
-        "a@example.test",
-        vec![
-            Rcpt::pending("u@customer.test"),
-            Rcpt::pending("v@customer.test"),
-        ],
-    );
-    plant(
-        &q,
-        "1xWNa000000002",
-        recent,
-        "a@example.test",
-        vec![
-            Rcpt::pending("u@customer.test"),
-            Rcpt::pending("w@other.test"),
-        ],
-    );
-    plant(
-        &q,
-        "1xWNa000000003",
-        recent,
-        "a@example.test",
-        vec![Rcpt::pending("x@sub.customer.test")],
-    );
+    let messages: [(&str, i64, &[&str]); 3] = [
+        (
+            "1xWNa000000001",
+            old,
+            &["u@customer.test", "v@customer.test"],
+        ),
+        (
+            "1xWNa000000002",
+            recent,
+            &["u@customer.test", "w@other.test"],
+        ),
+        ("1xWNa000000003", recent, &["x@sub.customer.test"]),
+    ];
+    for (id, arrival, rcpts) in messages {
+        let rcpts = rcpts.iter().map(|r| Rcpt::pending(r)).collect();
+        plant(&q, id, arrival, "a@example.test", rcpts);
+    }
     let text = listing(&q, &["--summary"]);
     let rows: Vec<Vec<&str>> = text
         .lines()
@@ -368,50 +369,14 @@ fn summary_counts_per_domain() {
             .clone()
     };
     // messages, bytes (48 each), oldest, then the ten age buckets
-    assert_eq!(
-        row("TOTAL"),
-        [
-            "TOTAL", "3", "144", "3d0h", "0", "0", "0", "2", "0", "0", "0", "0", "0", "1"
-        ]
-    );
-    assert_eq!(
-        row("customer.test"),
-        [
-            "customer.test",
-            "2",
-            "96",
-            "3d0h",
-            "0",
-            "0",
-            "0",
-            "1",
-            "0",
-            "0",
-            "0",
-            "0",
-            "0",
-            "1"
-        ]
-    );
-    assert_eq!(
-        row("other.test"),
-        [
-            "other.test",
-            "1",
-            "48",
-            "25m",
-            "0",
-            "0",
-            "0",
-            "1",
-            "0",
-            "0",
-            "0",
-            "0",
-            "0",
-            "0"
-        ]
-    );
+    for expected in [
+        "TOTAL         3 144 3d0h 0 0 0 2 0 0 0 0 0 1",
+        "customer.test 2  96 3d0h 0 0 0 1 0 0 0 0 0 1",
+        "other.test    1  48  25m 0 0 0 1 0 0 0 0 0 0",
+    ] {
+        let expected: Vec<&str> = expected.split_whitespace().collect();
+        assert_eq!(row(expected[0]), expected);
+    }
     assert_eq!(row("sub.customer.test")[1], "1");
     assert_eq!(rows.len(), 5, "{text}");
     // Busiest domain first, after the total.
@@ -429,8 +394,8 @@ fn summary_counts_per_domain() {
 
 /// Messages for customer.test, xcustomer.test, sub.customer.test and other.test, from senders
 /// that differ in case.
-fn filter_queue() -> Sandbox {
-    let q = Sandbox::new();
+fn filter_queue() -> Site {
+    let q = Site::new("");
     plant(
         &q,
         "1xWNa000000001",
@@ -465,7 +430,7 @@ fn filter_queue() -> Sandbox {
     q
 }
 
-fn listed_ids(q: &Sandbox, args: &[&str]) -> Vec<String> {
+fn listed_ids(q: &Site, args: &[&str]) -> Vec<String> {
     let text = listing(q, args);
     let ids: Vec<String> = text
         .lines()
@@ -491,46 +456,44 @@ fn listed_ids(q: &Sandbox, args: &[&str]) -> Vec<String> {
     ids
 }
 
-#[test]
-fn r_is_an_exact_domain_and_at_adds_subdomains() {
-    let q = filter_queue();
-    assert_eq!(
-        listed_ids(&q, &["-R", "customer.test"]),
-        ["1xWNa000000001", "1xWNb000000004"]
-    );
-    assert_eq!(
-        listed_ids(&q, &["-R", "Customer.Test"]),
-        ["1xWNa000000001", "1xWNb000000004"]
-    );
-    assert_eq!(
-        listed_ids(&q, &["-R", "@customer.test"]),
-        ["1xWNa000000001", "1xWNa000000003", "1xWNb000000004"]
-    );
-    assert_eq!(
-        listed_ids(&q, &["-R", "xcustomer.test"]),
-        ["1xWNa000000002"]
-    );
-    assert_eq!(listed_ids(&q, &["-R", "customer"]), Vec::<String>::new());
-    assert_eq!(
-        listed_ids(&q, &["-R", "xcustomer.test", "-R", "other.test"]),
-        ["1xWNa000000002", "1xWNb000000004"]
-    );
-}
+/// Selections and the messages of [`filter_queue`] they list: -R is an exact domain (any
+/// case) and `@` adds its subdomains; -S and -I select by substring, -S in any case and -I in
+/// the id's own; selections of different kinds must all match.
+const SELECTIONS: &[(&[&str], &[&str])] = &[
+    (
+        &["-R", "customer.test"],
+        &["1xWNa000000001", "1xWNb000000004"],
+    ),
+    (
+        &["-R", "Customer.Test"],
+        &["1xWNa000000001", "1xWNb000000004"],
+    ),
+    (
+        &["-R", "@customer.test"],
+        &["1xWNa000000001", "1xWNa000000003", "1xWNb000000004"],
+    ),
+    (&["-R", "xcustomer.test"], &["1xWNa000000002"]),
+    (&["-R", "customer"], &[]),
+    (
+        &["-R", "xcustomer.test", "-R", "other.test"],
+        &["1xWNa000000002", "1xWNb000000004"],
+    ),
+    (&["-S", "FRANK"], &["1xWNa000000001", "1xWNb000000004"]),
+    (&["-S", "other.TEST"], &["1xWNb000000004"]),
+    (&["-I", "1xWNb"], &["1xWNb000000004"]),
+    (&["-I", "1xwnb"], &[]),
+    (
+        &["-S", "frank", "-R", "customer.test", "-I", "0001"],
+        &["1xWNa000000001"],
+    ),
+];
 
 #[test]
-fn s_and_i_select_by_substring() {
+fn each_selection_lists_exactly_its_messages() {
     let q = filter_queue();
-    assert_eq!(
-        listed_ids(&q, &["-S", "FRANK"]),
-        ["1xWNa000000001", "1xWNb000000004"]
-    );
-    assert_eq!(listed_ids(&q, &["-S", "other.TEST"]), ["1xWNb000000004"]);
-    assert_eq!(listed_ids(&q, &["-I", "1xWNb"]), ["1xWNb000000004"]);
-    assert_eq!(listed_ids(&q, &["-I", "1xwnb"]), Vec::<String>::new());
-    assert_eq!(
-        listed_ids(&q, &["-S", "frank", "-R", "customer.test", "-I", "0001"]),
-        ["1xWNa000000001"]
-    );
+    for (args, ids) in SELECTIONS {
+        assert_eq!(listed_ids(&q, args), *ids, "{args:?}");
+    }
 }
 
 #[test]
@@ -545,33 +508,36 @@ fn sendmail_selector_spellings() {
     let nothing = listing(&q, &["-qRnowhere.test"]);
     assert_eq!(
         nothing,
-        format!("{} is empty\n\t\tTotal requests: 0\n", q.queue.display())
+        format!(
+            "{} is empty\n\t\tTotal requests: 0\n",
+            q.queue_dir().display()
+        )
     );
 }
 
 #[test]
 fn bad_arguments_are_usage_errors() {
-    let q = Sandbox::new();
+    let q = Site::new("");
     for args in [
         &["-R", "bad domain"][..],
         &["--frobnicate"],
         &["-bs"],
         &["--json", "--summary"],
     ] {
-        let output = q.mailq().args(args).output().unwrap();
+        let output = q.command("mailq").args(args).output().unwrap();
         assert_eq!(output.status.code(), Some(64), "{args:?}");
         assert_eq!(stderr_lines(&output).len(), 1, "{args:?}");
         assert!(output.stdout.is_empty());
     }
-    let bad = Sandbox::with_config("no_such_key = 1\n");
-    let output = bad.mailq().output().unwrap();
+    let bad = Site::new("no_such_key = 1\n");
+    let output = bad.command("mailq").output().unwrap();
     assert_eq!(output.status.code(), Some(78));
     assert!(stderr_lines(&output)[0].contains("no_such_key"));
 }
 
 #[test]
 fn a_corrupt_envelope_is_reported_and_moved_aside() {
-    let q = Sandbox::new();
+    let q = Site::new("");
     plant(
         &q,
         "1xWNa000000001",
@@ -596,15 +562,18 @@ fn a_corrupt_envelope_is_reported_and_moved_aside() {
     let whole = torn.render();
     let cut = &whole[..whole.len() - 10];
     // Replaced by rename, as every envelope change is: a listing trusts an unchanged directory.
-    let envelope = q.queue.join("env/1xWNa000000002");
+    let envelope = q.queue_dir().join("env/1xWNa000000002");
     fs::write(envelope.with_extension("new"), cut).unwrap();
     fs::rename(envelope.with_extension("new"), &envelope).unwrap();
 
-    let output = q.mailq().output().unwrap();
+    let output = q.command("mailq").output().unwrap();
     assert!(output.status.success());
     let text = String::from_utf8(output.stdout.clone()).unwrap();
     let lines: Vec<&str> = text.lines().collect();
-    assert_eq!(lines[0], format!("\t\t{} (3 requests)", q.queue.display()));
+    assert_eq!(
+        lines[0],
+        format!("\t\t{} (3 requests)", q.queue_dir().display())
+    );
     let bad = lines
         .iter()
         .find(|l| l.starts_with("1xWNa000000002"))
@@ -630,13 +599,13 @@ fn a_corrupt_envelope_is_reported_and_moved_aside() {
         ["1xWNa000000002.data", "1xWNa000000002.env"]
     );
     assert_eq!(
-        fs::read_to_string(q.queue.join("corrupt/1xWNa000000002.env")).unwrap(),
+        fs::read_to_string(q.queue_dir().join("corrupt/1xWNa000000002.env")).unwrap(),
         cut
     );
     assert_eq!(q.ids(), ["1xWNa000000001", "1xWNa000000003"]);
     assert_eq!(q.files("data"), ["1xWNa000000001", "1xWNa000000003"]);
     // Moved once: the next listing is clean.
-    let again = q.mailq().output().unwrap();
+    let again = q.command("mailq").output().unwrap();
     assert!(again.stderr.is_empty());
     assert!(
         String::from_utf8(again.stdout)
@@ -647,7 +616,7 @@ fn a_corrupt_envelope_is_reported_and_moved_aside() {
 
 #[test]
 fn corrupt_entries_in_json_and_missing_data() {
-    let q = Sandbox::new();
+    let q = Site::new("");
     plant(
         &q,
         "1xWNa000000001",
@@ -656,11 +625,11 @@ fn corrupt_entries_in_json_and_missing_data() {
         vec![Rcpt::pending("u@customer.test")],
     );
     fs::write(
-        q.queue.join("env/1xWNa000000002"),
+        q.queue_dir().join("env/1xWNa000000002"),
         b"\xff\xfenot an envelope\n",
     )
     .unwrap();
-    fs::write(q.queue.join("data/1xWNa000000002"), b"data\n").unwrap();
+    fs::write(q.queue_dir().join("data/1xWNa000000002"), b"data\n").unwrap();
     // An envelope whose data file is gone.
     let orphan = Envelope::new(
         "1xWNa000000003",
@@ -669,9 +638,9 @@ fn corrupt_entries_in_json_and_missing_data() {
         "c@example.test",
         vec![Rcpt::pending("w@customer.test")],
     );
-    fs::write(q.queue.join("env/1xWNa000000003"), orphan.render()).unwrap();
+    fs::write(q.queue_dir().join("env/1xWNa000000003"), orphan.render()).unwrap();
 
-    let output = q.mailq().arg("--json").output().unwrap();
+    let output = q.command("mailq").arg("--json").output().unwrap();
     assert!(output.status.success());
     let json: Vec<serde_json::Value> = String::from_utf8(output.stdout.clone())
         .unwrap()
@@ -698,8 +667,8 @@ fn corrupt_entries_in_json_and_missing_data() {
 }
 
 /// Three messages, the second an envelope that is a named pipe: an access problem, not damage.
-fn queue_with_a_pipe() -> Sandbox {
-    let q = Sandbox::new();
+fn queue_with_a_pipe() -> Site {
+    let q = Site::new("");
     for (n, rcpt) in [
         (1, "u@customer.test"),
         (2, "v@customer.test"),
@@ -713,7 +682,7 @@ fn queue_with_a_pipe() -> Sandbox {
             vec![Rcpt::pending(rcpt)],
         );
     }
-    let envelope = q.queue.join("env/1xWNa000000002");
+    let envelope = q.queue_dir().join("env/1xWNa000000002");
     fs::remove_file(&envelope).unwrap();
     nix::unistd::mkfifo(&envelope, nix::sys::stat::Mode::S_IRUSR).unwrap();
     q
@@ -722,10 +691,10 @@ fn queue_with_a_pipe() -> Sandbox {
 #[test]
 fn a_named_pipe_envelope_or_index_hangs_no_listing_and_is_left_in_place() {
     let q = queue_with_a_pipe();
-    nix::unistd::mkfifo(&q.queue.join("index"), nix::sys::stat::Mode::S_IRUSR).unwrap();
+    nix::unistd::mkfifo(&q.queue_dir().join("index"), nix::sys::stat::Mode::S_IRUSR).unwrap();
     let limit = std::time::Duration::from_secs(60);
 
-    let output = q.mailq().timeout(limit).output().unwrap();
+    let output = q.command("mailq").timeout(limit).output().unwrap();
     assert_eq!(output.status.code(), Some(75), "{output:?}");
     let text = String::from_utf8(output.stdout.clone()).unwrap();
     assert!(text.starts_with(&header(&q, 3)), "{text}");
@@ -744,7 +713,12 @@ fn a_named_pipe_envelope_or_index_hangs_no_listing_and_is_left_in_place() {
     assert!(errors[0].starts_with("mailq: 1xWNa000000002: unreadable envelope ("));
     assert!(errors[0].ends_with("; left in place"), "{errors:?}");
 
-    let output = q.mailq().arg("--json").timeout(limit).output().unwrap();
+    let output = q
+        .command("mailq")
+        .arg("--json")
+        .timeout(limit)
+        .output()
+        .unwrap();
     assert_eq!(output.status.code(), Some(75));
     let json: Vec<serde_json::Value> = String::from_utf8(output.stdout)
         .unwrap()
@@ -767,7 +741,7 @@ fn a_named_pipe_envelope_or_index_hangs_no_listing_and_is_left_in_place() {
 
 #[test]
 fn an_index_of_one_endless_line_is_ignored_unread() {
-    let q = Sandbox::new();
+    let q = Site::new("");
     plant(
         &q,
         "1xWNa000000001",
@@ -776,12 +750,12 @@ fn an_index_of_one_endless_line_is_ignored_unread() {
         vec![Rcpt::pending("u@customer.test")],
     );
     // 4 GiB without a newline, sparse: the header line is cut at its limit, not read whole.
-    fs::File::create(q.queue.join("index"))
+    fs::File::create(q.queue_dir().join("index"))
         .unwrap()
         .set_len(4 << 30)
         .unwrap();
     let output = q
-        .mailq()
+        .command("mailq")
         .timeout(std::time::Duration::from_secs(60))
         .output()
         .unwrap();
@@ -797,7 +771,7 @@ fn unreadable_messages_are_reported_whatever_the_selection_unless_i_rules_them_o
         &["-S", "nobody"],
         &["--json", "-R", "x.test"],
     ] {
-        let output = q.mailq().args(args).output().unwrap();
+        let output = q.command("mailq").args(args).output().unwrap();
         assert_eq!(output.status.code(), Some(75), "{args:?}");
         assert!(
             String::from_utf8_lossy(&output.stdout).contains("1xWNa000000002"),
@@ -805,12 +779,20 @@ fn unreadable_messages_are_reported_whatever_the_selection_unless_i_rules_them_o
         );
         assert_eq!(stderr_lines(&output).len(), 1, "{args:?}");
     }
-    let output = q.mailq().args(["-R", "other.test"]).output().unwrap();
+    let output = q
+        .command("mailq")
+        .args(["-R", "other.test"])
+        .output()
+        .unwrap();
     let text = String::from_utf8(output.stdout).unwrap();
     assert!(text.starts_with(&header(&q, 2)), "{text}");
     assert!(text.ends_with("Total requests: 2\n"));
 
-    let output = q.mailq().args(["-I", "000000003"]).output().unwrap();
+    let output = q
+        .command("mailq")
+        .args(["-I", "000000003"])
+        .output()
+        .unwrap();
     assert!(output.status.success(), "{output:?}");
     assert!(output.stderr.is_empty());
     assert!(!String::from_utf8_lossy(&output.stdout).contains("1xWNa000000002"));
@@ -818,9 +800,9 @@ fn unreadable_messages_are_reported_whatever_the_selection_unless_i_rules_them_o
 
 #[test]
 fn a_reader_that_stops_early_is_not_an_error() {
-    let q = Sandbox::new();
+    let q = Site::new("");
     // Enough output to fill a pipe many times over.
-    q.mailq().assert().success();
+    q.command("mailq").assert().success();
     let data = b"Subject: s\n\nbody\n";
     for n in 0..3000 {
         let id = format!("1xWNa{n:09}");
@@ -831,8 +813,8 @@ fn a_reader_that_stops_early_is_not_an_error() {
             "a@example.test",
             vec![Rcpt::pending("u@customer.test")],
         );
-        fs::write(q.queue.join("data").join(&id), data).unwrap();
-        fs::write(q.queue.join("env").join(&id), env.render()).unwrap();
+        fs::write(q.queue_dir().join("data").join(&id), data).unwrap();
+        fs::write(q.queue_dir().join("env").join(&id), env.render()).unwrap();
     }
     for args in [&[][..], &["--json"]] {
         let mut child = q
@@ -866,8 +848,8 @@ fn a_reader_that_stops_early_is_not_an_error() {
 /// their contents.
 const SETTLE: std::time::Duration = std::time::Duration::from_millis(1200);
 
-fn enqueue_from(q: &Sandbox, sender: &str, rcpt: &str) {
-    q.enqueue()
+fn enqueue_from(q: &Site, sender: &str, rcpt: &str) {
+    q.command("queue-enqueue")
         .args(["-f", sender, rcpt])
         .write_stdin("Subject: s\n\nbody\n")
         .assert()
@@ -875,16 +857,16 @@ fn enqueue_from(q: &Sandbox, sender: &str, rcpt: &str) {
 }
 
 /// What the listing is when every envelope is read from its own file.
-fn listing_without_index(q: &Sandbox, args: &[&str]) -> String {
-    let _ = fs::remove_file(q.queue.join("index"));
+fn listing_without_index(q: &Site, args: &[&str]) -> String {
+    let _ = fs::remove_file(q.queue_dir().join("index"));
     listing(q, args)
 }
 
 /// Rewrites the index in place with `from` replaced by `to` (same length, so record lengths
 /// stay right): what it then lists shows whether the index was read.
-fn tamper_index(q: &Sandbox, from: &str, to: &str) {
+fn tamper_index(q: &Site, from: &str, to: &str) {
     assert_eq!(from.len(), to.len());
-    let path = q.queue.join("index");
+    let path = q.queue_dir().join("index");
     let text = fs::read_to_string(&path).unwrap();
     assert!(text.contains(from), "{text}");
     fs::write(&path, text.replace(from, to)).unwrap();
@@ -907,13 +889,13 @@ fn without_ages(summary: &str) -> String {
 
 #[test]
 fn a_queue_that_stood_still_is_listed_from_its_index() {
-    let q = Sandbox::new();
+    let q = Site::new("");
     enqueue_from(&q, "alice@example.test", "x@customer.test");
     enqueue_from(&q, "bob@example.test", "y@other.test");
     std::thread::sleep(SETTLE);
     let first = listing(&q, &[]);
     assert!(
-        q.queue.join("index").exists(),
+        q.queue_dir().join("index").exists(),
         "a settled full listing writes the index"
     );
     let json = listing(&q, &["--json"]);
@@ -942,7 +924,7 @@ fn a_queue_that_stood_still_is_listed_from_its_index() {
 
 #[test]
 fn any_change_to_the_queue_retires_the_index() {
-    let q = Sandbox::new();
+    let q = Site::new("");
     enqueue_from(&q, "alice@example.test", "x@customer.test");
     std::thread::sleep(SETTLE);
     listing(&q, &[]);
@@ -959,7 +941,7 @@ fn any_change_to_the_queue_retires_the_index() {
     std::thread::sleep(SETTLE);
     listing(&q, &[]);
     let ids = q.ids();
-    let path = q.queue.join("env").join(&ids[0]);
+    let path = q.queue_dir().join("env").join(&ids[0]);
     let deferred = fs::read_to_string(&path).unwrap().replace(
         "rcpt\tpending\t0\t0\tx@customer.test\t",
         "rcpt\tdeferred\t1\t0\tx@customer.test\t451 4.3.0 try later",
@@ -971,13 +953,13 @@ fn any_change_to_the_queue_retires_the_index() {
     // Put on hold by hand, and taken out of the queue.
     std::thread::sleep(SETTLE);
     listing(&q, &[]);
-    fs::rename(&path, q.queue.join("hold").join(&ids[0])).unwrap();
+    fs::rename(&path, q.queue_dir().join("hold").join(&ids[0])).unwrap();
     let text = listing(&q, &[]);
     assert!(text.contains(&format!("{}!", ids[0])), "{text}");
     std::thread::sleep(SETTLE);
     listing(&q, &[]);
-    fs::remove_file(q.queue.join("hold").join(&ids[0])).unwrap();
-    fs::remove_file(q.queue.join("data").join(&ids[0])).unwrap();
+    fs::remove_file(q.queue_dir().join("hold").join(&ids[0])).unwrap();
+    fs::remove_file(q.queue_dir().join("data").join(&ids[0])).unwrap();
     let text = listing(&q, &[]);
     assert!(
         !text.contains(&ids[0]) && text.contains("(1 request)"),
@@ -987,13 +969,13 @@ fn any_change_to_the_queue_retires_the_index() {
 
 #[test]
 fn locks_are_learnt_afresh_under_an_index() {
-    let q = Sandbox::new();
+    let q = Site::new("");
     enqueue_from(&q, "alice@example.test", "x@customer.test");
     std::thread::sleep(SETTLE);
     listing(&q, &[]);
-    assert!(q.queue.join("index").exists());
+    assert!(q.queue_dir().join("index").exists());
     let id = q.ids().remove(0);
-    let lock = fs::File::open(q.queue.join("data").join(&id)).unwrap();
+    let lock = fs::File::open(q.queue_dir().join("data").join(&id)).unwrap();
     lock.lock().unwrap();
     assert!(listing(&q, &[]).contains(&format!("{id}*")));
     drop(lock);
@@ -1002,13 +984,13 @@ fn locks_are_learnt_afresh_under_an_index() {
 
 #[test]
 fn a_damaged_index_is_ignored_and_replaced() {
-    let q = Sandbox::new();
+    let q = Site::new("");
     for n in 0..3 {
         enqueue_from(&q, &format!("s{n}@example.test"), "x@customer.test");
     }
     std::thread::sleep(SETTLE);
     let truth = listing(&q, &[]);
-    let index = q.queue.join("index");
+    let index = q.queue_dir().join("index");
     let whole = fs::read(&index).unwrap();
 
     // A record whose envelope lost its end: that one message is read from its file.
@@ -1032,13 +1014,13 @@ fn a_damaged_index_is_ignored_and_replaced() {
 
 #[test]
 fn listings_during_submissions_never_leave_a_stale_index() {
-    let q = Sandbox::new();
-    q.mailq().assert().success();
+    let q = Site::new("");
+    q.command("mailq").assert().success();
     let stop = std::sync::atomic::AtomicBool::new(false);
     std::thread::scope(|scope| {
         scope.spawn(|| {
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                q.mailq().assert().success();
+                q.command("mailq").assert().success();
             }
         });
         // Bursts with pauses long enough for the listings to write an index between them.

@@ -1,10 +1,12 @@
-//! mx-check end to end: the real binary against a DNS server and SMTP servers this test starts
-//! on loopback. Every run names the test's name server and its own configuration file, so the
-//! machine's resolver and /etc/etrnq are never read.
+//! mx-check end to end: the real binary against a DNS server and SMTP servers the test starts.
+//!
+//! Every run names the test's name server and its own configuration file, so the machine's
+//! resolver and /etc/etrnq are never read. Each kind of MX trouble in the test zones is a row of
+//! one table, checked in the text report and in JSON; the probes meet scripted servers, several
+//! on one port at different loopback addresses.
 
 mod support;
 
-use std::io::Write;
 use std::time::{Duration, Instant};
 
 use assert_cmd::Command;
@@ -12,8 +14,9 @@ use predicates::prelude::*;
 use serde_json::Value;
 
 use support::dns::{DnsServer, SilentDns};
-use support::scripted::{Script, Server};
-use support::smtp::{Behaviour, start_all};
+use support::site::Site;
+use support::smtp::{Script, Server};
+use support::tls;
 
 struct Run {
     code: i32,
@@ -23,12 +26,9 @@ struct Run {
 
 /// Runs mx-check with the given configuration text and arguments.
 fn mx_check_with(config: &str, args: &[&str]) -> Run {
-    let mut file = tempfile::NamedTempFile::new().expect("temp config");
-    file.write_all(config.as_bytes()).expect("write config");
-    let output = Command::cargo_bin("mx-check")
-        .expect("mx-check is built")
-        .arg("-C")
-        .arg(file.path())
+    let site = Site::with_text(config);
+    let output = site
+        .command("mx-check")
         .args(args)
         .timeout(Duration::from_secs(60))
         .output()
@@ -142,183 +142,184 @@ fn json_output_follows_the_schema() {
     );
 }
 
-#[test]
-fn null_mx_is_critical() {
-    let dns = DnsServer::start();
-    let run = mx_check(&dns, &["nullmx.example"]);
-    assert_eq!(run.code, 2, "{}", run.stdout);
-    assert!(
-        run.stdout
-            .starts_with("MX CRITICAL - nullmx.example: nullmx.example has a null MX (RFC 7505)"),
-        "{}",
-        run.stdout
-    );
-    let v = json(&mx_check(&dns, &["--json", "nullmx.example"]));
-    assert_eq!(v["routing"], "null_mx");
-    assert_eq!(v["status"], "CRITICAL");
+/// What mx-check must say about one domain of the test zones, in its text report and in JSON.
+struct Finding {
+    domain: &'static str,
+    /// The exit status, the same with and without `--json`.
+    code: i32,
+    /// The start of the text report ("" for any), pieces it must contain, and pieces it must not.
+    begins: &'static str,
+    shows: &'static [&'static str],
+    hides: &'static [&'static str],
+    /// JSON fields by pointer, each with its value as JSON text; findings as (severity, a piece
+    /// of the message); pieces the JSON output must not contain.
+    fields: &'static [(&'static str, &'static str)],
+    findings: &'static [(&'static str, &'static str)],
+    json_hides: &'static [&'static str],
 }
 
-#[test]
-fn no_mx_but_address_is_implicit_mx_warning() {
-    let dns = DnsServer::start();
-    let run = mx_check(&dns, &["implicit.example"]);
-    assert_eq!(run.code, 1, "{}", run.stdout);
-    assert!(
-        run.stdout
-            .contains("implicit MX\n  implicit.example\n    127.0.0.5"),
-        "{}",
-        run.stdout
-    );
-    assert!(
-        run.stdout
-            .contains("WARNING: implicit.example has no MX records"),
-        "{}",
-        run.stdout
-    );
-    let v = json(&mx_check(&dns, &["--json", "implicit.example"]));
-    assert_eq!(v["routing"], "implicit");
-    assert_eq!(v["exchangers"][0]["implicit"], true);
-}
+const FINDING: Finding = Finding {
+    domain: "",
+    code: 0,
+    begins: "",
+    shows: &[],
+    hides: &[],
+    fields: &[],
+    findings: &[],
+    json_hides: &[],
+};
+
+/// Each kind of MX trouble in the test zones, and how it is reported.
+const FINDINGS: &[Finding] = &[
+    // A null MX is critical.
+    Finding {
+        domain: "nullmx.example",
+        code: 2,
+        begins: "MX CRITICAL - nullmx.example: nullmx.example has a null MX (RFC 7505)",
+        fields: &[("/routing", "\"null_mx\""), ("/status", "\"CRITICAL\"")],
+        ..FINDING
+    },
+    // No MX but an address: the implicit MX, a warning.
+    Finding {
+        domain: "implicit.example",
+        code: 1,
+        shows: &[
+            "implicit MX\n  implicit.example\n    127.0.0.5",
+            "WARNING: implicit.example has no MX records",
+        ],
+        fields: &[
+            ("/routing", "\"implicit\""),
+            ("/exchangers/0/implicit", "true"),
+        ],
+        ..FINDING
+    },
+    // Neither MX nor address is critical.
+    Finding {
+        domain: "nothing.example",
+        code: 2,
+        shows: &["has neither MX records nor an address"],
+        ..FINDING
+    },
+    // A domain that does not exist is critical, and said to be NXDOMAIN.
+    Finding {
+        domain: "no-such-domain.example",
+        code: 2,
+        fields: &[("/mx_error/kind", "\"nxdomain\"")],
+        findings: &[("critical", "does not exist (NXDOMAIN)")],
+        ..FINDING
+    },
+    // A CNAME as MX target is a warning; the alias's addresses are shown.
+    Finding {
+        domain: "aliased.example",
+        code: 1,
+        shows: &[
+            "alias.aliased.example  CNAME -> mx.customer.example",
+            "127.0.0.2",
+        ],
+        fields: &[("/exchangers/0/cname", "\"mx.customer.example\"")],
+        findings: &[("warning", "is a CNAME for mx.customer.example")],
+        ..FINDING
+    },
+    // Targets without an address are warnings; NODATA and NXDOMAIN are told apart.
+    Finding {
+        domain: "noaddr.example",
+        code: 1,
+        shows: &[
+            "  ghost.noaddr.example\n    no address (A NODATA, AAAA NODATA)",
+            "  missing.noaddr.example\n    no address (A NXDOMAIN, AAAA NXDOMAIN)",
+        ],
+        findings: &[
+            (
+                "warning",
+                "MX 20 target ghost.noaddr.example has no A or AAAA record",
+            ),
+            (
+                "warning",
+                "MX 30 target missing.noaddr.example does not exist (NXDOMAIN)",
+            ),
+        ],
+        ..FINDING
+    },
+    // No target with an address is critical.
+    Finding {
+        domain: "allgone.example",
+        code: 2,
+        shows: &["no MX target of allgone.example has an address"],
+        ..FINDING
+    },
+    // An IP literal as target is a warning.
+    Finding {
+        domain: "literal.example",
+        code: 1,
+        fields: &[
+            ("/exchangers/0/host", "\"127.0.0.2\""),
+            ("/exchangers/0/ip_literal", "true"),
+        ],
+        findings: &[("warning", "is an IP address, not a host name")],
+        ..FINDING
+    },
+    // SERVFAIL on the domain is critical, and not taken for NXDOMAIN.
+    Finding {
+        domain: "servfail.example",
+        code: 2,
+        fields: &[("/mx_error/kind", "\"servfail\"")],
+        findings: &[("critical", "SERVFAIL (not NXDOMAIN)")],
+        json_hides: &["does not exist"],
+        ..FINDING
+    },
+    // SERVFAIL on one target is a warning, and not taken for NXDOMAIN.
+    Finding {
+        domain: "brokenmx.example",
+        code: 1,
+        shows: &[
+            "  mx.servfail.example\n    no address (A SERVFAIL, AAAA SERVFAIL",
+            "WARNING: mx.servfail.example: lookup failed: mx.servfail.example A: name server failure (SERVFAIL)",
+        ],
+        hides: &["NXDOMAIN"],
+        ..FINDING
+    },
+];
 
 #[test]
-fn neither_mx_nor_address_is_critical() {
+fn each_kind_of_mx_trouble_is_reported_in_text_and_json() {
     let dns = DnsServer::start();
-    let run = mx_check(&dns, &["nothing.example"]);
-    assert_eq!(run.code, 2, "{}", run.stdout);
-    assert!(
-        run.stdout.contains("has neither MX records nor an address"),
-        "{}",
-        run.stdout
-    );
-}
-
-#[test]
-fn nonexistent_domain_is_critical_nxdomain() {
-    let dns = DnsServer::start();
-    let run = mx_check(&dns, &["--json", "no-such-domain.example"]);
-    assert_eq!(run.code, 2, "{}", run.stdout);
-    let v = json(&run);
-    assert_eq!(v["mx_error"]["kind"], "nxdomain");
-    assert!(
-        has_finding(&v, "critical", "does not exist (NXDOMAIN)"),
-        "{v}"
-    );
-}
-
-#[test]
-fn cname_target_is_a_warning() {
-    let dns = DnsServer::start();
-    let run = mx_check(&dns, &["aliased.example"]);
-    assert_eq!(run.code, 1, "{}", run.stdout);
-    assert!(
-        run.stdout
-            .contains("alias.aliased.example  CNAME -> mx.customer.example"),
-        "{}",
-        run.stdout
-    );
-    assert!(
-        run.stdout.contains("127.0.0.2"),
-        "addresses of the alias shown: {}",
-        run.stdout
-    );
-    let v = json(&mx_check(&dns, &["--json", "aliased.example"]));
-    assert_eq!(v["exchangers"][0]["cname"], "mx.customer.example");
-    assert!(
-        has_finding(&v, "warning", "is a CNAME for mx.customer.example"),
-        "{v}"
-    );
-}
-
-#[test]
-fn targets_without_address_are_warnings_nodata_and_nxdomain_told_apart() {
-    let dns = DnsServer::start();
-    let run = mx_check(&dns, &["noaddr.example"]);
-    assert_eq!(run.code, 1, "{}", run.stdout);
-    assert!(
-        run.stdout
-            .contains("  ghost.noaddr.example\n    no address (A NODATA, AAAA NODATA)"),
-        "{}",
-        run.stdout
-    );
-    assert!(
-        run.stdout
-            .contains("  missing.noaddr.example\n    no address (A NXDOMAIN, AAAA NXDOMAIN)"),
-        "{}",
-        run.stdout
-    );
-    let v = json(&mx_check(&dns, &["--json", "noaddr.example"]));
-    assert!(
-        has_finding(
-            &v,
-            "warning",
-            "MX 20 target ghost.noaddr.example has no A or AAAA record"
-        ),
-        "{v}"
-    );
-    assert!(
-        has_finding(
-            &v,
-            "warning",
-            "MX 30 target missing.noaddr.example does not exist (NXDOMAIN)"
-        ),
-        "{v}"
-    );
-}
-
-#[test]
-fn no_target_with_address_is_critical() {
-    let dns = DnsServer::start();
-    let run = mx_check(&dns, &["allgone.example"]);
-    assert_eq!(run.code, 2, "{}", run.stdout);
-    assert!(
-        run.stdout
-            .contains("no MX target of allgone.example has an address"),
-        "{}",
-        run.stdout
-    );
-}
-
-#[test]
-fn ip_literal_target_is_a_warning() {
-    let dns = DnsServer::start();
-    let run = mx_check(&dns, &["--json", "literal.example"]);
-    assert_eq!(run.code, 1, "{}", run.stdout);
-    let v = json(&run);
-    assert_eq!(v["exchangers"][0]["host"], "127.0.0.2");
-    assert_eq!(v["exchangers"][0]["ip_literal"], true);
-    assert!(
-        has_finding(&v, "warning", "is an IP address, not a host name"),
-        "{v}"
-    );
-}
-
-#[test]
-fn servfail_on_the_domain_is_critical_and_not_nxdomain() {
-    let dns = DnsServer::start();
-    let run = mx_check(&dns, &["--json", "servfail.example"]);
-    assert_eq!(run.code, 2, "{}", run.stdout);
-    let v = json(&run);
-    assert_eq!(v["mx_error"]["kind"], "servfail");
-    assert!(
-        has_finding(&v, "critical", "SERVFAIL (not NXDOMAIN)"),
-        "{v}"
-    );
-    assert!(!run.stdout.contains("does not exist"), "{}", run.stdout);
-}
-
-#[test]
-fn servfail_on_one_target_is_a_warning() {
-    let dns = DnsServer::start();
-    let run = mx_check(&dns, &["brokenmx.example"]);
-    assert_eq!(run.code, 1, "{}", run.stdout);
-    assert!(
-        run.stdout
-            .contains("  mx.servfail.example\n    no address (A SERVFAIL, AAAA SERVFAIL"),
-        "{}",
-        run.stdout
-    );
-    assert!(run.stdout.contains("WARNING: mx.servfail.example: lookup failed: mx.servfail.example A: name server failure (SERVFAIL)"), "{}", run.stdout);
-    assert!(!run.stdout.contains("NXDOMAIN"), "{}", run.stdout);
+    for case in FINDINGS {
+        let domain = case.domain;
+        let run = mx_check(&dns, &[domain]);
+        assert_eq!(
+            run.code, case.code,
+            "{domain}: {}{}",
+            run.stdout, run.stderr
+        );
+        let out = &run.stdout;
+        assert!(out.starts_with(case.begins), "{domain}: {out}");
+        for piece in case.shows {
+            assert!(out.contains(piece), "{domain}: {piece:?} missing in\n{out}");
+        }
+        for piece in case.hides {
+            assert!(!out.contains(piece), "{domain}: {piece:?} shown in\n{out}");
+        }
+        let run = mx_check(&dns, &["--json", domain]);
+        assert_eq!(
+            run.code, case.code,
+            "{domain}: {}{}",
+            run.stdout, run.stderr
+        );
+        for piece in case.json_hides {
+            assert!(!run.stdout.contains(piece), "{domain}: {}", run.stdout);
+        }
+        let v = json(&run);
+        for (pointer, value) in case.fields {
+            let value: Value = serde_json::from_str(value).expect("a JSON value");
+            assert_eq!(v.pointer(pointer), Some(&value), "{domain} {pointer}: {v}");
+        }
+        for (severity, text) in case.findings {
+            assert!(
+                has_finding(&v, severity, text),
+                "{domain}: {severity} {text:?} in {v}"
+            );
+        }
+    }
 }
 
 #[test]
@@ -437,23 +438,65 @@ fn loopback(last: u8) -> std::net::IpAddr {
     std::net::IpAddr::from([127, 0, 0, last])
 }
 
+/// mx-check with `--probe` on `port`, and `args`.
+fn probe(dns: &DnsServer, port: &str, args: &[&str]) -> Run {
+    let mut all = vec!["--probe", "--port", port];
+    all.extend_from_slice(args);
+    mx_check(dns, &all)
+}
+
+/// The verbs of the commands a server got, in order.
+fn verbs(server: &Server) -> Vec<String> {
+    server
+        .commands()
+        .iter()
+        .map(|c| c.split(' ').next().unwrap_or("").to_string())
+        .collect()
+}
+
+/// A backup MX as the probe should find one: ETRN, SIZE, PIPELINING, 8BITMIME; it knows its
+/// users (postmaster and user, no one else) and takes no DATA from a probe.
+fn accepting() -> Script {
+    knowing_its_users(Script::named("accept.probe.example"))
+        .greeting(Some("220 accept.probe.example ESMTP test server"))
+        .keywords(&["PIPELINING", "SIZE 10240000", "ETRN", "8BITMIME"])
+}
+
+/// A backup MX that was never told about the domain: 554 Relay access denied to every RCPT.
+fn denying_relay() -> Script {
+    Script::named("deny.probe.example")
+        .greeting(Some("220 deny.probe.example ESMTP test server"))
+        .keywords(&["PIPELINING", "SIZE 10240000", "8BITMIME"])
+        .rcpt("", "554 5.7.1 Relay access denied")
+        .data("554 5.5.1 This test server takes no DATA")
+}
+
+/// A backup MX offering STARTTLS with a self-signed certificate for `tls.probe.example`.
+fn offering_starttls() -> Script {
+    knowing_its_users(Script::named("tls.probe.example"))
+        .greeting(Some("220 tls.probe.example ESMTP test server"))
+        .keywords(&["PIPELINING", "SIZE 10240000", "8BITMIME"])
+        .tls(tls::self_signed(&["tls.probe.example"]))
+}
+
+/// Accepts postmaster and user, refuses everyone else as unknown, and takes no DATA.
+fn knowing_its_users(script: Script) -> Script {
+    script
+        .rcpt("postmaster", "250 2.1.5 Ok")
+        .rcpt("user", "250 2.1.5 Ok")
+        .rcpt("", "550 5.1.1 User unknown")
+        .data("554 5.5.1 This test server takes no DATA")
+}
+
 #[test]
 fn probe_reports_greeting_capabilities_and_accepted_rcpt() {
     let dns = DnsServer::start();
-    let (port, servers) = start_all(&[(loopback(11), Behaviour::Accept)]);
+    let (port, servers) = Server::start_group(&[(loopback(11), accepting())]);
     let port = port.to_string();
-    let run = mx_check(
+    let run = probe(
         &dns,
-        &[
-            "--probe",
-            "--port",
-            &port,
-            "--timeout",
-            "5",
-            "--rcpt",
-            "postmaster",
-            "ok.probe.example",
-        ],
+        &port,
+        &["--timeout", "5", "--rcpt", "postmaster", "ok.probe.example"],
     );
     assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
     let out = &run.stdout;
@@ -473,13 +516,9 @@ fn probe_reports_greeting_capabilities_and_accepted_rcpt() {
         out.contains("note: accept.probe.example [127.0.0.11]:"),
         "{out}"
     );
-    let commands = servers[0].received();
-    let verbs: Vec<&str> = commands
-        .iter()
-        .map(|c| c.split(' ').next().unwrap_or(""))
-        .collect();
+    let commands = servers[0].commands();
     assert_eq!(
-        verbs,
+        verbs(&servers[0]),
         ["EHLO", "MAIL", "RCPT", "RCPT", "RSET", "QUIT"],
         "{commands:?}"
     );
@@ -491,17 +530,10 @@ fn probe_reports_greeting_capabilities_and_accepted_rcpt() {
         "a user no site has: {commands:?}"
     );
 
-    let v = json(&mx_check(
+    let v = json(&probe(
         &dns,
-        &[
-            "--json",
-            "--probe",
-            "--port",
-            &port,
-            "--rcpt",
-            "postmaster",
-            "ok.probe.example",
-        ],
+        &port,
+        &["--json", "--rcpt", "postmaster", "ok.probe.example"],
     ));
     let probe = &v["exchangers"][0]["addresses"][0]["probe"];
     assert_eq!(probe["connected"], true);
@@ -517,17 +549,13 @@ fn probe_reports_greeting_capabilities_and_accepted_rcpt() {
 #[test]
 fn backup_mx_refusing_relay_is_critical_and_never_gets_data() {
     let dns = DnsServer::start();
-    let (port, servers) = start_all(&[
-        (loopback(11), Behaviour::Accept),
-        (loopback(12), Behaviour::DenyRelay),
-    ]);
+    let (port, servers) =
+        Server::start_group(&[(loopback(11), accepting()), (loopback(12), denying_relay())]);
     let port = port.to_string();
-    let run = mx_check(
+    let run = probe(
         &dns,
+        &port,
         &[
-            "--probe",
-            "--port",
-            &port,
             "--rcpt",
             "user@relaydenied.probe.example",
             "relaydenied.probe.example",
@@ -551,7 +579,7 @@ fn backup_mx_refusing_relay_is_critical_and_never_gets_data() {
     assert!(accept < deny, "{out}");
     assert!(out.contains("backup MX does not offer ETRN"), "{out}");
     for server in &servers {
-        let received = server.received();
+        let received = server.commands();
         assert!(
             received.iter().any(|c| c.starts_with("RCPT")),
             "{received:?}"
@@ -572,47 +600,28 @@ fn backup_mx_refusing_relay_is_critical_and_never_gets_data() {
 #[test]
 fn starttls_certificate_is_reported() {
     let dns = DnsServer::start();
-    let (port, servers) = start_all(&[(loopback(13), Behaviour::StartTls)]);
+    let (port, servers) = Server::start_group(&[(loopback(13), offering_starttls())]);
     let port = port.to_string();
-    let run = mx_check(
+    let run = probe(
         &dns,
-        &[
-            "--probe",
-            "--port",
-            &port,
-            "--rcpt",
-            "postmaster",
-            "tls-site.probe.example",
-        ],
+        &port,
+        &["--rcpt", "postmaster", "tls-site.probe.example"],
     );
     assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
     let out = &run.stdout;
     assert!(out.contains("STARTTLS"), "{out}");
     assert!(out.contains("      TLS       TLSv1.3, certificate CN=rcgen self signed cert (tls.probe.example), not trusted, expires "), "{out}");
     assert!(out.contains(": TLS: certificate not trusted: "), "{out}");
-    let received = servers[0].received();
-    let verbs: Vec<&str> = received
-        .iter()
-        .map(|c| c.split(' ').next().unwrap_or(""))
-        .collect();
+    let received = servers[0].commands();
     assert_eq!(
-        verbs,
+        verbs(&servers[0]),
         [
             "EHLO", "STARTTLS", "EHLO", "MAIL", "RCPT", "RCPT", "RSET", "QUIT"
         ],
         "{received:?}"
     );
 
-    let v = json(&mx_check(
-        &dns,
-        &[
-            "--json",
-            "--probe",
-            "--port",
-            &port,
-            "tls-site.probe.example",
-        ],
-    ));
+    let v = json(&probe(&dns, &port, &["--json", "tls-site.probe.example"]));
     let tls = &v["exchangers"][0]["addresses"][0]["probe"]["tls"];
     assert_eq!(tls["protocol"], "TLSv1.3");
     assert_eq!(tls["trusted"], false);
@@ -627,23 +636,13 @@ fn starttls_certificate_is_reported() {
 #[test]
 fn silent_backup_is_a_warning_within_the_timeout() {
     let dns = DnsServer::start();
-    let (port, _servers) = start_all(&[
-        (loopback(11), Behaviour::Accept),
-        (loopback(14), Behaviour::Silent),
+    let (port, _servers) = Server::start_group(&[
+        (loopback(11), accepting()),
+        (loopback(14), Script::default().greeting(None)),
     ]);
     let port = port.to_string();
     let started = Instant::now();
-    let run = mx_check(
-        &dns,
-        &[
-            "--probe",
-            "--port",
-            &port,
-            "--timeout",
-            "1",
-            "slow.probe.example",
-        ],
-    );
+    let run = probe(&dns, &port, &["--timeout", "1", "slow.probe.example"]);
     assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
     assert!(
         started.elapsed() < Duration::from_secs(10),
@@ -668,17 +667,8 @@ fn a_trickling_server_is_cut_off_when_the_steps_limit_is_spent() {
         std::net::SocketAddr::new(loopback(14), 0),
         vec![Script::default().trickle("220", Duration::from_millis(300))],
     );
-    let run = mx_check(
-        &dns,
-        &[
-            "--probe",
-            "--port",
-            &server.port().to_string(),
-            "--timeout",
-            "2",
-            "dead.probe.example",
-        ],
-    );
+    let port = server.port().to_string();
+    let run = probe(&dns, &port, &["--timeout", "2", "dead.probe.example"]);
     assert_eq!(run.code, 2, "{}{}", run.stdout, run.stderr);
     assert!(
         run.stdout
@@ -697,17 +687,11 @@ fn a_trickling_server_is_cut_off_when_the_steps_limit_is_spent() {
 #[test]
 fn no_host_answering_is_critical() {
     let dns = DnsServer::start();
-    let (port, _servers) = start_all(&[(loopback(14), Behaviour::Silent)]);
-    let run = mx_check(
+    let (port, _servers) = Server::start_group(&[(loopback(14), Script::default().greeting(None))]);
+    let run = probe(
         &dns,
-        &[
-            "--probe",
-            "--port",
-            &port.to_string(),
-            "--timeout",
-            "1",
-            "dead.probe.example",
-        ],
+        &port.to_string(),
+        &["--timeout", "1", "dead.probe.example"],
     );
     assert_eq!(run.code, 2, "{}{}", run.stdout, run.stderr);
     assert!(

@@ -1,7 +1,9 @@
-//! Property tests of whole programs fed what others write: queue-smtpd's sessions (inetd mode,
-//! its standard input a pipe), queue-enqueue's standard input, and replies the SMTP client reads
-//! from a real socket. `src/properties.rs`, included here as it is, says how the runs are seeded
-//! and sized, how to run many more cases before a release, and how memory is measured.
+//! Property tests of whole programs fed what others write.
+//!
+//! queue-smtpd's sessions (inetd mode, its standard input a pipe), queue-enqueue's standard
+//! input, and replies the SMTP client reads from a real socket. `src/properties.rs`, included
+//! here as it is, says how the runs are seeded and sized, how to run many more cases before a
+//! release, and how memory is measured.
 //!
 //! Each case runs a program or opens a loopback connection, so these properties try fewer cases
 //! than the module properties: together about ten seconds on two cores.
@@ -10,9 +12,8 @@
 #[path = "../src/properties.rs"]
 mod properties;
 
-mod common;
+mod support;
 
-use std::fs;
 use std::io::Write;
 use std::net::{Ipv4Addr, Shutdown, TcpListener};
 use std::time::Duration;
@@ -22,8 +23,8 @@ use etrnq::route::RelayHost;
 use etrnq::smtp::{ConnectOptions, Connection, Reply, Timeouts};
 use proptest::prelude::*;
 
-use common::{Sandbox, stderr_lines};
 use properties::{bytes, config, mutated, peak};
+use support::site::{Site, stderr_lines};
 
 /// Command lines a client may send, to be mutated and mixed. ETRN names no domain this server
 /// takes mail for, so no queue run outlives a case.
@@ -103,19 +104,9 @@ fn session() -> impl Strategy<Value = Vec<u8>> {
     })
 }
 
-/// A sandbox whose queue-smtpd relays for customer.test and logs to a file of its own.
-fn smtpd_sandbox() -> Sandbox {
-    let sandbox = Sandbox::new();
-    let log = sandbox.dir.path().join("mail.log");
-    fs::write(
-        &sandbox.config,
-        format!(
-            "hostnames = [\"mx.example.test\"]\nrelay_domains = [\"customer.test\"]\nlog = {:?}\n",
-            log.display().to_string()
-        ),
-    )
-    .unwrap();
-    sandbox
+/// A site whose queue-smtpd relays for customer.test and logs to a file of its own.
+fn smtpd_sandbox() -> Site {
+    Site::named("mx.example.test", "relay_domains = [\"customer.test\"]\n")
 }
 
 /// The replies in `output`, each checked as the client would read it.
@@ -269,8 +260,8 @@ proptest! {
         args in enqueue_args(),
         input in prop_oneof![3 => mutated(message()), 1 => bytes(600)],
     ) {
-        let sandbox = Sandbox::new();
-        let output = sandbox.enqueue().args(&args).write_stdin(input.clone()).output().unwrap();
+        let sandbox = Site::new("");
+        let output = sandbox.command("queue-enqueue").args(&args).write_stdin(input.clone()).output().unwrap();
         let code = output.status.code();
         prop_assert!(code.is_some_and(|c| c != 70 && c != 101), "{:?}", output);
         if code == Some(0) {

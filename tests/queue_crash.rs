@@ -1,9 +1,10 @@
-//! Crash and concurrency trials: parallel submitters never collide or lose a message, a
-//! submitter killed with SIGKILL at any moment never leaves a partial message visible, and what
-//! it leaves in tmp/ is swept only after the grace period; a sweep neither waits on a named pipe
-//! nor follows a link.
+//! Crash and concurrency trials of queue-enqueue: no collision, no partial message, no lost one.
+//!
+//! Parallel submitters never collide or lose a message, a submitter killed with SIGKILL at any
+//! moment never leaves a partial message visible, and what it leaves in tmp/ is swept only after
+//! the grace period; a sweep neither waits on a named pipe nor follows a link.
 
-mod common;
+mod support;
 
 use std::collections::HashSet;
 use std::fs;
@@ -12,13 +13,14 @@ use std::process::{Child, Stdio};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
-use common::{Rng, Sandbox};
+use support::rng::Rng;
+use support::site::Site;
 
 #[test]
 fn four_submitters_250_messages_each() {
-    let q = Sandbox::new();
+    let q = Site::new("");
     // Create the layout first so the submitters race on messages, not on mkdir.
-    q.mailq().assert().success();
+    q.command("mailq").assert().success();
     let workers: Vec<_> = (0..4)
         .map(|w| {
             let mut cmd = q.std_command("queue-enqueue");
@@ -44,10 +46,10 @@ fn four_submitters_250_messages_each() {
     assert_eq!(q.files("data").len(), 1000);
     assert_eq!(q.files("tmp"), Vec::<String>::new());
 
-    let text = String::from_utf8(q.mailq().output().unwrap().stdout).unwrap();
+    let text = String::from_utf8(q.command("mailq").output().unwrap().stdout).unwrap();
     assert_eq!(
         text.lines().next().unwrap(),
-        format!("\t\t{} (1000 requests)", q.queue.display())
+        format!("\t\t{} (1000 requests)", q.queue_dir().display())
     );
     assert_eq!(text.lines().last().unwrap(), "\t\tTotal requests: 1000");
     let listed: HashSet<&str> = text
@@ -58,7 +60,8 @@ fn four_submitters_250_messages_each() {
     assert_eq!(listed.len(), 1000);
     assert!(listed.iter().all(|id| on_disk.contains(*id)));
 
-    let json = String::from_utf8(q.mailq().arg("--json").output().unwrap().stdout).unwrap();
+    let json =
+        String::from_utf8(q.command("mailq").arg("--json").output().unwrap().stdout).unwrap();
     let mut ids = HashSet::new();
     let mut recipients = HashSet::new();
     for line in json.lines() {
@@ -99,6 +102,20 @@ const CHUNK: usize = 64 * 1024;
 const CHUNKS: usize = 48;
 
 /// A 3 MiB body of numbered lines: a torn copy cannot end like the whole one.
+/// A silent queue-enqueue with `args`, reading the message from the pipe returned with it.
+fn submitter(q: &Site, args: &[&str]) -> (Child, std::process::ChildStdin) {
+    let mut child = q
+        .std_command("queue-enqueue")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdin = child.stdin.take().unwrap();
+    (child, stdin)
+}
+
 fn large_body() -> Vec<u8> {
     let mut body = Vec::with_capacity(CHUNK * CHUNKS);
     let mut n = 0;
@@ -112,8 +129,8 @@ fn large_body() -> Vec<u8> {
 
 /// Every message `mailq` shows must be whole: listed alike in both formats, data size equal to
 /// the envelope's size, and the complete body at its end. Returns how many are visible.
-fn assert_only_whole_messages(q: &Sandbox, body: &[u8]) -> usize {
-    let json = q.mailq().arg("--json").output().unwrap();
+fn assert_only_whole_messages(q: &Site, body: &[u8]) -> usize {
+    let json = q.command("mailq").arg("--json").output().unwrap();
     assert!(json.status.success() && json.stderr.is_empty(), "{json:?}");
     let json = String::from_utf8(json.stdout).unwrap();
     let mut visible = 0;
@@ -121,12 +138,12 @@ fn assert_only_whole_messages(q: &Sandbox, body: &[u8]) -> usize {
         let v: serde_json::Value = serde_json::from_str(line).unwrap();
         assert_eq!(v["queue_name"], "active", "{line}");
         let id = v["queue_id"].as_str().unwrap();
-        let data = fs::read(q.queue.join("data").join(id)).unwrap();
+        let data = fs::read(q.queue_dir().join("data").join(id)).unwrap();
         assert_eq!(Some(data.len() as u64), v["message_size"].as_u64(), "{id}");
         assert!(data.ends_with(body), "{id}: visible but incomplete");
         visible += 1;
     }
-    let text = String::from_utf8(q.mailq().output().unwrap().stdout).unwrap();
+    let text = String::from_utf8(q.command("mailq").output().unwrap().stdout).unwrap();
     assert_eq!(
         text.lines().last().unwrap(),
         format!("\t\tTotal requests: {visible}")
@@ -136,7 +153,7 @@ fn assert_only_whole_messages(q: &Sandbox, body: &[u8]) -> usize {
 
 #[test]
 fn sigkill_while_reading_never_shows_a_partial_message() {
-    let q = Sandbox::new();
+    let q = Site::new("");
     let body = large_body();
     let seed = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
@@ -150,15 +167,8 @@ fn sigkill_while_reading_never_shows_a_partial_message() {
     // At least 50 kills; stop adding more after a minute so slow disks stay bounded.
     while iterations < 50 || (iterations < 80 && started.elapsed() < Duration::from_secs(60)) {
         iterations += 1;
-        let mut child = q
-            .std_command("queue-enqueue")
-            .args(["-i", "-f", "crash@example.test", "u@customer.test"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut stdin = child.stdin.take().unwrap();
+        let (mut child, mut stdin) =
+            submitter(&q, &["-i", "-f", "crash@example.test", "u@customer.test"]);
         // One time in four all input arrives and the kill races the commit; otherwise it lands
         // while the message is still being read.
         let finish = rng.below(4) == 0;
@@ -211,7 +221,7 @@ fn sigkill_while_reading_never_shows_a_partial_message() {
     let committed: HashSet<String> = q.ids().into_iter().collect();
     for pass in ["first", "second"] {
         let json = q
-            .mailq()
+            .command("mailq")
             .args(["--json", "-R", "customer.test"])
             .output()
             .unwrap();
@@ -235,18 +245,10 @@ fn age(path: &std::path::Path, by: Duration) {
 
 #[test]
 fn leftovers_are_swept_only_after_the_grace_period() {
-    let q = Sandbox::new();
+    let q = Site::new("");
     let body = large_body();
     // A submitter killed mid-read leaves its draft in tmp/.
-    let mut child = q
-        .std_command("queue-enqueue")
-        .arg("u@customer.test")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
+    let (mut child, mut stdin) = submitter(&q, &["u@customer.test"]);
     stdin.write_all(b"Subject: left over\n\n").unwrap();
     stdin.write_all(&body[..CHUNK]).unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -262,7 +264,7 @@ fn leftovers_are_swept_only_after_the_grace_period() {
     assert!(q.ids().is_empty());
 
     // Others that a sweep must spare: a recent one, and an old one somebody still holds.
-    let tmp = q.queue.join("tmp");
+    let tmp = q.queue_dir().join("tmp");
     fs::write(tmp.join("1xWNa000000001.data"), b"recent").unwrap();
     fs::write(tmp.join("1xWNa000000002.env"), b"held").unwrap();
     let holder = fs::File::open(tmp.join("1xWNa000000002.env")).unwrap();
@@ -277,7 +279,7 @@ fn leftovers_are_swept_only_after_the_grace_period() {
     );
 
     let submit = || {
-        q.enqueue()
+        q.command("queue-enqueue")
             .arg("u@customer.test")
             .write_stdin("Subject: s\n\nb\n")
             .assert()
@@ -338,12 +340,12 @@ fn age_entry(path: &std::path::Path, by: Duration) {
 
 #[test]
 fn sweeps_wait_on_no_pipe_and_follow_no_link() {
-    let q = Sandbox::new();
-    q.mailq().assert().success();
+    let q = Site::new("");
+    q.command("mailq").assert().success();
     let outside = q.dir.path().join("precious");
     fs::write(&outside, b"not the queue's").unwrap();
-    let tmp = q.queue.join("tmp");
-    let data = q.queue.join("data");
+    let tmp = q.queue_dir().join("tmp");
+    let data = q.queue_dir().join("data");
     let pipe = tmp.join("1xWNa000000001.data");
     let link = tmp.join("1xWNa000000002.env");
     let orphan_pipe = data.join("1xWNa000000003");
@@ -356,7 +358,7 @@ fn sweeps_wait_on_no_pipe_and_follow_no_link() {
 
     // queue-enqueue sweeps tmp/; a queue run over the whole queue sweeps tmp/ and data without an
     // envelope (-I selecting nothing: nothing is delivered, every envelope is read).
-    q.enqueue()
+    q.command("queue-enqueue")
         .arg("u@customer.test")
         .write_stdin("Subject: s\n\nb\n")
         .timeout(Duration::from_secs(60))

@@ -1,21 +1,24 @@
-//! queue-enqueue end to end: every sendmail argv form lands where it should in the envelope or
-//! the stored message, the message is stored byte for byte after the headers we add, and every
-//! refusal leaves the queue as it was, with its sysexits status and one line on stderr.
+//! queue-enqueue end to end: every sendmail argv form, and every refusal.
+//!
+//! Every argv form lands where it should in the envelope or the stored message, the message is
+//! stored byte for byte after the headers we add, and every refusal leaves the queue as it was,
+//! with its sysexits status and one line on stderr.
 
-mod common;
+mod support;
 
 use std::fs;
 use std::process::Stdio;
 
-use common::{HOSTNAME, Sandbox, bin, stderr_lines};
+use support::queue_files::Message;
+use support::site::{HOSTNAME, Site, bin, list, stderr_lines};
 
 const SIMPLE: &str = "Subject: test\n\nhello\n";
 
 /// Runs queue-enqueue with `args` on `input` and asserts success and silence (cron-safe).
-fn enqueue_ok(sandbox: &Sandbox, args: &[&str], input: impl Into<Vec<u8>>) -> common::Message {
+fn enqueue_ok(sandbox: &Site, args: &[&str], input: impl Into<Vec<u8>>) -> Message {
     let before = sandbox.ids();
     let output = sandbox
-        .enqueue()
+        .command("queue-enqueue")
         .args(args)
         .write_stdin(input.into())
         .output()
@@ -36,9 +39,9 @@ fn enqueue_ok(sandbox: &Sandbox, args: &[&str], input: impl Into<Vec<u8>>) -> co
 }
 
 /// Runs queue-enqueue expecting refusal `status`; the queue must be exactly as before.
-fn refused(sandbox: &Sandbox, args: &[&str], input: &[u8], status: i32) -> String {
+fn refused(sandbox: &Site, args: &[&str], input: &[u8], status: i32) -> String {
     let output = sandbox
-        .enqueue()
+        .command("queue-enqueue")
         .args(args)
         .write_stdin(input.to_vec())
         .output()
@@ -46,7 +49,7 @@ fn refused(sandbox: &Sandbox, args: &[&str], input: &[u8], status: i32) -> Strin
     refusal(sandbox, &output, status)
 }
 
-fn refusal(sandbox: &Sandbox, output: &std::process::Output, status: i32) -> String {
+fn refusal(sandbox: &Site, output: &std::process::Output, status: i32) -> String {
     let lines = stderr_lines(output);
     assert_eq!(
         output.status.code(),
@@ -66,7 +69,7 @@ fn refusal(sandbox: &Sandbox, output: &std::process::Output, status: i32) -> Str
 
 #[test]
 fn recipients_and_sender_land_in_the_envelope() {
-    let q = Sandbox::new();
+    let q = Site::new("");
     let m = enqueue_ok(
         &q,
         &[
@@ -98,7 +101,7 @@ fn recipients_and_sender_land_in_the_envelope() {
 
 #[test]
 fn sender_spellings() {
-    let q = Sandbox::new();
+    let q = Site::new("");
     for args in [
         ["-r", "rob@example.test"].as_slice(),
         ["-frob@example.test"].as_slice(),
@@ -115,7 +118,7 @@ fn sender_spellings() {
 
 #[test]
 fn default_sender_is_the_invoking_user_at_this_host() {
-    let q = Sandbox::new();
+    let q = Site::new("");
     let m = enqueue_ok(&q, &["u@customer.test"], SIMPLE);
     let user = nix::unistd::User::from_uid(nix::unistd::getuid())
         .unwrap()
@@ -126,7 +129,7 @@ fn default_sender_is_the_invoking_user_at_this_host() {
 
 #[test]
 fn full_name_goes_into_an_added_from() {
-    let q = Sandbox::new();
+    let q = Site::new("");
     let m = enqueue_ok(
         &q,
         &[
@@ -171,7 +174,7 @@ fn full_name_goes_into_an_added_from() {
 
 #[test]
 fn t_takes_to_cc_bcc_and_strips_bcc() {
-    let q = Sandbox::new();
+    let q = Site::new("");
     let input = "From: alice@example.test\n\
                  To: Bob <bob@customer.test>, carol@customer.test\n\
                  Cc: team: dave@other.test;\n\
@@ -203,7 +206,7 @@ fn t_takes_to_cc_bcc_and_strips_bcc() {
 
 #[test]
 fn t_adds_command_line_recipients_once() {
-    let q = Sandbox::new();
+    let q = Site::new("");
     let m = enqueue_ok(
         &q,
         &[
@@ -234,7 +237,7 @@ fn t_adds_command_line_recipients_once() {
 
 #[test]
 fn a_lone_dot_ends_input_unless_i() {
-    let q = Sandbox::new();
+    let q = Site::new("");
     let input = "Subject: dots\n\nbefore\n.\nafter\n";
     let cut = enqueue_ok(&q, &["u@customer.test"], input);
     assert!(cut.data.ends_with(b"\n\nbefore\n"), "{:?}", cut.data);
@@ -249,7 +252,7 @@ fn a_lone_dot_ends_input_unless_i() {
 
 #[test]
 fn sendmail_options_without_meaning_here_are_accepted() {
-    let q = Sandbox::new();
+    let q = Site::new("");
     for args in [
         ["-odq"].as_slice(),
         &["-oem"],
@@ -271,9 +274,9 @@ fn sendmail_options_without_meaning_here_are_accepted() {
 
 #[test]
 fn v_prints_the_queue_id_and_nothing_else_prints_anything() {
-    let q = Sandbox::new();
+    let q = Site::new("");
     let output = q
-        .enqueue()
+        .command("queue-enqueue")
         .args(["-v", "u@customer.test"])
         .write_stdin(SIMPLE)
         .output()
@@ -285,7 +288,7 @@ fn v_prints_the_queue_id_and_nothing_else_prints_anything() {
         format!("queued as {id}\n")
     );
     let quiet = q
-        .enqueue()
+        .command("queue-enqueue")
         .arg("u@customer.test")
         .write_stdin(SIMPLE)
         .output()
@@ -296,7 +299,7 @@ fn v_prints_the_queue_id_and_nothing_else_prints_anything() {
 
 #[test]
 fn dsn_options_are_stored() {
-    let q = Sandbox::new();
+    let q = Site::new("");
     let never = enqueue_ok(&q, &["-N", "never", "u@customer.test"], SIMPLE);
     assert_eq!(never.envelope.notify.as_deref(), Some("never"));
     let m = enqueue_ok(
@@ -319,7 +322,7 @@ fn dsn_options_are_stored() {
 
 #[test]
 fn bad_dsn_options_are_usage_errors() {
-    let q = Sandbox::new();
+    let q = Site::new("");
     refused(&q, &["-N", "sometimes", "u@customer.test"], b"x\n", 64);
     refused(&q, &["-R", "body", "u@customer.test"], b"x\n", 64);
     refused(&q, &["-V", "has space", "u@customer.test"], b"x\n", 64);
@@ -327,7 +330,7 @@ fn bad_dsn_options_are_usage_errors() {
 
 #[test]
 fn double_dash_ends_options() {
-    let q = Sandbox::new();
+    let q = Site::new("");
     let m = enqueue_ok(
         &q,
         &["-f", "a@example.test", "--", "-odd@customer.test"],
@@ -338,7 +341,7 @@ fn double_dash_ends_options() {
 
 #[test]
 fn config_file_names_the_queue_and_the_host() {
-    let q = Sandbox::new();
+    let q = Site::new("");
     let elsewhere = q.dir.path().join("from-config");
     let config = q.dir.path().join("other.toml");
     fs::write(
@@ -357,7 +360,7 @@ fn config_file_names_the_queue_and_the_host() {
         .output()
         .unwrap();
     assert!(output.status.success(), "{output:?}");
-    let ids = common::list(&elsewhere.join("env"));
+    let ids = list(&elsewhere.join("env"));
     assert_eq!(ids.len(), 1);
     let env = fs::read_to_string(elsewhere.join("env").join(&ids[0])).unwrap();
     // An unqualified recipient is qualified with this host's configured name.
@@ -372,12 +375,12 @@ fn config_file_names_the_queue_and_the_host() {
 
 #[test]
 fn queue_dir_from_environment_and_flag() {
-    let q = Sandbox::new();
+    let q = Site::new("");
     let from_env = q.dir.path().join("from-env");
     let from_flag = q.dir.path().join("from-flag");
     let run = |extra: &[&std::ffi::OsStr]| {
         let output = std::process::Command::new(bin("queue-enqueue"))
-            .env("ETRNQ_CONFIG", &q.config)
+            .env("ETRNQ_CONFIG", q.config_path())
             .env("ETRNQ_QUEUE_DIR", &from_env)
             .args(extra)
             .arg("u@customer.test")
@@ -387,15 +390,15 @@ fn queue_dir_from_environment_and_flag() {
         assert!(output.status.success(), "{output:?}");
     };
     run(&[]);
-    assert_eq!(common::list(&from_env.join("env")).len(), 1);
+    assert_eq!(list(&from_env.join("env")).len(), 1);
     run(&["--queue-dir".as_ref(), from_flag.as_os_str()]);
-    assert_eq!(common::list(&from_flag.join("env")).len(), 1);
-    assert_eq!(common::list(&from_env.join("env")).len(), 1);
+    assert_eq!(list(&from_flag.join("env")).len(), 1);
+    assert_eq!(list(&from_env.join("env")).len(), 1);
 }
 
 #[test]
 fn added_headers_only_when_missing_and_exactly_one_received() {
-    let q = Sandbox::new();
+    let q = Site::new("");
     let bare = enqueue_ok(&q, &["-f", "a@example.test", "u@customer.test"], SIMPLE);
     assert_eq!(bare.fields("Received").len(), 1);
     assert!(bare.fields("Received")[0].starts_with(&format!("Received: by {HOSTNAME} ")));
@@ -431,7 +434,7 @@ fn added_headers_only_when_missing_and_exactly_one_received() {
 }
 
 /// Everything after our added headers is the input, byte for byte.
-fn assert_stored_exactly(m: &common::Message, input: &[u8]) {
+fn assert_stored_exactly(m: &Message, input: &[u8]) {
     assert!(m.data.len() > input.len());
     let (ours, rest) = m.data.split_at(m.data.len() - input.len());
     assert!(rest == input, "stored message differs from the input");
@@ -441,7 +444,7 @@ fn assert_stored_exactly(m: &common::Message, input: &[u8]) {
 
 #[test]
 fn eight_bit_long_line_and_crlf_messages_are_byte_exact() {
-    let q = Sandbox::new();
+    let q = Site::new("");
     let args = ["-f", "a@example.test", "u@customer.test"];
 
     let mut eight_bit = b"Subject: =?utf-8?q?caf=C3=A9?=\nX-Raw: \xe9t\xe9\n\n".to_vec();
@@ -475,7 +478,7 @@ fn eight_bit_long_line_and_crlf_messages_are_byte_exact() {
 
 #[test]
 fn text_without_headers_and_empty_input() {
-    let q = Sandbox::new();
+    let q = Site::new("");
     let m = enqueue_ok(&q, &["u@customer.test"], "just words\nmore\n");
     let text = String::from_utf8(m.data.clone()).unwrap();
     // The text must not become part of our header section.
@@ -487,7 +490,7 @@ fn text_without_headers_and_empty_input() {
 
 #[test]
 fn refusals_leave_the_queue_unchanged() {
-    let q = Sandbox::new();
+    let q = Site::new("");
     let cases: &[(&[&str], &[u8], i32, &str)] = &[
         (&[], b"Subject: x\n\nbody\n", 64, "no recipients"),
         (&["-f", "a@example.test"], b"x\n", 64, "no recipients"),
@@ -523,7 +526,7 @@ fn refusals_leave_the_queue_unchanged() {
 
 #[test]
 fn size_limit_from_the_configuration() {
-    let q = Sandbox::with_config("max_message_size = 2000\n");
+    let q = Site::new("max_message_size = 2000\n");
     let mut big = b"Subject: big\n\n".to_vec();
     big.extend(std::iter::repeat_n(b"0123456789abcdef\n", 200).flatten());
     let line = refused(&q, &["u@customer.test"], &big, 65);
@@ -534,7 +537,7 @@ fn size_limit_from_the_configuration() {
 
 #[test]
 fn a_header_section_over_100_kib_is_refused_however_it_is_made() {
-    let q = Sandbox::new();
+    let q = Site::new("");
     let args = ["-f", "a@example.test", "u@customer.test"];
     // Many small fields, and one field longer than the bound on a single line.
     let mut many = b"a: b\n".repeat(30_000);
@@ -559,23 +562,23 @@ fn a_header_section_over_100_kib_is_refused_however_it_is_made() {
 #[test]
 fn below_the_free_space_reserve_nothing_is_queued() {
     // More than any test machine has free: the reserve is never met.
-    let q = Sandbox::with_config("queue_min_free = \"4000000G\"\n");
+    let q = Site::new("queue_min_free = \"4000000G\"\n");
     let line = refused(&q, &["u@customer.test"], SIMPLE.as_bytes(), 75);
     assert!(line.contains("less than queue_min_free"), "{line}");
     assert!(line.contains("try again later"), "{line}");
     // A reserve the file system holds, in bytes or with a unit, lets mail in.
     for reserve in ["queue_min_free = 1\n", "queue_min_free = \"1K\"\n"] {
-        let q = Sandbox::with_config(reserve);
+        let q = Site::new(reserve);
         enqueue_ok(&q, &["u@customer.test"], SIMPLE);
     }
-    let q = Sandbox::with_config("queue_min_free = \"12X\"\n");
+    let q = Site::new("queue_min_free = \"12X\"\n");
     let line = refused(&q, &["u@customer.test"], SIMPLE.as_bytes(), 78);
     assert!(line.contains("queue_min_free"), "{line}");
 }
 
 #[test]
 fn hop_limit_from_the_configuration() {
-    let q = Sandbox::with_config("max_hops = 3\n");
+    let q = Site::new("max_hops = 3\n");
     let hops = |n: usize| -> Vec<u8> {
         let mut m = String::new();
         for i in 0..n {
@@ -597,7 +600,7 @@ fn hop_limit_from_the_configuration() {
 
 #[test]
 fn unreadable_input_is_noinput() {
-    let q = Sandbox::new();
+    let q = Site::new("");
     let output = q
         .std_command("queue-enqueue")
         .arg("u@customer.test")
@@ -610,7 +613,7 @@ fn unreadable_input_is_noinput() {
 
 #[test]
 fn bad_configuration_is_config_error() {
-    let q = Sandbox::with_config("max_hopz = 3\n");
+    let q = Site::new("max_hopz = 3\n");
     let line = refused(&q, &["u@customer.test"], b"x\n", 78);
     assert!(
         line.contains("etrnq.toml") && line.contains("max_hopz"),
@@ -623,7 +626,7 @@ fn bad_configuration_is_config_error() {
         .arg("-C")
         .arg(&missing)
         .arg("--queue-dir")
-        .arg(&q.queue)
+        .arg(q.queue_dir())
         .arg("u@customer.test")
         .stdin(Stdio::null())
         .output()
@@ -647,7 +650,7 @@ fn full_disk_is_tempfail_and_leaves_nothing() {
         return;
     }
     // No reserve: this is about the disk filling while a message is written.
-    let q = Sandbox::with_config("queue_min_free = 0\n");
+    let q = Site::new("queue_min_free = 0\n");
     let mount = q.dir.path().join("small");
     fs::create_dir(&mount).unwrap();
     let input = q.dir.path().join("big.eml");
@@ -667,7 +670,7 @@ fn full_disk_is_tempfail_and_leaves_nothing() {
         .args(["-m", "--propagation", "private", "sh", "-c", script, "sh"])
         .arg(&mount)
         .arg(bin("queue-enqueue"))
-        .arg(&q.config)
+        .arg(q.config_path())
         .arg(&input)
         .env_remove("ETRNQ_QUEUE_DIR")
         .env_remove("ETRNQ_CONFIG")

@@ -1,25 +1,24 @@
-//! queue-run on a full queue file system: a bounce or a state that cannot be written harms only
-//! its own message, a recipient that has a message never gets it again, and nothing is left in
-//! `tmp/`. The queue is a small tmpfs in a private mount namespace (`unshare -m`), so the host's
-//! mounts are never touched; a shell in that namespace holds it, and every step runs the real
-//! programs in it with `nsenter`. The receiving server runs in the test, on loopback, and records
-//! every message with its recipients.
+//! queue-run on a full queue file system: trouble writing harms only its own message.
+//!
+//! A bounce or a state that cannot be written harms only its own message, a recipient that has
+//! a message never gets it again, and nothing is left in `tmp/`. The queue is a small tmpfs in a
+//! private mount namespace (`unshare -m`), so the host's mounts are never touched; a shell in
+//! that namespace holds it, and every step runs the real programs in it with `nsenter`. The
+//! scripted SMTP server runs in the test, on loopback, and records every message with its
+//! recipients.
 //!
 //! Needs root, unshare(1) and nsenter(1): without them the test is skipped with a reason, and
 //! fails under `CI=true`.
 
-mod support {
-    pub mod mta;
-    pub mod site;
-    pub mod tls;
-}
+mod support;
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 
-use support::mta::{Mta, Setup};
+use support::site::{HOSTNAME, bin, queued_id};
+use support::smtp::{Script, Server};
 
 /// A private mount namespace with a small tmpfs, held by a shell that waits in it.
 struct Namespace {
@@ -155,21 +154,21 @@ impl Drop for Namespace {
 struct Site {
     /// Dropped first: the namespace ends before its mount point goes.
     ns: Namespace,
-    dir: tempfile::TempDir,
+    /// The configuration and the log, outside the namespace's file system.
+    site: support::site::Site,
     queue: PathBuf,
-    config: PathBuf,
 }
 
 impl Site {
     fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("mail.log")).unwrap_or_default()
+        self.site.log()
     }
 
     fn program(&self, name: &str, args: &[&str], input: &[u8]) -> Output {
-        let mut all = vec!["-C", self.config.to_str().expect("UTF-8 path")];
+        let config = self.site.config_path();
+        let mut all = vec!["-C", config.to_str().expect("UTF-8 path")];
         all.extend_from_slice(args);
-        self.ns
-            .run(&assert_cmd::cargo::cargo_bin(name), &all, input)
+        self.ns.run(&bin(name), &all, input)
     }
 
     /// Queues a message with this Message-ID for `recipients`; returns its queue id.
@@ -179,18 +178,7 @@ impl Site {
         );
         let mut args = vec!["-v", "-f", "frank@sender.test"];
         args.extend_from_slice(recipients);
-        let output = self.program("queue-enqueue", &args, text.as_bytes());
-        let stdout = String::from_utf8_lossy(&output.stdout);
-        assert!(
-            output.status.success(),
-            "queue-enqueue: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        stdout
-            .trim()
-            .strip_prefix("queued as ")
-            .unwrap_or_else(|| panic!("no queue id in {stdout:?}"))
-            .to_string()
+        queued_id(&self.program("queue-enqueue", &args, text.as_bytes()))
     }
 
     /// queue-run with `args`: its exit status, and what it printed.
@@ -251,40 +239,34 @@ impl Site {
     }
 }
 
-fn site(mta: &Mta) -> Option<Site> {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let ns = Namespace::start(&dir.path().join("small"), "1m")?;
+fn site(mta: &Server) -> Option<Site> {
+    let site = support::site::Site::with_text("");
+    let ns = Namespace::start(&site.dir.path().join("small"), "1m")?;
     let queue = ns.mount.join("q");
-    let config = dir.path().join("etrnq.toml");
     // No free-space reserve: the disk is filled on purpose, as other writers on the same file
     // system can fill it past any reserve.
     std::fs::write(
-        &config,
+        site.config_path(),
         format!(
-            "queue_dir = {:?}\nlog = {:?}\nhostnames = [\"mx2.isp.test\"]\nqueue_min_free = 0\n[routes]\n\"customer.test\" = {route:?}\n\"sender.test\" = {route:?}\n",
+            "queue_dir = {:?}\nlog = {:?}\nhostnames = [{HOSTNAME:?}]\nqueue_min_free = 0\n[routes]\n\"customer.test\" = {route:?}\n\"sender.test\" = {route:?}\n",
             queue.display().to_string(),
-            dir.path().join("mail.log").display().to_string(),
+            site.log_path().display().to_string(),
             route = mta.route(),
         ),
     )
     .expect("configuration");
-    Some(Site {
-        dir,
-        ns,
-        queue,
-        config,
-    })
+    Some(Site { ns, site, queue })
 }
 
 /// How many times the server took each (Message-ID, recipient); bounces count under the queue
 /// id of the message they report.
-fn deliveries(mta: &Mta) -> HashMap<(String, String), usize> {
+fn deliveries(mta: &Server) -> HashMap<(String, String), usize> {
     let mut seen = HashMap::new();
     for message in mta.messages() {
         let id = message.header("Message-ID").unwrap_or_default();
-        let text = String::from_utf8_lossy(&message.data).into_owned();
+        let text = String::from_utf8_lossy(&message.data()).into_owned();
         let key = match text.split_once("(queue id ") {
-            Some((_, rest)) if id.contains("mx2.isp.test") => {
+            Some((_, rest)) if id.contains(HOSTNAME) => {
                 format!("bounce of {}", rest.split(')').next().unwrap_or_default())
             }
             _ => id.trim_matches(['<', '>']).to_string(),
@@ -302,7 +284,7 @@ fn pair(message: &str, recipient: &str) -> (String, String) {
 
 #[test]
 fn a_full_queue_disk_harms_only_the_messages_concerned() {
-    let mta = Setup::default().start();
+    let mta = Script::default().start();
     mta.rule("later", "450 4.2.0 try again later");
     mta.rule("never", "550 5.1.1 no such user");
     let Some(site) = site(&mta) else { return };
@@ -454,7 +436,7 @@ fn a_full_queue_disk_harms_only_the_messages_concerned() {
     let report = mta
         .messages()
         .into_iter()
-        .map(|m| String::from_utf8_lossy(&m.data).into_owned())
+        .map(|m| String::from_utf8_lossy(&m.data()).into_owned())
         .find(|text| text.contains(&format!("(queue id {expired})")))
         .expect("the expired message's bounce");
     assert_eq!(

@@ -1,7 +1,8 @@
-//! One message that cannot be read never stops a pass, delivery decisions come from envelope
-//! files only, and a queue has one owner: the real programs against a queue of 100 messages with
-//! one odd envelope (unreadable, another user's, a named pipe, a symbolic link, far too big),
-//! delivering to the recording SMTP server of `tests/support` on 127.0.0.1.
+//! One unreadable message never stops a pass, and a queue has one owner.
+//!
+//! Delivery decisions come from envelope files only: the real programs against a queue of 100
+//! messages with one odd envelope (unreadable, another user's, a named pipe, a symbolic link,
+//! far too big), delivering to the scripted SMTP server of `tests/support` on 127.0.0.1.
 //!
 //! The programs run as the queue's owner. Run as root, the suite gives each test's directory to
 //! `nobody` and runs the programs as `nobody` through `setpriv` (root reads a mode-000 file, the
@@ -9,35 +10,24 @@
 //! print "skipped" outside CI and fail under `CI=true`. Every child is bounded in time: a program
 //! that hangs on a named pipe fails the test instead of holding it.
 
-mod support {
-    pub mod mta;
-    pub mod tls;
-}
+mod support;
 
 use std::fs;
-use std::io::{BufRead, BufReader, Write};
-use std::net::{TcpListener, TcpStream};
+use std::io::Write;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
 
 use serde_json::Value;
-use support::mta::{Mta, Setup};
-
-/// A bound on every program and every wait, not a measurement.
-const LIMIT: Duration = Duration::from_secs(120);
+use support::daemon::{Daemon, bounded, poll_until};
+use support::site::{SENDER, bin, is_root, list, stderr_lines};
+use support::smtp::{Script, Server};
 
 const MESSAGES: usize = 100;
 
 /// The odd message: even numbers go to customer.test, odd ones to other.test.
 const ODD: usize = 36;
-
-const SENDER: &str = "frank@sender.test";
-
-fn is_root() -> bool {
-    nix::unistd::geteuid().is_root()
-}
 
 /// True when the test may go on; outside CI a test that needs root says why it stops.
 fn root_or_skip(test: &str) -> bool {
@@ -60,10 +50,6 @@ fn nobody() -> (u32, u32) {
     (user.uid.as_raw(), user.gid.as_raw())
 }
 
-fn bin(program: &str) -> PathBuf {
-    assert_cmd::cargo::cargo_bin(program)
-}
-
 /// The programs the suite runs; queue-smtpd starts the queue-run beside it.
 const PROGRAMS: [&str; 4] = ["queue-enqueue", "queue-run", "mailq", "queue-smtpd"];
 
@@ -76,7 +62,8 @@ fn others_may_run(path: &Path) -> bool {
 
 /// A private queue, configuration and mail log, owned by the user the programs run as.
 struct Site {
-    dir: tempfile::TempDir,
+    /// The queue, configuration and log.
+    site: support::site::Site,
     /// The queue's owner: `nobody` when the suite runs as root, else the suite's own user.
     owner: (u32, u32),
     /// Where the programs are run from: the build's directory, or copies in `_copies` when the
@@ -87,23 +74,17 @@ struct Site {
 
 impl Site {
     /// Every domain routed to `mta`; customer.test may be flushed by ETRN.
-    fn new(mta: &Mta) -> Site {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let root = dir.path().display().to_string();
+    fn new(mta: &Server) -> Site {
         let route = mta.route();
-        let config = format!(
-            "queue_dir = \"{root}/queue\"\n\
-             log = \"{root}/mail.log\"\n\
-             hostnames = [\"mx2.isp.test\"]\n\
-             relay_domains = [\"customer.test\"]\n\
+        let site = support::site::Site::new(&format!(
+            "relay_domains = [\"customer.test\"]\n\
              [routes]\n\
              \"customer.test\" = \"{route}\"\n\
              \"other.test\" = \"{route}\"\n\
              \"sender.test\" = \"{route}\"\n"
-        );
-        fs::write(dir.path().join("etrnq.toml"), config).expect("config");
-        fs::create_dir(dir.path().join("queue")).expect("queue directory");
-        fs::set_permissions(dir.path().join("queue"), fs::Permissions::from_mode(0o700))
+        ));
+        fs::create_dir(site.queue_dir()).expect("queue directory");
+        fs::set_permissions(site.queue_dir(), fs::Permissions::from_mode(0o700))
             .expect("queue mode");
         let owner = if is_root() {
             nobody()
@@ -130,7 +111,7 @@ impl Site {
             None => built.parent().expect("build directory").to_path_buf(),
         };
         let site = Site {
-            dir,
+            site,
             owner,
             programs,
             _copies: copies,
@@ -144,19 +125,19 @@ impl Site {
     }
 
     fn config(&self) -> PathBuf {
-        self.dir.path().join("etrnq.toml")
+        self.site.config_path()
     }
 
     fn queue(&self) -> PathBuf {
-        self.dir.path().join("queue")
+        self.site.queue_dir()
     }
 
     fn log_path(&self) -> PathBuf {
-        self.dir.path().join("mail.log")
+        self.site.log_path()
     }
 
     fn log(&self) -> String {
-        fs::read_to_string(self.log_path()).unwrap_or_default()
+        self.site.log()
     }
 
     fn env(&self, id: &str) -> PathBuf {
@@ -169,7 +150,7 @@ impl Site {
 
     /// Hands everything the test made to the owner, as if the owner had made it.
     fn give_to_owner(&self) {
-        for entry in walkdir::WalkDir::new(self.dir.path()) {
+        for entry in walkdir::WalkDir::new(self.site.dir.path()) {
             let entry = entry.expect("walk");
             chown(entry.path(), self.owner);
         }
@@ -188,19 +169,19 @@ impl Site {
         } else {
             Command::new(self.program(program))
         };
-        command
-            .arg("-C")
-            .arg(self.config())
-            .env_remove("ETRNQ_CONFIG")
-            .env_remove("ETRNQ_QUEUE_DIR")
-            .env("TZ", "UTC")
-            .stdin(Stdio::null());
+        self.isolated(&mut command);
         command
     }
 
     /// `program` run as the suite's own user (root, in the ownership tests).
     fn as_invoker(&self, program: &str) -> Command {
         let mut command = Command::new(self.program(program));
+        self.isolated(&mut command);
+        command
+    }
+
+    /// This site's configuration, nothing from the caller's environment, no input.
+    fn isolated(&self, command: &mut Command) {
         command
             .arg("-C")
             .arg(self.config())
@@ -208,7 +189,6 @@ impl Site {
             .env_remove("ETRNQ_QUEUE_DIR")
             .env("TZ", "UTC")
             .stdin(Stdio::null());
-        command
     }
 
     /// Queues `MESSAGES` messages through the library, as queue-enqueue would, and gives them
@@ -236,7 +216,7 @@ impl Site {
 
     /// Ids of the active envelopes.
     fn active(&self) -> Vec<String> {
-        names(&self.queue().join("env"))
+        list(&self.queue().join("env"))
     }
 }
 
@@ -254,19 +234,7 @@ fn chown(path: &Path, (uid, gid): (u32, u32)) {
         .unwrap_or_else(|e| panic!("chown {}: {e}", path.display()));
 }
 
-fn names(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = fs::read_dir(dir)
-        .map(|entries| {
-            entries
-                .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default();
-    names.sort();
-    names
-}
-
-/// Runs a program to its end, killing it at [`LIMIT`]: a hang fails the test.
+/// Runs a program to its end, killing it at `PATIENCE`: a hang fails the test.
 fn finish(mut command: Command) -> Output {
     let child = command
         .stdout(Stdio::piped())
@@ -274,34 +242,6 @@ fn finish(mut command: Command) -> Output {
         .spawn()
         .expect("start program");
     bounded(child, &format!("{command:?}"))
-}
-
-fn bounded(mut child: Child, what: &str) -> Output {
-    let started = Instant::now();
-    while child.try_wait().expect("child state").is_none() {
-        if started.elapsed() > LIMIT {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{what} did not end within {LIMIT:?}");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    child.wait_with_output().expect("output")
-}
-
-fn stderr_lines(output: &Output) -> Vec<String> {
-    String::from_utf8_lossy(&output.stderr)
-        .lines()
-        .map(str::to_string)
-        .collect()
-}
-
-fn poll_until(what: &str, mut done: impl FnMut() -> bool) {
-    let started = Instant::now();
-    while !done() {
-        assert!(started.elapsed() < LIMIT, "gave up waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// What makes one message odd.
@@ -379,104 +319,10 @@ impl Odd {
     }
 }
 
-/// A raw SMTP client: enough to ask for ETRN and to submit one message.
-struct Smtp {
-    reader: BufReader<TcpStream>,
-    writer: TcpStream,
-}
-
-impl Smtp {
-    fn connect(port: u16) -> Smtp {
-        let stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-        stream.set_read_timeout(Some(LIMIT)).expect("timeout");
-        let mut smtp = Smtp {
-            reader: BufReader::new(stream.try_clone().expect("clone")),
-            writer: stream,
-        };
-        assert!(smtp.reply().starts_with("220"));
-        smtp
-    }
-
-    /// The last line of the next reply.
-    fn reply(&mut self) -> String {
-        loop {
-            let mut line = String::new();
-            self.reader.read_line(&mut line).expect("reply line");
-            assert!(line.len() >= 4, "short reply {line:?}");
-            if line.as_bytes()[3] == b' ' {
-                return line.trim_end().to_string();
-            }
-        }
-    }
-
-    fn say(&mut self, line: &str) -> String {
-        self.writer
-            .write_all(format!("{line}\r\n").as_bytes())
-            .expect("send");
-        self.reply()
-    }
-}
-
-/// A running queue-smtpd on a free loopback port; stopped with SIGTERM when dropped.
-struct Daemon {
-    child: Option<Child>,
-    port: u16,
-}
-
-impl Daemon {
-    fn start(mut command: Command) -> Daemon {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
-        let child = command
-            .arg("--listen")
-            .arg(format!("127.0.0.1:{port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start queue-smtpd");
-        let mut daemon = Daemon {
-            child: Some(child),
-            port,
-        };
-        poll_until("queue-smtpd to listen", || {
-            if let Some(child) = daemon.child.as_mut() {
-                assert!(
-                    child.try_wait().expect("child state").is_none(),
-                    "queue-smtpd exited at start"
-                );
-            }
-            TcpStream::connect(("127.0.0.1", port)).is_ok()
-        });
-        daemon
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.as_ref().expect("running").id()
-    }
-
-    fn stop(&mut self) -> Output {
-        let child = self.child.take().expect("running daemon");
-        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-        bounded(child, "queue-smtpd after SIGTERM")
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
 /// The whole trial for one kind of odd envelope: listings, ETRN's count and the `-R` run it
 /// starts, a plain run, and the queue and log they leave.
 fn one_odd_envelope_among_many(odd: Odd) {
-    let mta = Setup::default().start();
+    let mta = Script::default().start();
     let site = Site::new(&mta);
     let ids = site.fill();
     let id = ids[ODD].clone();
@@ -558,15 +404,16 @@ fn one_odd_envelope_among_many(odd: Odd) {
     make();
 
     // ETRN: queue-smtpd counts what it can read for the node and starts queue-run -R.
-    let mut daemon = Daemon::start(site.as_owner("queue-smtpd"));
-    let mut smtp = Smtp::connect(daemon.port);
-    assert!(smtp.say("EHLO site.customer.test").starts_with("250"));
+    let mut daemon = Daemon::listening(site.as_owner("queue-smtpd"));
+    let mut smtp = daemon.session();
+    assert_eq!(smtp.reply().0, 220);
+    smtp.expect("EHLO site.customer.test", 250);
     let readable = customers - 1;
     assert_eq!(
-        smtp.say("ETRN customer.test"),
+        smtp.expect("ETRN customer.test", 253),
         format!("253 2.0.0 OK, {readable} pending messages for node customer.test started")
     );
-    smtp.say("QUIT");
+    smtp.expect("QUIT", 221);
     let ended = |log: &str| {
         log.lines()
             .find(|l| l.contains("etrn: queue-run -R customer.test") && l.contains(" ended: "))
@@ -582,7 +429,7 @@ fn one_odd_envelope_among_many(odd: Odd) {
         "{line}\n{}",
         site.log()
     );
-    let stopped = daemon.stop();
+    let stopped = daemon.finish();
     assert!(stopped.status.success(), "{stopped:?}");
     let delivered = mta.messages();
     assert_eq!(delivered.len(), readable);
@@ -603,7 +450,7 @@ fn one_odd_envelope_among_many(odd: Odd) {
     if odd.is_damage() {
         assert!(site.active().is_empty(), "{:?}", site.active());
         assert_eq!(
-            names(&site.queue().join("corrupt")),
+            list(&site.queue().join("corrupt")),
             [format!("{id}.data"), format!("{id}.env")]
         );
         assert!(
@@ -616,8 +463,8 @@ fn one_odd_envelope_among_many(odd: Odd) {
         return;
     }
     assert_eq!(site.active(), [id.as_str()]);
-    assert_eq!(names(&site.queue().join("data")), [id.as_str()]);
-    assert!(names(&site.queue().join("corrupt")).is_empty());
+    assert_eq!(list(&site.queue().join("data")), [id.as_str()]);
+    assert!(list(&site.queue().join("corrupt")).is_empty());
     odd.assert_untouched(&site, &id);
     let reports: Vec<&str> = log
         .lines()
@@ -663,7 +510,7 @@ fn the_fix_a_report_names_lets_the_owner_deliver() {
     if !root_or_skip("the_fix_a_report_names_lets_the_owner_deliver") {
         return;
     }
-    let mta = Setup::default().start();
+    let mta = Script::default().start();
     let site = Site::new(&mta);
     let ids = site.fill();
     Odd::Foreign.make(&site, &ids[0], &ids[1]);
@@ -690,7 +537,7 @@ fn the_fix_a_report_names_lets_the_owner_deliver() {
 
 #[test]
 fn editing_the_index_alone_changes_no_delivery_decision() {
-    let mta = Setup::default().start();
+    let mta = Script::default().start();
     let site = Site::new(&mta);
     let ids = site.fill();
     // A full listing of a queue that stood still writes the index.
@@ -744,7 +591,7 @@ fn programs_started_by_root_leave_every_file_to_the_queue_owner() {
     if !root_or_skip("programs_started_by_root_leave_every_file_to_the_queue_owner") {
         return;
     }
-    let mta = Setup::default().start();
+    let mta = Script::default().start();
     mta.rule("later", "450 4.2.0 mailbox busy, try again later");
     let site = Site::new(&mta);
 
@@ -775,7 +622,7 @@ fn programs_started_by_root_leave_every_file_to_the_queue_owner() {
     }
 
     // queue-smtpd started by root binds its port, then runs as the owner.
-    let mut daemon = Daemon::start(site.as_invoker("queue-smtpd"));
+    let mut daemon = Daemon::listening(site.as_invoker("queue-smtpd"));
     let status = fs::read_to_string(format!("/proc/{}/status", daemon.pid())).expect("status");
     let field = |name: &str| {
         status
@@ -788,20 +635,15 @@ fn programs_started_by_root_leave_every_file_to_the_queue_owner() {
     assert_eq!(field("Uid:"), [uid.as_str(); 4], "{status}");
     assert_eq!(field("Gid:"), [gid.as_str(); 4], "{status}");
     assert!(field("Groups:").is_empty(), "{status}");
-    let mut smtp = Smtp::connect(daemon.port);
-    assert!(smtp.say("EHLO relay.sender.test").starts_with("250"));
-    assert!(
-        smtp.say(&format!("MAIL FROM:<{SENDER}>"))
-            .starts_with("250")
-    );
-    assert!(smtp.say("RCPT TO:<now3@customer.test>").starts_with("250"));
-    assert!(smtp.say("DATA").starts_with("354"));
-    assert!(
-        smtp.say("Subject: over SMTP\r\n\r\nhello\r\n.")
-            .starts_with("250")
-    );
-    smtp.say("QUIT");
-    assert!(daemon.stop().status.success());
+    let mut smtp = daemon.session();
+    assert_eq!(smtp.reply().0, 220);
+    smtp.expect("EHLO relay.sender.test", 250);
+    smtp.expect(&format!("MAIL FROM:<{SENDER}>"), 250);
+    smtp.expect("RCPT TO:<now3@customer.test>", 250);
+    smtp.expect("DATA", 354);
+    smtp.expect("Subject: over SMTP\r\n\r\nhello\r\n.", 250);
+    smtp.expect("QUIT", 221);
+    assert!(daemon.finish().status.success());
 
     // A listing by root writes the index; a forced run by root rewrites an envelope (the
     // deferred recipient) and opens the mail log.
@@ -833,7 +675,7 @@ fn programs_started_by_root_leave_every_file_to_the_queue_owner() {
     assert!(site.log().contains("status=deferred"));
 
     assert_eq!(
-        not_owned_by(site.dir.path(), site.owner),
+        not_owned_by(site.site.dir.path(), site.owner),
         Vec::<String>::new(),
         "files not the owner's"
     );
@@ -871,11 +713,11 @@ fn a_user_who_is_not_the_owner_is_refused_in_one_line() {
     if !root_or_skip("a_user_who_is_not_the_owner_is_refused_in_one_line") {
         return;
     }
-    let mta = Setup::default().start();
+    let mta = Script::default().start();
     let site = Site::new(&mta);
     // The queue is root's; nobody may reach it but not use it.
     chown(&site.queue(), (0, 0));
-    fs::set_permissions(site.dir.path(), fs::Permissions::from_mode(0o755)).expect("chmod");
+    fs::set_permissions(site.site.dir.path(), fs::Permissions::from_mode(0o755)).expect("chmod");
     for program in ["mailq", "queue-run"] {
         let output = finish(site.as_owner(program));
         assert_eq!(output.status.code(), Some(77), "{program}: {output:?}");
@@ -886,7 +728,7 @@ fn a_user_who_is_not_the_owner_is_refused_in_one_line() {
             "{errors:?}"
         );
     }
-    assert!(names(&site.queue()).is_empty(), "nothing was created");
+    assert!(list(&site.queue()).is_empty(), "nothing was created");
 }
 
 #[test]
@@ -894,7 +736,7 @@ fn root_that_cannot_change_user_refuses_in_one_line() {
     if !root_or_skip("root_that_cannot_change_user_refuses_in_one_line") {
         return;
     }
-    let mta = Setup::default().start();
+    let mta = Script::default().start();
     let site = Site::new(&mta);
     // Root without CAP_SETUID and CAP_SETGID, as in a confined container.
     let mut command = Command::new("setpriv");
@@ -909,6 +751,6 @@ fn root_that_cannot_change_user_refuses_in_one_line() {
     let errors = stderr_lines(&output);
     assert_eq!(errors.len(), 1, "{errors:?}");
     assert!(errors[0].contains("cannot become nobody"), "{errors:?}");
-    assert!(names(&site.queue()).is_empty(), "nothing was created");
+    assert!(list(&site.queue()).is_empty(), "nothing was created");
     assert!(!site.log_path().exists(), "no log opened as root");
 }

@@ -1,19 +1,15 @@
-//! queue-run end to end: the real binaries (queue-enqueue to fill the queue, queue-run to flush
-//! it, mailq to look at what is left) against SMTP servers this test starts on loopback: Postfix's
-//! smtp-sink, and a recording server whose answers the test scripts recipient by recipient. MX
-//! routing asks a DNS server the test starts on 127.0.0.1, never the machine's resolver. Each
-//! test has its own queue, configuration file and log file in a temporary directory.
+//! queue-run end to end: the real binaries against SMTP servers the test starts on loopback.
+//!
+//! queue-enqueue fills the queue, queue-run flushes it, mailq looks at what is left; the
+//! servers are Postfix's smtp-sink and the scripted server, whose answers the test gives
+//! recipient by recipient. MX routing asks a DNS server the test starts on 127.0.0.1, never the
+//! machine's resolver. Each test has its own queue, configuration file and log file in a
+//! temporary directory.
 //!
 //! Assertions are about what happened (what the server received, what the queue holds, what
 //! the log says), never about how long it took.
 
-mod support {
-    #[allow(dead_code)]
-    pub mod dns;
-    pub mod mta;
-    pub mod site;
-    pub mod tls;
-}
+mod support;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -23,25 +19,9 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use support::dns::DnsServer;
-use support::mta::{Mta, Setup};
-use support::site::{self, Site, lf, now};
-
-const SENDER: &str = "frank@sender.test";
-
-/// A small message with the headers a mail client writes; queue-enqueue adds the rest.
-fn message(subject: &str, body: &str) -> Vec<u8> {
-    format!("From: Frank <{SENDER}>\nTo: site users\nSubject: {subject}\n\n{body}").into_bytes()
-}
-
-/// A configuration that routes `domains` to `mta`, and the sender's domain there too, so no
-/// test ever asks the machine's resolver.
-fn routes(mta: &Mta, domains: &[&str]) -> String {
-    let mut text = String::from("[routes]\n");
-    for domain in domains.iter().chain(&["sender.test"]) {
-        text.push_str(&format!("{domain:?} = {:?}\n", mta.route()));
-    }
-    text
-}
+use support::site::{self, SENDER, Site, lf, message, now};
+use support::smtp::{Script, Server};
+use support::tls;
 
 /// The open recipients of a `mailq --json` entry, by address.
 fn recipient<'a>(entry: &'a Value, address: &str) -> Option<&'a Value> {
@@ -59,7 +39,14 @@ fn bounces(site: &Site) -> Vec<Value> {
         .collect()
 }
 
-fn rcpt_lines(mta: &Mta) -> Vec<String> {
+/// The text of the one bounce in the queue.
+fn only_bounce(site: &Site) -> String {
+    let bounced = bounces(site);
+    assert_eq!(bounced.len(), 1, "{bounced:?}");
+    String::from_utf8(site.data(bounced[0]["queue_id"].as_str().expect("id"))).expect("text")
+}
+
+fn rcpt_lines(mta: &Server) -> Vec<String> {
     mta.commands()
         .into_iter()
         .filter(|c| c.to_ascii_uppercase().starts_with("RCPT TO:"))
@@ -276,13 +263,13 @@ fn a_domain_is_flushed_to_postfix_smtp_sink_byte_for_byte() {
 
 #[test]
 fn accepted_deferred_and_rejected_recipients_end_in_exactly_that_state() {
-    let mta = Setup::default().start();
+    let mta = Script::default().start();
     mta.rule("later", "450 4.2.1 Mailbox busy, try later");
     mta.rule(
         "gone",
         "550 5.1.1 <gone@customer.test>: Recipient address rejected: User unknown",
     );
-    let site = Site::new(&routes(&mta, &["customer.test"]));
+    let site = Site::new(&mta.routes(&["customer.test"]));
     let before = now();
     let id = site.enqueue(
         &[
@@ -389,9 +376,9 @@ fn accepted_deferred_and_rejected_recipients_end_in_exactly_that_state() {
 
 #[test]
 fn a_bounce_is_never_bounced() {
-    let mta = Setup::default().start();
+    let mta = Script::default().start();
     mta.rule("gone", "550 5.1.1 User unknown");
-    let site = Site::new(&routes(&mta, &["customer.test"]));
+    let site = Site::new(&mta.routes(&["customer.test"]));
     site.enqueue(
         &["-f", "<>", "gone@customer.test"],
         &message("a bounce", "report\n"),
@@ -409,8 +396,8 @@ fn a_bounce_is_never_bounced() {
 
 #[test]
 fn a_clean_run_is_silent_and_verbose_shows_the_conversation() {
-    let mta = Setup::default().start();
-    let site = Site::new(&routes(&mta, &["customer.test"]));
+    let mta = Script::default().start();
+    let site = Site::new(&mta.routes(&["customer.test"]));
     site.enqueue(&["-f", SENDER, "a@customer.test"], &message("one", "1\n"));
     let quiet = site.run(&[]);
     assert_eq!(
@@ -443,8 +430,10 @@ fn a_message_that_cannot_be_removed_is_logged_and_counted() {
     // The server holds its answer to the message while the test puts a directory where the
     // envelope was: the runner read the envelope before it sent DATA, and the removal that
     // follows the answer then fails as one the file system refuses would.
-    let mta = Setup::default().per_message(Duration::from_secs(2)).start();
-    let site = Site::new(&routes(&mta, &["customer.test"]));
+    let mta = Script::default()
+        .per_message(Duration::from_secs(2))
+        .start();
+    let site = Site::new(&mta.routes(&["customer.test"]));
     let id = site.enqueue(
         &["-f", SENDER, "ann@customer.test"],
         &message("stuck", "1\n"),
@@ -497,8 +486,8 @@ fn a_message_that_cannot_be_removed_is_logged_and_counted() {
 fn unreadable_envelopes_among_many_are_moved_aside_and_the_rest_delivered() {
     // More messages than one read-ahead chunk, so the plan reads envelopes on several threads;
     // queued through the library, as queue-enqueue would, without a process per message.
-    let mta = Setup::default().start();
-    let site = Site::new(&routes(&mta, &["customer.test"]));
+    let mta = Script::default().start();
+    let site = Site::new(&mta.routes(&["customer.test"]));
     let config = etrnq::config::Config::read(&site.config_path()).expect("configuration");
     let queue = etrnq::queue::Queue::open(&config.queue_dir).expect("queue");
     let ids: Vec<String> = (0..300)
@@ -568,13 +557,13 @@ fn usage_and_configuration_errors_have_their_own_status() {
 // MX routing against the test's DNS server.
 
 /// A recording server on port 25 of `ip` (MX delivery always uses port 25), or why not.
-fn mta_on_25(ip: &str) -> Option<Mta> {
+fn mta_on_25(ip: &str) -> Option<Server> {
     if !site::is_root() {
         eprintln!("skipped: binding port 25 of {ip} needs root");
         return None;
     }
     let addr: SocketAddr = format!("{ip}:25").parse().expect("address");
-    match Setup::default().start_on(addr) {
+    match Server::try_start_on(addr, vec![Script::default()]) {
         Ok(mta) => Some(mta),
         Err(e) => panic!("cannot listen on {addr}: {e}"),
     }
@@ -622,10 +611,7 @@ fn a_null_mx_fails_at_once_with_a_bounce() {
     let run = site.run(&[]);
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert!(site.entry(&id).is_none(), "the message is done");
-    let bounced = bounces(&site);
-    assert_eq!(bounced.len(), 1);
-    let report =
-        String::from_utf8(site.data(bounced[0]["queue_id"].as_str().expect("id"))).expect("text");
+    let report = only_bounce(&site);
     assert!(report.contains("Status: 5.1.10"), "{report}");
     assert!(report.contains("null MX"), "{report}");
 }
@@ -668,16 +654,16 @@ fn a_backup_mx_delivers_only_to_better_preferences() {
 // ---------------------------------------------------------------------------------------------
 // Held domains and selection.
 
-fn held_site(mta: &Mta) -> Site {
+fn held_site(mta: &Server) -> Site {
     Site::new(&format!(
         "hold_domains = [\"held.test\"]\n{}",
-        routes(mta, &["held.test", "sub.held.test", "other.test"])
+        mta.routes(&["held.test", "sub.held.test", "other.test"])
     ))
 }
 
 #[test]
 fn a_plain_run_leaves_held_domains_alone() {
-    let mta = Setup::default().start();
+    let mta = Script::default().start();
     let site = held_site(&mta);
     let held = site.enqueue(
         &["-f", SENDER, "h@held.test", "s@sub.held.test"],
@@ -713,7 +699,7 @@ fn naming_a_held_domain_delivers_it_in_every_spelling() {
         vec!["-qR", "held.test"],
         vec!["-q", "-R", "HELD.TEST"],
     ] {
-        let mta = Setup::default().start();
+        let mta = Script::default().start();
         let site = held_site(&mta);
         let id = site.enqueue(
             &["-f", SENDER, "h@held.test", "s@sub.held.test"],
@@ -736,7 +722,7 @@ fn naming_a_held_domain_delivers_it_in_every_spelling() {
 
 #[test]
 fn an_at_domain_covers_its_subdomains() {
-    let mta = Setup::default().start();
+    let mta = Script::default().start();
     let site = held_site(&mta);
     site.enqueue(
         &["-f", SENDER, "h@held.test", "s@sub.held.test"],
@@ -755,8 +741,8 @@ fn an_at_domain_covers_its_subdomains() {
 
 #[test]
 fn queue_id_and_sender_select_messages() {
-    let mta = Setup::default().start();
-    let site = Site::new(&routes(&mta, &["customer.test"]));
+    let mta = Script::default().start();
+    let site = Site::new(&mta.routes(&["customer.test"]));
     let first = site.enqueue(
         &["-f", "alice@sender.test", "a@customer.test"],
         &message("1", "1\n"),
@@ -789,9 +775,9 @@ fn queue_id_and_sender_select_messages() {
 
 #[test]
 fn a_plain_run_waits_for_the_next_attempt_and_force_does_not() {
-    let mta = Setup::default().start();
+    let mta = Script::default().start();
     mta.rule("u", "421 4.3.2 Service shutting down");
-    let site = Site::new(&routes(&mta, &["customer.test"]));
+    let site = Site::new(&mta.routes(&["customer.test"]));
     let id = site.enqueue(&["-f", SENDER, "u@customer.test"], &message("r", "x\n"));
     assert_eq!(site.run(&[]).code, 75);
     let after_first = site.entry(&id).expect("deferred");
@@ -820,11 +806,11 @@ fn a_plain_run_waits_for_the_next_attempt_and_force_does_not() {
 
 #[test]
 fn retry_waits_grow_by_the_factor() {
-    let mta = Setup::default().start();
+    let mta = Script::default().start();
     mta.rule("u", "450 4.2.0 later");
     let site = Site::new(&format!(
         "retry_first = \"10m\"\nretry_factor = 2.0\n{}",
-        routes(&mta, &["customer.test"])
+        mta.routes(&["customer.test"])
     ));
     let id = site.enqueue(&["-f", SENDER, "u@customer.test"], &message("r", "x\n"));
     let mut waits = Vec::new();
@@ -854,11 +840,11 @@ fn retry_waits_grow_by_the_factor() {
 
 #[test]
 fn expired_mail_fails_with_one_bounce_held_domains_included() {
-    let mta = Setup::default().start();
+    let mta = Script::default().start();
     mta.rule("slow", "450 4.2.1 try later");
     let site = Site::new(&format!(
         "hold_domains = [\"held.test\"]\n{}",
-        routes(&mta, &["held.test", "customer.test"])
+        mta.routes(&["held.test", "customer.test"])
     ));
     let id = site.enqueue(
         &["-f", SENDER, "h@held.test", "slow@customer.test"],
@@ -869,10 +855,7 @@ fn expired_mail_fails_with_one_bounce_held_domains_included() {
     let run = site.run(&[]);
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert!(site.entry(&id).is_none(), "expired mail leaves the queue");
-    let bounced = bounces(&site);
-    assert_eq!(bounced.len(), 1, "{bounced:?}");
-    let report =
-        String::from_utf8(site.data(bounced[0]["queue_id"].as_str().expect("id"))).expect("text");
+    let report = only_bounce(&site);
     assert_eq!(report.matches("Status: 4.4.7").count(), 2, "{report}");
     assert!(report.contains("Final-Recipient: rfc822; h@held.test"));
     assert!(report.contains("Final-Recipient: rfc822; slow@customer.test"));
@@ -889,10 +872,10 @@ fn expired_mail_fails_with_one_bounce_held_domains_included() {
 
 #[test]
 fn a_short_queue_lifetime_expires_mail_too() {
-    let mta = Setup::default().start();
+    let mta = Script::default().start();
     let site = Site::new(&format!(
         "queue_lifetime = \"1s\"\nhold_domains = [\"held.test\"]\n{}",
-        routes(&mta, &["held.test"])
+        mta.routes(&["held.test"])
     ));
     let id = site.enqueue(&["-f", SENDER, "h@held.test"], &message("old", "x\n"));
     site.age(&id, 2);
@@ -904,8 +887,8 @@ fn a_short_queue_lifetime_expires_mail_too() {
 
 #[test]
 fn size_limits_select_messages() {
-    let mta = Setup::default().start();
-    let site = Site::new(&routes(&mta, &["customer.test"]));
+    let mta = Script::default().start();
+    let site = Site::new(&mta.routes(&["customer.test"]));
     let small = site.enqueue(
         &["-f", SENDER, "small@customer.test"],
         &message("s", "tiny\n"),
@@ -935,10 +918,10 @@ fn size_limits_select_messages() {
 
 #[test]
 fn a_message_over_the_servers_size_is_never_sent() {
-    let mta = Setup::default()
+    let mta = Script::default()
         .keywords(&["PIPELINING", "SIZE 1000", "8BITMIME"])
         .start();
-    let site = Site::new(&routes(&mta, &["customer.test"]));
+    let site = Site::new(&mta.routes(&["customer.test"]));
     let big = site.enqueue(
         &["-f", SENDER, "big@customer.test"],
         &message("big", &"0123456789".repeat(150)),
@@ -955,10 +938,7 @@ fn a_message_over_the_servers_size_is_never_sent() {
         "the big one never started"
     );
     assert!(site.entry(&big).is_none());
-    let bounced = bounces(&site);
-    assert_eq!(bounced.len(), 1);
-    let report =
-        String::from_utf8(site.data(bounced[0]["queue_id"].as_str().expect("id"))).expect("text");
+    let report = only_bounce(&site);
     assert!(
         report.contains("Final-Recipient: rfc822; big@customer.test"),
         "{report}"
@@ -971,10 +951,10 @@ fn a_message_over_the_servers_size_is_never_sent() {
 
 #[test]
 fn required_tls_defers_when_the_server_has_none() {
-    let mta = Setup::default().start();
+    let mta = Script::default().start();
     let site = Site::new(&format!(
         "tls = \"required\"\n{}",
-        routes(&mta, &["customer.test"])
+        mta.routes(&["customer.test"])
     ));
     let id = site.enqueue(&["-f", SENDER, "u@customer.test"], &message("t", "x\n"));
     let run = site.run(&[]);
@@ -996,10 +976,12 @@ fn required_tls_defers_when_the_server_has_none() {
 #[test]
 fn tls_is_used_when_offered_even_with_a_self_signed_certificate() {
     for policy in ["opportunistic", "required"] {
-        let mta = Setup::default().tls().start();
+        let mta = Script::default()
+            .tls(tls::self_signed(&["sink.test"]))
+            .start();
         let site = Site::new(&format!(
             "tls = {policy:?}\n{}",
-            routes(&mta, &["customer.test"])
+            mta.routes(&["customer.test"])
         ));
         site.enqueue(
             &["-f", SENDER, "u@customer.test"],
@@ -1016,10 +998,12 @@ fn tls_is_used_when_offered_even_with_a_self_signed_certificate() {
 
 #[test]
 fn tls_off_never_starts_it() {
-    let mta = Setup::default().tls().start();
+    let mta = Script::default()
+        .tls(tls::self_signed(&["sink.test"]))
+        .start();
     let site = Site::new(&format!(
         "tls = \"off\"\n{}",
-        routes(&mta, &["customer.test"])
+        mta.routes(&["customer.test"])
     ));
     site.enqueue(&["-f", SENDER, "u@customer.test"], &message("t", "x\n"));
     assert_eq!(site.run(&[]).code, 0);
@@ -1030,7 +1014,7 @@ fn tls_off_never_starts_it() {
 
 #[test]
 fn a_mail_log_that_cannot_be_opened_warns_once_and_delivery_goes_on() {
-    let mta = Setup::default().start();
+    let mta = Script::default().start();
     let site = Site::new("");
     for (n, log) in [
         site.dir.path().to_path_buf(),
@@ -1046,7 +1030,7 @@ fn a_mail_log_that_cannot_be_opened_warns_once_and_delivery_goes_on() {
                 site.queue_dir().display().to_string(),
                 log.display().to_string(),
                 site::HOSTNAME,
-                routes(&mta, &["customer.test"])
+                mta.routes(&["customer.test"])
             ),
         )
         .expect("configuration");

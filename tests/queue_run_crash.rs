@@ -1,18 +1,15 @@
-//! queue-run's crash and concurrency trials: several runs at once over one queue, one run whose
-//! removals go on while its connections deliver, and runs killed with SIGKILL or stopped with
-//! SIGTERM at random instants of a flush. The queue is filled through the library's
-//! submission path (the same code queue-enqueue runs, without a process per message); the
-//! runs are the real binary. A recording server on loopback keeps every message it accepted, so
-//! the trials count deliveries by Message-ID.
+//! queue-run's crash and concurrency trials: every message delivered, and delivered once.
+//!
+//! Several runs at once over one queue, one run whose removals go on while its connections
+//! deliver, and runs killed with SIGKILL or stopped with SIGTERM at random instants of a flush.
+//! The queue is filled through the library's submission path (the same code queue-enqueue runs,
+//! without a process per message); the runs are the real binary. The scripted server on
+//! loopback keeps every message it accepted, so the trials count deliveries by Message-ID.
 //!
 //! What is asserted is what can be counted afterwards (messages at the server, messages left in
 //! the queue), never how long anything took. Kills are placed by what the server has seen.
 
-mod support {
-    pub mod mta;
-    pub mod site;
-    pub mod tls;
-}
+mod support;
 
 use std::collections::{HashMap, HashSet};
 use std::process::{Child, ExitStatus, Stdio};
@@ -22,8 +19,8 @@ use etrnq::config::Config;
 use etrnq::queue::Queue;
 use etrnq::submission::{self, Request};
 
-use support::mta::{Mta, Received, Setup};
 use support::site::Site;
+use support::smtp::{Received, Script, Server};
 
 /// Fills the site's queue with `count` messages for `customer.test`; returns their Message-IDs.
 fn fill(site: &Site, count: usize) -> Vec<String> {
@@ -66,7 +63,7 @@ fn fill_numbered(
         .collect()
 }
 
-fn site_for(mta: &Mta) -> Site {
+fn site_for(mta: &Server) -> Site {
     Site::new(&format!(
         "[routes]\n\"customer.test\" = {:?}\n",
         mta.route()
@@ -74,7 +71,7 @@ fn site_for(mta: &Mta) -> Site {
 }
 
 /// How many times the server accepted each Message-ID.
-fn deliveries(mta: &Mta) -> HashMap<String, usize> {
+fn deliveries(mta: &Server) -> HashMap<String, usize> {
     let mut seen = HashMap::new();
     for message in mta.messages() {
         let id = message
@@ -100,7 +97,7 @@ fn queue_run(site: &Site) -> std::process::Command {
 
 #[test]
 fn three_runs_at_once_deliver_each_of_a_thousand_messages_exactly_once() {
-    let mta = Setup::default().start();
+    let mta = Script::default().start();
     let site = site_for(&mta);
     let ids = fill(&site, 1000);
     assert_eq!(site.ids().len(), 1000);
@@ -158,7 +155,7 @@ fn three_runs_at_once_deliver_each_of_a_thousand_messages_exactly_once() {
 
 #[test]
 fn one_run_delivers_each_of_many_messages_once_and_removes_them_all() {
-    let mta = Setup::default().start();
+    let mta = Script::default().start();
     let site = site_for(&mta);
     let ids = fill(&site, 1500);
 
@@ -268,7 +265,7 @@ fn pairs(received: &[Received]) -> Vec<(String, String)> {
 fn kills_and_stops_at_random_instants_lose_nothing_and_duplicate_only_what_was_in_flight() {
     let seed = seed();
     let mut rng = fastrand::Rng::with_seed(seed);
-    let mta = Setup::default().start();
+    let mta = Script::default().start();
     // One message in five has a second recipient that the server defers: its state is
     // rewritten after the transaction instead of removed.
     mta.rule("later", "450 4.2.0 try again later");
@@ -457,7 +454,7 @@ fn until(what: &str, check: impl Fn() -> bool) {
 #[test]
 fn a_repeating_run_stops_on_each_signal_and_keeps_an_ignored_one_ignored() {
     use nix::sys::signal::Signal::{SIGHUP, SIGINT, SIGTERM};
-    let mta = Setup::default().start();
+    let mta = Script::default().start();
     let site = site_for(&mta);
     for (round, stop) in [SIGTERM, SIGINT, SIGHUP].into_iter().enumerate() {
         fill_numbered(&site, round..round + 1, 0);
@@ -522,7 +519,9 @@ fn a_repeating_run_stops_on_each_signal_and_keeps_an_ignored_one_ignored() {
 fn a_second_signal_ends_a_stopping_run_at_once() {
     // The server holds each message's reply: the run is stopping with a transaction in flight
     // when the second signal comes.
-    let mta = Setup::default().per_message(Duration::from_secs(3)).start();
+    let mta = Script::default()
+        .per_message(Duration::from_secs(3))
+        .start();
     let site = site_for(&mta);
     let queued = fill(&site, 3);
     let mut child = started(&site, &["-j", "1"]);

@@ -1,40 +1,22 @@
-//! queue-run against hostile and broken SMTP servers: the real queue-enqueue, queue-run and mailq
-//! binaries, and a scripted server on loopback that answers 250 to DATA, 354 where none belongs,
-//! trickles its replies a byte at a time, puts control characters in them, limits recipients per
-//! transaction, or cuts the connection on one chosen message. Each test asserts the final queue
-//! (`mailq --json`), the log lines and what the server stored, byte for byte.
+//! queue-run against hostile and broken SMTP servers: nothing lost, nothing counted as sent.
+//!
+//! The real queue-enqueue, queue-run and mailq binaries, and the scripted server on loopback
+//! answering 250 to DATA, 354 where none belongs, trickling its replies a byte at a time,
+//! putting control characters in them, limiting recipients per transaction, or cutting the
+//! connection on one chosen message. Each test asserts the final queue (`mailq --json`), the log
+//! lines and what the server stored, byte for byte.
 //!
 //! Assertions are about what happened, never about how long it took: a server that trickles is
 //! one that would have been answered in full under a limit renewed by each byte.
 
-mod support {
-    pub mod scripted;
-    pub mod site;
-    pub mod tls;
-}
+mod support;
 
 use std::time::Duration;
 
 use serde_json::Value;
 
-use support::scripted::{End, Script, Server};
-use support::site::Site;
-
-const SENDER: &str = "frank@sender.test";
-
-/// A small message with the headers a mail client writes; queue-enqueue adds the rest.
-fn message(subject: &str, body: &str) -> Vec<u8> {
-    format!("From: Frank <{SENDER}>\nTo: site users\nSubject: {subject}\n\n{body}").into_bytes()
-}
-
-/// A configuration that routes `domains`, and the sender's domain, to `server`.
-fn routes(server: &Server, domains: &[&str]) -> String {
-    let mut text = String::from("[routes]\n");
-    for domain in domains.iter().chain(&["sender.test"]) {
-        text.push_str(&format!("{domain:?} = {:?}\n", server.route()));
-    }
-    text
-}
+use support::site::{SENDER, Site, message};
+use support::smtp::{End, Script, Server};
 
 /// A stored message as a receiver must store it: every line end (CRLF, a bare CR, a bare LF)
 /// as CRLF, the last line ended.
@@ -95,6 +77,22 @@ fn log_lines(site: &Site, id: &str) -> Vec<String> {
         .collect()
 }
 
+/// Asserts that `id`'s one recipient was deferred after one attempt, and logged so on one line;
+/// returns the recipient, its reason and that line.
+fn deferred_once(site: &Site, id: &str) -> (Value, String, String) {
+    let recipient = only_recipient(site, id);
+    assert_eq!(recipient["status"], "deferred");
+    assert_eq!(recipient["attempts"], 1);
+    let reason = recipient["delay_reason"]
+        .as_str()
+        .expect("a reason")
+        .to_string();
+    let lines = log_lines(site, id);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(lines[0].contains("status=deferred ("), "{lines:?}");
+    (recipient, reason, lines[0].clone())
+}
+
 /// The RCPT lines of each connection a server had.
 fn rcpts_by_connection(server: &Server) -> Vec<Vec<String>> {
     server
@@ -112,7 +110,7 @@ fn rcpts_by_connection(server: &Server) -> Vec<Vec<String>> {
 #[test]
 fn a_250_to_data_defers_and_nothing_counts_as_sent() {
     let server = Server::start(Script::default().data("250 2.0.0 Ok: queued as FAKE"));
-    let site = Site::new(&routes(&server, &["customer.test"]));
+    let site = Site::new(&server.routes(&["customer.test"]));
     let first = site.enqueue(&["-f", SENDER, "ann@customer.test"], &message("1", "one\n"));
     let second = site.enqueue(&["-f", SENDER, "bob@customer.test"], &message("2", "two\n"));
 
@@ -135,20 +133,14 @@ fn a_250_to_data_defers_and_nothing_counts_as_sent() {
         (&first, "ann@customer.test"),
         (&second, "bob@customer.test"),
     ] {
-        let recipient = only_recipient(&site, id);
+        let (recipient, reason, line) = deferred_once(&site, id);
         assert_eq!(recipient["address"], address);
-        assert_eq!(recipient["status"], "deferred");
-        assert_eq!(recipient["attempts"], 1);
-        let reason = recipient["delay_reason"].as_str().expect("a reason");
         assert!(
             reason.ends_with("protocol error: 250 2.0.0 Ok: queued as FAKE (in reply to DATA)"),
             "{reason}"
         );
-        let lines = log_lines(&site, id);
-        assert_eq!(lines.len(), 1, "{lines:?}");
-        assert!(lines[0].contains(&format!("to=<{address}>")), "{lines:?}");
-        assert!(lines[0].contains("status=deferred ("), "{lines:?}");
-        assert!(lines[0].contains("(in reply to DATA)"), "{lines:?}");
+        assert!(line.contains(&format!("to=<{address}>")), "{line}");
+        assert!(line.contains("(in reply to DATA)"), "{line}");
     }
     assert!(!site.log().contains("status=sent"), "{}", site.log());
 }
@@ -161,7 +153,7 @@ fn a_354_out_of_place_defers_and_never_bounces() {
             .rcpt("odd", "354 Go ahead")
             .end_of_data("X-Odd-End", End::Reply("354 Send more".to_string())),
     );
-    let site = Site::new(&routes(&server, &["customer.test"]));
+    let site = Site::new(&server.routes(&["customer.test"]));
     let to_rcpt = site.enqueue(&["-f", SENDER, "odd@customer.test"], &message("1", "one\n"));
     let to_dot = site.enqueue(
         &["-f", SENDER, "bob@customer.test"],
@@ -172,11 +164,7 @@ fn a_354_out_of_place_defers_and_never_bounces() {
     assert_eq!(run.code, 75, "{}", run.stderr);
 
     assert!(server.messages().is_empty());
-    let queued: Vec<String> = site
-        .mailq()
-        .iter()
-        .map(|m| m["queue_id"].as_str().unwrap_or_default().to_string())
-        .collect();
+    let queued = site.queued_ids();
     assert_eq!(queued.len(), 2, "no bounce was queued: {queued:?}");
     let expected = [
         (&to_rcpt, "protocol error: 354 Go ahead (in reply to RCPT)"),
@@ -187,15 +175,9 @@ fn a_354_out_of_place_defers_and_never_bounces() {
         ),
     ];
     for (id, reason) in expected {
-        let recipient = only_recipient(&site, id);
-        assert_eq!(recipient["status"], "deferred");
-        assert_eq!(recipient["attempts"], 1);
-        let given = recipient["delay_reason"].as_str().expect("a reason");
+        let (_, given, line) = deferred_once(&site, id);
         assert!(given.ends_with(reason), "{given}");
-        let lines = log_lines(&site, id);
-        assert_eq!(lines.len(), 1, "{lines:?}");
-        assert!(lines[0].contains("status=deferred ("), "{lines:?}");
-        assert!(lines[0].contains(reason), "{lines:?}");
+        assert!(line.contains(reason), "{line}");
     }
     assert!(!site.log().contains("status=bounced"), "{}", site.log());
 }
@@ -206,7 +188,7 @@ fn trickled_replies_are_cut_off_and_the_run_ends() {
     // the whole of "250 2.1.0 Ok" in almost six. Two connections fail that way before any
     // message is answered, and the destination waits for the next run.
     let server = Server::start(Script::default().trickle("MAIL", Duration::from_millis(400)));
-    let site = Site::new(&routes(&server, &["customer.test"]));
+    let site = Site::new(&server.routes(&["customer.test"]));
     let ids: Vec<String> = (1..=3)
         .map(|n| {
             site.enqueue(
@@ -222,17 +204,11 @@ fn trickled_replies_are_cut_off_and_the_run_ends() {
     assert!(server.messages().is_empty());
     assert_eq!(server.connections(), 2);
     for (n, id) in ids.iter().enumerate() {
-        let recipient = only_recipient(&site, id);
-        assert_eq!(recipient["status"], "deferred");
-        assert_eq!(recipient["attempts"], 1);
-        let reason = recipient["delay_reason"].as_str().expect("a reason");
+        let (_, reason, _) = deferred_once(&site, id);
         assert!(
             reason.contains("timed out waiting for the reply to MAIL"),
             "{reason}"
         );
-        let lines = log_lines(&site, id);
-        assert_eq!(lines.len(), 1, "{lines:?}");
-        assert!(lines[0].contains("status=deferred ("), "{lines:?}");
         if n == 2 {
             assert!(
                 reason.ends_with(
@@ -254,7 +230,7 @@ fn control_characters_in_replies_never_reach_the_log_the_listing_or_a_bounce() {
                 "550 5.1.1 \u{1b}]0;owned\u{7}no\u{7f} such\u{9b}user",
             ),
     );
-    let site = Site::new(&routes(&server, &["customer.test"]));
+    let site = Site::new(&server.routes(&["customer.test"]));
     let id = site.enqueue(
         &[
             "-f",
@@ -318,7 +294,7 @@ fn control_characters_in_replies_never_reach_the_log_the_listing_or_a_bounce() {
 #[test]
 fn recipients_past_the_servers_limit_go_in_another_transaction_at_once() {
     let server = Server::start(Script::default().recipient_limit(2));
-    let site = Site::new(&routes(&server, &["customer.test"]));
+    let site = Site::new(&server.routes(&["customer.test"]));
     let recipients = ["a", "b", "c", "d", "e"].map(|local| format!("{local}@customer.test"));
     let mut args = vec!["-f", SENDER];
     args.extend(recipients.iter().map(String::as_str));
@@ -365,7 +341,7 @@ fn recipients_per_transaction_caps_every_transaction() {
     let server = Server::start(Script::default());
     let site = Site::new(&format!(
         "recipients_per_transaction = 2\n{}",
-        routes(&server, &["customer.test"])
+        server.routes(&["customer.test"])
     ));
     let mut args = vec!["-f", SENDER];
     args.extend(["a@customer.test", "b@customer.test", "c@customer.test"]);
@@ -506,7 +482,7 @@ fn opportunistic_tls_that_fails_says_so_on_every_log_line() {
     let server = Server::start(
         Script::default().starttls_refusal("454 4.7.0 TLS not available due to local problem"),
     );
-    let site = Site::new(&routes(&server, &["customer.test"]));
+    let site = Site::new(&server.routes(&["customer.test"]));
     let id = site.enqueue(
         &["-f", SENDER, "ann@customer.test", "bob@customer.test"],
         &message("clear", "body\n"),

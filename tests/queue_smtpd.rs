@@ -1,12 +1,10 @@
-//! queue-smtpd end to end: the daemon on a loopback port, real clients (swaks, etrn-send, raw
-//! sessions), a sink standing in for the customer's site, and the queue inspected with mailq.
-//! Every test has its own queue, configuration, log and ports, and stops what it starts.
+//! queue-smtpd end to end: the daemon on a loopback port and real clients.
+//!
+//! The clients are swaks, etrn-send and raw sessions; the scripted SMTP server stands in for the
+//! customer's site, and the queue is inspected with mailq. Every test has its own queue,
+//! configuration, log and ports, and stops what it starts.
 
-mod backup_mx;
-mod support {
-    #[allow(dead_code)] // SilentDns serves other suites
-    pub mod dns;
-}
+mod support;
 
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -17,11 +15,13 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use backup_mx::*;
+use support::daemon::*;
+use support::site::{Site, bin};
+use support::smtp::{Received, Script, Server};
 
 #[test]
 fn swaks_mail_for_a_relay_domain_is_queued_with_one_received_line() {
-    let site = Site::new("");
+    let site = Site::relay("");
     let daemon = site.start(&[]);
     let out = swaks(&daemon, &["--to", "user@customer.test", "--pipeline"]);
     let transcript = String::from_utf8_lossy(&out.stdout);
@@ -33,7 +33,7 @@ fn swaks_mail_for_a_relay_domain_is_queued_with_one_received_line() {
 
     let ids = site.queued_ids();
     assert_eq!(ids.len(), 1);
-    assert!(site.queue().join("env").join(&ids[0]).is_file());
+    assert!(site.queue_dir().join("env").join(&ids[0]).is_file());
     let data = site.queued_data();
     assert_eq!(data.len(), 1);
     assert_eq!(data[0].matches("Received:").count(), 1, "{}", data[0]);
@@ -57,7 +57,7 @@ fn swaks_mail_for_a_relay_domain_is_queued_with_one_received_line() {
 
 #[test]
 fn swaks_mail_for_another_domain_is_relay_access_denied() {
-    let site = Site::new("");
+    let site = Site::relay("");
     let daemon = site.start(&[]);
     let out = swaks(&daemon, &["--to", "user@elsewhere.test"]);
     let transcript = String::from_utf8_lossy(&out.stdout);
@@ -75,7 +75,7 @@ fn swaks_mail_for_another_domain_is_relay_access_denied() {
 
 #[test]
 fn a_message_over_the_size_limit_is_refused_and_nothing_is_queued() {
-    let site = Site::new("max_message_size = 2000");
+    let site = Site::relay("max_message_size = 2000");
     let daemon = site.start(&[]);
     let mut s = daemon.session();
     s.hello();
@@ -103,7 +103,7 @@ fn a_message_over_the_size_limit_is_refused_and_nothing_is_queued() {
 
 #[test]
 fn smtp_smuggling_payloads_are_refused_and_nothing_partial_is_queued() {
-    let site = Site::new("");
+    let site = Site::relay("");
     let daemon = site.start(&[]);
     let payloads: [&[u8]; 5] = [
         b"Subject: a\r\n\r\nfirst\n.\nMAIL FROM:<evil@example.test>\r\nRCPT TO:<victim@customer.test>\r\nDATA\r\nsmuggled",
@@ -132,7 +132,7 @@ fn smtp_smuggling_payloads_are_refused_and_nothing_partial_is_queued() {
 
 #[test]
 fn too_many_hops_is_554_and_one_under_the_limit_passes() {
-    let site = Site::new("max_hops = 5");
+    let site = Site::relay("max_hops = 5");
     let daemon = site.start(&[]);
     let hops = |n: usize| {
         let mut text = String::new();
@@ -159,7 +159,7 @@ fn too_many_hops_is_554_and_one_under_the_limit_passes() {
 
 #[test]
 fn pipelined_commands_get_their_replies_in_order() {
-    let site = Site::new("");
+    let site = Site::relay("");
     let daemon = site.start(&[]);
     let mut s = daemon.session();
     s.hello();
@@ -185,7 +185,7 @@ fn pipelined_commands_get_their_replies_in_order() {
 
 #[test]
 fn commands_out_of_sequence_and_errors_per_session() {
-    let site = Site::new("");
+    let site = Site::relay("");
     let daemon = site.start(&[]);
     let mut s = daemon.session();
     assert_eq!(s.reply().0, 220);
@@ -217,7 +217,7 @@ fn commands_out_of_sequence_and_errors_per_session() {
 
 #[test]
 fn etrn_replies_from_raw_sessions_and_etrn_send() {
-    let site = Site::new("");
+    let site = Site::relay("");
     let daemon = site.start(&[]);
     let mut s = daemon.session();
     assert_eq!(s.reply().0, 220);
@@ -258,7 +258,7 @@ fn etrn_replies_from_raw_sessions_and_etrn_send() {
 
 #[test]
 fn too_many_etrn_in_one_session_are_refused() {
-    let site = Site::new("");
+    let site = Site::relay("");
     let daemon = site.start(&[]);
     let mut s = daemon.session();
     s.hello();
@@ -269,11 +269,10 @@ fn too_many_etrn_in_one_session_are_refused() {
     assert!(text.contains("more than 10 ETRN"), "{text}");
 }
 
-/// Queues `count` messages for `to` over SMTP.
 #[test]
 fn after_253_the_held_mail_reaches_the_site_and_the_queue_empties() {
-    let sink = Sink::start(Duration::ZERO);
-    let site = Site::routed("", sink.port);
+    let sink = Server::start(Script::default());
+    let site = Site::relay_to("", sink.port());
     let daemon = site.start(&[]);
     queue_over_smtp(&daemon, "user@customer.test", 3);
     queue_over_smtp(&daemon, "other@held.test", 1);
@@ -296,7 +295,7 @@ fn after_253_the_held_mail_reaches_the_site_and_the_queue_empties() {
     poll_until("the held mail to reach the site", || {
         sink.messages().len() == 3 && site.queued_ids().len() == 1
     });
-    for message in sink.messages() {
+    for message in sink.messages().iter().map(Received::text) {
         assert!(
             message.contains("RCPT TO:<user@customer.test>"),
             "{message}"
@@ -315,8 +314,8 @@ fn after_253_the_held_mail_reaches_the_site_and_the_queue_empties() {
 #[test]
 fn an_etrn_during_a_run_schedules_exactly_one_more_for_the_late_mail() {
     // The site holds the first run at its greeting until the test lets it go on.
-    let sink = Sink::gated(Duration::ZERO);
-    let site = Site::routed("", sink.port);
+    let sink = Server::gated(Script::default());
+    let site = Site::relay_to("", sink.port());
     let daemon = site.start(&[]);
     queue_over_smtp(&daemon, "user@customer.test", 2);
     let mut s = daemon.session();
@@ -348,7 +347,7 @@ fn an_etrn_during_a_run_schedules_exactly_one_more_for_the_late_mail() {
     assert!(
         sink.messages()
             .iter()
-            .any(|m| m.contains("RCPT TO:<late@customer.test>"))
+            .any(|m| m.recipients.iter().any(|r| r == "late@customer.test"))
     );
     poll_until("both runs to end", || {
         site.log().matches(") ended: exit status: 0").count() == 2
@@ -361,7 +360,7 @@ fn an_etrn_during_a_run_schedules_exactly_one_more_for_the_late_mail() {
 
 #[test]
 fn fifty_clients_at_once_lose_nothing() {
-    let site = Site::new("");
+    let site = Site::relay("");
     let daemon = site.start(&[]);
     let port = daemon.port;
     let clients: Vec<JoinHandle<Vec<String>>> = (0..50)
@@ -399,11 +398,11 @@ fn fifty_clients_at_once_lose_nothing() {
 
 #[test]
 fn inetd_mode_serves_one_session_on_stdin_and_stdout() {
-    let site = Site::new("");
+    let site = Site::relay("");
     let output = assert_cmd::Command::cargo_bin("queue-smtpd")
         .expect("queue-smtpd")
         .arg("-C")
-        .arg(site.config())
+        .arg(site.config_path())
         .arg("--inetd")
         .write_stdin(
             "EHLO client.test\r\nMAIL FROM:<alice@example.test>\r\nRCPT TO:<user@customer.test>\r\n\
@@ -431,7 +430,7 @@ fn inetd_mode_serves_one_session_on_stdin_and_stdout() {
 
 #[test]
 fn connection_limit_ipv6_listener_and_a_clean_stop() {
-    let site = Site::new("");
+    let site = Site::relay("");
     let port = free_port();
     let v4 = format!("127.0.0.1:{port}");
     let v6_port = free_port();
@@ -473,22 +472,20 @@ fn connection_limit_ipv6_listener_and_a_clean_stop() {
 
 #[test]
 fn bad_configuration_and_unusable_address_exit_with_sysexits() {
-    let site = Site::new("bogus_key = 1");
-    let out = Command::new(bin("queue-smtpd"))
-        .arg("-C")
-        .arg(site.config())
+    let site = Site::relay("bogus_key = 1");
+    let out = site
+        .std_command("queue-smtpd")
         .args(["--listen", "127.0.0.1:1"])
         .output()
         .expect("run");
     assert_eq!(out.status.code(), Some(78), "{out:?}");
     assert_eq!(String::from_utf8_lossy(&out.stderr).lines().count(), 1);
 
-    let site = Site::new("");
+    let site = Site::relay("");
     let busy = TcpListener::bind("127.0.0.1:0").expect("bind");
     let listen = busy.local_addr().expect("addr").to_string();
-    let out = Command::new(bin("queue-smtpd"))
-        .arg("-C")
-        .arg(site.config())
+    let out = site
+        .std_command("queue-smtpd")
         .args(["--listen", &listen])
         .output()
         .expect("run");
@@ -551,7 +548,7 @@ fn certificate() -> (
 #[test]
 fn swaks_over_starttls_is_queued_with_esmtps() {
     let (_certs, lines, _) = certificate();
-    let site = Site::new(&lines);
+    let site = Site::relay(&lines);
     let daemon = site.start(&[]);
     let mut s = daemon.session();
     assert_eq!(s.reply().0, 220);
@@ -591,7 +588,7 @@ fn swaks_over_starttls_is_queued_with_esmtps() {
 #[test]
 fn after_the_handshake_the_session_starts_over() {
     let (_certs, lines, der) = certificate();
-    let site = Site::new(&lines);
+    let site = Site::relay(&lines);
     let daemon = site.start(&[]);
     let mut s = daemon.session();
     s.hello();
@@ -642,7 +639,7 @@ fn after_the_handshake_the_session_starts_over() {
 
 #[test]
 fn without_a_certificate_starttls_is_not_offered() {
-    let site = Site::new("");
+    let site = Site::relay("");
     let daemon = site.start(&[]);
     let mut s = daemon.session();
     assert_eq!(s.reply().0, 220);
@@ -655,7 +652,7 @@ fn without_a_certificate_starttls_is_not_offered() {
 #[test]
 fn commands_pipelined_after_starttls_are_never_run_in_clear() {
     let (_certs, lines, _) = certificate();
-    let site = Site::new(&lines);
+    let site = Site::relay(&lines);
     let daemon = site.start(&[]);
     let mut s = daemon.session();
     s.hello();
@@ -685,10 +682,9 @@ fn a_half_or_unreadable_tls_configuration_is_exit_78_naming_the_key() {
         (missing, "tls_cert"),
         (&cert_as_key[..], "tls_key"),
     ] {
-        let site = Site::new(extra);
-        let out = Command::new(bin("queue-smtpd"))
-            .arg("-C")
-            .arg(site.config())
+        let site = Site::relay(extra);
+        let out = site
+            .std_command("queue-smtpd")
             .args(["--listen", "127.0.0.1:1"])
             .output()
             .expect("run");
@@ -704,7 +700,7 @@ fn a_half_or_unreadable_tls_configuration_is_exit_78_naming_the_key() {
 
 #[test]
 fn each_source_routing_form_is_554_and_nothing_is_queued() {
-    let site = Site::new("");
+    let site = Site::relay("");
     let daemon = site.start(&[]);
     let mut s = daemon.session();
     s.hello();
@@ -735,7 +731,7 @@ fn each_source_routing_form_is_554_and_nothing_is_queued() {
 
 #[test]
 fn allow_untrusted_routing_takes_them_for_a_site_that_needs_them() {
-    let site = Site::new("allow_untrusted_routing = true");
+    let site = Site::relay("allow_untrusted_routing = true");
     let daemon = site.start(&[]);
     let mut s = daemon.session();
     s.hello();
@@ -750,7 +746,7 @@ fn allow_untrusted_routing_takes_them_for_a_site_that_needs_them() {
 
 #[test]
 fn relay_recipients_from_a_list_refuse_unknown_users_at_rcpt() {
-    let site = Site::new("[relay_recipients]\n\"customer.test\" = [\"alice\", \"Bob\"]");
+    let site = Site::relay("[relay_recipients]\n\"customer.test\" = [\"alice\", \"Bob\"]");
     let daemon = site.start(&[]);
     let mut s = daemon.session();
     s.hello();
@@ -771,9 +767,8 @@ fn relay_recipients_from_a_list_refuse_unknown_users_at_rcpt() {
     s.expect("QUIT", 221);
     let ids = site.queued_ids();
     assert_eq!(ids.len(), 1);
-    let out = Command::new(bin("mailq"))
-        .arg("-C")
-        .arg(site.config())
+    let out = site
+        .std_command("mailq")
         .arg("--json")
         .output()
         .expect("mailq");
@@ -787,7 +782,7 @@ fn relay_recipients_from_a_file_are_read_again_when_it_changes() {
     let users = tempfile::tempdir().expect("temp dir");
     let file = users.path().join("customer.test.users");
     std::fs::write(&file, "# the site's users\nalice\nbob   # Bob Smith\n").expect("users file");
-    let site = Site::new(&format!(
+    let site = Site::relay(&format!(
         "[relay_recipients]\n\"customer.test\" = \"{}\"",
         file.display()
     ));
@@ -818,9 +813,8 @@ fn relay_recipients_from_a_file_are_read_again_when_it_changes() {
     assert!(site.log().contains("relay_recipients for customer.test"));
 
     // A file that is unusable at start is a configuration error.
-    let out = Command::new(bin("queue-smtpd"))
-        .arg("-C")
-        .arg(site.config())
+    let out = site
+        .std_command("queue-smtpd")
         .args(["--listen", "127.0.0.1:1"])
         .output()
         .expect("run");
@@ -834,10 +828,9 @@ fn relay_recipients_from_a_file_are_read_again_when_it_changes() {
 
 #[test]
 fn relay_recipients_for_a_domain_not_taken_is_a_configuration_error() {
-    let site = Site::new("[relay_recipients]\n\"elsewhere.test\" = [\"alice\"]");
-    let out = Command::new(bin("queue-smtpd"))
-        .arg("-C")
-        .arg(site.config())
+    let site = Site::relay("[relay_recipients]\n\"elsewhere.test\" = [\"alice\"]");
+    let out = site
+        .std_command("queue-smtpd")
         .args(["--listen", "127.0.0.1:1"])
         .output()
         .expect("run");
@@ -851,7 +844,7 @@ fn relay_recipients_for_a_domain_not_taken_is_a_configuration_error() {
 #[test]
 fn postmaster_without_a_domain_is_accepted_and_routed() {
     // By default: postmaster at this host's first name.
-    let site = Site::new("");
+    let site = Site::relay("");
     let daemon = site.start(&[]);
     let mut s = daemon.session();
     s.hello();
@@ -871,22 +864,21 @@ fn postmaster_without_a_domain_is_accepted_and_routed() {
     drop(daemon);
 
     // A configured address, delivered by the normal route like any other mail.
-    let sink = Sink::start(Duration::ZERO);
-    let site = Site::routed("postmaster = \"hostmaster@customer.test\"", sink.port);
+    let sink = Server::start(Script::default());
+    let site = Site::relay_to("postmaster = \"hostmaster@customer.test\"", sink.port());
     let daemon = site.start(&[]);
     let mut s = daemon.session();
     s.hello();
     let (code, text) = s.message("postmaster", b"Subject: abuse report\r\n\r\nhello");
     assert_eq!(code, 250, "{text}");
     s.expect("QUIT", 221);
-    let out = Command::new(bin("queue-run"))
-        .arg("-C")
-        .arg(site.config())
+    let out = site
+        .std_command("queue-run")
         .args(["-R", "customer.test"])
         .output()
         .expect("queue-run");
     assert!(out.status.success(), "{out:?}");
-    let delivered = sink.messages();
+    let delivered: Vec<String> = sink.messages().iter().map(Received::text).collect();
     assert_eq!(delivered.len(), 1);
     assert!(
         delivered[0].contains("RCPT TO:<hostmaster@customer.test>"),
@@ -898,7 +890,7 @@ fn postmaster_without_a_domain_is_accepted_and_routed() {
 
 #[test]
 fn the_per_client_limit_gives_421_while_others_are_served() {
-    let site = Site::new("");
+    let site = Site::relay("");
     let daemon = site.start(&["--max-client-connections", "2"]);
     let crowd = Ipv4Addr::new(127, 0, 0, 7);
     let mut held: Vec<Session> = (0..2).map(|_| daemon.session_from(crowd)).collect();
@@ -933,47 +925,42 @@ fn the_per_client_limit_gives_421_while_others_are_served() {
     );
 }
 
-/// Sends `bytes` one at a time, `pause` apart, until told to stop or the connection breaks;
-/// returns how many went out.
-fn trickle(
-    mut stream: std::net::TcpStream,
-    bytes: Vec<u8>,
-    pause: Duration,
-    stop: Arc<std::sync::atomic::AtomicBool>,
-) -> JoinHandle<usize> {
-    std::thread::spawn(move || {
-        let mut sent = 0;
-        for byte in bytes {
-            if stop.load(std::sync::atomic::Ordering::SeqCst) || stream.write_all(&[byte]).is_err()
-            {
-                break;
+/// Sends `bytes` a byte at a time, `pause` apart, until the daemon answers: its reply, and how
+/// many bytes had gone out by then.
+fn reply_to_trickle(s: &mut Session, bytes: Vec<u8>, pause: Duration) -> ((u16, String), usize) {
+    let mut stream = s.writer.try_clone().expect("clone");
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let trickler = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut sent = 0;
+            for byte in bytes {
+                if stop.load(std::sync::atomic::Ordering::SeqCst)
+                    || stream.write_all(&[byte]).is_err()
+                {
+                    break;
+                }
+                sent += 1;
+                std::thread::sleep(pause);
             }
-            sent += 1;
-            std::thread::sleep(pause);
-        }
-        sent
-    })
+            sent
+        })
+    };
+    let reply = s.reply();
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    (reply, trickler.join().expect("trickler"))
 }
 
 #[test]
 fn a_command_line_trickled_a_byte_at_a_time_is_cut_off_at_its_deadline() {
-    let site = Site::new("");
+    let site = Site::relay("");
     // Every read gets its byte well within the limit; only the whole line is late.
     let daemon = site.start(&["--timeout", "2"]);
     let mut s = daemon.session();
     assert_eq!(s.reply().0, 220);
     let line = format!("NOOP {}\r\n", "x".repeat(100)).into_bytes();
     let length = line.len();
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let trickler = trickle(
-        s.writer.try_clone().expect("clone"),
-        line,
-        Duration::from_millis(400),
-        stop.clone(),
-    );
-    let (code, text) = s.reply();
-    stop.store(true, std::sync::atomic::Ordering::SeqCst);
-    let sent = trickler.join().expect("trickler");
+    let ((code, text), sent) = reply_to_trickle(&mut s, line, Duration::from_millis(400));
     assert_eq!(code, 421, "{text}");
     assert!(text.contains("4.4.2"), "{text}");
     assert!(
@@ -987,7 +974,7 @@ fn a_command_line_trickled_a_byte_at_a_time_is_cut_off_at_its_deadline() {
 
 #[test]
 fn data_slower_than_the_minimum_rate_is_cut_off_and_nothing_is_queued() {
-    let site = Site::new("");
+    let site = Site::relay("");
     let daemon = site.start(&["--data-timeout", "2", "--min-data-rate", "100"]);
     let mut s = daemon.session();
     s.hello();
@@ -996,16 +983,7 @@ fn data_slower_than_the_minimum_rate_is_cut_off_and_nothing_is_queued() {
     s.expect("DATA", 354);
     let body = format!("Subject: slow\r\n\r\n{}\r\n.\r\n", "y".repeat(200)).into_bytes();
     let length = body.len();
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let trickler = trickle(
-        s.writer.try_clone().expect("clone"),
-        body,
-        Duration::from_millis(300),
-        stop.clone(),
-    );
-    let (code, text) = s.reply();
-    stop.store(true, std::sync::atomic::Ordering::SeqCst);
-    let sent = trickler.join().expect("trickler");
+    let ((code, text), sent) = reply_to_trickle(&mut s, body, Duration::from_millis(300));
     assert_eq!(code, 421, "{text}");
     assert!(
         sent < length,
@@ -1016,7 +994,7 @@ fn data_slower_than_the_minimum_rate_is_cut_off_and_nothing_is_queued() {
 
 #[test]
 fn data_that_keeps_the_rate_may_take_longer_than_the_window() {
-    let site = Site::new("");
+    let site = Site::relay("");
     let daemon = site.start(&["--data-timeout", "5", "--min-data-rate", "100"]);
     let mut s = daemon.session();
     s.hello();
@@ -1038,7 +1016,7 @@ fn data_that_keeps_the_rate_may_take_longer_than_the_window() {
 
 #[test]
 fn a_header_section_over_100_kib_is_552_and_the_session_stays_in_step() {
-    let site = Site::new("");
+    let site = Site::relay("");
     let daemon = site.start(&[]);
     let mut s = daemon.session();
     s.hello();
@@ -1062,7 +1040,7 @@ fn a_header_section_over_100_kib_is_552_and_the_session_stays_in_step() {
 #[test]
 fn below_the_free_space_reserve_mail_gets_452_4_3_1() {
     // More than any test machine has free: the reserve is never met.
-    let site = Site::new("queue_min_free = \"4000000G\"");
+    let site = Site::relay("queue_min_free = \"4000000G\"");
     let daemon = site.start(&[]);
     let mut s = daemon.session();
     s.hello();
@@ -1188,9 +1166,8 @@ fn inetd_session(site: &Site) -> (std::process::Child, Session) {
         std::net::TcpStream::connect(listener.local_addr().expect("address")).expect("connect");
     let (server, _) = listener.accept().expect("accept");
     let output = server.try_clone().expect("clone");
-    let child = Command::new(bin("queue-smtpd"))
-        .arg("-C")
-        .arg(site.config())
+    let child = site
+        .std_command("queue-smtpd")
         .arg("--inetd")
         .stdin(std::process::Stdio::from(std::os::fd::OwnedFd::from(
             server,
@@ -1214,10 +1191,10 @@ fn exit_of(child: &mut std::process::Child) -> std::process::ExitStatus {
 
 #[test]
 fn in_inetd_mode_the_session_ends_with_its_client_and_its_run_goes_on() {
-    let sink = Sink::gated(Duration::ZERO);
-    let site = Site::routed("", sink.port);
-    site.enqueue("user@customer.test", "first");
-    site.enqueue("user@customer.test", "second");
+    let sink = Server::gated(Script::default());
+    let site = Site::relay_to("", sink.port());
+    site.submit("user@customer.test", "first");
+    site.submit("user@customer.test", "second");
 
     let (mut first, mut s) = inetd_session(&site);
     s.hello();
@@ -1235,7 +1212,7 @@ fn in_inetd_mode_the_session_ends_with_its_client_and_its_run_goes_on() {
 
     // Mail that arrives now is late for that run; another session's ETRN asks for one more,
     // and a third's finds it already asked for.
-    site.enqueue("user@customer.test", "late");
+    site.submit("user@customer.test", "late");
     let (mut second, mut s) = inetd_session(&site);
     s.hello();
     let text = s.expect("ETRN customer.test", 253);
@@ -1269,9 +1246,8 @@ fn in_inetd_mode_the_session_ends_with_its_client_and_its_run_goes_on() {
 fn probe_of(site: &Site) -> (i32, serde_json::Value) {
     let daemon = Daemon::start_at(site, Ipv4Addr::new(127, 0, 0, 11), &[]);
     let dns = support::dns::DnsServer::start();
-    let out = Command::new(bin("mx-check"))
-        .arg("-C")
-        .arg(site.config())
+    let out = site
+        .std_command("mx-check")
         .args([
             "--nameserver",
             &dns.addr_text,
@@ -1321,7 +1297,7 @@ fn mx_check_warns_of_a_backup_mx_that_takes_any_local_part() {
 
 #[test]
 fn etrn_has_an_allowance_per_client_address_across_its_sessions() {
-    let site = Site::new("");
+    let site = Site::relay("");
     let daemon = site.start(&[]);
     let greedy = Ipv4Addr::new(127, 0, 0, 9);
     let mut first = daemon.session_from(greedy);

@@ -1,10 +1,11 @@
-//! queue-smtpd under abuse: well-behaved senders keep being served, and served exactly once,
-//! while hostile clients flood it with header lines, trickle bytes and crowd it from one
+//! queue-smtpd under abuse: well-behaved senders are served, and served exactly once.
+//!
+//! Hostile clients meanwhile flood it with header lines, trickle bytes and crowd it from one
 //! address; the daemon's memory stays within a fixed budget however large the floods.
 //!
 //! The limits are set short so the test is quick; the defaults differ only in their figures.
 
-mod backup_mx;
+mod support;
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -14,7 +15,8 @@ use std::sync::{Arc, Barrier};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use backup_mx::*;
+use support::daemon::*;
+use support::site::Site;
 
 /// Well-behaved senders, each from an address of its own.
 const SENDERS: usize = 100;
@@ -203,7 +205,7 @@ fn crowd(port: u16, from: Ipv4Addr) -> Seen {
 
 #[test]
 fn well_behaved_senders_are_served_once_each_while_hostile_clients_are_held_off() {
-    let site = Site::new("");
+    let site = Site::relay("");
     let daemon = site.start(&main_args());
     let port = daemon.port;
     let start = Arc::new(Barrier::new(SENDERS + FLOODERS + TRICKLERS + CROWD));
@@ -312,7 +314,7 @@ fn well_behaved_senders_are_served_once_each_while_hostile_clients_are_held_off(
 
 #[test]
 fn while_most_slots_are_taken_idle_sessions_get_the_short_limit() {
-    let site = Site::new("");
+    let site = Site::relay("");
     // Four connections at most, so three taken is stress; the normal limit is far away.
     let daemon = site.start(&[
         "--max-connections",

@@ -1,6 +1,8 @@
-//! An authoritative DNS server on 127.0.0.1 (UDP and TCP, one random port) serving the test
-//! zones, for the binaries to ask with `--nameserver`. Names at or below `servfail.example`
-//! answer SERVFAIL. The server runs on its own thread and stops when the handle is dropped.
+//! An authoritative DNS server on 127.0.0.1 serving the test zones.
+//!
+//! UDP and TCP on one random port, for the binaries to ask with `--nameserver`. Names at or
+//! below `servfail.example` answer SERVFAIL. The server runs on its own thread and stops when the
+//! handle is dropped.
 
 use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::sync::Arc;

@@ -1,7 +1,7 @@
-//! TLS for the test servers: a certificate made for one run (self-signed, so no client trusts
-//! it, but it encrypts) and a connection that may switch to TLS after STARTTLS.
-
-#![allow(dead_code)] // each suite uses its own part of this module
+//! TLS for the test servers: a certificate made for one run, and a stream that may switch to it.
+//!
+//! The certificate is self-signed, so no client trusts it, but it encrypts; the connection
+//! starts in clear and switches to TLS after STARTTLS.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;

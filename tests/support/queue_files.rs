@@ -1,75 +1,14 @@
-//! What the end-to-end suites share: a private queue and configuration per test, the programs
-//! started against them and nothing else, and readers for the queue files as documented in
-//! `src/queue/mod.rs` and `src/queue/envelope.rs`.
-#![allow(dead_code)] // each suite uses its own subset of these helpers
+//! The queue's files as the end-to-end suites read and write them: envelope files by the format
+//! documented in `src/queue/envelope.rs`, written and parsed here independently of the library
+//! so that the tests check the format itself, and a site's queue looked at file by file.
+//!
+//! A file that is not in the documented format fails the test with the record that is wrong.
 
 use std::fs;
-use std::path::{Path, PathBuf};
 
-use assert_cmd::Command;
-use tempfile::TempDir;
+use super::site::Site;
 
-/// A temporary directory holding one queue and one configuration file. Everything a test writes
-/// lives under it and disappears with it.
-pub struct Sandbox {
-    pub dir: TempDir,
-    pub queue: PathBuf,
-    pub config: PathBuf,
-}
-
-/// This host's name as the tests configure it, so added headers are predictable.
-pub const HOSTNAME: &str = "mx.example.test";
-
-impl Sandbox {
-    pub fn new() -> Sandbox {
-        Sandbox::with_config("")
-    }
-
-    /// A sandbox whose configuration file holds `extra` after the host name.
-    pub fn with_config(extra: &str) -> Sandbox {
-        let dir = tempfile::tempdir().expect("temporary directory");
-        let queue = dir.path().join("queue");
-        let config = dir.path().join("etrnq.toml");
-        fs::write(&config, format!("hostnames = [\"{HOSTNAME}\"]\n{extra}")).expect("config");
-        Sandbox { dir, queue, config }
-    }
-
-    /// `program` with this sandbox's configuration and queue, isolated from the environment.
-    pub fn command(&self, program: &str) -> Command {
-        Command::from_std(self.std_command(program))
-    }
-
-    /// As [`Sandbox::command`], for tests that manage the child process themselves.
-    pub fn std_command(&self, program: &str) -> std::process::Command {
-        let mut cmd = std::process::Command::new(bin(program));
-        cmd.env_remove("ETRNQ_CONFIG")
-            .env_remove("ETRNQ_QUEUE_DIR")
-            .env("TZ", "UTC")
-            .arg("-C")
-            .arg(&self.config)
-            .arg("--queue-dir")
-            .arg(&self.queue);
-        cmd
-    }
-
-    pub fn enqueue(&self) -> Command {
-        self.command("queue-enqueue")
-    }
-
-    pub fn mailq(&self) -> Command {
-        self.command("mailq")
-    }
-
-    /// The names in one queue subdirectory, sorted; empty when it does not exist.
-    pub fn files(&self, sub: &str) -> Vec<String> {
-        list(&self.queue.join(sub))
-    }
-
-    /// Queue ids of the active messages, oldest first.
-    pub fn ids(&self) -> Vec<String> {
-        self.files("env")
-    }
-
+impl Site {
     /// Asserts that no message, part of a message or leftover is in the queue.
     pub fn assert_untouched(&self) {
         for sub in ["env", "data", "tmp", "hold", "corrupt"] {
@@ -89,38 +28,22 @@ impl Sandbox {
     }
 
     pub fn message(&self, id: &str) -> Message {
-        let envelope = fs::read_to_string(self.queue.join("env").join(id)).expect("envelope");
-        let data = fs::read(self.queue.join("data").join(id)).expect("data");
+        let envelope = fs::read_to_string(self.envelope_path(id)).expect("envelope");
         Message {
             id: id.to_string(),
             envelope: Envelope::parse(&envelope),
-            data,
+            data: self.data(id),
         }
     }
 
     /// Writes a message by hand, as a queue run would have left it: `data/ID`, then `env/ID`
     /// in the documented envelope format. The layout is created by a listing first.
     pub fn plant(&self, envelope: &Envelope, data: &[u8]) {
-        self.mailq().assert().success();
-        fs::write(self.queue.join("data").join(&envelope.id), data).expect("data");
-        fs::write(self.queue.join("env").join(&envelope.id), envelope.render()).expect("env");
+        self.mailq();
+        let queue = self.queue_dir();
+        fs::write(queue.join("data").join(&envelope.id), data).expect("data");
+        fs::write(queue.join("env").join(&envelope.id), envelope.render()).expect("env");
     }
-}
-
-/// The path of one of the programs under test.
-pub fn bin(program: &str) -> PathBuf {
-    assert_cmd::cargo::cargo_bin(program)
-}
-
-pub fn list(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = match fs::read_dir(dir) {
-        Ok(entries) => entries
-            .map(|e| e.expect("entry").file_name().into_string().expect("name"))
-            .collect(),
-        Err(_) => Vec::new(),
-    };
-    names.sort();
-    names
 }
 
 pub struct Message {
@@ -269,33 +192,5 @@ impl Envelope {
 
     pub fn addresses(&self) -> Vec<&str> {
         self.rcpts.iter().map(|r| r.address.as_str()).collect()
-    }
-}
-
-/// Standard error as lines, for the "one line on stderr" promise.
-pub fn stderr_lines(output: &std::process::Output) -> Vec<String> {
-    String::from_utf8_lossy(&output.stderr)
-        .lines()
-        .map(str::to_string)
-        .collect()
-}
-
-/// A small deterministic generator (xorshift), seeded by the caller so a failure can be rerun.
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Rng {
-        Rng(seed.max(1))
-    }
-
-    pub fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
     }
 }
