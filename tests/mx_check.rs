@@ -349,8 +349,10 @@ fn a_silent_name_server_is_unknown_after_the_timeout() {
         "{}",
         run.stdout
     );
+    // The output names the limit applied; this bound only catches a hang, with room for what
+    // a loaded machine adds to a 1 s limit.
     assert!(
-        started.elapsed() < Duration::from_secs(10),
+        started.elapsed() < Duration::from_secs(25),
         "took {:?}",
         started.elapsed()
     );
@@ -644,8 +646,10 @@ fn silent_backup_is_a_warning_within_the_timeout() {
     let started = Instant::now();
     let run = probe(&dns, &port, &["--timeout", "1", "slow.probe.example"]);
     assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
+    // The output names the limit applied; this bound only catches a hang, with room for what
+    // a loaded machine adds to a 1 s limit.
     assert!(
-        started.elapsed() < Duration::from_secs(10),
+        started.elapsed() < Duration::from_secs(25),
         "took {:?}",
         started.elapsed()
     );
