@@ -366,12 +366,6 @@ fn error(file: &str, key: &str, reason: impl Into<String>) -> ConfigError {
 
 /// Parses `IP`, `IP:PORT` or `[IPv6]:PORT`; port 53 when none is given.
 pub fn parse_nameserver(text: &str) -> Result<SocketAddr, String> {
-    if let Ok(addr) = text.parse::<SocketAddr>() {
-        return Ok(addr);
-    }
-    text.trim_start_matches('[')
-        .trim_end_matches(']')
-        .parse::<std::net::IpAddr>()
-        .map(|ip| SocketAddr::new(ip, 53))
+    crate::address::parse_nameserver(text)
         .map_err(|_| format!("{text:?} is not an IP address with an optional port"))
 }

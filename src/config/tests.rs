@@ -94,6 +94,14 @@ fn errors_name_file_and_key() {
         ),
         ("hostnames = [", "etrnq.toml: line 1:"),
         (
+            "[dns]\nnameservers = [\"[::1\"]",
+            "etrnq.toml: dns.nameservers: \"[::1\" is not an IP address with an optional port",
+        ),
+        (
+            "[dns]\nnameservers = [\"127.0.0.1:0\"]",
+            "etrnq.toml: dns.nameservers: \"127.0.0.1:0\" is not an IP address with an optional port",
+        ),
+        (
             "tls_cert = \"/c.pem\"",
             "etrnq.toml: tls_key: missing: tls_cert is set",
         ),
@@ -316,8 +324,12 @@ fn every_error_message_is_exact() {
             "etrnq.toml: smarthost: \"[127.0.0.1]:99999\": bad port \"99999\"",
         ),
         (
-            "smarthost = \"::1\"",
-            "etrnq.toml: smarthost: \"::1\": \":\" is neither a host name nor an IP address",
+            "smarthost = \"2001:db8::1:x\"",
+            "etrnq.toml: smarthost: \"2001:db8::1:x\": bad port \"x\"",
+        ),
+        (
+            "smarthost = \"a:b:25\"",
+            "etrnq.toml: smarthost: \"a:b:25\": \"a:b\" is neither a host name nor an IP address",
         ),
         (
             "hold_domains = [true]",
