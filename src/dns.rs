@@ -145,19 +145,60 @@ impl DnsError {
     /// True when asking again later may give another answer: SERVFAIL, timeouts, network
     /// trouble. NXDOMAIN and NODATA are answers, not failures.
     pub fn is_transient(&self) -> bool {
-        !matches!(self, DnsError::NxDomain { .. } | DnsError::NoData { .. })
+        self.kind().is_transient()
     }
 
-    /// A short tag for machine-readable output: `nxdomain`, `nodata`, `servfail`, `timeout`,
-    /// `error`.
-    pub fn kind(&self) -> &'static str {
+    pub fn kind(&self) -> DnsErrorKind {
         match self {
-            DnsError::NxDomain { .. } => "nxdomain",
-            DnsError::NoData { .. } => "nodata",
-            DnsError::ServFail { .. } => "servfail",
-            DnsError::Timeout { .. } => "timeout",
-            DnsError::Other { .. } | DnsError::Setup(_) => "error",
+            DnsError::NxDomain { .. } => DnsErrorKind::NxDomain,
+            DnsError::NoData { .. } => DnsErrorKind::NoData,
+            DnsError::ServFail { .. } => DnsErrorKind::ServFail,
+            DnsError::Timeout { .. } => DnsErrorKind::Timeout,
+            DnsError::Other { .. } | DnsError::Setup(_) => DnsErrorKind::Error,
         }
+    }
+}
+
+/// The kind of a [`DnsError`], for callers that decide on it and for machine-readable output,
+/// where it is written `nxdomain`, `nodata`, `servfail`, `timeout` or `error`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DnsErrorKind {
+    NxDomain,
+    NoData,
+    ServFail,
+    Timeout,
+    Error,
+}
+
+impl DnsErrorKind {
+    /// The tag machine-readable output writes.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DnsErrorKind::NxDomain => "nxdomain",
+            DnsErrorKind::NoData => "nodata",
+            DnsErrorKind::ServFail => "servfail",
+            DnsErrorKind::Timeout => "timeout",
+            DnsErrorKind::Error => "error",
+        }
+    }
+
+    /// True when the DNS could not answer, as opposed to answering "no".
+    pub fn is_transient(self) -> bool {
+        !matches!(self, DnsErrorKind::NxDomain | DnsErrorKind::NoData)
+    }
+}
+
+impl fmt::Display for DnsErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A kind equals its tag, so that a report can be checked against the words it prints.
+impl PartialEq<&str> for DnsErrorKind {
+    fn eq(&self, tag: &&str) -> bool {
+        self.as_str() == *tag
     }
 }
 
@@ -294,6 +335,19 @@ pub struct Resolver {
     timeout: Duration,
 }
 
+/// The name servers a program asks: `given` on its command line, else the configuration's
+/// `dns.nameservers`; `None` for the system's (`/etc/resolv.conf`).
+pub fn chosen_nameservers<'a>(
+    given: &'a [SocketAddr],
+    config: &'a crate::config::Config,
+) -> Option<&'a [SocketAddr]> {
+    match (given, config.dns_nameservers.as_slice()) {
+        ([], []) => None,
+        ([], configured) => Some(configured),
+        (given, _) => Some(given),
+    }
+}
+
 impl Resolver {
     /// A resolver over the system's name servers (`/etc/resolv.conf`), with our timeout.
     pub fn system(timeout: Duration) -> Result<Resolver, DnsError> {
@@ -318,10 +372,9 @@ impl Resolver {
         config: &crate::config::Config,
         timeout: Duration,
     ) -> Result<Resolver, DnsError> {
-        match (nameservers, config.dns_nameservers.as_slice()) {
-            ([], []) => Resolver::system(timeout),
-            ([], configured) => Resolver::with_nameservers(configured, timeout),
-            (given, _) => Resolver::with_nameservers(given, timeout),
+        match chosen_nameservers(nameservers, config) {
+            None => Resolver::system(timeout),
+            Some(servers) => Resolver::with_nameservers(servers, timeout),
         }
     }
 

@@ -349,6 +349,14 @@ pub fn parse_interval(text: &str) -> Result<Duration, String> {
         .ok_or_else(|| format!("{text:?} is too long"))
 }
 
+/// Parses an interval that must be longer than zero: a lifetime, a timeout, a wait.
+pub fn parse_positive_interval(text: &str) -> Result<Duration, String> {
+    match parse_interval(text)? {
+        interval if interval.is_zero() => Err("must be longer than zero".to_string()),
+        interval => Ok(interval),
+    }
+}
+
 /// An error about one key. A quoted key may hold any character: the error must still be one
 /// line.
 fn error(file: &str, key: &str, reason: impl Into<String>) -> ConfigError {

@@ -13,7 +13,9 @@ use std::time::Duration;
 use serde::de::{self, Deserialize, Deserializer};
 
 use super::tree::{Entries, Raw};
-use super::{LogTarget, RecipientList, TlsPolicy, parse_interval, parse_nameserver, parse_size};
+use super::{
+    LogTarget, RecipientList, TlsPolicy, parse_nameserver, parse_positive_interval, parse_size,
+};
 use crate::address::{self, Address, Domain};
 use crate::route::RelayTarget;
 
@@ -93,13 +95,7 @@ pub fn count<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
 }
 
 pub fn interval<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-    read(d, |value| {
-        let interval = parse_interval(string(value)?)?;
-        if interval.is_zero() {
-            return Err("must be longer than zero".to_string());
-        }
-        Ok(interval)
-    })
+    read(d, |value| parse_positive_interval(string(value)?))
 }
 
 pub fn factor<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {

@@ -44,7 +44,7 @@ use anyhow::Context;
 
 use crate::address::{Address, Domain};
 use crate::config::Config;
-use crate::dns::{DnsError, MxRecord, Resolver};
+use crate::dns::{DnsError, DnsErrorKind, MxRecord, Resolver, chosen_nameservers};
 use crate::sysexits::{Failure, Status};
 
 /// How bad a finding is for the mail.
@@ -111,8 +111,8 @@ pub struct Finding {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct LookupFailure {
     pub query: String,
-    /// `nxdomain`, `nodata`, `servfail`, `timeout` or `error`.
-    pub kind: &'static str,
+    /// Written `nxdomain`, `nodata`, `servfail`, `timeout` or `error`.
+    pub kind: DnsErrorKind,
     pub message: String,
 }
 
@@ -276,13 +276,9 @@ pub fn check(request: &Request, out: &mut dyn Write) -> anyhow::Result<Verdict> 
     };
     let resolver = Resolver::for_program(&request.nameservers, &config, request.dns_timeout)?;
     let mut diagnosis = diagnose(&request.domain, &resolver, &config.hostnames);
-    diagnosis.nameservers = match (
-        request.nameservers.as_slice(),
-        config.dns_nameservers.as_slice(),
-    ) {
-        ([], []) => vec!["system".to_string()],
-        ([], configured) => configured.iter().map(|s| s.to_string()).collect(),
-        (given, _) => given.iter().map(|s| s.to_string()).collect(),
+    diagnosis.nameservers = match chosen_nameservers(&request.nameservers, &config) {
+        None => vec!["system".to_string()],
+        Some(servers) => servers.iter().map(|s| s.to_string()).collect(),
     };
     if let Some(options) = &probe_options {
         probe::probe(&mut diagnosis, options);
@@ -403,7 +399,7 @@ fn implicit(diagnosis: &mut Diagnosis, domain: &Domain, resolver: &Resolver, thi
     let transient = exchanger
         .lookup_errors
         .iter()
-        .find(|e| matches!(e.kind, "servfail" | "timeout" | "error"))
+        .find(|e| e.kind.is_transient())
         .cloned();
     diagnosis.exchangers.push(exchanger);
     if has_address {
@@ -538,7 +534,7 @@ fn judge_addresses(diagnosis: &mut Diagnosis) {
         let failed: Vec<&LookupFailure> = exchanger
             .lookup_errors
             .iter()
-            .filter(|e| matches!(e.kind, "servfail" | "timeout" | "error"))
+            .filter(|e| e.kind.is_transient())
             .collect();
         // One finding per host: its A, AAAA and CNAME queries usually fail together.
         if let Some(first) = failed.first() {
@@ -552,7 +548,11 @@ fn judge_addresses(diagnosis: &mut Diagnosis) {
             ));
         }
         if exchanger.addresses.is_empty() && failed.is_empty() {
-            let why = if exchanger.lookup_errors.iter().any(|e| e.kind == "nxdomain") {
+            let why = if exchanger
+                .lookup_errors
+                .iter()
+                .any(|e| e.kind == DnsErrorKind::NxDomain)
+            {
                 "does not exist (NXDOMAIN)"
             } else {
                 "has no A or AAAA record"
