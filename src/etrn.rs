@@ -52,62 +52,25 @@ pub struct Server {
 
 impl Server {
     pub fn parse(text: &str) -> Result<Server, String> {
-        let bad_port = |port: &str| format!("{text:?}: {port:?} is not a port number");
-        let parse_port = |port: &str| match port.parse::<u16>() {
-            Ok(0) | Err(_) => Err(bad_port(port)),
-            Ok(n) => Ok(n),
-        };
-        if let Some(rest) = text.strip_prefix('[') {
-            let (inside, after) = rest
-                .split_once(']')
-                .ok_or_else(|| format!("{text:?}: unbalanced '['"))?;
-            let inside = inside
-                .strip_prefix("IPv6:")
-                .or_else(|| inside.strip_prefix("ipv6:"))
-                .unwrap_or(inside);
-            let ip = inside
-                .parse()
-                .map_err(|_| format!("{text:?}: brackets must hold an IP address"))?;
-            let port = match after {
-                "" => None,
-                tail => Some(parse_port(
-                    tail.strip_prefix(':').ok_or_else(|| bad_port(tail))?,
-                )?),
-            };
-            return Ok(Server {
-                host: RelayHost::Ip(ip),
-                port,
-            });
+        use crate::address::{HostPort, HostProblem};
+        let brackets = || format!("{text:?}: brackets must hold an IP address");
+        match HostPort::parse(text) {
+            Ok(HostPort {
+                host: RelayHost::Name(_),
+                bracketed: true,
+                ..
+            }) => Err(brackets()),
+            Ok(HostPort { host, port, .. }) => Ok(Server { host, port }),
+            Err(e) => Err(match e.problem {
+                HostProblem::BadPort(port) => format!("{text:?}: {port:?} is not a port number"),
+                HostProblem::BadBracketed(_) => brackets(),
+                HostProblem::NeedsBrackets(_) => {
+                    format!("{text:?}: write an IPv6 address with a port as [address]:port")
+                }
+                HostProblem::BadHost(refused) => refused.to_string(),
+                HostProblem::Unbalanced | HostProblem::NotAnAddress(_) => e.to_string(),
+            }),
         }
-        if let Ok(ip) = text.parse() {
-            return Ok(Server {
-                host: RelayHost::Ip(ip),
-                port: None,
-            });
-        }
-        let (host, port) = match text.rsplit_once(':') {
-            Some((host, port)) => (host, Some(parse_port(port)?)),
-            None => (text, None),
-        };
-        if let Ok(ip) = host.parse::<std::net::Ipv4Addr>() {
-            return Ok(Server {
-                host: RelayHost::Ip(ip.into()),
-                port,
-            });
-        }
-        if host.contains(':') {
-            return Err(format!(
-                "{text:?}: write an IPv6 address with a port as [address]:port"
-            ));
-        }
-        let name = Domain::parse(host).map_err(|e| e.to_string())?;
-        if name.is_literal() {
-            return Err(format!("{text:?}: not a host name"));
-        }
-        Ok(Server {
-            host: RelayHost::Name(name),
-            port,
-        })
     }
 }
 

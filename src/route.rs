@@ -2,32 +2,19 @@
 //!
 //! A target is written as sendmail's mailertable and Postfix's transport maps write it:
 //! `host`, `host:port`, `[host]` or `[host]:port`. Square brackets mean "this host exactly, no MX
-//! lookup"; without them the name is looked up as a mail domain (MX first). An IPv6 address must be
-//! bracketed (`[::1]:2526`).
+//! lookup"; without them the name is looked up as a mail domain (MX first). An address is never
+//! looked up, bracketed or not. The forms are [`HostPort`]'s, shared with etrn-send and the name
+//! servers; an IPv6 address with a port must be bracketed (`[::1]:2526`).
+//!
+//! Limits: one host per target; a list of fallback hosts is written as MX records, not here.
 
 use std::fmt;
-use std::net::IpAddr;
 
-use crate::address::Domain;
+pub use crate::address::Host as RelayHost;
+use crate::address::{HostError, HostPort};
 
 /// The SMTP port, used when a target names none.
 pub const SMTP_PORT: u16 = 25;
-
-/// A host to relay through.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RelayHost {
-    Name(Domain),
-    Ip(IpAddr),
-}
-
-impl fmt::Display for RelayHost {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            RelayHost::Name(name) => name.fmt(f),
-            RelayHost::Ip(ip) => ip.fmt(f),
-        }
-    }
-}
 
 /// A static route or smart host: `[relay.isp.example]:25`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,32 +26,20 @@ pub struct RelayTarget {
 }
 
 impl RelayTarget {
-    pub fn parse(input: &str) -> Result<RelayTarget, String> {
-        let text = input.trim();
-        if let Some(rest) = text.strip_prefix('[') {
-            let close = rest
-                .find(']')
-                .ok_or_else(|| format!("{input:?}: unbalanced '['"))?;
-            let host = parse_host(&rest[..close], input)?;
-            let port = match &rest[close + 1..] {
-                "" => SMTP_PORT,
-                tail => parse_port(tail.strip_prefix(':').unwrap_or("x"), input)?,
-            };
-            return Ok(RelayTarget {
-                host,
-                port,
-                mx_lookup: false,
-            });
-        }
-        let (host, port) = match text.rsplit_once(':') {
-            Some((host, port)) => (host, parse_port(port, input)?),
-            None => (text, SMTP_PORT),
-        };
-        let host = parse_host(host, input)?;
-        let mx_lookup = matches!(host, RelayHost::Name(_));
-        Ok(RelayTarget {
+    /// Parses a target; spaces around it are ignored, and an error quotes it as written.
+    pub fn parse(input: &str) -> Result<RelayTarget, HostError> {
+        let HostPort {
             host,
             port,
+            bracketed,
+        } = HostPort::parse(input.trim()).map_err(|e| HostError {
+            input: input.to_string(),
+            ..e
+        })?;
+        let mx_lookup = !bracketed && matches!(host, RelayHost::Name(_));
+        Ok(RelayTarget {
+            host,
+            port: port.unwrap_or(SMTP_PORT),
             mx_lookup,
         })
     }
@@ -77,25 +52,6 @@ impl fmt::Display for RelayTarget {
         } else {
             write!(f, "[{}]:{}", self.host, self.port)
         }
-    }
-}
-
-fn parse_host(text: &str, input: &str) -> Result<RelayHost, String> {
-    // The closing dot of a fully qualified name does not make an address a name.
-    if let Ok(ip) = text.strip_suffix('.').unwrap_or(text).parse::<IpAddr>() {
-        return Ok(RelayHost::Ip(ip));
-    }
-    Domain::parse(text)
-        .ok()
-        .filter(|d| !d.is_literal())
-        .map(RelayHost::Name)
-        .ok_or_else(|| format!("{input:?}: {text:?} is neither a host name nor an IP address"))
-}
-
-fn parse_port(text: &str, input: &str) -> Result<u16, String> {
-    match text.parse::<u16>() {
-        Ok(port) if port > 0 => Ok(port),
-        _ => Err(format!("{input:?}: bad port {text:?}")),
     }
 }
 
@@ -127,6 +83,17 @@ mod tests {
             assert_eq!(t.to_string(), shown);
             assert_eq!(RelayTarget::parse(shown).unwrap(), t);
         }
+    }
+
+    #[test]
+    fn an_ipv6_address_alone_is_that_address() {
+        let t = RelayTarget::parse("::1").unwrap();
+        assert_eq!(
+            (t.to_string(), t.mx_lookup),
+            ("[::1]:25".to_string(), false)
+        );
+        let t = RelayTarget::parse("[ipv6:::1]:2526").unwrap();
+        assert_eq!(t.to_string(), "[::1]:2526");
     }
 
     #[test]

@@ -8,7 +8,7 @@ use anyhow::Context;
 use clap::Parser;
 
 use etrnq::address::Domain;
-use etrnq::config::{Config, TlsPolicy, parse_interval};
+use etrnq::config::{Config, TlsPolicy, parse_positive_interval};
 use etrnq::etrn::{self, Request, SMTP_PORT, Server};
 use etrnq::smtp::{
     AddressFamily, ConnectOptions, Credentials, EtrnArgument, Timeouts, Transcript, Verification,
@@ -47,7 +47,7 @@ struct Args {
     helo: Option<Domain>,
 
     /// Time limit for connecting and for each reply, in seconds (or 30s, 2m).
-    #[arg(long, value_name = "SECS", default_value = "60", value_parser = positive_interval)]
+    #[arg(long, value_name = "SECS", default_value = "60", value_parser = parse_positive_interval)]
     timeout: Duration,
 
     /// Connect over IPv4 only.
@@ -94,7 +94,7 @@ struct Args {
     retry: u32,
 
     /// Seconds to wait between tries (or 30s, 2m).
-    #[arg(long, value_name = "SECS", default_value = "15", value_parser = positive_interval)]
+    #[arg(long, value_name = "SECS", default_value = "15", value_parser = parse_positive_interval)]
     retry_wait: Duration,
 
     /// Show the SMTP conversation on standard error.
@@ -104,16 +104,6 @@ struct Args {
     /// Configuration file (default /etc/etrnq/etrnq.toml, or $ETRNQ_CONFIG).
     #[arg(short = 'C', long = "config", value_name = "FILE")]
     config: Option<PathBuf>,
-}
-
-fn positive_interval(text: &str) -> Result<Duration, String> {
-    parse_interval(text).and_then(|d| {
-        if d.is_zero() {
-            Err("must be longer than zero".to_string())
-        } else {
-            Ok(d)
-        }
-    })
 }
 
 fn tls_policy(text: &str) -> Result<TlsPolicy, String> {

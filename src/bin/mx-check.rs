@@ -11,7 +11,7 @@ use clap::Parser;
 use etrnq::address::Domain;
 use etrnq::cli::finish_check;
 use etrnq::cli::parse_check;
-use etrnq::config::{parse_interval, parse_nameserver};
+use etrnq::config::{parse_nameserver, parse_positive_interval};
 use etrnq::diagnosis::{self, ProbeRequest, Request};
 
 /// Show a domain's MX records the way mail sees them, and what its mail hosts answer.
@@ -41,7 +41,7 @@ struct Cli {
 
     /// How long each DNS query waits for an answer per try (each query is tried twice):
     /// seconds, or with a unit (s, m).
-    #[arg(long, value_name = "TIME", default_value = "5", value_parser = positive_interval)]
+    #[arg(long, value_name = "TIME", default_value = "5", value_parser = parse_positive_interval)]
     dns_timeout: Duration,
 
     /// Connect to every address of every MX host and report the greeting, the EHLO
@@ -55,7 +55,7 @@ struct Cli {
     port: u16,
 
     /// How long a probe waits to connect and for each reply: seconds, or with a unit (s, m).
-    #[arg(long, value_name = "TIME", default_value = "10", value_parser = positive_interval)]
+    #[arg(long, value_name = "TIME", default_value = "10", value_parser = parse_positive_interval)]
     timeout: Duration,
 
     /// With --probe, ask each host whether it accepts mail for ADDRESS: MAIL FROM:<> and
@@ -67,13 +67,6 @@ struct Cli {
     /// Write one JSON object (schema in mx-check(1)) instead of the table.
     #[arg(long)]
     json: bool,
-}
-
-fn positive_interval(text: &str) -> Result<Duration, String> {
-    match parse_interval(text)? {
-        interval if interval.is_zero() => Err("must be longer than zero".into()),
-        interval => Ok(interval),
-    }
 }
 
 fn main() -> ExitCode {

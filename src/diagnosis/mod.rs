@@ -1,8 +1,6 @@
 //! mx-check's diagnosis: what the DNS says about a domain's mail hosts, what those hosts answer,
 //! and how bad each finding is for the mail.
 //!
-//! # Description
-//!
 //! [`diagnose`] asks the DNS for the domain's MX records and, for every target, its CNAME,
 //! A, AAAA and reverse names, as a sending MTA would see them. [`probe::probe`] then talks
 //! SMTP to every address (greeting, EHLO, STARTTLS, and RCPT with RSET and QUIT, never DATA;
@@ -10,7 +8,7 @@
 //! Each observation that matters becomes a [`Finding`] with a [`Severity`]; the worst one is
 //! the [`Verdict`], which is the monitoring exit status (Nagios plugin convention).
 //!
-//! # Severities
+//! The severities:
 //!
 //! - CRITICAL: mail cannot be delivered or is refused: the domain does not exist, its name
 //!   servers fail (SERVFAIL), it has a null MX, no target has an address, no host answers, a
@@ -25,13 +23,14 @@
 //!
 //! The verdict ranks CRITICAL over UNKNOWN over WARNING over OK.
 //!
-//! # Security
-//!
-//! Everything shown comes from the network; names and replies are printed as data, with
+//! Security: everything shown comes from the network; names and replies are printed as data, with
 //! control characters replaced, never interpreted.
 
 pub mod probe;
 pub mod render;
+
+#[cfg(test)]
+mod tests;
 
 use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
@@ -44,7 +43,7 @@ use anyhow::Context;
 
 use crate::address::{Address, Domain};
 use crate::config::Config;
-use crate::dns::{DnsError, MxRecord, Resolver};
+use crate::dns::{DnsError, DnsErrorKind, MxRecord, Resolver, chosen_nameservers};
 use crate::sysexits::{Failure, Status};
 
 /// How bad a finding is for the mail.
@@ -111,8 +110,8 @@ pub struct Finding {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct LookupFailure {
     pub query: String,
-    /// `nxdomain`, `nodata`, `servfail`, `timeout` or `error`.
-    pub kind: &'static str,
+    /// Written `nxdomain`, `nodata`, `servfail`, `timeout` or `error`.
+    pub kind: DnsErrorKind,
     pub message: String,
 }
 
@@ -276,13 +275,9 @@ pub fn check(request: &Request, out: &mut dyn Write) -> anyhow::Result<Verdict> 
     };
     let resolver = Resolver::for_program(&request.nameservers, &config, request.dns_timeout)?;
     let mut diagnosis = diagnose(&request.domain, &resolver, &config.hostnames);
-    diagnosis.nameservers = match (
-        request.nameservers.as_slice(),
-        config.dns_nameservers.as_slice(),
-    ) {
-        ([], []) => vec!["system".to_string()],
-        ([], configured) => configured.iter().map(|s| s.to_string()).collect(),
-        (given, _) => given.iter().map(|s| s.to_string()).collect(),
+    diagnosis.nameservers = match chosen_nameservers(&request.nameservers, &config) {
+        None => vec!["system".to_string()],
+        Some(servers) => servers.iter().map(|s| s.to_string()).collect(),
     };
     if let Some(options) = &probe_options {
         probe::probe(&mut diagnosis, options);
@@ -403,7 +398,7 @@ fn implicit(diagnosis: &mut Diagnosis, domain: &Domain, resolver: &Resolver, thi
     let transient = exchanger
         .lookup_errors
         .iter()
-        .find(|e| matches!(e.kind, "servfail" | "timeout" | "error"))
+        .find(|e| e.kind.is_transient())
         .cloned();
     diagnosis.exchangers.push(exchanger);
     if has_address {
@@ -538,7 +533,7 @@ fn judge_addresses(diagnosis: &mut Diagnosis) {
         let failed: Vec<&LookupFailure> = exchanger
             .lookup_errors
             .iter()
-            .filter(|e| matches!(e.kind, "servfail" | "timeout" | "error"))
+            .filter(|e| e.kind.is_transient())
             .collect();
         // One finding per host: its A, AAAA and CNAME queries usually fail together.
         if let Some(first) = failed.first() {
@@ -552,7 +547,11 @@ fn judge_addresses(diagnosis: &mut Diagnosis) {
             ));
         }
         if exchanger.addresses.is_empty() && failed.is_empty() {
-            let why = if exchanger.lookup_errors.iter().any(|e| e.kind == "nxdomain") {
+            let why = if exchanger
+                .lookup_errors
+                .iter()
+                .any(|e| e.kind == DnsErrorKind::NxDomain)
+            {
                 "does not exist (NXDOMAIN)"
             } else {
                 "has no A or AAAA record"
@@ -639,87 +638,4 @@ fn describe_better(better: &[(u16, String)]) -> String {
         parts.push(format!("{preference} {verb} {}", hosts.join(", ")));
     }
     parts.join("; ")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn diagnosis_with(exchangers: Vec<(u16, &str, bool)>) -> Diagnosis {
-        Diagnosis {
-            domain: "customer.example".into(),
-            nameservers: vec![],
-            routing: Routing::Mx,
-            mx_error: None,
-            exchangers: exchangers
-                .into_iter()
-                .map(|(preference, host, this_host)| Exchanger {
-                    preference,
-                    host: host.into(),
-                    implicit: false,
-                    this_host,
-                    cname: None,
-                    ip_literal: false,
-                    addresses: vec![],
-                    lookup_errors: vec![],
-                })
-                .collect(),
-            this_host: None,
-            findings: vec![],
-        }
-    }
-
-    #[test]
-    fn this_host_place_names_the_better_hosts() {
-        let mut d = diagnosis_with(vec![
-            (10, "mx.customer.example", false),
-            (20, "mx2.isp.example", true),
-            (20, "mx3.isp.example", false),
-        ]);
-        place_this_host(&mut d);
-        assert_eq!(
-            d.findings[0].message,
-            "this host is MX 20; 10 is mx.customer.example"
-        );
-        assert!(!d.this_host.unwrap().best);
-    }
-
-    #[test]
-    fn this_host_as_best_mx() {
-        let mut d = diagnosis_with(vec![
-            (10, "mx.customer.example", true),
-            (20, "b.example", false),
-        ]);
-        place_this_host(&mut d);
-        assert!(d.this_host.unwrap().best);
-        assert!(d.findings[0].message.contains("best MX (10)"));
-    }
-
-    #[test]
-    fn better_hosts_are_grouped_by_preference() {
-        let better = vec![
-            (5, "a.example".to_string()),
-            (10, "b.example".to_string()),
-            (10, "c.example".to_string()),
-        ];
-        assert_eq!(
-            describe_better(&better),
-            "5 is a.example; 10 are b.example, c.example"
-        );
-    }
-
-    #[test]
-    fn verdict_ranks_critical_over_unknown_over_warning() {
-        let mut d = diagnosis_with(vec![]);
-        assert_eq!(d.verdict(), Verdict::Ok);
-        d.add(Severity::Note, None, "n");
-        assert_eq!(d.verdict(), Verdict::Ok);
-        d.add(Severity::Warning, None, "w");
-        assert_eq!(d.verdict(), Verdict::Warning);
-        d.add(Severity::Unknown, None, "u");
-        assert_eq!(d.verdict(), Verdict::Unknown);
-        d.add(Severity::Critical, None, "c");
-        assert_eq!(d.verdict(), Verdict::Critical);
-        assert_eq!(d.verdict().exit_code(), 2);
-    }
 }

@@ -13,6 +13,7 @@ use serde::Serialize;
 
 use super::probe::{ProbeReport, TlsReport};
 use super::{Diagnosis, Exchanger, HostAddress, LookupFailure, Routing, Severity, Verdict};
+use crate::dns::DnsErrorKind;
 
 /// The JSON schema version written as `schema`.
 pub const JSON_SCHEMA: u32 = 1;
@@ -264,12 +265,14 @@ fn tls_line(tls: &TlsReport) -> String {
 /// `A NXDOMAIN`, `AAAA NODATA`, `A SERVFAIL`, ...
 fn failure_tag(failure: &LookupFailure) -> String {
     let kind = match failure.kind {
-        "error" => "failed",
-        other => other,
+        DnsErrorKind::NxDomain => "NXDOMAIN",
+        DnsErrorKind::NoData => "NODATA",
+        DnsErrorKind::ServFail => "SERVFAIL",
+        DnsErrorKind::Timeout => "TIMEOUT",
+        DnsErrorKind::Error => "FAILED",
     };
-    let kind = kind.to_ascii_uppercase();
     if failure.query.is_empty() || failure.query == "PTR" {
-        kind
+        kind.to_string()
     } else {
         format!("{} {kind}", failure.query)
     }
