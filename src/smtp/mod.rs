@@ -82,27 +82,30 @@
 //! - The time limits bound each step, not a whole conversation: a conversation of many steps
 //!   may take as long as their limits added up.
 
+mod auth;
 mod capabilities;
 mod command;
 mod connection;
 mod error;
+mod options;
 mod reply;
+mod session;
 #[cfg(test)]
 mod test_server;
 mod tls;
 mod transaction;
 
+pub use auth::Credentials;
 pub use capabilities::Capabilities;
 pub use command::{AuthMechanism, Command, EtrnArgument, Parameter};
-pub use connection::{
-    AddressFamily, COMMAND_TIMEOUT, CONNECT_TIMEOUT, ConnectOptions, Connection, Credentials,
-    DATA_BLOCK_TIMEOUT, DATA_END_TIMEOUT, DATA_START_TIMEOUT, GREETING_TIMEOUT, Peer, Timeouts,
-    Transcript, resolve,
-};
+pub use connection::{Connection, resolve};
 pub use error::SmtpError;
+pub use options::{
+    AddressFamily, COMMAND_TIMEOUT, CONNECT_TIMEOUT, ConnectOptions, DATA_BLOCK_TIMEOUT,
+    DATA_END_TIMEOUT, DATA_START_TIMEOUT, GREETING_TIMEOUT, Peer, RECIPIENT_LIMIT, Timeouts,
+    Transcript,
+};
 pub use reply::{EnhancedCode, Reply, ReplyCode, printable};
 pub(crate) use tls::negotiated;
 pub use tls::{CertificateInfo, TlsClient, TlsInfo, Verification};
-pub use transaction::{
-    Attempt, Body, Delivery, Message, Outbox, RECIPIENT_LIMIT, Sent, Stage, Verdict,
-};
+pub use transaction::{Attempt, Body, Delivery, Message, Outbox, Sent, Stage, Verdict};
