@@ -4,6 +4,11 @@
 //! message data and the TLS handshake is one step whose limit starts with its first wait on the
 //! socket and is spent, not renewed, by every byte that arrives. A server that trickles a byte
 //! every few seconds is cut off when the step's limit is spent.
+//!
+//! Replies are read whole and checked here: a line of at most 8192 octets, a reply of at most
+//! 500 lines, one code throughout, each reply matched to the oldest command still awaiting one.
+//! The commands that open a session (greeting, EHLO, STARTTLS) are in `session.rs`, AUTH in
+//! `auth.rs`, mail transactions and their data under `transaction.rs`.
 
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
@@ -12,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use super::capabilities::Capabilities;
 use super::command::Command;
-use super::error::SmtpError;
+use super::error::{SmtpError, TlsErrorKind};
 use super::options::{AddressFamily, ConnectOptions, Peer, RECIPIENT_LIMIT, Timeouts, Transcript};
 use super::reply::{Reply, split_line};
 use super::tls::{self, TlsInfo};
@@ -438,6 +443,7 @@ impl Connection {
         {
             return SmtpError::Tls {
                 peer,
+                kind: tls::kind(tls_err),
                 detail: tls::describe(tls_err),
             };
         }
@@ -481,9 +487,10 @@ impl Connection {
         }
     }
 
-    pub(super) fn tls_error(&self, detail: String) -> SmtpError {
+    pub(super) fn tls_error(&self, kind: TlsErrorKind, detail: String) -> SmtpError {
         SmtpError::Tls {
             peer: self.peer.to_string(),
+            kind,
             detail,
         }
     }
