@@ -219,7 +219,6 @@ fn probe_address(
     let failure = match establish(&endpoint, &connect, &setup) {
         Ok(session) => {
             record_opening(&mut report, &session.opening);
-            report.tls = session.connection.tls_info().map(tls_report);
             converse(session.connection, options, unknown, &mut report).err()
         }
         Err(failed) => {
@@ -266,6 +265,7 @@ fn record_opening(report: &mut ProbeReport, opening: &Opening) {
     report.pipelining = capabilities.pipelining();
     report.eight_bit_mime = capabilities.eight_bit_mime();
     report.size = capabilities.size_limit();
+    report.tls = opening.tls.as_ref().map(tls_report);
 }
 
 /// The conversation after the session is set up; each step's result goes into `report` as soon

@@ -185,6 +185,8 @@ pub struct Opening {
     pub greeting: Option<Reply>,
     /// The answer to the first EHLO (or HELO), before any STARTTLS.
     pub hello: Option<Hello>,
+    /// The handshake's outcome, once STARTTLS succeeded (kept when the EHLO after it fails).
+    pub tls: Option<TlsInfo>,
 }
 
 /// What EHLO, or HELO after a refused EHLO, established.
@@ -315,7 +317,8 @@ fn open(connection: &mut Connection, setup: &Setup<'_>, opening: &mut Opening) -
         connection.note("server does not offer STARTTLS; continuing without TLS");
         return Ok(());
     }
-    connection.starttls(setup.tls).map_err(Stop::StartTls)?;
+    let tls = connection.starttls(setup.tls).map_err(Stop::StartTls)?;
+    opening.tls = Some(tls.clone());
     connection.hello(setup.helo).map_err(Stop::Failed)?;
     Ok(())
 }

@@ -95,6 +95,7 @@ fn starttls_is_taken_and_ehlo_said_again_over_tls() {
         tls.verified.is_err(),
         "a self-signed certificate is not trusted"
     );
+    assert_eq!(session.opening.tls.as_ref(), Some(tls));
     // What the first EHLO said stays in the opening; the connection has the second one's.
     assert!(
         session
@@ -421,5 +422,37 @@ fn a_host_endpoint_connects_to_its_address() {
         format!("[127.0.0.1]:{}", addr.port())
     );
     drop(session);
+    server.join().unwrap();
+}
+
+#[test]
+fn the_handshake_is_kept_when_the_ehlo_after_it_fails() {
+    let (addr, server) = server(
+        "220 sink.example\r\n",
+        vec![Step::Lines(1, WITH_STARTTLS), Step::StartTls],
+    );
+    let failed = try_establish(
+        addr,
+        StartTls::Required,
+        Verification::Insecure,
+        Transcript::Off,
+    )
+    .err()
+    .unwrap();
+    assert!(
+        matches!(&failed.error, SmtpError::Closed { .. }),
+        "{}",
+        failed.error
+    );
+    assert!(failed.opening.tls.is_some());
+    assert!(
+        failed
+            .opening
+            .hello
+            .as_ref()
+            .unwrap()
+            .capabilities
+            .starttls()
+    );
     server.join().unwrap();
 }
