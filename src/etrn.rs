@@ -34,8 +34,8 @@ use crate::address::Domain;
 use crate::config::TlsPolicy;
 use crate::route::RelayHost;
 use crate::smtp::{
-    Command, ConnectOptions, Connection, Credentials, EtrnArgument, Reply, ReplyCode, SmtpError,
-    TlsClient, Verification,
+    Command, ConnectOptions, Credentials, Endpoint, EtrnArgument, Reply, ReplyCode, Setup,
+    SmtpError, StartTls, TlsClient, TlsErrorKind, Verification, establish,
 };
 use crate::sysexits::{Failure, Status, Sysexit};
 
@@ -238,35 +238,25 @@ fn session(
     pending: &[usize],
     answers: &mut [Option<Reply>],
 ) -> Result<(), SmtpError> {
-    let mut conn = Connection::connect(&request.host, request.port, &request.connect)?;
-    conn.greeting()?;
-    conn.hello(&request.helo)?;
-    if request.starttls != TlsPolicy::Off {
-        if conn.capabilities().starttls() {
-            conn.starttls(tls).map_err(|err| match err {
-                SmtpError::Tls { peer, detail }
-                    if tls.verification() == Verification::Required
-                        && detail.contains("certificate") =>
-                {
-                    SmtpError::Tls {
-                        peer,
-                        detail: format!("{detail} (--tls-insecure accepts it)"),
-                    }
-                }
-                other => other,
-            })?;
-            conn.hello(&request.helo)?;
-        } else if request.starttls == TlsPolicy::Required {
-            let err = SmtpError::NotOffered {
-                peer: conn.peer().to_string(),
-                detail: "server does not offer STARTTLS, which --starttls requires".to_string(),
-            };
-            conn.quit();
-            return Err(err);
-        } else {
-            conn.note("server does not offer STARTTLS; continuing without TLS");
-        }
-    }
+    let setup = Setup {
+        helo: &request.helo,
+        // Opportunistic here does not go on in clear after a failed STARTTLS: AUTH may follow,
+        // and a failed handshake is reported (75) rather than hidden.
+        starttls: match request.starttls {
+            TlsPolicy::Off => StartTls::Off,
+            TlsPolicy::Opportunistic => StartTls::WhenOffered,
+            TlsPolicy::Required => StartTls::Required,
+        },
+        tls,
+    };
+    let endpoint = Endpoint::Host {
+        host: request.host.clone(),
+        port: request.port,
+    };
+    let mut conn = match establish(&endpoint, &request.connect, &setup) {
+        Ok(session) => session.connection,
+        Err(failed) => return Err(worded_for_the_command_line(failed.error, tls)),
+    };
     if let Some(credentials) = &request.credentials {
         conn.authenticate(credentials)?;
     }
@@ -298,6 +288,26 @@ fn session(
     }
     conn.quit();
     Ok(())
+}
+
+/// Failures of the session's opening, worded with the option that changes them.
+fn worded_for_the_command_line(error: SmtpError, tls: &TlsClient) -> SmtpError {
+    match error {
+        SmtpError::Tls {
+            peer,
+            kind: TlsErrorKind::Certificate,
+            detail,
+        } if tls.verification() == Verification::Required => SmtpError::Tls {
+            peer,
+            kind: TlsErrorKind::Certificate,
+            detail: format!("{detail} (--tls-insecure accepts it)"),
+        },
+        SmtpError::TlsNotOffered { peer } => SmtpError::NotOffered {
+            peer,
+            detail: "server does not offer STARTTLS, which --starttls requires".to_string(),
+        },
+        other => other,
+    }
 }
 
 #[cfg(test)]

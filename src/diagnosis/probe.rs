@@ -11,16 +11,17 @@
 //! the site refuses it later, bounces it to the sender, who is usually forged: a source of
 //! backscatter, reported as a WARNING.
 
+use std::fmt;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Serialize, Serializer};
 
 use super::{Diagnosis, Exchanger, Severity};
 use crate::address::{Address, Domain, ReversePath};
 use crate::smtp::{
-    Command, ConnectOptions, Connection, Reply, SmtpError, Timeouts, TlsClient, TlsInfo,
-    Verification,
+    Command, ConnectOptions, Connection, Endpoint, Opening, Reply, Setup, SmtpError, StartTls,
+    Timeouts, TlsClient, TlsInfo, Verification, establish,
 };
 
 /// What `--probe` was asked to do.
@@ -42,7 +43,8 @@ pub struct ProbeReport {
     /// True when the server greeted with 2xx.
     pub connected: bool,
     /// The failure that ended the conversation early, if any.
-    pub error: Option<String>,
+    #[serde(serialize_with = "as_text")]
+    pub error: Option<Failure>,
     pub greeting: Option<String>,
     /// True when EHLO was accepted (false after a HELO fallback).
     pub esmtp: bool,
@@ -56,8 +58,10 @@ pub struct ProbeReport {
     /// The SIZE limit in octets; `None` when not announced or announced without a limit.
     pub size: Option<u64>,
     pub tls: Option<TlsReport>,
-    pub mail_from: Option<String>,
-    pub rcpt: Option<String>,
+    #[serde(serialize_with = "as_text")]
+    pub mail_from: Option<Reply>,
+    #[serde(serialize_with = "as_text")]
+    pub rcpt: Option<Reply>,
     /// The RCPT reply's class: true for 2xx, false otherwise; `None` when not asked or not reached.
     pub rcpt_accepted: Option<bool>,
     /// The RCPT reply code, for telling 4xx from 5xx.
@@ -68,6 +72,41 @@ pub struct ProbeReport {
     pub unknown_rcpt_reply: Option<String>,
     /// True when it was accepted (2xx): the host takes any local part.
     pub unknown_rcpt_accepted: Option<bool>,
+}
+
+/// The failure that ended a conversation: the server it concerns and what happened, apart, so
+/// that a finding whose subject names the server already can say what happened alone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    /// `host[ip]:port`, when the failure concerns the server.
+    pub peer: Option<String>,
+    pub detail: String,
+}
+
+impl From<&SmtpError> for Failure {
+    fn from(error: &SmtpError) -> Failure {
+        Failure {
+            peer: error.peer().map(str::to_string),
+            detail: error.detail(),
+        }
+    }
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.peer {
+            Some(peer) => write!(f, "{peer}: {}", self.detail),
+            None => f.write_str(&self.detail),
+        }
+    }
+}
+
+/// A reply or a failure appears in the JSON report as the one line it reads as.
+fn as_text<T: fmt::Display, S: Serializer>(value: &Option<T>, out: S) -> Result<S::Ok, S::Error> {
+    match value {
+        Some(value) => out.collect_str(value),
+        None => out.serialize_none(),
+    }
 }
 
 /// The STARTTLS handshake and the server's certificate.
@@ -128,7 +167,10 @@ pub fn probe(diagnosis: &mut Diagnosis, options: &ProbeOptions) {
             .map(|(e, a, handle)| {
                 let report = handle.join().unwrap_or_else(|_| ProbeReport {
                     port: options.port,
-                    error: Some("the probe failed unexpectedly".to_string()),
+                    error: Some(Failure {
+                        peer: None,
+                        detail: "the probe failed unexpectedly".to_string(),
+                    }),
                     ..ProbeReport::default()
                 });
                 (e, a, report)
@@ -159,37 +201,54 @@ fn probe_address(
         port: addr.port(),
         ..ProbeReport::default()
     };
-    if let Err(err) = converse(host, addr, options, unknown, tls, &mut report) {
+    let connect = ConnectOptions {
+        timeouts: Timeouts::uniform(options.timeout),
+        ..ConnectOptions::default()
+    };
+    // The certificate is recorded, not required to be trusted: MX-to-MX TLS is opportunistic.
+    // A STARTTLS that fails is reported, not retried in clear.
+    let setup = Setup {
+        helo: &options.helo,
+        starttls: StartTls::WhenOffered,
+        tls,
+    };
+    let endpoint = Endpoint::Address {
+        addr,
+        name: Some(host.to_string()),
+    };
+    let failure = match establish(&endpoint, &connect, &setup) {
+        Ok(session) => {
+            record_opening(&mut report, &session.opening);
+            converse(session.connection, options, unknown, &mut report).err()
+        }
+        Err(failed) => {
+            record_opening(&mut report, &failed.opening);
+            Some(failed.error)
+        }
+    };
+    if let Some(err) = failure {
         if let Some(reply) = err.reply()
             && report.greeting.is_none()
         {
             report.greeting = Some(reply.to_string());
         }
-        report.error = Some(err.to_string());
+        report.error = Some(Failure::from(&err));
     }
     report
 }
 
-/// The conversation; each step's result goes into `report` as soon as it is known, so an error
-/// leaves what was learnt before it.
-fn converse(
-    host: &str,
-    addr: SocketAddr,
-    options: &ProbeOptions,
-    unknown: Option<&Address>,
-    tls: &TlsClient,
-    report: &mut ProbeReport,
-) -> Result<(), SmtpError> {
-    let connect = ConnectOptions {
-        timeouts: Timeouts::uniform(options.timeout),
-        ..ConnectOptions::default()
+/// The greeting and what the first EHLO announced, before any STARTTLS.
+fn record_opening(report: &mut ProbeReport, opening: &Opening) {
+    let Some(greeting) = &opening.greeting else {
+        return;
     };
-    let mut connection = Connection::open(addr, Some(host.to_string()), &connect)?;
-    report.greeting = Some(connection.greeting()?.to_string());
+    report.greeting = Some(greeting.to_string());
     report.connected = true;
-    connection.hello(&options.helo)?;
-    report.esmtp = connection.is_extended();
-    let capabilities = connection.capabilities();
+    let Some(hello) = &opening.hello else {
+        return;
+    };
+    report.esmtp = hello.extended;
+    let capabilities = &hello.capabilities;
     report.extensions = capabilities
         .keywords()
         .map(|keyword| {
@@ -206,24 +265,32 @@ fn converse(
     report.pipelining = capabilities.pipelining();
     report.eight_bit_mime = capabilities.eight_bit_mime();
     report.size = capabilities.size_limit();
-    if report.starttls {
-        let info = connection.starttls(tls)?;
-        report.tls = Some(tls_report(info));
-        connection.hello(&options.helo)?;
-    }
+    report.tls = opening.tls.as_ref().map(tls_report);
+}
+
+/// The conversation after the session is set up; each step's result goes into `report` as soon
+/// as it is known, so an error leaves what was learnt before it.
+fn converse(
+    mut connection: Connection,
+    options: &ProbeOptions,
+    unknown: Option<&Address>,
+    report: &mut ProbeReport,
+) -> Result<(), SmtpError> {
     if let Some(recipient) = &options.rcpt {
         let mail = connection.command(&Command::Mail {
             from: ReversePath::Null,
             parameters: Vec::new(),
         })?;
-        report.mail_from = Some(mail.to_string());
-        if mail.is_positive() {
+        let accepted = mail.is_positive();
+        report.mail_from = Some(mail);
+        if accepted {
             let rcpt = connection.command(&Command::Rcpt {
                 to: recipient.clone(),
                 parameters: Vec::new(),
             })?;
-            record_rcpt(report, &rcpt);
-            if let (true, Some(unknown)) = (rcpt.is_positive(), unknown) {
+            let accepted = rcpt.is_positive();
+            record_rcpt(report, rcpt);
+            if let (true, Some(unknown)) = (accepted, unknown) {
                 let reply = connection.command(&Command::Rcpt {
                     to: unknown.clone(),
                     parameters: Vec::new(),
@@ -239,10 +306,10 @@ fn converse(
     Ok(())
 }
 
-fn record_rcpt(report: &mut ProbeReport, rcpt: &Reply) {
-    report.rcpt = Some(rcpt.to_string());
+fn record_rcpt(report: &mut ProbeReport, rcpt: Reply) {
     report.rcpt_accepted = Some(rcpt.is_positive());
     report.rcpt_code = Some(rcpt.code.value());
+    report.rcpt = Some(rcpt);
 }
 
 fn tls_report(info: &TlsInfo) -> TlsReport {
@@ -283,12 +350,8 @@ fn judge(diagnosis: &mut Diagnosis, options: &ProbeOptions) {
             } else {
                 Severity::Critical
             };
-            let why = report.error.clone().unwrap_or_default();
-            findings.push((
-                severity,
-                subject,
-                format!("no SMTP service: {}", strip_peer(&why)),
-            ));
+            let why = report.error.as_ref().map_or("", |e| e.detail.as_str());
+            findings.push((severity, subject, format!("no SMTP service: {why}")));
             continue;
         }
         findings.extend(conversation_findings(
@@ -320,7 +383,7 @@ fn conversation_findings(
     if let Some(error) = &report.error {
         add(
             Severity::Warning,
-            format!("conversation failed: {}", strip_peer(error)),
+            format!("conversation failed: {}", error.detail),
         );
     }
     if let Some(tls) = &report.tls {
@@ -347,9 +410,9 @@ fn conversation_findings(
         );
     }
     if let Some(mail) = &report.mail_from
-        && !mail.starts_with('2')
+        && !mail.is_positive()
     {
-        let severity = if mail.starts_with('4') {
+        let severity = if mail.is_transient() {
             Severity::Warning
         } else {
             Severity::Critical
@@ -359,16 +422,16 @@ fn conversation_findings(
             format!("refuses the null sender: MAIL FROM:<> answered {mail}"),
         );
     }
-    if let (Some(recipient), Some(rcpt), Some(code)) =
-        (&options.rcpt, &report.rcpt, report.rcpt_code)
+    if let (Some(recipient), Some(rcpt)) = (&options.rcpt, &report.rcpt)
+        && !rcpt.is_positive()
     {
-        match code / 100 {
-            2 => {}
-            4 => add(
+        if rcpt.is_transient() {
+            add(
                 Severity::Warning,
                 format!("defers RCPT TO:<{recipient}>: {rcpt}"),
-            ),
-            _ => add(
+            );
+        } else {
+            add(
                 Severity::Critical,
                 format!(
                     "refuses RCPT TO:<{recipient}>: {rcpt}{}",
@@ -378,7 +441,7 @@ fn conversation_findings(
                         ""
                     }
                 ),
-            ),
+            );
         }
     }
     if let (Some(true), Some(unknown), Some(reply)) = (
@@ -396,25 +459,30 @@ fn conversation_findings(
     findings
 }
 
-/// SMTP errors start with the peer (`host[ip]:port: ...`), which the finding's subject already
-/// names.
-fn strip_peer(message: &str) -> &str {
-    message
-        .split_once("]:")
-        .and_then(|(_, rest)| rest.split_once(": "))
-        .map_or(message, |(_, rest)| rest)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn peer_prefix_is_stripped_once() {
+    fn a_failure_reads_as_the_error_and_its_detail_without_the_peer() {
+        let error = SmtpError::Timeout {
+            peer: "mx.example[127.0.0.1]:25".to_string(),
+            during: "waiting for the greeting".to_string(),
+        };
+        let failure = Failure::from(&error);
+        assert_eq!(failure.detail, "timed out waiting for the greeting");
+        assert_eq!(failure.to_string(), error.to_string());
+        let report = ProbeReport {
+            error: Some(failure),
+            mail_from: Some(Reply::from_lines(&["451 4.3.0 try later"]).unwrap()),
+            ..ProbeReport::default()
+        };
+        let json = serde_json::to_value(&report).unwrap();
         assert_eq!(
-            strip_peer("mx.example[127.0.0.1]:25: timed out waiting for the greeting"),
-            "timed out waiting for the greeting"
+            json["error"],
+            "mx.example[127.0.0.1]:25: timed out waiting for the greeting"
         );
-        assert_eq!(strip_peer("plain text"), "plain text");
+        assert_eq!(json["mail_from"], "451 4.3.0 try later");
+        assert_eq!(json["rcpt"], serde_json::Value::Null);
     }
 }

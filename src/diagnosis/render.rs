@@ -221,10 +221,10 @@ fn probe_lines(report: &ProbeReport, out: &mut dyn Write) -> io::Result<()> {
         line("TLS", &tls_line(tls))?;
     }
     if let Some(mail) = &report.mail_from {
-        line("MAIL", mail)?;
+        line("MAIL", &mail.to_string())?;
     }
     if let Some(rcpt) = &report.rcpt {
-        line("RCPT", rcpt)?;
+        line("RCPT", &rcpt.to_string())?;
     }
     if let (Some(unknown), Some(reply)) = (&report.unknown_rcpt, &report.unknown_rcpt_reply) {
         line(
@@ -233,7 +233,7 @@ fn probe_lines(report: &ProbeReport, out: &mut dyn Write) -> io::Result<()> {
         )?;
     }
     if let Some(error) = &report.error {
-        line("error", error)?;
+        line("error", &error.to_string())?;
     }
     Ok(())
 }

@@ -4,192 +4,41 @@
 //! message data and the TLS handshake is one step whose limit starts with its first wait on the
 //! socket and is spent, not renewed, by every byte that arrives. A server that trickles a byte
 //! every few seconds is cut off when the step's limit is spent.
+//!
+//! Replies are read whole and checked here: a line of at most 8192 octets, a reply of at most
+//! 500 lines, one code throughout, each reply matched to the oldest command still awaiting one.
+//! The commands that open a session (greeting, EHLO, STARTTLS) are in `session.rs`, AUTH in
+//! `auth.rs`, mail transactions and their data under `transaction.rs`.
 
 use std::collections::VecDeque;
-use std::io::{self, BufRead, Read, Write};
-use std::net::{IpAddr, Shutdown, SocketAddr, TcpStream, ToSocketAddrs};
-use std::sync::{Arc, Mutex};
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD as BASE64;
-
 use super::capabilities::Capabilities;
-use super::command::{AuthMechanism, Command};
-use super::error::SmtpError;
-use super::reply::{Reply, printable, split_line};
-use super::tls::{self, TlsClient, TlsInfo};
-use super::transaction::{RECIPIENT_LIMIT, Sent};
-use crate::address::Domain;
+use super::command::Command;
+use super::error::{SmtpError, TlsErrorKind};
+use super::options::{AddressFamily, ConnectOptions, Peer, RECIPIENT_LIMIT, Timeouts, Transcript};
+use super::reply::{Reply, split_line};
+use super::tls::{self, TlsInfo};
 use crate::route::RelayHost;
-
-/// Waiting for a TCP connection; RFC 5321 sets none, this is Postfix's `smtp_connect_timeout`.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
-/// RFC 5321 §4.5.3.2.1: the 220 greeting.
-pub const GREETING_TIMEOUT: Duration = Duration::from_secs(5 * 60);
-/// RFC 5321 §4.5.3.2.2–3: MAIL, RCPT and the other commands.
-pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(5 * 60);
-/// RFC 5321 §4.5.3.2.4: the 354 after DATA.
-pub const DATA_START_TIMEOUT: Duration = Duration::from_secs(2 * 60);
-/// RFC 5321 §4.5.3.2.5: each block of message data.
-pub const DATA_BLOCK_TIMEOUT: Duration = Duration::from_secs(3 * 60);
-/// RFC 5321 §4.5.3.2.6: the reply to the final dot.
-pub const DATA_END_TIMEOUT: Duration = Duration::from_secs(10 * 60);
 
 /// A reply line longer than this is not SMTP (RFC 5321 allows 512 octets).
 const MAX_LINE: usize = 8192;
 /// A reply with more lines than this is not SMTP either; the bound keeps memory bounded.
 const MAX_REPLY_LINES: usize = 500;
 /// Message data is written in blocks of about this size.
-const DATA_BLOCK: usize = 64 * 1024;
-
-/// How long each step may take: a reply with all its lines, a write, the TLS handshake.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Timeouts {
-    pub connect: Duration,
-    pub greeting: Duration,
-    pub command: Duration,
-    pub data_start: Duration,
-    pub data_block: Duration,
-    pub data_end: Duration,
-}
-
-impl Timeouts {
-    /// The same limit for every step, as a command-line `--timeout` gives it.
-    pub fn uniform(limit: Duration) -> Timeouts {
-        Timeouts {
-            connect: limit,
-            greeting: limit,
-            command: limit,
-            data_start: limit,
-            data_block: limit,
-            data_end: limit,
-        }
-    }
-}
-
-impl Default for Timeouts {
-    /// The RFC 5321 values.
-    fn default() -> Timeouts {
-        Timeouts {
-            connect: CONNECT_TIMEOUT,
-            greeting: GREETING_TIMEOUT,
-            command: COMMAND_TIMEOUT,
-            data_start: DATA_START_TIMEOUT,
-            data_block: DATA_BLOCK_TIMEOUT,
-            data_end: DATA_END_TIMEOUT,
-        }
-    }
-}
-
-/// Which address families a host name may resolve to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum AddressFamily {
-    #[default]
-    Any,
-    V4,
-    V6,
-}
-
-impl AddressFamily {
-    fn admits(self, ip: IpAddr) -> bool {
-        match self {
-            AddressFamily::Any => true,
-            AddressFamily::V4 => ip.is_ipv4(),
-            AddressFamily::V6 => ip.is_ipv6(),
-        }
-    }
-}
-
-/// Where the conversation is shown: nowhere, on stderr (`-v`), or kept for the caller. Lines the
-/// client sends start with `>>> `, server lines appear as received, the client's own remarks
-/// start with `*** `. Authentication secrets never appear.
-#[derive(Debug, Clone, Default)]
-pub enum Transcript {
-    #[default]
-    Off,
-    Stderr,
-    Capture(Arc<Mutex<Vec<String>>>),
-}
-
-impl Transcript {
-    fn sent(&self, line: &str) {
-        self.emit(format!(">>> {line}"));
-    }
-
-    /// A server line, made printable as every reply is: a transcript goes to a terminal.
-    fn received(&self, line: &str) {
-        if !matches!(self, Transcript::Off) {
-            self.emit(printable(line).into_owned());
-        }
-    }
-
-    pub fn note(&self, text: &str) {
-        self.emit(format!("*** {text}"));
-    }
-
-    fn emit(&self, line: String) {
-        match self {
-            Transcript::Off => {}
-            Transcript::Stderr => eprintln!("{line}"),
-            Transcript::Capture(lines) => {
-                if let Ok(mut lines) = lines.lock() {
-                    lines.push(line);
-                }
-            }
-        }
-    }
-}
-
-/// How to reach a server.
-#[derive(Debug, Clone, Default)]
-pub struct ConnectOptions {
-    pub timeouts: Timeouts,
-    pub family: AddressFamily,
-    pub transcript: Transcript,
-}
-
-/// The server as mail logs name it: `name[ip]:port`, or `[ip]:port` when we had no name.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Peer {
-    pub name: Option<String>,
-    pub addr: SocketAddr,
-}
-
-impl std::fmt::Display for Peer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{}[{}]:{}",
-            self.name.as_deref().unwrap_or_default(),
-            self.addr.ip(),
-            self.addr.port()
-        )
-    }
-}
-
-/// A user name and password for AUTH. `Debug` does not show the password.
-#[derive(Clone)]
-pub struct Credentials {
-    pub user: String,
-    pub password: String,
-}
-
-impl std::fmt::Debug for Credentials {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Credentials {{ user: {:?}, password: **** }}", self.user)
-    }
-}
+pub(super) const DATA_BLOCK: usize = 64 * 1024;
 
 /// One step's time limit. The deadline is fixed at the step's first wait on the socket, so what
 /// arrives meanwhile, however little and however often, cannot stretch it.
-struct Step {
+pub(super) struct Step {
     limit: Duration,
     deadline: Option<Instant>,
 }
 
 impl Step {
-    fn new(limit: Duration) -> Step {
+    pub(super) fn new(limit: Duration) -> Step {
         Step {
             limit,
             deadline: None,
@@ -218,7 +67,7 @@ impl Step {
 /// arrive together, and setting the limit for each would cost a bulk delivery several system
 /// calls per message.
 #[derive(Default)]
-struct SocketLimits {
+pub(super) struct SocketLimits {
     read: Option<Duration>,
     write: Option<Duration>,
 }
@@ -226,10 +75,10 @@ struct SocketLimits {
 /// The TCP socket as one step sees it: every read and write waits at most what is left of the
 /// step. TLS reads and writes go through it too, so a handshake or a record trickled byte by
 /// byte is bounded the same way.
-struct Timed<'a> {
-    tcp: &'a TcpStream,
-    step: &'a mut Step,
-    limits: &'a mut SocketLimits,
+pub(super) struct Timed<'a> {
+    pub(super) tcp: &'a TcpStream,
+    pub(super) step: &'a mut Step,
+    pub(super) limits: &'a mut SocketLimits,
 }
 
 impl Read for Timed<'_> {
@@ -262,21 +111,21 @@ impl Write for Timed<'_> {
 
 /// An open SMTP connection.
 pub struct Connection {
-    tcp: TcpStream,
-    tls: Option<Box<rustls::ClientConnection>>,
-    tls_info: Option<TlsInfo>,
-    peer: Peer,
-    timeouts: Timeouts,
-    transcript: Transcript,
-    capabilities: Capabilities,
-    extended: bool,
-    received: Vec<u8>,
-    limits: SocketLimits,
-    unsent: Vec<u8>,
+    pub(super) tcp: TcpStream,
+    pub(super) tls: Option<Box<rustls::ClientConnection>>,
+    pub(super) tls_info: Option<TlsInfo>,
+    pub(super) peer: Peer,
+    pub(super) timeouts: Timeouts,
+    pub(super) transcript: Transcript,
+    pub(super) capabilities: Capabilities,
+    pub(super) extended: bool,
+    pub(super) received: Vec<u8>,
+    pub(super) limits: SocketLimits,
+    pub(super) unsent: Vec<u8>,
     /// What each reply still due answers, with how long it may take.
-    awaited: VecDeque<(&'static str, Duration)>,
+    pub(super) awaited: VecDeque<(&'static str, Duration)>,
     /// At most this many recipients in one mail transaction.
-    recipient_limit: usize,
+    pub(super) recipient_limit: usize,
 }
 
 /// Resolves `host` to the addresses to try, in the resolver's order.
@@ -421,156 +270,6 @@ impl Connection {
         self.transcript.note(text);
     }
 
-    /// Reads the greeting. A 4xx or 5xx greeting is an error carrying the server's reply.
-    pub fn greeting(&mut self) -> Result<Reply, SmtpError> {
-        let reply = self.read_reply()?;
-        if !reply.is_positive() {
-            return Err(self.rejected("greeting", reply));
-        }
-        Ok(reply)
-    }
-
-    /// Says EHLO, and HELO when the server refuses EHLO with a 5xx (RFC 5321 §3.2). Returns the
-    /// positive reply; the extensions are in [`Connection::capabilities`].
-    pub fn hello(&mut self, name: &Domain) -> Result<Reply, SmtpError> {
-        let reply = self.command(&Command::Ehlo(name.clone()))?;
-        if reply.is_positive() {
-            self.capabilities = Capabilities::from_ehlo(&reply);
-            self.extended = true;
-            return Ok(reply);
-        }
-        if !reply.is_permanent() {
-            return Err(self.rejected("EHLO", reply));
-        }
-        self.note(&format!(
-            "server refused EHLO ({}); trying HELO",
-            reply.code
-        ));
-        let reply = self.command(&Command::Helo(name.clone()))?;
-        if !reply.is_positive() {
-            return Err(self.rejected("HELO", reply));
-        }
-        self.capabilities = Capabilities::default();
-        self.extended = false;
-        Ok(reply)
-    }
-
-    /// Sends STARTTLS and performs the handshake. The server forgets the session's state, so the
-    /// caller says [`Connection::hello`] again next (RFC 3207 §4.2).
-    pub fn starttls(&mut self, client: &TlsClient) -> Result<&TlsInfo, SmtpError> {
-        let reply = self.command(&Command::StartTls)?;
-        if !reply.is_positive() {
-            return Err(self.rejected("STARTTLS", reply));
-        }
-        // Anything already received was sent in clear but would be read as if protected: the
-        // STARTTLS command injection attack (CVE-2011-0411 and kin).
-        if !self.received.is_empty() {
-            return Err(self.protocol("server sent data before the TLS handshake"));
-        }
-        let verdict = Arc::new(Mutex::new(None));
-        let config = client
-            .config(verdict.clone())
-            .map_err(|detail| self.tls_error(detail))?;
-        let name = tls::server_name(self.peer.name.as_deref(), self.peer.addr.ip());
-        let mut conn = rustls::ClientConnection::new(config, name)
-            .map_err(|e| self.tls_error(e.to_string()))?;
-        // The whole handshake, every turn of reads and writes, is one step.
-        let mut step = Step::new(self.timeouts.command);
-        let mut timed = Timed {
-            tcp: &self.tcp,
-            step: &mut step,
-            limits: &mut self.limits,
-        };
-        let mut handshake = Ok(());
-        while handshake.is_ok() && conn.is_handshaking() {
-            handshake = conn.complete_io(&mut timed).map(|_| ());
-        }
-        handshake.map_err(|e| self.failure(e, "during the TLS handshake"))?;
-        let (protocol, cipher_suite) = tls::negotiated(&conn);
-        let certificate = conn
-            .peer_certificates()
-            .and_then(|chain| chain.first())
-            .and_then(|der| tls::certificate_info(der));
-        let verified = verdict
-            .lock()
-            .ok()
-            .and_then(|mut v| v.take())
-            .unwrap_or_else(|| Err("no certificate was checked".to_string()));
-        self.note(&format!(
-            "TLS established: {protocol} {cipher_suite}, certificate {}",
-            match &verified {
-                Ok(()) => "trusted".to_string(),
-                Err(reason) => format!("NOT trusted: {reason}"),
-            }
-        ));
-        self.tls = Some(Box::new(conn));
-        self.capabilities = Capabilities::default();
-        self.extended = false;
-        Ok(self.tls_info.insert(TlsInfo {
-            protocol,
-            cipher_suite,
-            verified,
-            certificate,
-        }))
-    }
-
-    /// Authenticates with PLAIN when offered, else LOGIN. Credentials are sent as the server asks,
-    /// whether or not the connection is encrypted: callers decide whether that is acceptable.
-    pub fn authenticate(&mut self, credentials: &Credentials) -> Result<Reply, SmtpError> {
-        let mechanism = if self.capabilities.offers_auth(AuthMechanism::Plain) {
-            AuthMechanism::Plain
-        } else if self.capabilities.offers_auth(AuthMechanism::Login) {
-            AuthMechanism::Login
-        } else {
-            let offered = self.capabilities.auth_mechanisms();
-            return Err(SmtpError::NotOffered {
-                peer: self.peer.to_string(),
-                detail: if offered.is_empty() {
-                    "server offers no AUTH".to_string()
-                } else {
-                    format!(
-                        "server offers AUTH {} but this client speaks only PLAIN and LOGIN",
-                        offered.join(" ")
-                    )
-                },
-            });
-        };
-        let reply = match mechanism {
-            AuthMechanism::Plain => {
-                let token = format!("\0{}\0{}", credentials.user, credentials.password);
-                let reply = self.command(&Command::Auth {
-                    mechanism,
-                    initial_response: Some(BASE64.encode(&token)),
-                })?;
-                if reply.is_intermediate() {
-                    self.command(&Command::AuthResponse(BASE64.encode(&token)))?
-                } else {
-                    reply
-                }
-            }
-            AuthMechanism::Login => {
-                let mut reply = self.command(&Command::Auth {
-                    mechanism,
-                    initial_response: None,
-                })?;
-                for answer in [&credentials.user, &credentials.password] {
-                    if !reply.is_intermediate() {
-                        break;
-                    }
-                    reply = self.command(&Command::AuthResponse(BASE64.encode(answer)))?;
-                }
-                reply
-            }
-        };
-        if !reply.is_positive() {
-            return Err(SmtpError::AuthFailed {
-                peer: self.peer.to_string(),
-                reply,
-            });
-        }
-        Ok(reply)
-    }
-
     /// Sends one command and reads its reply, whatever the code.
     pub fn command(&mut self, command: &Command) -> Result<Reply, SmtpError> {
         self.send(command)?;
@@ -668,93 +367,16 @@ impl Connection {
         let _ = self.tcp.shutdown(Shutdown::Both);
     }
 
-    /// Queues the message data with CRLF line ends and dot-stuffing, and writes it in blocks
-    /// as it accumulates; the last block stays queued for the write that carries the final dot.
-    /// A bare CR or a bare LF in the stored message ends a line as CRLF does, so a `.` after
-    /// either is stuffed and the data cannot end early at a receiver that takes a bare CR for a
-    /// line end. `sent` becomes [`Sent::SomeData`] before the first block goes out.
-    pub(super) fn write_body(
-        &mut self,
-        body: &mut dyn BufRead,
-        sent: &mut Sent,
-    ) -> Result<(), SmtpError> {
-        let mut octets = 0usize;
-        let mut at_line_start = true;
-        // A CR that ended the last buffer: the LF that may open the next is part of its CRLF.
-        let mut after_cr = false;
-        loop {
-            let chunk = body.fill_buf().map_err(SmtpError::MessageRead)?;
-            if chunk.is_empty() {
-                break;
-            }
-            let length = chunk.len();
-            let mut rest = chunk;
-            if after_cr {
-                after_cr = false;
-                rest = rest.strip_prefix(b"\n").unwrap_or(rest);
-            }
-            while let Some(&first) = rest.first() {
-                if at_line_start && first == b'.' {
-                    self.unsent.push(b'.');
-                }
-                at_line_start = false;
-                let Some(end) = memchr::memchr2(b'\r', b'\n', rest) else {
-                    self.unsent.extend_from_slice(rest);
-                    break;
-                };
-                self.unsent.extend_from_slice(&rest[..end]);
-                self.unsent.extend_from_slice(b"\r\n");
-                at_line_start = true;
-                rest = match (rest[end], rest.get(end + 1)) {
-                    (b'\r', Some(b'\n')) => &rest[end + 2..],
-                    (b'\r', None) => {
-                        after_cr = true;
-                        &rest[end + 1..]
-                    }
-                    _ => &rest[end + 1..],
-                };
-            }
-            body.consume(length);
-            octets += length;
-            if self.unsent.len() >= DATA_BLOCK {
-                *sent = Sent::SomeData;
-                self.flush_data()?;
-            }
-        }
-        if !at_line_start {
-            self.unsent.extend_from_slice(b"\r\n");
-        }
-        self.transcript
-            .note(&format!("({octets} octets of message data)"));
-        Ok(())
-    }
-
-    /// Writes what is queued as one block of message data (commands may follow it in the block).
-    pub(super) fn flush_data(&mut self) -> Result<(), SmtpError> {
-        let unsent = std::mem::take(&mut self.unsent);
-        let written = self.write_all(&unsent, self.timeouts.data_block);
-        self.recycle(unsent);
-        written.map_err(|e| self.failure(e, "sending message data"))
-    }
-
     /// Keeps the write buffer's allocation for the next message.
-    fn recycle(&mut self, mut written: Vec<u8>) {
+    pub(super) fn recycle(&mut self, mut written: Vec<u8>) {
         if self.unsent.is_empty() && written.capacity() <= 2 * DATA_BLOCK {
             written.clear();
             self.unsent = written;
         }
     }
 
-    /// Queues the dot that ends message data; its reply may take the longest of all.
-    pub(super) fn queue_dot(&mut self) {
-        self.transcript.sent(".");
-        self.unsent.extend_from_slice(b".\r\n");
-        self.awaited
-            .push_back(("the end of message data", self.timeouts.data_end));
-    }
-
     /// Writes `bytes` as one step: however the kernel takes them, all within `limit`.
-    fn write_all(&mut self, bytes: &[u8], limit: Duration) -> io::Result<()> {
+    pub(super) fn write_all(&mut self, bytes: &[u8], limit: Duration) -> io::Result<()> {
         let mut step = Step::new(limit);
         let mut timed = Timed {
             tcp: &self.tcp,
@@ -812,7 +434,7 @@ impl Connection {
         }
     }
 
-    fn failure(&self, err: io::Error, during: &str) -> SmtpError {
+    pub(super) fn failure(&self, err: io::Error, during: &str) -> SmtpError {
         let peer = self.peer.to_string();
         let during = during.to_string();
         if let Some(tls_err) = err
@@ -821,6 +443,7 @@ impl Connection {
         {
             return SmtpError::Tls {
                 peer,
+                kind: tls::kind(tls_err),
                 detail: tls::describe(tls_err),
             };
         }
@@ -849,7 +472,7 @@ impl Connection {
         }
     }
 
-    fn rejected(&self, context: &str, reply: Reply) -> SmtpError {
+    pub(super) fn rejected(&self, context: &str, reply: Reply) -> SmtpError {
         SmtpError::Rejected {
             peer: self.peer.to_string(),
             context: context.to_string(),
@@ -857,196 +480,21 @@ impl Connection {
         }
     }
 
-    fn protocol(&self, detail: &str) -> SmtpError {
+    pub(super) fn protocol(&self, detail: &str) -> SmtpError {
         SmtpError::Protocol {
             peer: self.peer.to_string(),
             detail: detail.to_string(),
         }
     }
 
-    fn tls_error(&self, detail: String) -> SmtpError {
+    pub(super) fn tls_error(&self, kind: TlsErrorKind, detail: String) -> SmtpError {
         SmtpError::Tls {
             peer: self.peer.to_string(),
+            kind,
             detail,
         }
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::smtp::test_server::{Step, domain, options, server};
-
-    #[test]
-    fn a_trickled_reply_is_cut_off_when_its_limit_is_spent() {
-        // One byte every 100 ms: each read gets something long before the 700 ms limit, which a
-        // limit per read would renew until the whole greeting had arrived, four seconds later.
-        let (addr, server) = server(
-            "",
-            vec![Step::Trickle(
-                0,
-                "220-sink.example ESMTP\r\n220 trickling along\r\n",
-                Duration::from_millis(100),
-            )],
-        );
-        let opts = ConnectOptions {
-            timeouts: Timeouts::uniform(Duration::from_millis(700)),
-            ..options(Transcript::Off)
-        };
-        let mut conn = Connection::open(addr, None, &opts).unwrap();
-        let err = conn.greeting().unwrap_err();
-        assert!(
-            matches!(&err, SmtpError::Timeout { during, .. } if during == "waiting for the greeting"),
-            "{err}"
-        );
-        drop(conn);
-        let seen = server.join().unwrap();
-        assert_eq!(seen, ["-- cut off"]);
-    }
-
-    #[test]
-    fn a_reply_in_pieces_within_its_limit_is_read_whole() {
-        let (addr, server) = server(
-            "",
-            vec![
-                Step::Trickle(
-                    0,
-                    "220-sink.example\r\n220 ready\r\n",
-                    Duration::from_millis(5),
-                ),
-                Step::Lines(1, "250 sink.example\r\n"),
-            ],
-        );
-        let mut conn = Connection::open(addr, None, &options(Transcript::Off)).unwrap();
-        let greeting = conn.greeting().unwrap();
-        assert_eq!(greeting.to_string(), "220 sink.example ready");
-        conn.hello(&domain("client.example")).unwrap();
-        drop(conn);
-        server.join().unwrap();
-    }
-
-    #[test]
-    fn a_trickled_tls_handshake_is_one_step() {
-        // The server says 220 to STARTTLS, then sends its handshake a byte at a time.
-        let (addr, server) = server(
-            "220 sink\r\n",
-            vec![
-                Step::Lines(1, "250-sink\r\n250 STARTTLS\r\n"),
-                Step::Trickle(1, "220 go ahead\r\n", Duration::ZERO),
-                // A record header announcing 64 bytes, and 60 of them: a limit per read would
-                // wait the whole six seconds, then 700 ms more.
-                Step::Trickle(0, HANDSHAKE_TRICKLE, Duration::from_millis(100)),
-            ],
-        );
-        let opts = ConnectOptions {
-            timeouts: Timeouts::uniform(Duration::from_millis(700)),
-            ..options(Transcript::Off)
-        };
-        let mut conn = Connection::open(addr, None, &opts).unwrap();
-        conn.greeting().unwrap();
-        conn.hello(&domain("client.example")).unwrap();
-        let err = conn
-            .starttls(&TlsClient::new(crate::smtp::Verification::Insecure))
-            .unwrap_err();
-        assert!(
-            matches!(&err, SmtpError::Timeout { during, .. } if during == "during the TLS handshake"),
-            "{err}"
-        );
-        drop(conn);
-        let seen = server.join().unwrap();
-        assert_eq!(
-            seen.last().map(String::as_str),
-            Some("-- cut off"),
-            "{seen:?}"
-        );
-    }
-
-    const HANDSHAKE_TRICKLE: &str = concat!(
-        "\u{16}\u{3}\u{3}\u{0}\u{40}",
-        "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
-    );
-
-    #[test]
-    fn the_transcript_shows_server_lines_printable() {
-        let (addr, server) = server("220 \u{1b}]0;owned\u{7} hello\r\n", vec![]);
-        let captured = Arc::new(Mutex::new(Vec::new()));
-        let mut conn =
-            Connection::open(addr, None, &options(Transcript::Capture(captured.clone()))).unwrap();
-        let greeting = conn.greeting().unwrap();
-        assert_eq!(greeting.to_string(), "220 ?]0;owned? hello");
-        drop(conn);
-        server.join().unwrap();
-        let transcript = captured.lock().unwrap().join("\n");
-        assert!(transcript.contains("220 ?]0;owned? hello"), "{transcript}");
-        assert!(!transcript.contains('\u{1b}'), "{transcript:?}");
-    }
-
-    #[test]
-    fn ehlo_refused_falls_back_to_helo() {
-        let (addr, server) = server(
-            "220 old\r\n",
-            vec![
-                Step::Lines(1, "502 5.5.1 EHLO not implemented\r\n"),
-                Step::Lines(1, "250 old.example\r\n"),
-            ],
-        );
-        let captured = Arc::new(Mutex::new(Vec::new()));
-        let mut conn =
-            Connection::open(addr, None, &options(Transcript::Capture(captured.clone()))).unwrap();
-        conn.greeting().unwrap();
-        conn.hello(&domain("client.example")).unwrap();
-        assert!(!conn.is_extended());
-        assert!(!conn.capabilities().etrn());
-        drop(conn);
-        assert_eq!(server.join().unwrap()[1], "HELO client.example\r\n");
-        let transcript = captured.lock().unwrap().join("\n");
-        assert!(
-            transcript.contains(">>> EHLO client.example"),
-            "{transcript}"
-        );
-        assert!(transcript.contains("trying HELO"), "{transcript}");
-    }
-
-    #[test]
-    fn data_before_the_handshake_is_refused() {
-        let (addr, _server) = server(
-            "220 evil\r\n",
-            vec![Step::Lines(1, "220 go ahead\r\n250 injected\r\n")],
-        );
-        let mut conn = Connection::open(addr, None, &options(Transcript::Off)).unwrap();
-        conn.greeting().unwrap();
-        let err = conn
-            .starttls(&TlsClient::new(crate::smtp::Verification::Insecure))
-            .unwrap_err();
-        assert!(matches!(err, SmtpError::Protocol { .. }), "{err}");
-    }
-
-    #[test]
-    fn a_negative_greeting_is_an_error_with_the_reply() {
-        let (addr, _server) = server("421 4.3.2 too busy\r\n", vec![]);
-        let mut conn = Connection::open(addr, None, &options(Transcript::Off)).unwrap();
-        let err = conn.greeting().unwrap_err();
-        assert_eq!(err.reply().unwrap().to_string(), "421 4.3.2 too busy");
-        assert!(err.is_transient());
-    }
-
-    #[test]
-    fn a_closed_connection_says_what_was_awaited() {
-        let (addr, _server) = server("220-first line\r\n", vec![]);
-        let mut conn = Connection::open(addr, None, &options(Transcript::Off)).unwrap();
-        let err = conn.greeting().unwrap_err();
-        assert!(
-            err.to_string()
-                .ends_with("lost connection waiting for the greeting"),
-            "{err}"
-        );
-    }
-
-    #[test]
-    fn resolving_an_address_literal_needs_no_resolver() {
-        let host = RelayHost::Ip("::1".parse().unwrap());
-        assert_eq!(resolve(&host, 25, AddressFamily::Any).unwrap().len(), 1);
-        let err = resolve(&host, 25, AddressFamily::V4).unwrap_err();
-        assert!(matches!(err, SmtpError::NoHost { .. }));
-    }
-}
+mod tests;

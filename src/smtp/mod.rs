@@ -5,19 +5,24 @@
 //! ```no_run
 //! use etrnq::address::Domain;
 //! use etrnq::route::RelayHost;
-//! use etrnq::smtp::{Command, ConnectOptions, Connection, EtrnArgument, TlsClient, Verification};
+//! use etrnq::smtp::{
+//!     Command, ConnectOptions, Endpoint, EtrnArgument, Setup, StartTls, TlsClient, Verification,
+//!     establish,
+//! };
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! let host = RelayHost::Name(Domain::parse("mx2.isp.example")?);
 //! let helo = Domain::parse("site.example")?;
 //! let tls = TlsClient::new(Verification::Required);
-//! let mut conn = Connection::connect(&host, 25, &ConnectOptions::default())?;
-//! conn.greeting()?;
-//! conn.hello(&helo)?;
-//! if conn.capabilities().starttls() {
-//!     conn.starttls(&tls)?;
-//!     conn.hello(&helo)?;
-//! }
+//! let setup = Setup {
+//!     helo: &helo,
+//!     starttls: StartTls::WhenOffered,
+//!     tls: &tls,
+//! };
+//! let endpoint = Endpoint::Host {
+//!     host: RelayHost::Name(Domain::parse("mx2.isp.example")?),
+//!     port: 25,
+//! };
+//! let mut conn = establish(&endpoint, &ConnectOptions::default(), &setup)?.connection;
 //! let reply = conn.command(&Command::Etrn(EtrnArgument::parse("site.example")?))?;
 //! println!("{reply}");
 //! conn.quit();
@@ -31,18 +36,30 @@
 //! SMTP in etrnq: queue-run delivers with it ([`Connection::deliver_all`]: PIPELINING,
 //! per-recipient verdicts, SIZE, 8BITMIME, STARTTLS), mx-check probes with it (greeting, EHLO
 //! [`Capabilities`], the STARTTLS certificate in [`TlsInfo`], MAIL FROM:<>/RCPT/RSET/QUIT through
-//! [`Connection::command`]), and etrn-send sends ETRN with it.
+//! [`Connection::command`]), and etrn-send sends ETRN with it. Each opens its session with
+//! [`establish`].
 //!
 //! It is written here rather than taken from a mail crate because delivery needs what those
 //! clients do not give: several commands written before their replies are read (RFC 2920,
 //! [`Connection::send`] then [`Connection::flush`] then [`Connection::read_reply`]), and one
 //! reply per recipient rather than one verdict per message.
 //!
-//! The pieces: [`Command`] (each verb a variant whose `Display` is its exact wire form, without
-//! CRLF), [`Reply`] (parsed once into code, enhanced code and printable lines), [`Capabilities`]
-//! (the EHLO keywords), [`Connection`] (I/O, time limits, transcript, TLS, AUTH), the mail
-//! transactions ([`Connection::deliver_all`] with an [`Outbox`], each message's [`Attempt`]) and
-//! [`SmtpError`] (each failure carries its `sysexits` status).
+//! The pieces, one file each:
+//!
+//! ```text
+//! command.rs       Command: each verb a variant whose Display is its exact wire form
+//! reply.rs         Reply: parsed once into code, enhanced code and printable lines
+//! capabilities.rs  Capabilities: the EHLO keywords
+//! options.rs       ConnectOptions, Timeouts, Transcript, Peer: how to reach a server
+//! connection.rs    Connection: connecting, deadlines, commands and replies on the socket
+//! session.rs       greeting, EHLO/HELO, STARTTLS, and establish with the TLS policy
+//! tls.rs           TlsClient: rustls, the trust store, the certificate's verdict
+//! auth.rs          Credentials and AUTH PLAIN/LOGIN
+//! transaction.rs   deliver_all with an Outbox: MAIL, RCPT, DATA, pipelined when offered
+//!   ledger.rs      verdicts per recipient, messages in flight, the order of reports
+//!   data.rs        message data: CRLF, dot-stuffing, blocks
+//! error.rs         SmtpError: each failure carries its peer, its reply and its status
+//! ```
 //!
 //! # Promises
 //!
@@ -82,27 +99,31 @@
 //! - The time limits bound each step, not a whole conversation: a conversation of many steps
 //!   may take as long as their limits added up.
 
+mod auth;
 mod capabilities;
 mod command;
 mod connection;
 mod error;
+mod options;
 mod reply;
+mod session;
 #[cfg(test)]
 mod test_server;
 mod tls;
 mod transaction;
 
+pub use auth::Credentials;
 pub use capabilities::Capabilities;
 pub use command::{AuthMechanism, Command, EtrnArgument, Parameter};
-pub use connection::{
-    AddressFamily, COMMAND_TIMEOUT, CONNECT_TIMEOUT, ConnectOptions, Connection, Credentials,
-    DATA_BLOCK_TIMEOUT, DATA_END_TIMEOUT, DATA_START_TIMEOUT, GREETING_TIMEOUT, Peer, Timeouts,
-    Transcript, resolve,
+pub use connection::{Connection, resolve};
+pub use error::{SmtpError, TlsErrorKind};
+pub use options::{
+    AddressFamily, COMMAND_TIMEOUT, CONNECT_TIMEOUT, ConnectOptions, DATA_BLOCK_TIMEOUT,
+    DATA_END_TIMEOUT, DATA_START_TIMEOUT, GREETING_TIMEOUT, Peer, RECIPIENT_LIMIT, Timeouts,
+    Transcript,
 };
-pub use error::SmtpError;
 pub use reply::{EnhancedCode, Reply, ReplyCode, printable};
+pub use session::{Endpoint, Hello, NotEstablished, Opening, Session, Setup, StartTls, establish};
 pub(crate) use tls::negotiated;
 pub use tls::{CertificateInfo, TlsClient, TlsInfo, Verification};
-pub use transaction::{
-    Attempt, Body, Delivery, Message, Outbox, RECIPIENT_LIMIT, Sent, Stage, Verdict,
-};
+pub use transaction::{Attempt, Body, Delivery, Message, Outbox, Sent, Stage, Verdict};

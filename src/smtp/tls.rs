@@ -15,6 +15,8 @@ use rustls::crypto::{CryptoProvider, verify_tls12_signature, verify_tls13_signat
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
 
+use super::error::TlsErrorKind;
+
 /// Whether the server's certificate must be trusted for the handshake to succeed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verification {
@@ -71,13 +73,17 @@ impl TlsClient {
     }
 
     /// A configuration for one handshake, with a verifier that records its verdict in `verdict`.
+    /// A trust store that cannot be read is a certificate failure when certificates must be
+    /// trusted, and no failure otherwise.
     pub(crate) fn config(
         &self,
         verdict: Arc<Mutex<Option<Result<(), String>>>>,
-    ) -> Result<Arc<rustls::ClientConfig>, String> {
+    ) -> Result<Arc<rustls::ClientConfig>, (TlsErrorKind, String)> {
         let webpki = self.webpki.get_or_init(|| self.load_webpki()).clone();
-        if self.verification == Verification::Required {
-            webpki.clone()?;
+        if self.verification == Verification::Required
+            && let Err(reason) = &webpki
+        {
+            return Err((TlsErrorKind::Certificate, reason.clone()));
         }
         let verifier = Arc::new(RecordingVerifier {
             webpki: webpki.ok(),
@@ -87,7 +93,7 @@ impl TlsClient {
         });
         let config = rustls::ClientConfig::builder_with_provider(self.provider.clone())
             .with_safe_default_protocol_versions()
-            .map_err(|e| e.to_string())?
+            .map_err(|e| (TlsErrorKind::Handshake, e.to_string()))?
             .dangerous()
             .with_custom_certificate_verifier(verifier)
             .with_no_client_auth();
@@ -192,7 +198,6 @@ impl ServerCertVerifier for RecordingVerifier {
     }
 }
 
-/// A certificate problem in words an administrator knows.
 /// The negotiated protocol and cipher suite of a finished handshake, as logs name them:
 /// (`TLSv1.3`, `TLS13_AES_256_GCM_SHA384`). Either side's connection will do.
 pub(crate) fn negotiated(state: &rustls::CommonState) -> (String, String) {
@@ -208,6 +213,7 @@ pub(crate) fn negotiated(state: &rustls::CommonState) -> (String, String) {
     (protocol, cipher_suite)
 }
 
+/// A certificate problem in words an administrator knows.
 pub(crate) fn describe(err: &rustls::Error) -> String {
     use rustls::CertificateError as C;
     match err {
@@ -220,6 +226,16 @@ pub(crate) fn describe(err: &rustls::Error) -> String {
             "certificate does not name this host".to_string()
         }
         other => other.to_string(),
+    }
+}
+
+/// Whether accepting any certificate would have let the handshake that failed with `err` succeed.
+pub(crate) fn kind(err: &rustls::Error) -> TlsErrorKind {
+    match err {
+        rustls::Error::InvalidCertificate(_)
+        | rustls::Error::InvalidCertRevocationList(_)
+        | rustls::Error::NoCertificatesPresented => TlsErrorKind::Certificate,
+        _ => TlsErrorKind::Handshake,
     }
 }
 
