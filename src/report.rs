@@ -75,11 +75,7 @@ pub struct Unreadable {
 impl Unreadable {
     /// What became of it, as a listing says it.
     pub fn disposition(&self) -> &'static str {
-        if self.moved {
-            "moved to corrupt/"
-        } else {
-            "left in place"
-        }
+        crate::queue::disposition(self.moved)
     }
 }
 

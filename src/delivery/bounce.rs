@@ -14,6 +14,7 @@
 use std::io::{BufRead, BufReader, Read, Write};
 
 use crate::address::Domain;
+use crate::header::rfc5322_date;
 use crate::queue::envelope::{Envelope, Recipient};
 use crate::queue::{Queue, QueueError, QueueId};
 use crate::smtp::EnhancedCode;
@@ -110,14 +111,10 @@ fn compose(
         inner: out,
         count: 0,
     };
-    let date = now.format("%a, %d %b %Y %H:%M:%S %z");
+    let date = rfc5322_date(&now);
     let arrival = chrono::DateTime::from_timestamp(original.arrival, 0)
-        .map(|t| {
-            t.with_timezone(&chrono::Local)
-                .format("%a, %d %b %Y %H:%M:%S %z")
-                .to_string()
-        })
-        .unwrap_or_else(|| date.to_string());
+        .map(|t| rfc5322_date(&t.with_timezone(&chrono::Local)))
+        .unwrap_or_else(|| date.clone());
     let boundary = format!("{id}/{here}");
     let full = original
         .ret

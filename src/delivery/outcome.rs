@@ -261,13 +261,9 @@ pub(super) fn quarantine(
 ) {
     summary.corrupt += 1;
     let moved = queue.quarantine(id, Place::Active).unwrap_or(false);
-    let disposition = if moved {
-        "moved to corrupt/"
-    } else {
-        "left in place"
-    };
     log.warning(&format!(
-        "{id}: unreadable envelope ({reason}); {disposition}"
+        "{id}: unreadable envelope ({reason}); {}",
+        crate::queue::disposition(moved)
     ));
 }
 
