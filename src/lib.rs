@@ -1,8 +1,28 @@
 //! etrnq: a store-and-forward mail queue for part-time connected sites.
 //!
-//! The data flow reads top to bottom: argv → queue → route → smtp → retry/bounce → report. Each
-//! program in `src/bin/` parses its arguments, calls into these modules and maps the outcome to a
-//! `sysexits.h` status through [`cli::finish`].
+//! Every program in `src/bin/` is a page: its clap definition, one call into this library, and
+//! [`cli::finish`], which turns the outcome into one stderr line and a `sysexits.h` status. Four
+//! kinds of program make four data flows through the modules, each from argv to exit status:
+//!
+//! ```text
+//! accept   queue-enqueue ─ submission ─┐
+//!          queue-smtpd ─ smtpd ────────┴─ header, address ─ queue (draft → commit) ─ maillog
+//!                        │                                  └─ queue::domains (per-domain record)
+//!                        └─ ETRN ─ smtpd::flush ─ starts queue-run -R DOMAIN
+//!
+//! list     mailq ─ cli (selection) ─ queue (scan, index when current) ─ report
+//!
+//! deliver  queue-run ─ delivery (plan ← queue scan, selection)
+//!                      ─ targets (route, dns) ─ smtp (session, transaction)
+//!                      ─ outcome ─ queue (state, removal) ─ retry, bounce → queue ─ maillog
+//!
+//! ask      etrn-send ─ etrn ─┐
+//!          mx-check ─ diagnosis (dns) ─┴─ smtp (session) ─ a line per finding
+//! ```
+//!
+//! Below them all: `config` (the one configuration file), `address` (domains, addresses, hosts
+//! and ports, parsed once at the edge) and `sysexits` (statuses, depending on nothing). The queue
+//! module owns every path and every rename in the queue directory; nothing else writes there.
 
 pub mod address;
 pub mod cli;
