@@ -1,31 +1,20 @@
-//! Setting up a delivery session: connect, greeting, EHLO, and STARTTLS as the TLS policy asks.
+//! Setting up a delivery session on the first host of a destination that will take one.
 //!
-//! The hosts are tried in order until one greets and takes EHLO (and STARTTLS, when the policy
-//! wants it). Opportunistic TLS that fails is retried in clear text on the same host, and the
-//! session then carries why, so that every log line of it says so; required TLS that is not
-//! offered or fails moves on to the next host. When no host will do, the destination is
-//! deferred (4.4.1) with the last host's failure.
+//! The hosts are tried in order, each with [`establish`]: connect, greeting, EHLO, and STARTTLS
+//! as the configured TLS policy asks. Opportunistic TLS that fails is retried in clear text on a
+//! new connection to the same host, and the session then carries why, so that every log line of
+//! it says so; required TLS that is not offered or fails moves on to the next host. When no host
+//! will do, the destination is deferred (4.4.1) with the last host's failure.
 //!
 //! TLS encrypts but does not authenticate the server (Postfix's "may" and "encrypt" levels).
 //! Everything the server says is bounded and made printable by the SMTP client.
 
 use crate::config::TlsPolicy;
-use crate::smtp::{ConnectOptions, Connection, SmtpError, TlsClient, Verification};
+use crate::smtp::{ConnectOptions, Connection, Endpoint, Setup, StartTls, establish};
 
 use super::outcome::NO_ANSWER;
 use super::policy::Policy;
 use super::targets::{NoRoute, Target};
-
-/// Why a session could not be set up on one host.
-#[derive(Debug, thiserror::Error)]
-enum SessionError {
-    #[error(transparent)]
-    Smtp(#[from] SmtpError),
-    #[error("{0}: TLS is required but the server does not offer STARTTLS")]
-    TlsRequired(String),
-    #[error(transparent)]
-    TlsFailed(SmtpError),
-}
 
 /// Connects to the first target that greets and takes EHLO/HELO (and STARTTLS as the
 /// policy wants). With the connection comes, when opportunistic TLS failed and the session
@@ -35,21 +24,32 @@ pub(super) fn connect(
     policy: &Policy<'_>,
     targets: &[Target],
 ) -> Result<(Connection, Option<String>), NoRoute> {
+    let options = ConnectOptions {
+        timeouts: policy.options.timeouts,
+        family: Default::default(),
+        transcript: policy.options.transcript.clone(),
+    };
+    let setup = Setup {
+        helo: &policy.here,
+        starttls: match policy.config.tls {
+            TlsPolicy::Off => StartTls::Off,
+            TlsPolicy::Opportunistic => StartTls::Opportunistic,
+            TlsPolicy::Required => StartTls::Required,
+        },
+        tls: &policy.tls,
+    };
     let mut last = String::from("no host to try");
     for target in targets {
-        let outcome = match session(policy, target, policy.config.tls) {
-            // Opportunistic TLS that fails is retried in clear, as the policy promises.
-            Err(SessionError::TlsFailed(failure))
-                if policy.config.tls == TlsPolicy::Opportunistic =>
-            {
-                session(policy, target, TlsPolicy::Off)
-                    .map(|conn| (conn, Some(failure.to_string())))
-            }
-            other => other.map(|conn| (conn, None)),
+        let endpoint = Endpoint::Address {
+            addr: target.addr,
+            name: target.name.clone(),
         };
-        match outcome {
-            Ok(session) => return Ok(session),
-            Err(e) => last = e.to_string(),
+        match establish(&endpoint, &options, &setup) {
+            Ok(session) => {
+                let clear_text = session.tls_fallback.map(|failure| failure.to_string());
+                return Ok((session.connection, clear_text));
+            }
+            Err(failed) => last = failed.to_string(),
         }
     }
     Err(NoRoute {
@@ -57,31 +57,4 @@ pub(super) fn connect(
         status: NO_ANSWER,
         reason: last,
     })
-}
-
-/// One host's session: connect, greeting, EHLO, then STARTTLS and EHLO again as `tls` asks.
-fn session(
-    policy: &Policy<'_>,
-    target: &Target,
-    tls: TlsPolicy,
-) -> Result<Connection, SessionError> {
-    let options = ConnectOptions {
-        timeouts: policy.options.timeouts,
-        family: Default::default(),
-        transcript: policy.options.transcript.clone(),
-    };
-    let mut conn = Connection::open(target.addr, target.name.clone(), &options)?;
-    conn.greeting()?;
-    conn.hello(&policy.here)?;
-    let offered = conn.capabilities().starttls();
-    match (tls, offered) {
-        (TlsPolicy::Off, _) | (TlsPolicy::Opportunistic, false) => Ok(conn),
-        (TlsPolicy::Required, false) => Err(SessionError::TlsRequired(conn.peer().to_string())),
-        (_, true) => {
-            let client = TlsClient::new(Verification::Insecure);
-            conn.starttls(&client).map_err(SessionError::TlsFailed)?;
-            conn.hello(&policy.here)?;
-            Ok(conn)
-        }
-    }
 }

@@ -16,7 +16,7 @@
 //! - `expiry`: messages past the queue lifetime, and messages dated in the future.
 //! - `worker`: the delivery threads, and the connection's side of a job (`worker::outbox`).
 //! - `targets`: the hosts to try for a destination (routes, MX, address literals).
-//! - `connect`: connect, greeting, EHLO and STARTTLS on the first host that will do.
+//! - `connect`: the session (`smtp::establish`) on the first host that will do.
 //! - `outcome`: what an attempt did, written down: bounce, new state, log line.
 //! - `finish`: the finisher threads that write states and remove what is done.
 //! - [`retry`] and [`bounce`]: when to try again, and telling a sender that mail failed.
@@ -80,7 +80,7 @@ use crate::config::Config;
 use crate::maillog::MailLog;
 use crate::queue::selection::Selection;
 use crate::queue::{Queue, QueueError, SWEEP_GRACE};
-use crate::smtp::{Timeouts, Transcript};
+use crate::smtp::{Timeouts, TlsClient, Transcript, Verification};
 
 pub use stop::{STOP_GRACE, Stop};
 
@@ -154,6 +154,7 @@ pub fn run(
         options,
         now: chrono::Utc::now().timestamp(),
         here: config.primary_hostname(),
+        tls: TlsClient::new(Verification::Insecure),
         alone: Mutex::new(HashSet::new()),
     };
     queue.sweep_tmp(SWEEP_GRACE)?;

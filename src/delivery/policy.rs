@@ -18,6 +18,7 @@ use crate::config::Config;
 use crate::queue::QueueId;
 use crate::queue::envelope::Envelope;
 use crate::route::RelayTarget;
+use crate::smtp::TlsClient;
 
 use super::RunOptions;
 
@@ -36,6 +37,9 @@ pub(super) struct Policy<'a> {
     pub(super) options: &'a RunOptions,
     pub(super) now: i64,
     pub(super) here: Domain,
+    /// How every session of the run checks certificates: not at all, as TLS here encrypts
+    /// without authenticating the server. One client for the run reads the trust store once.
+    pub(super) tls: TlsClient,
     /// Messages that were under way when a connection failed: for the rest of the run each is
     /// sent alone, on its own connection after the others, so it cannot take them down again.
     pub(super) alone: Mutex<HashSet<QueueId>>,

@@ -9,6 +9,7 @@ use crate::config::{Config, LogTarget};
 use crate::maillog::MailLog;
 use crate::queue::envelope::{Envelope, Recipient};
 use crate::queue::{LockAttempt, Queue, QueueId};
+use crate::smtp::{TlsClient, Verification};
 
 use super::RunOptions;
 use super::policy::Policy;
@@ -68,6 +69,7 @@ pub(super) fn policy<'a>(config: &'a Config, options: &'a RunOptions, now: i64) 
         options,
         now,
         here: Domain::parse("mx2.isp.test").unwrap(),
+        tls: TlsClient::new(Verification::Insecure),
         alone: Mutex::default(),
     }
 }
