@@ -11,12 +11,10 @@
 //! the site refuses it later, bounces it to the sender, who is usually forged: a source of
 //! backscatter, reported as a WARNING.
 
-use std::fmt;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use serde::{Serialize, Serializer};
-
+pub use super::report::{Failure, ProbeReport, TlsReport};
 use super::{Diagnosis, Exchanger, Severity};
 use crate::address::{Address, Domain, ReversePath};
 use crate::smtp::{
@@ -34,96 +32,6 @@ pub struct ProbeOptions {
     pub rcpt: Option<Address>,
     /// The name this host gives in EHLO.
     pub helo: Domain,
-}
-
-/// What one address answered.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct ProbeReport {
-    pub port: u16,
-    /// True when the server greeted with 2xx.
-    pub connected: bool,
-    /// The failure that ended the conversation early, if any.
-    #[serde(serialize_with = "as_text")]
-    pub error: Option<Failure>,
-    pub greeting: Option<String>,
-    /// True when EHLO was accepted (false after a HELO fallback).
-    pub esmtp: bool,
-    /// The EHLO keywords with their parameters, as announced before STARTTLS.
-    pub extensions: Vec<String>,
-    pub etrn: bool,
-    pub starttls: bool,
-    pub pipelining: bool,
-    #[serde(rename = "8bitmime")]
-    pub eight_bit_mime: bool,
-    /// The SIZE limit in octets; `None` when not announced or announced without a limit.
-    pub size: Option<u64>,
-    pub tls: Option<TlsReport>,
-    #[serde(serialize_with = "as_text")]
-    pub mail_from: Option<Reply>,
-    #[serde(serialize_with = "as_text")]
-    pub rcpt: Option<Reply>,
-    /// The RCPT reply's class: true for 2xx, false otherwise; `None` when not asked or not reached.
-    pub rcpt_accepted: Option<bool>,
-    /// The RCPT reply code, for telling 4xx from 5xx.
-    pub rcpt_code: Option<u16>,
-    /// The unlikely recipient tried after an accepted one, at the same domain.
-    pub unknown_rcpt: Option<String>,
-    /// The reply to it.
-    pub unknown_rcpt_reply: Option<String>,
-    /// True when it was accepted (2xx): the host takes any local part.
-    pub unknown_rcpt_accepted: Option<bool>,
-}
-
-/// The failure that ended a conversation: the server it concerns and what happened, apart, so
-/// that a finding whose subject names the server already can say what happened alone.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Failure {
-    /// `host[ip]:port`, when the failure concerns the server.
-    pub peer: Option<String>,
-    pub detail: String,
-}
-
-impl From<&SmtpError> for Failure {
-    fn from(error: &SmtpError) -> Failure {
-        Failure {
-            peer: error.peer().map(str::to_string),
-            detail: error.detail(),
-        }
-    }
-}
-
-impl fmt::Display for Failure {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.peer {
-            Some(peer) => write!(f, "{peer}: {}", self.detail),
-            None => f.write_str(&self.detail),
-        }
-    }
-}
-
-/// A reply or a failure appears in the JSON report as the one line it reads as.
-fn as_text<T: fmt::Display, S: Serializer>(value: &Option<T>, out: S) -> Result<S::Ok, S::Error> {
-    match value {
-        Some(value) => out.collect_str(value),
-        None => out.serialize_none(),
-    }
-}
-
-/// The STARTTLS handshake and the server's certificate.
-#[derive(Debug, Clone, Serialize)]
-pub struct TlsReport {
-    pub protocol: String,
-    pub cipher_suite: String,
-    /// True when the chain leads to a trusted root and names the host.
-    pub trusted: bool,
-    pub trust_error: Option<String>,
-    pub common_names: Vec<String>,
-    pub alt_names: Vec<String>,
-    pub issuer: Option<String>,
-    /// RFC 3339.
-    pub not_before: Option<String>,
-    pub not_after: Option<String>,
-    pub expired: bool,
 }
 
 /// Probes every address of every exchanger and adds the findings.

@@ -1,3 +1,4 @@
+use super::lookup::{describe_better, place_this_host};
 use super::*;
 
 fn diagnosis_with(exchangers: Vec<(u16, &str, bool)>) -> Diagnosis {
