@@ -24,7 +24,7 @@ pub fn disposition(moved: bool) -> &'static str {
 impl Queue {
     /// Moves a damaged message to `corrupt/`, unless a runner holds it right now or its data
     /// file is not one this process may lock. Returns whether it was moved. Only damage comes
-    /// here ([`Unusable::Damaged`], [`LockAttempt::Corrupt`]), never an access problem.
+    /// here (`Unusable::Damaged`, `LockAttempt::Corrupt`), never an access problem.
     pub fn quarantine(&self, id: QueueId, place: Place) -> Result<bool, QueueError> {
         let data_path = self.path(DATA, id.as_str());
         let lock = match self.open_own(&self.data, id.as_str()) {

@@ -27,7 +27,7 @@
 //!
 //! # Description
 //!
-//! A session ([`session`]) is in one phase at a time (connected, greeted, inside a mail
+//! A session (`session`) is in one phase at a time (connected, greeted, inside a mail
 //! transaction) and answers every command with a [`crate::smtp::Reply`], the type the client
 //! side parses replies into, written to the wire in one place. It greets with this host's name
 //! (`hostnames[0]`), answers HELO and EHLO (PIPELINING, SIZE, 8BITMIME, ENHANCEDSTATUSCODES,
@@ -49,7 +49,7 @@
 //! `#queue` gets 459: there are no named queues. Each client address has an ETRN allowance
 //! ([`clients`]); beyond it, 458.
 //!
-//! STARTTLS (RFC 3207, [`tls`]) answers 220 and runs the TLS handshake on the same connection;
+//! STARTTLS (RFC 3207, `tls`) answers 220 and runs the TLS handshake on the same connection;
 //! the session then starts over from the greeting: the client must EHLO again, and what it said
 //! before counts for nothing. A message received over TLS gets `with ESMTPS` in its `Received:`
 //! field. Without a certificate STARTTLS gets 502, as any command not implemented.

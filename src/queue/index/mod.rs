@@ -33,7 +33,7 @@
 //!
 //! The index is a queue file like the others: opened without following a link or waiting on a
 //! pipe, and only believed when it is a regular file of the queue's owner. Nothing in it is read
-//! unbounded: a line longer than [`MAX_LINE`] or a record longer than an envelope may be
+//! unbounded: a line longer than `MAX_LINE` or a record longer than an envelope may be
 //! ([`MAX_BYTES`](crate::queue::envelope::MAX_BYTES)) ends the index as damage.
 //!
 //! # Limits
