@@ -19,8 +19,8 @@
 //! that came in meanwhile; any number of ETRNs in that time lead to that one run.
 //!
 //! The daemon watches its runs on threads: each run's standard error goes to the mail log, its
-//! end is logged, no child is left a zombie, and the daemon waits for them when it stops (one still waiting to start is dropped then). A session in inetd
-//! mode hands each request to a process of its own ([`RunCommand::hand_off`]: this program
+//! end is logged, no child is left a zombie, and the daemon waits for them when it stops (one
+//! still waiting to start is dropped then). A session in inetd mode hands each request to a process of its own ([`RunCommand::hand_off`]: this program
 //! with `--flush NODE`), which does the same and outlives the session, so the session ends
 //! when its client leaves.
 //!
