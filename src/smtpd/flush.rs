@@ -20,9 +20,9 @@
 //!
 //! The daemon watches its runs on threads: each run's standard error goes to the mail log, its
 //! end is logged, no child is left a zombie, and the daemon waits for them when it stops (one
-//! still waiting to start is dropped then). A session in inetd mode hands each request to a process of its own ([`RunCommand::hand_off`]: this program
-//! with `--flush NODE`), which does the same and outlives the session, so the session ends
-//! when its client leaves.
+//! still waiting to start is dropped then). A session in inetd mode hands each request to a
+//! process of its own ([`RunCommand::hand_off`]: this program with `--flush NODE`), which does
+//! the same and outlives the session, so the session ends when its client leaves.
 //!
 //! Locks die with their holder: after a crash the next request simply finds the node free.
 
