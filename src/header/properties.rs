@@ -2,30 +2,7 @@ use super::*;
 use crate::properties::{bytes, config, mutated, peak};
 use proptest::prelude::*;
 
-/// Lines of `rest`, each cut into pieces of at most `piece` octets, as the readers of
-/// standard input and of SMTP data hand them over.
-struct Pieces<'a> {
-    rest: &'a [u8],
-    piece: usize,
-}
-
-impl Lines for Pieces<'_> {
-    type Error = std::convert::Infallible;
-    fn next_line(&mut self) -> Result<Option<&[u8]>, Self::Error> {
-        if self.rest.is_empty() {
-            return Ok(None);
-        }
-        let end = self
-            .rest
-            .iter()
-            .position(|&b| b == b'\n')
-            .map_or(self.rest.len(), |i| i + 1)
-            .min(self.piece);
-        let (line, rest) = self.rest.split_at(end);
-        self.rest = rest;
-        Ok(Some(line))
-    }
-}
+use super::tests::Text as Pieces;
 
 /// Reads `input`, checks every promise of the result, and gives the fields' raw text.
 fn read_checked(

@@ -1,11 +1,11 @@
 use super::*;
 use crate::queue::QueueId;
 
-/// Lines of a byte string, as `Lines` gives them, each cut into pieces of at most `piece`
-/// octets.
-struct Text<'a> {
-    rest: &'a [u8],
-    piece: usize,
+/// Lines of a byte string, as `Lines` gives them (and as the readers of standard input and of
+/// SMTP data hand them over), each cut into pieces of at most `piece` octets.
+pub(super) struct Text<'a> {
+    pub(super) rest: &'a [u8],
+    pub(super) piece: usize,
 }
 
 impl Lines for Text<'_> {
