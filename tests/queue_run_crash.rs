@@ -220,11 +220,36 @@ fn ended(child: &mut Child) -> ExitStatus {
             return status;
         }
         if Instant::now() > limit {
+            let threads = threads_of(child.id());
             let _ = child.kill();
-            panic!("queue-run did not end within a minute of its signal");
+            panic!("queue-run did not end within a minute of its signal; its threads:\n{threads}");
         }
         std::thread::sleep(Duration::from_millis(1));
     }
+}
+
+/// Each thread of `pid` with its state and the kernel function it waits in, so that a run that
+/// does not end says where it stands.
+fn threads_of(pid: u32) -> String {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return "(gone)".into();
+    };
+    let mut lines = Vec::new();
+    for task in tasks.flatten() {
+        let path = task.path();
+        let read = |name: &str| std::fs::read_to_string(path.join(name)).unwrap_or_default();
+        let stat = read("stat");
+        let state = stat.rsplit(") ").next().and_then(|s| s.split(' ').next());
+        lines.push(format!(
+            "{} {} state {} wchan {}",
+            task.file_name().to_string_lossy(),
+            read("comm").trim(),
+            state.unwrap_or("?"),
+            read("wchan").trim()
+        ));
+    }
+    lines.sort();
+    lines.join("\n")
 }
 
 /// What the queue still owes: (Message-ID, recipient) for every open recipient of every queued
