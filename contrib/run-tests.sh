@@ -10,7 +10,8 @@ cd "$(dirname "$0")/.."
 #              the ETRN server)
 #   swaks    - a real SMTP client
 #   libnet-ssleay-perl - swaks' TLS (only recommended by swaks, and recommends are skipped)
-packages=(postfix swaks libnet-ssleay-perl)
+#   python3  - contrib/module-graph, which tests/contrib.rs runs to prove the modules form no cycle
+packages=(postfix swaks libnet-ssleay-perl python3)
 
 missing=()
 for p in "${packages[@]}"; do

@@ -1,4 +1,4 @@
-//! The shell scripts in contrib/: the sendmail wrapper and the ssh forced command.
+//! The scripts in contrib/: the sendmail wrapper, the ssh forced command and the module graph.
 //!
 //! Each is run as an administrator would install it, with stub programs first in its search
 //! path that record the words they were given, and (for the sendmail wrapper) once with the real
@@ -313,4 +313,32 @@ fn flush_wrapper_needs_one_plain_domain_from_authorized_keys() {
         assert_eq!(ran.code, 64, "{key_args:?}: {}", ran.stderr);
         assert!(stubs.calls().is_empty(), "{key_args:?}");
     }
+}
+
+/// The library's modules form no cycle, between folders nor between the files of a folder; and
+/// the script does find one when there is one.
+#[test]
+fn the_module_graph_has_no_cycle() {
+    for depth in ["1", "2"] {
+        let out = Command::new(script("module-graph"))
+            .args(["--depth", depth])
+            .output()
+            .expect("run contrib/module-graph (needs python3)");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success() && stderr.starts_with("no cycle among "),
+            "depth {depth}: {stderr}"
+        );
+    }
+
+    let src = tempfile::tempdir().expect("temporary src");
+    std::fs::write(src.path().join("lib.rs"), "pub mod a;\npub mod b;\n").expect("lib.rs");
+    std::fs::write(src.path().join("a.rs"), "use crate::b::B;\npub struct A;\n").expect("a.rs");
+    std::fs::write(src.path().join("b.rs"), "use crate::a::A;\npub struct B;\n").expect("b.rs");
+    let out = Command::new(script("module-graph"))
+        .arg(src.path())
+        .output()
+        .expect("run contrib/module-graph");
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "cycle: a <-> b\n");
 }
