@@ -51,6 +51,24 @@ fn candidates(queue: &Queue, text: &str) -> Result<Vec<QueueId>, String> {
         .map_err(|e| e.to_string())
 }
 
+/// Each file of the record, whether it names `id`, and its first two lines: what a failed
+/// look-up leaves behind, for the failure message.
+fn record_state(queue: &Queue, id: QueueId) -> String {
+    let mut state = String::new();
+    let entries = std::fs::read_dir(queue.root.join(DIR));
+    for entry in entries.into_iter().flatten().flatten() {
+        let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+        let head: Vec<&str> = text.lines().take(2).collect();
+        state += &format!(
+            "{:?} names it: {}; begins {}\n",
+            entry.file_name(),
+            text.contains(id.as_str()),
+            head.join(" | ")
+        );
+    }
+    state
+}
+
 /// A per-domain pass for customer.test and its subdomains (which reads `.list` and the
 /// domain's file), rebuilding the record when it cannot believe it.
 fn rebuild_now(queue: &Queue) {
@@ -448,7 +466,9 @@ fn commits_during_a_rebuild_are_all_in_the_record_it_makes() {
             if let Ok(found) = candidates(&queue, "customer.test") {
                 checked += 1;
                 for (id, _) in before {
-                    assert!(found.binary_search(&id).is_ok(), "{id} missing");
+                    if found.binary_search(&id).is_err() {
+                        panic!("{id} missing; the record:\n{}", record_state(&queue, id));
+                    }
                 }
             }
         }
