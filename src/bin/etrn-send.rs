@@ -1,5 +1,6 @@
 //! etrn-send: ask a mail server to deliver the mail it holds for this site (SMTP ETRN).
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -8,8 +9,10 @@ use anyhow::Context;
 use clap::Parser;
 
 use etrnq::address::Domain;
-use etrnq::config::{Config, TlsPolicy, parse_positive_interval};
+use etrnq::config::{Config, TlsPolicy, parse_nameserver, parse_positive_interval};
+use etrnq::dns::Resolver;
 use etrnq::etrn::{self, Request, SMTP_PORT, Server};
+use etrnq::route::RelayHost;
 use etrnq::smtp::{
     AddressFamily, ConnectOptions, Credentials, EtrnArgument, Timeouts, Transcript, Verification,
 };
@@ -37,6 +40,16 @@ struct Args {
     /// the server's. Default: this host's `hostnames` from the configuration.
     #[arg(value_name = "DOMAIN", value_parser = EtrnArgument::parse)]
     domains: Vec<EtrnArgument>,
+
+    /// SERVER is a domain: send ETRN to each of its backup MX hosts at once (every MX host but
+    /// those at its best preference and this host's `hostnames`). DOMAIN defaults to it.
+    #[arg(long)]
+    mx: bool,
+
+    /// With --mx: the name server to ask for the MX records, IP[:PORT]; repeat for several.
+    /// Replaces the configuration's dns.nameservers.
+    #[arg(long, value_name = "IP[:PORT]", value_parser = parse_nameserver, requires = "mx")]
+    nameserver: Vec<SocketAddr>,
 
     /// TCP port (default 25). Same as SERVER:PORT.
     #[arg(short, long, value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
@@ -118,14 +131,34 @@ fn tls_policy(text: &str) -> Result<TlsPolicy, String> {
 }
 
 fn main() -> ExitCode {
-    etrnq::cli::main(PROGRAM, std::env::args_os().collect(), |args: Args| {
-        request(args).and_then(|request| etrn::run(&request, &mut std::io::stdout()))
-    })
+    etrnq::cli::main(PROGRAM, std::env::args_os().collect(), run)
 }
 
-/// Turns the arguments and the configuration into a request.
-fn request(args: Args) -> anyhow::Result<Request> {
+fn run(args: Args) -> anyhow::Result<Status> {
     let config = Config::load(args.config.as_deref())?;
+    if !args.mx {
+        let request = request(args, &config, None)?;
+        return etrn::run(&request, &mut std::io::stdout());
+    }
+    let RelayHost::Name(domain) = args.server.host.clone() else {
+        return Err(Failure::new(Status::Usage, "--mx needs a domain, not an address").into());
+    };
+    if args.server.port.is_some() {
+        return Err(Failure::new(Status::Usage, "with --mx, give the port with -p").into());
+    }
+    let resolver = Resolver::for_program(&args.nameserver, &config, args.timeout)?;
+    let hosts = etrn::find_backups(&resolver, &domain, &config.hostnames)?;
+    let request = request(args, &config, Some(domain))?;
+    let fanout = etrn::run_on_hosts(&request, &hosts, &mut std::io::stdout())?;
+    for failure in &fanout.failures {
+        eprintln!("{PROGRAM}: {failure}");
+    }
+    Ok(fanout.status)
+}
+
+/// Turns the arguments and the configuration into a request; `mx_domain` is the domain whose
+/// backup MX hosts are asked, the arguments' default then.
+fn request(args: Args, config: &Config, mx_domain: Option<Domain>) -> anyhow::Result<Request> {
     let port = match (args.port, args.server.port) {
         (Some(flag), Some(suffix)) if flag != suffix => {
             return Err(Failure::new(
@@ -136,7 +169,9 @@ fn request(args: Args) -> anyhow::Result<Request> {
         }
         (flag, suffix) => flag.or(suffix).unwrap_or(SMTP_PORT),
     };
-    let arguments = if args.domains.is_empty() {
+    let arguments = if let (true, Some(domain)) = (args.domains.is_empty(), &mx_domain) {
+        vec![EtrnArgument::Domain(domain.clone())]
+    } else if args.domains.is_empty() {
         config
             .hostnames
             .iter()
@@ -171,6 +206,7 @@ fn request(args: Args) -> anyhow::Result<Request> {
     };
     Ok(Request {
         host: args.server.host,
+        addresses: Vec::new(),
         port,
         arguments,
         helo: args.helo.unwrap_or_else(|| config.primary_hostname()),

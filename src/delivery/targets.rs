@@ -129,21 +129,13 @@ impl<'a> Router<'a> {
         let mut last_error = None;
         for mx in hosts {
             let name = mx.host.as_str();
-            let v4 = resolver.ipv4(name);
-            let v6 = resolver.ipv6(name);
-            let addresses: Vec<IpAddr> = v4
-                .iter()
-                .flatten()
-                .map(|ip| IpAddr::V4(*ip))
-                .chain(v6.iter().flatten().map(|ip| IpAddr::V6(*ip)))
-                .collect();
-            if addresses.is_empty() {
-                last_error = v4.err().or(v6.err());
+            match resolver.addresses(name) {
+                Ok(addresses) => targets.extend(addresses.into_iter().map(|ip| Target {
+                    name: Some(name.to_string()),
+                    addr: SocketAddr::new(ip, port),
+                })),
+                Err(e) => last_error = Some(e),
             }
-            targets.extend(addresses.into_iter().map(|ip| Target {
-                name: Some(name.to_string()),
-                addr: SocketAddr::new(ip, port),
-            }));
         }
         if targets.is_empty() {
             return Err(match last_error {
