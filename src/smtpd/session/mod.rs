@@ -226,35 +226,8 @@ impl Session<'_> {
         let Some(config) = self.tls_offer() else {
             return self.error(Reply::new(502, "5.5.1 Error: command not implemented"));
         };
-        if self.channel.has_pending_input() {
-            // Whatever was pipelined after STARTTLS came in clear; answering it after the
-            // handshake would let an attacker on the path inject commands into the TLS session.
-            self.server.log.warning(&format!(
-                "STARTTLS from {}: commands sent after STARTTLS before the handshake; hanging up",
-                self.client
-            ));
-            self.channel.reply(&Reply::new(
-                501,
-                "5.5.1 Error: nothing may follow STARTTLS before the TLS handshake",
-            ))?;
+        if !super::tls::start(self.server, &mut self.channel, &self.client, config)? {
             return Ok(Flow::Close);
-        }
-        self.channel
-            .reply(&Reply::new(220, "2.0.0 Ready to start TLS"))?;
-        self.channel
-            .expect_command(self.server.limits.command_timeout);
-        match self.channel.start_tls(config) {
-            Ok(summary) => {
-                self.server
-                    .log
-                    .info(&format!("STARTTLS from {}: {summary}", self.client));
-            }
-            Err(e) => {
-                self.server
-                    .log
-                    .warning(&format!("TLS handshake with {} failed: {e}", self.client));
-                return Ok(Flow::Close);
-            }
         }
         self.phase.restart();
         Ok(Flow::Continue)
