@@ -127,10 +127,10 @@ mod daemon;
 pub mod flush;
 pub mod odmr;
 pub mod recipients;
-mod request;
+pub(crate) mod request;
 mod session;
 mod tls;
-mod wire;
+pub(crate) mod wire;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
