@@ -77,11 +77,14 @@ impl Stamp {
     }
 }
 
+/// The version of the file last looked at, and the table read from it or why it cannot be used.
+type Loaded = (Option<Stamp>, Result<Arc<Table>, String>);
+
 /// The accounts file and the table last read from it.
 #[derive(Debug)]
 pub struct Accounts {
     path: PathBuf,
-    loaded: Mutex<(Option<Stamp>, Result<Arc<Table>, String>)>,
+    loaded: Mutex<Loaded>,
 }
 
 impl Accounts {
