@@ -236,3 +236,84 @@ fn fetchmail_as_odmr_client_gets_the_held_mail_to_its_smtp_host() {
         provider.site.log()
     );
 }
+
+#[test]
+fn odmr_fetch_puts_messages_into_the_sites_own_queue() {
+    let provider = Provider::new(free_port(), "");
+    let daemon = provider.start();
+    provider.hold("one@alice.test", "into the queue");
+    let site = support::site::Site::new("");
+    let secret = site.file("secret", &format!("{ALICE_SECRET}\n"));
+    let output = site
+        .command("odmr-fetch")
+        .env_remove("ODMR_PASSWORD")
+        .arg(format!("127.0.0.1:{}", daemon.port))
+        .args([
+            "--no-starttls",
+            "--queue",
+            "--auth-user",
+            ALICE,
+            "--auth-password-file",
+        ])
+        .arg(&secret)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
+    let queued = site.mailq();
+    assert_eq!(queued.len(), 1, "{queued:?}");
+    let text = queued[0].to_string();
+    assert!(text.contains("one@alice.test"), "{text}");
+    assert!(text.contains(support::site::SENDER), "{text}");
+    assert!(site.queued_data()[0].contains("Subject: into the queue"));
+    assert!(provider.site.ids().is_empty());
+}
+
+#[test]
+fn a_provider_that_vanishes_inside_the_data_hands_nothing_to_the_site() {
+    use std::io::BufRead;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    // A provider that turns around, starts a message and hangs up inside its data.
+    let provider = std::thread::spawn(move || {
+        let (stream, _) = listener.accept().unwrap();
+        let mut s = support::daemon::Session::from_stream(stream);
+        let mut line = String::new();
+        let mut read = |s: &mut support::daemon::Session| {
+            line.clear();
+            s.reader.read_line(&mut line).unwrap();
+            line.clone()
+        };
+        s.send(b"220 isp.test ESMTP\r\n");
+        assert!(read(&mut s).starts_with("EHLO"));
+        s.send(b"250-isp.test\r\n250-AUTH CRAM-MD5\r\n250 ATRN\r\n");
+        assert!(read(&mut s).starts_with("AUTH CRAM-MD5"));
+        s.send(b"334 PDEuMkBpc3AudGVzdD4=\r\n");
+        read(&mut s);
+        s.send(b"235 2.7.0 ok\r\n");
+        assert!(read(&mut s).starts_with("ATRN"));
+        s.send(b"250 OK now reversing the connection\r\n");
+        assert_eq!(s.reply().0, 220);
+        s.expect("EHLO isp.test", 250);
+        s.expect("MAIL FROM:<a@sender.test>", 250);
+        s.expect("RCPT TO:<u@alice.test>", 250);
+        s.expect("DATA", 354);
+        s.send(b"Subject: cut\r\n\r\nthe first half");
+    });
+    let mta = Server::start(Script::named("mx.site.test"));
+    let site = support::site::Site::new("");
+    let output = site
+        .command("odmr-fetch")
+        .env("ODMR_PASSWORD", "secret")
+        .arg(format!("127.0.0.1:{port}"))
+        .args(["--no-starttls", "--auth-user", ALICE, "--deliver-to"])
+        .arg(format!("127.0.0.1:{}", mta.port()))
+        .output()
+        .unwrap();
+    provider.join().unwrap();
+    assert_eq!(output.status.code(), Some(75), "{output:?}");
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("before QUIT"),
+        "{output:?}"
+    );
+    assert_eq!(mta.connections(), 0, "nothing was handed to the site");
+}
