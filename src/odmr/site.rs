@@ -21,6 +21,11 @@ use crate::smtpd::wire::{Channel, LineFault};
 use super::handoff::Verdict;
 use super::{FetchError, Request as FetchRequest};
 
+/// Recipients taken per message; the provider sends the others in another transaction.
+const MAX_RECIPIENTS: usize = crate::smtpd::MAX_RECIPIENTS;
+/// Refused commands after which the site hangs up on a provider that makes no sense.
+const MAX_ERRORS: u32 = crate::smtpd::MAX_ERRORS;
+
 /// What the turnaround brought.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Taken {
@@ -54,6 +59,7 @@ pub fn serve(connection: Connection, request: &FetchRequest) -> Result<Taken, Fe
         .reply(&Reply::new(220, greeting))
         .map_err(|e| failed(e.to_string()))?;
     let mut envelope: Option<(ReversePath, Vec<Address>)> = None;
+    let mut errors = 0;
     loop {
         let line = match channel.read_command() {
             Ok(Some(line)) => line,
@@ -94,6 +100,9 @@ pub fn serve(connection: Connection, request: &FetchRequest) -> Result<Taken, Fe
                     },
                     Ok(Request::Rcpt(to)) => match envelope.as_mut() {
                         None => Reply::new(503, "5.5.1 Error: need MAIL command"),
+                        Some((_, recipients)) if recipients.len() >= MAX_RECIPIENTS => {
+                            Reply::new(452, "4.5.3 Error: too many recipients")
+                        }
                         Some((_, recipients)) => {
                             let to = match to {
                                 ForwardPath::Mailbox(to) => to,
@@ -137,6 +146,14 @@ pub fn serve(connection: Connection, request: &FetchRequest) -> Result<Taken, Fe
         if let Err(e) = channel.reply(&reply) {
             transcript.note(&format!("turnaround ended: {e}"));
             return Ok(taken);
+        }
+        if reply.is_permanent() && reply.code.value() != 550 {
+            errors += 1;
+            if errors >= MAX_ERRORS {
+                transcript.note("too many refused commands; hanging up");
+                let _ = channel.flush();
+                return Ok(taken);
+            }
         }
     }
 }

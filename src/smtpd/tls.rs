@@ -6,7 +6,6 @@
 //! The files are read at start-up, not at the first STARTTLS, so that a missing or malformed
 //! file stops the daemon with EX_CONFIG instead of failing every client's handshake later.
 
-use std::io;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -14,10 +13,6 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::config::{Config, ConfigError};
-use crate::smtp::Reply;
-
-use super::wire::Channel;
-use super::{Client, Server};
 
 /// The rustls configuration for STARTTLS, or `None` when no certificate is configured.
 pub fn server_config(config: &Config) -> Result<Option<Arc<rustls::ServerConfig>>, ConfigError> {
@@ -68,45 +63,6 @@ fn pem_reason(e: &rustls::pki_types::pem::Error) -> String {
         rustls::pki_types::pem::Error::Io(io) => format!("cannot read: {io}"),
         rustls::pki_types::pem::Error::NoItemsFound => "no PEM private key in the file".into(),
         other => format!("not usable PEM: {other}"),
-    }
-}
-
-/// STARTTLS once the session has decided to take it: refuses a client that sent anything after
-/// STARTTLS (501), answers 220 and runs the handshake. True when the session goes on over TLS;
-/// false when it must end (what went wrong is logged).
-pub(super) fn start(
-    server: &Server,
-    channel: &mut Channel,
-    client: &Client,
-    config: Arc<rustls::ServerConfig>,
-) -> io::Result<bool> {
-    if channel.has_pending_input() {
-        // Whatever was pipelined after STARTTLS came in clear; answering it after the
-        // handshake would let an attacker on the path inject commands into the TLS session.
-        server.log.warning(&format!(
-            "STARTTLS from {client}: commands sent after STARTTLS before the handshake; hanging up"
-        ));
-        channel.reply(&Reply::new(
-            501,
-            "5.5.1 Error: nothing may follow STARTTLS before the TLS handshake",
-        ))?;
-        return Ok(false);
-    }
-    channel.reply(&Reply::new(220, "2.0.0 Ready to start TLS"))?;
-    channel.expect_command(server.limits.command_timeout);
-    match channel.start_tls(config) {
-        Ok(summary) => {
-            server
-                .log
-                .info(&format!("STARTTLS from {client}: {summary}"));
-            Ok(true)
-        }
-        Err(e) => {
-            server
-                .log
-                .warning(&format!("TLS handshake with {client} failed: {e}"));
-            Ok(false)
-        }
     }
 }
 

@@ -112,9 +112,12 @@ impl Provider {
 
     /// Takes `domains` for one connection, or names the first that another one has.
     fn claim(&self, domains: &[Domain]) -> Result<Claim<'_>, Domain> {
-        let Ok(mut draining) = self.draining.lock() else {
-            return Err(domains[0].clone());
-        };
+        // The set is consistent whatever a panicking holder was doing: it only inserts and
+        // removes whole entries.
+        let mut draining = self
+            .draining
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(taken) = domains.iter().find(|d| draining.contains(*d)) {
             return Err(taken.clone());
         }

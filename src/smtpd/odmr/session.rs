@@ -236,7 +236,7 @@ impl<'s> Session<'s> {
         self.server
             .log
             .info(&format!("ODMR {} from {}: {name}", self.last, self.client));
-        // A new greeting forgets nothing but the greeting: RFC 4954 keeps AUTH across EHLO.
+        // A new greeting keeps a login, as Postfix's does; only STARTTLS forgets it.
         if let Phase::Connected = self.phase {
             self.phase = Phase::Greeted;
         }
@@ -264,7 +264,8 @@ impl<'s> Session<'s> {
         let Some(config) = self.tls_offer() else {
             return self.error(Reply::new(502, "5.5.1 Error: command not implemented"));
         };
-        if !crate::smtpd::tls::start(self.server, &mut self.channel, &self.client, config)? {
+        if !crate::smtpd::session::start_tls(self.server, &mut self.channel, &self.client, config)?
+        {
             return Ok(Flow::Close);
         }
         self.phase = Phase::Connected;
