@@ -241,3 +241,39 @@ fn an_odmr_session_and_a_concurrent_queue_run_deliver_each_message_once() {
     assert_eq!(subjects, expected, "each message exactly once");
     poll_until("the queue to empty", || provider.site.ids().is_empty());
 }
+
+#[test]
+fn inetd_mode_serves_odmr_as_the_systemd_socket_starts_it() {
+    let provider = Provider::new(free_port(), "");
+    let id = provider.hold("one@alice.test", "inetd");
+    let data = provider.site.data(&id);
+    // queue-smtpd --inetd --odmr on the server end of a loopback connection.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let (server, _) = listener.accept().unwrap();
+    let output = server.try_clone().unwrap();
+    let child = provider
+        .site
+        .std_command("queue-smtpd")
+        .args(["--inetd", "--odmr"])
+        .stdin(std::process::Stdio::from(std::os::fd::OwnedFd::from(
+            server,
+        )))
+        .stdout(std::process::Stdio::from(std::os::fd::OwnedFd::from(
+            output,
+        )))
+        .spawn()
+        .unwrap();
+    let mut s = support::daemon::Session::from_stream(client);
+    assert_eq!(s.reply().0, 220);
+    assert_eq!(login(&mut s, ALICE, ALICE_SECRET).0, 235);
+    assert_eq!(s.command("ATRN").0, 250);
+    let site = Server::over(turn_around(s), Script::named("site.test"));
+    finished(&site);
+    let ended = support::daemon::bounded(child, "queue-smtpd --inetd --odmr");
+    assert!(ended.status.success(), "{ended:?}");
+    let messages = site.messages();
+    assert_eq!(messages.len(), 1);
+    assert_eq!(unix(&messages[0].data()), unix(&data));
+    assert!(provider.site.ids().is_empty());
+}
