@@ -11,7 +11,8 @@ cd "$(dirname "$0")/.."
 #   swaks    - a real SMTP client
 #   libnet-ssleay-perl - swaks' TLS (only recommended by swaks, and recommends are skipped)
 #   python3  - contrib/module-graph, which tests/contrib.rs runs to prove the modules form no cycle
-packages=(postfix swaks libnet-ssleay-perl python3)
+#   fetchmail - a real ODMR client (tests/odmr.rs runs it against queue-smtpd)
+packages=(postfix swaks libnet-ssleay-perl python3 fetchmail)
 
 missing=()
 for p in "${packages[@]}"; do

@@ -13,7 +13,7 @@ use etrnq::cli::{self, QueueOptions};
 use etrnq::maillog::MailLog;
 use etrnq::queue;
 use etrnq::queue::selection::DomainPattern;
-use etrnq::smtpd::{self, Limits, RunCommand, Server};
+use etrnq::smtpd::{self, Limits, Profile, RunCommand, Server};
 use etrnq::sysexits::{Failure, Status};
 
 const PROGRAM: &str = "queue-smtpd";
@@ -30,12 +30,21 @@ struct Cli {
     #[arg(
         long = "listen",
         value_name = "ADDR:PORT",
-        required_unless_present_any = ["inetd", "flush"]
+        required_unless_present_any = ["inetd", "flush", "odmr_listen"]
     )]
     listen: Vec<SocketAddr>,
 
+    /// Serve ODMR (RFC 2645: AUTH and ATRN, then the held mail down the same connection) on
+    /// ADDR:PORT, usually port 366; needs odmr_accounts in the configuration. Repeatable.
+    #[arg(long = "odmr-listen", value_name = "ADDR:PORT")]
+    odmr_listen: Vec<SocketAddr>,
+
+    /// With --inetd: the session on standard input is ODMR, not SMTP.
+    #[arg(long, requires = "inetd")]
+    odmr: bool,
+
     /// Serve one session on standard input and output instead of listening.
-    #[arg(long, conflicts_with_all = ["listen", "max_connections", "max_client_connections"])]
+    #[arg(long, conflicts_with_all = ["listen", "odmr_listen", "max_connections", "max_client_connections"])]
     inetd: bool,
 
     /// Sessions at once; clients beyond get 421.
@@ -133,10 +142,15 @@ fn run(cli: Cli) -> anyhow::Result<Status> {
     };
     // Port 25 needs root: bind first, then become the queue's owner before the log and the
     // queue are opened, so every file this server and its queue runs create is the owner's.
-    let listeners = if cli.inetd || cli.flush.is_some() {
+    let listeners: Vec<_> = if cli.inetd || cli.flush.is_some() {
         Vec::new()
     } else {
-        smtpd::listen(&cli.listen)?
+        let smtp = smtpd::listen(&cli.listen)?;
+        let odmr = smtpd::listen(&cli.odmr_listen)?;
+        smtp.into_iter()
+            .map(|l| (l, Profile::Smtp))
+            .chain(odmr.into_iter().map(|l| (l, Profile::Odmr)))
+            .collect()
     };
     queue::become_owner(&config.queue_dir)?;
     let log = Arc::new(MailLog::open(&config.log, PROGRAM));
@@ -144,11 +158,19 @@ fn run(cli: Cli) -> anyhow::Result<Status> {
         smtpd::flush_handed_off(&config, run, log, &node)?;
         return Ok(Status::Ok);
     }
-    let server = Arc::new(Server::new(config, limits, run, log)?);
+    let mut server = Server::new(config, limits, run, log)?;
+    if cli.odmr || !cli.odmr_listen.is_empty() {
+        server = server.with_odmr()?;
+    }
     if cli.inetd {
-        smtpd::serve_stdio(&server)?;
+        let profile = if cli.odmr {
+            Profile::Odmr
+        } else {
+            Profile::Smtp
+        };
+        smtpd::serve_stdio(&server, profile)?;
     } else {
-        smtpd::serve(server, listeners)?;
+        smtpd::serve_all(Arc::new(server), listeners)?;
     }
     Ok(Status::Ok)
 }

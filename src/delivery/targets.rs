@@ -22,7 +22,7 @@ use crate::dns::{DnsError, MxList, Resolver};
 use crate::route::{RelayHost, RelayTarget, SMTP_PORT};
 use crate::smtp::EnhancedCode;
 
-use super::outcome::{BAD_DESTINATION, DIRECTORY_FAILURE, NULL_MX, ROUTING_LOOP};
+use super::outcome::{BAD_DESTINATION, DIRECTORY_FAILURE, NO_ANSWER, NULL_MX, ROUTING_LOOP};
 use super::plan::Job;
 use super::policy::Destination;
 
@@ -66,6 +66,11 @@ impl<'a> Router<'a> {
                     addr: SocketAddr::new(*ip, relay.port),
                 }]),
             },
+            (None, Destination::Turnaround) => Err(NoRoute {
+                permanent: false,
+                status: NO_ANSWER,
+                reason: "the ODMR connection is not routed".to_string(),
+            }),
             (None, Destination::Domain(domain)) | (None, Destination::Relay(domain)) => {
                 match Domain::parse(domain) {
                     Ok(d) => match d.literal() {
