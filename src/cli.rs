@@ -190,6 +190,7 @@ fn typed_status(cause: &(dyn std::error::Error + 'static)) -> Option<Status> {
     typed!(
         Failure,
         ConfigError,
+        crate::admin::AdminError,
         crate::address::AddressError,
         crate::queue::QueueError,
         crate::submission::SubmissionError,
