@@ -63,6 +63,7 @@ impl SelectionOptions {
             domains: self.domains,
             senders: self.senders,
             ids: self.ids,
+            held: false,
         }
     }
 }

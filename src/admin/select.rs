@@ -19,7 +19,7 @@ use super::{AdminError, Request, Summary, line};
 /// The messages a request is about.
 #[derive(Debug, Clone, Default)]
 pub struct Choice {
-    /// `-R`, `-S`, `-I`.
+    /// `-R`, `-S`, `-I`, `--held`.
     pub selection: Selection,
     /// Queue ids named as arguments or read from standard input.
     pub ids: Vec<QueueId>,
@@ -27,8 +27,6 @@ pub struct Choice {
     pub not_ids: Vec<String>,
     /// `--all`.
     pub all: bool,
-    /// `--held`: messages on administrative hold only.
-    pub held: bool,
     /// `--older-than`: messages that arrived at least this long ago.
     pub older_than: Option<Duration>,
 }
@@ -40,7 +38,6 @@ impl Choice {
             && self.ids.is_empty()
             && self.not_ids.is_empty()
             && !self.all
-            && !self.held
             && self.older_than.is_none()
     }
 
@@ -59,7 +56,7 @@ impl Choice {
     /// True when the message in `place` with `envelope` is chosen at `now`.
     pub fn takes(&self, envelope: &Envelope, place: Place, now: i64) -> bool {
         (self.ids.is_empty() || self.ids.contains(&envelope.id))
-            && (!self.held || place == Place::Held)
+            && self.selection.selects_place(place)
             && self
                 .older_than
                 .is_none_or(|age| now.saturating_sub(envelope.arrival) >= age.as_secs() as i64)
@@ -69,7 +66,7 @@ impl Choice {
     /// Before an envelope is read: whether the message could be chosen at all.
     fn may_take(&self, id: QueueId, place: Place) -> bool {
         (self.ids.is_empty() || self.ids.contains(&id))
-            && (!self.held || place == Place::Held)
+            && self.selection.selects_place(place)
             && self.selection.selects_id(id.as_str())
     }
 }

@@ -46,7 +46,10 @@ fn words_become_ids_and_the_rest_is_reported() {
     let read = read_ids(&b"  a b\n\nc\n"[..]).unwrap();
     assert_eq!(read, ["a", "b", "c"]);
     let held = Choice {
-        held: true,
+        selection: Selection {
+            held: true,
+            ..Selection::default()
+        },
         ..Choice::default()
     };
     assert!(!held.is_empty());

@@ -98,10 +98,11 @@ fn run(cli: Cli) -> anyhow::Result<Status> {
         VerbArg::Retry => Verb::Retry,
         VerbArg::Show => Verb::Show,
     };
+    let mut selection = cli.select.selection();
+    selection.held = cli.held;
     let mut choice = Choice {
-        selection: cli.select.selection(),
+        selection,
         all: cli.all,
-        held: cli.held,
         older_than: cli.older_than,
         ..Choice::default()
     };
