@@ -31,7 +31,7 @@ pub(super) fn release(
         return Ok(Done::Unchanged("not on hold".to_string()));
     }
     locked.move_to(Place::Active)?;
-    let line = if retry::is_expired(config, locked.envelope().arrival, now) {
+    let line = if !retry::expired_recipients(config, locked.envelope(), now).is_empty() {
         "released; older than its queue lifetime, so the next run returns it to its sender"
     } else {
         "released"

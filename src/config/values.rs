@@ -196,6 +196,23 @@ pub fn routes<'de, D: Deserializer<'de>>(
         .collect())
 }
 
+/// `[queue_lifetimes]`: `"domain" = "30d"`, keyed by the domain's lower-case name.
+pub fn lifetimes<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<BTreeMap<String, (Domain, Duration)>, D::Error> {
+    struct Lifetime(Duration);
+    impl<'de> Deserialize<'de> for Lifetime {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Lifetime, D::Error> {
+            interval(d).map(Lifetime)
+        }
+    }
+    let Entries(entries) = Entries::<DomainKey, Lifetime>::deserialize(d)?;
+    Ok(entries
+        .into_iter()
+        .map(|(DomainKey(domain), Lifetime(lifetime))| (domain.to_lowercase(), (domain, lifetime)))
+        .collect())
+}
+
 /// `[relay_recipients]`: `"domain" = ["alice", "bob"]` or `"domain" = "/path/of/a/users/file"`.
 pub fn relay_recipients<'de, D: Deserializer<'de>>(
     d: D,

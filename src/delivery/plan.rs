@@ -77,14 +77,13 @@ pub(super) fn plan(
         if envelope.arrival > policy.now {
             date_from_now(queue, id, envelope.arrival, policy, log);
         }
-        if retry::is_expired(policy.config, envelope.arrival, policy.now) {
-            if selection.is_everything() || selection.selects(&envelope) {
-                expire(queue, id, policy, log, summary);
-            }
-            return Ok(());
+        let expired = retry::expired_recipients(policy.config, &envelope, policy.now);
+        if !expired.is_empty() && (selection.is_everything() || selection.selects(&envelope)) {
+            expire(queue, id, policy, log, summary);
         }
         for index in 0..envelope.recipients.len() {
-            if !policy.wants(&envelope, index) {
+            // An expired recipient is never attempted, whether or not its expiry was recorded.
+            if expired.contains(&index) || !policy.wants(&envelope, index) {
                 continue;
             }
             let (destination, relay) = policy.destination(envelope.recipients[index].domain());
