@@ -151,3 +151,90 @@ fn a_held_message_does_not_expire_and_is_returned_once_released() {
     assert!(!site.ids().contains(&id));
     assert_eq!(notices(&site).len(), 1);
 }
+
+/// The delay warnings in the queue: notices whose report says `Action: delayed`.
+fn warnings(site: &Site) -> Vec<String> {
+    notices(site)
+        .into_iter()
+        .filter(|n| n.contains("Action: delayed"))
+        .collect()
+}
+
+#[test]
+fn one_delay_warning_per_late_message_and_none_for_held_domains_or_the_null_sender() {
+    let site = backup_mx("delay_warning = \"4h\"");
+    let late = enqueue(&site, &["v@other.test"], "late");
+    let mixed = enqueue(&site, &["w@customer.test", "x@other.test"], "mixed");
+    let site_only = enqueue(&site, &["u@customer.test"], "for the site");
+    let from_nobody = site.enqueue(&["-f", "", "y@other.test"], &message("nobody", "b\n"));
+    let no_delay = enqueue(
+        &site,
+        &["-N", "failure", "z@other.test"],
+        "no delay notices",
+    );
+    let early = enqueue(&site, &["e@other.test"], "early");
+    for id in [&late, &mixed, &site_only, &from_nobody, &no_delay] {
+        site.age(id, 5 * 3600);
+    }
+    site.age(&early, 3 * 3600);
+    site.run(&[]);
+    let sent = warnings(&site);
+    assert_eq!(sent.len(), 2, "late and mixed: {sent:?}");
+    for text in &sent {
+        assert!(
+            text.contains("Subject: Delayed Mail (still being retried)"),
+            "{text}"
+        );
+        assert!(text.contains("Will-Retry-Until: "), "{text}");
+        assert!(
+            !text.contains("Final-Recipient: rfc822; w@customer.test"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("Final-Recipient: rfc822; u@customer.test"),
+            "{text}"
+        );
+    }
+    assert!(
+        sent.iter()
+            .any(|t| t.contains("Final-Recipient: rfc822; x@other.test"))
+    );
+    assert!(
+        sent.iter()
+            .any(|t| t.contains("Final-Recipient: rfc822; v@other.test"))
+    );
+    for id in [&late, &mixed] {
+        assert!(
+            site.message(id).envelope.warned.is_some(),
+            "recorded in {id}"
+        );
+    }
+    assert!(site.message(&site_only).envelope.warned.is_none());
+
+    // Later runs of every kind warn no more, however late the mail gets.
+    for id in [&late, &mixed, &site_only, &from_nobody, &no_delay, &early] {
+        site.age(id, 2 * 3600);
+    }
+    site.run(&[]);
+    site.run(&["-f"]);
+    site.run(&["-R", "customer.test"]);
+    let sent = warnings(&site);
+    assert_eq!(sent.len(), 3, "only the early one is new now: {sent:?}");
+    assert!(
+        sent.iter()
+            .any(|t| t.contains("Final-Recipient: rfc822; e@other.test"))
+    );
+    let log = site.log();
+    assert_eq!(log.matches("sender delay notification").count(), 3, "{log}");
+}
+
+#[test]
+fn delay_warnings_are_off_by_default() {
+    let site = backup_mx("");
+    let id = enqueue(&site, &["v@other.test"], "late");
+    site.age(&id, 4 * DAY);
+    site.run(&[]);
+    site.run(&["-f"]);
+    assert!(warnings(&site).is_empty());
+    assert!(site.message(&id).envelope.warned.is_none());
+}

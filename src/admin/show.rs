@@ -90,6 +90,9 @@ fn write_envelope(
             writeln!(out, "{key:<13} {}", clean(value))?;
         }
     }
+    if let Some(warned) = envelope.warned {
+        writeln!(out, "warned:       {} (the sender was told it is late)", date(warned))?;
+    }
     for recipient in &envelope.recipients {
         writeln!(out, "recipient:    <{}>", clean(&recipient.address))?;
         let next = match recipient.status {

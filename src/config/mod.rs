@@ -95,6 +95,10 @@ pub struct Config {
     /// [`Config::lifetime_of`].
     #[serde(deserialize_with = "values::lifetimes")]
     pub queue_lifetimes: BTreeMap<String, (Domain, Duration)>,
+    /// How old a message must be before its sender is warned, once, that it is late; no
+    /// warnings when absent.
+    #[serde(deserialize_with = "values::some_interval")]
+    pub delay_warning: Option<Duration>,
     #[serde(deserialize_with = "values::interval")]
     pub retry_first: Duration,
     #[serde(deserialize_with = "values::factor")]
@@ -156,6 +160,7 @@ impl Default for Config {
             max_hops: 25,
             queue_lifetime: Duration::from_secs(5 * 86400),
             queue_lifetimes: BTreeMap::new(),
+            delay_warning: None,
             retry_first: Duration::from_secs(3600),
             retry_factor: 1.5,
             smarthost: None,

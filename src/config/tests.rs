@@ -19,6 +19,7 @@ queue_min_free = "100M"
 allow_untrusted_routing = false
 postmaster = "hostmaster@isp.example"
 recipients_per_transaction = 50
+delay_warning = "4h"
 [routes]
 "customer.example" = "[127.0.0.1]:2526"
 [dns]
@@ -34,6 +35,8 @@ fn the_documented_example_parses() {
     let c = Config::parse(FULL, "etrnq.toml").unwrap();
     assert_eq!(c.hostnames[0].as_str(), "mx2.isp.example");
     assert_eq!(c.queue_lifetime, Duration::from_secs(5 * 86400));
+    assert_eq!(c.delay_warning, Some(Duration::from_secs(4 * 3600)));
+    assert_eq!(Config::default().delay_warning, None, "off by default");
     assert_eq!(
         c.lifetime_of("sub.Customer.Example"),
         Duration::from_secs(30 * 86400)
@@ -389,6 +392,18 @@ fn every_error_message_is_exact() {
         (
             "routes = 5",
             "etrnq.toml: routes: expected a table, found integer",
+        ),
+        (
+            "delay_warning = \"4x\"",
+            "etrnq.toml: delay_warning: \"4x\": unit must be s, m, h, d or w",
+        ),
+        (
+            "delay_warning = \"0\"",
+            "etrnq.toml: delay_warning: must be longer than zero",
+        ),
+        (
+            "delay_warning = 4",
+            "etrnq.toml: delay_warning: expected a string, found integer",
         ),
         (
             "queue_lifetimes = \"30d\"",

@@ -98,6 +98,10 @@ pub fn interval<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     read(d, |value| parse_positive_interval(string(value)?))
 }
 
+pub fn some_interval<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    interval(d).map(Some)
+}
+
 pub fn factor<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
     read(d, |value| {
         let factor = value

@@ -20,6 +20,7 @@
 //! - `outcome`: what an attempt did, written down: bounce, new state, log line.
 //! - `finish`: the finisher threads that write states and remove what is done.
 //! - [`retry`] and [`bounce`]: when to try again, and telling a sender that mail failed.
+//! - `warning`: telling a sender, once, that mail is late (`delay_warning`).
 //! - `stop`: asking a run to stop ([`Stop`]).
 //!
 //! # Promises
@@ -70,6 +71,7 @@ mod stop;
 mod targets;
 #[cfg(test)]
 mod testing;
+mod warning;
 mod worker;
 
 use std::collections::HashSet;

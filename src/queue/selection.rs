@@ -120,6 +120,7 @@ mod tests {
             notify: None,
             ret: None,
             envid: None,
+            warned: None,
             recipients: recipients
                 .iter()
                 .map(|r| Recipient::new(r.to_string()))
