@@ -379,13 +379,27 @@ fn bounce_gives_up_with_one_notice_to_the_sender() {
     assert_eq!(left.len(), 2, "two notices and nothing else: {left:?}");
     assert!(!left.contains(&id) && !left.contains(&silent));
 
-    // The notices go out like any mail: exactly two reach the sender's domain.
+    // A held message is given up from hold: its notice is active mail like any other.
+    let held = enqueue(&site, SENDER, &["d@other.test"], "held, then given up");
+    admin(&site, &["hold", &held], "");
+    let out = admin(&site, &["bounce", "--held"], "");
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(
+        out.stdout
+            .starts_with(&format!("{held}: bounced (1 recipient, notice ")),
+        "{out:?}"
+    );
+    assert!(site.files("hold").is_empty());
+    assert_eq!(site.ids().len(), 3, "three notices");
+    assert!(site.files("tmp").is_empty(), "nothing left over");
+
+    // The notices go out like any mail: exactly three reach the sender's domain.
     site.configure(&format!(
         "hostnames = [\"mx2.isp.test\"]\n[routes]\n\"sender.test\" = \"{}\"\n",
         sink.route()
     ));
     assert_eq!(site.run(&[]).code, 0);
-    assert_eq!(sink.message_count(), 2);
+    assert_eq!(sink.message_count(), 3);
     assert!(site.queued_ids().is_empty());
 }
 

@@ -43,18 +43,30 @@ pub(super) enum Done {
     Unchanged(String),
 }
 
-#[allow(clippy::too_many_arguments)]
+/// What every message of one request is changed with.
+pub(super) struct Context<'a> {
+    pub(super) queue: &'a Queue,
+    pub(super) config: &'a Config,
+    pub(super) request: &'a Request,
+    pub(super) log: &'a MailLog,
+    /// Until when busy messages are waited for (`--wait`).
+    pub(super) deadline: Instant,
+}
+
 pub(super) fn act(
-    queue: &Queue,
-    config: &Config,
-    request: &Request,
+    context: &Context<'_>,
     change: Change,
     (id, place): (QueueId, Place),
-    deadline: Instant,
-    log: &MailLog,
     out: &mut impl Write,
     summary: &mut Summary,
 ) -> Result<(), AdminError> {
+    let Context {
+        queue,
+        config,
+        request,
+        log,
+        deadline,
+    } = *context;
     let mut locked = match lock(queue, id, place, deadline, request.dry_run) {
         Ok(Some(locked)) => locked,
         Ok(None) => {

@@ -178,19 +178,15 @@ pub fn run(
             return Ok(summary);
         }
     };
-    let deadline = std::time::Instant::now() + request.wait;
+    let context = act::Context {
+        queue,
+        config,
+        request,
+        log,
+        deadline: std::time::Instant::now() + request.wait,
+    };
     for (id, place, _) in chosen {
-        act::act(
-            queue,
-            config,
-            request,
-            change,
-            (id, place),
-            deadline,
-            log,
-            out,
-            &mut summary,
-        )?;
+        act::act(&context, change, (id, place), out, &mut summary)?;
     }
     Ok(summary)
 }

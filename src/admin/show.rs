@@ -91,7 +91,11 @@ fn write_envelope(
         }
     }
     if let Some(warned) = envelope.warned {
-        writeln!(out, "warned:       {} (the sender was told it is late)", date(warned))?;
+        writeln!(
+            out,
+            "warned:       {} (the sender was told it is late)",
+            date(warned)
+        )?;
     }
     for recipient in &envelope.recipients {
         writeln!(out, "recipient:    <{}>", clean(&recipient.address))?;
