@@ -441,6 +441,10 @@ fn ids_are_read_from_a_pipe_with_listing_marks() {
     let b = enqueue(&site, SENDER, &["b@other.test"], "b");
     let c = enqueue(&site, SENDER, &["c@other.test"], "c");
     admin(&site, &["hold", &b], "");
+    // An empty pipe (a jq filter that matched nothing) deletes nothing.
+    let out = admin(&site, &["delete", "-"], "");
+    assert_eq!((out.code, out.stdout.as_str()), (0, ""), "{out:?}");
+    assert_eq!(site.queued_ids().len(), 3);
     let out = admin(&site, &["delete", "-"], &format!("{a}\n  {b}!\n\n"));
     assert_eq!(out.code, 0, "{out:?}");
     assert_eq!(out.stdout, format!("{a}: deleted\n{b}: deleted\n"));

@@ -23,6 +23,9 @@ pub struct Choice {
     pub selection: Selection,
     /// Queue ids named as arguments or read from standard input.
     pub ids: Vec<QueueId>,
+    /// Set once ids were named, even when none came (an empty `-`): then only they are taken,
+    /// so an empty pipe selects nothing rather than everything.
+    pub named_ids: bool,
     /// Words given as ids that are no queue id at all.
     pub not_ids: Vec<String>,
     /// `--all`.
@@ -34,16 +37,13 @@ pub struct Choice {
 impl Choice {
     /// True when nothing was named: such a request is refused, never taken as "everything".
     pub fn is_empty(&self) -> bool {
-        self.selection.is_everything()
-            && self.ids.is_empty()
-            && self.not_ids.is_empty()
-            && !self.all
-            && self.older_than.is_none()
+        self.selection.is_everything() && !self.named_ids && !self.all && self.older_than.is_none()
     }
 
     /// Adds the words of an argument list or of standard input as ids: each word a queue id,
     /// with the `*` or `!` a listing puts after it taken off.
     pub fn add_ids<'a>(&mut self, words: impl IntoIterator<Item = &'a str>) {
+        self.named_ids = true;
         for word in words {
             let bare = word.trim_end_matches(['*', '!']);
             match QueueId::parse(bare) {
@@ -55,7 +55,7 @@ impl Choice {
 
     /// True when the message in `place` with `envelope` is chosen at `now`.
     pub fn takes(&self, envelope: &Envelope, place: Place, now: i64) -> bool {
-        (self.ids.is_empty() || self.ids.contains(&envelope.id))
+        (!self.named_ids || self.ids.contains(&envelope.id))
             && self.selection.selects_place(place)
             && self
                 .older_than
@@ -65,7 +65,7 @@ impl Choice {
 
     /// Before an envelope is read: whether the message could be chosen at all.
     fn may_take(&self, id: QueueId, place: Place) -> bool {
-        (self.ids.is_empty() || self.ids.contains(&id))
+        (!self.named_ids || self.ids.contains(&id))
             && self.selection.selects_place(place)
             && self.selection.selects_id(id.as_str())
     }

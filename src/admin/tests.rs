@@ -43,6 +43,23 @@ fn words_become_ids_and_the_rest_is_reported() {
     assert_eq!(choice.ids, vec![id]);
     assert_eq!(choice.not_ids, vec!["../etc", "x"]);
     assert!(!choice.is_empty());
+    // An empty pipe names ids all the same: none of them, never every message.
+    let mut piped = Choice::default();
+    piped.add_ids(read_ids(&b"\n \n"[..]).unwrap().iter().map(String::as_str));
+    assert!(!piped.is_empty());
+    let envelope = crate::queue::envelope::Envelope {
+        id,
+        arrival: 0,
+        size: 0,
+        sender: "a@b.test".into(),
+        notify: None,
+        ret: None,
+        envid: None,
+        warned: None,
+        recipients: vec![crate::queue::envelope::Recipient::new("u@c.test".into())],
+    };
+    assert!(!piped.takes(&envelope, crate::queue::Place::Active, 0));
+    assert!(choice.takes(&envelope, crate::queue::Place::Active, 0));
     let read = read_ids(&b"  a b\n\nc\n"[..]).unwrap();
     assert_eq!(read, ["a", "b", "c"]);
     let held = Choice {
