@@ -34,6 +34,10 @@ struct Cli {
     #[command(flatten)]
     select: SelectionOptions,
 
+    /// Only messages on administrative hold (queue-admin hold; sendmail's -qQ).
+    #[arg(long)]
+    held: bool,
+
     /// sendmail's -bp (print the queue): accepted, it is what mailq does.
     #[arg(short = 'b', value_name = "MODE", hide = true, value_parser = ["p"])]
     mode: Option<String>,
@@ -50,7 +54,8 @@ fn run(cli: Cli) -> anyhow::Result<Status> {
     let config = cli.queue.load()?;
     queue::become_owner(&config.queue_dir)?;
     let queue = Queue::open(&config.queue_dir)?;
-    let selection = cli.select.selection();
+    let mut selection = cli.select.selection();
+    selection.held = cli.held;
     let format = match (cli.json, cli.summary) {
         (true, _) => Format::Json,
         (_, true) => Format::Summary,

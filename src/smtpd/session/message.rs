@@ -200,6 +200,7 @@ impl Session<'_> {
             notify: None,
             ret: None,
             envid: None,
+            warned: None,
             recipients: transaction
                 .recipients
                 .iter()
