@@ -1,6 +1,6 @@
 //! queue-smtpd receiving BDAT (RFC 3030 CHUNKING) end to end: raw sessions over loopback
-//! sending chunks pipelined, a large message in many chunks kept byte for byte, and refused
-//! chunks that leave nothing behind.
+//! sending chunks pipelined, a large message in many chunks kept byte for byte, refused chunks
+//! that leave nothing behind, and queue-run's own client delivering to it in BDAT.
 
 mod support;
 
@@ -133,4 +133,74 @@ fn a_connection_cut_inside_a_chunk_queues_nothing() {
         site.log().contains("lost connection after BDAT")
     });
     assert!(site.queued_ids().is_empty());
+}
+
+/// A stored message as it goes in chunks: every line end as CRLF, the last line ended.
+fn crlf(stored: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(stored.len() + 64);
+    let mut i = 0;
+    while i < stored.len() {
+        match stored[i] {
+            b'\r' | b'\n' => {
+                out.extend_from_slice(b"\r\n");
+                if stored[i] == b'\r' && stored.get(i + 1) == Some(&b'\n') {
+                    i += 1;
+                }
+            }
+            byte => out.push(byte),
+        }
+        i += 1;
+    }
+    if !out.is_empty() && !out.ends_with(b"\r\n") {
+        out.extend_from_slice(b"\r\n");
+    }
+    out
+}
+
+#[test]
+fn queue_run_to_queue_smtpd_goes_in_bdat_and_arrives_byte_for_byte() {
+    let backup = Site::relay("");
+    let daemon = backup.start(&[]);
+    let sender = Site::new(&format!(
+        "[routes]\n\"customer.test\" = \"[127.0.0.1]:{}\"\n",
+        daemon.port
+    ));
+    let bodies: Vec<Vec<u8>> = vec![
+        b"Subject: dots\n\n.\n..\n.leading dot\nlast line without its end".to_vec(),
+        b"Subject: crlf\r\n\r\n8-bit caf\xc3\xa9\r\nbare CR\rin the middle\r\n".to_vec(),
+        big_message(4000),
+    ];
+    let ids: Vec<String> = bodies
+        .iter()
+        .enumerate()
+        .map(|(n, body)| {
+            sender.enqueue(
+                &["-f", "alice@example.test", &format!("u{n}@customer.test")],
+                body,
+            )
+        })
+        .collect();
+    let stored: Vec<Vec<u8>> = ids.iter().map(|id| sender.data(id)).collect();
+
+    let run = sender.run(&["-v", "-j", "1"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(run.stderr.contains(">>> BDAT "), "{}", run.stderr);
+    assert!(!run.stderr.contains(">>> DATA"), "{}", run.stderr);
+    for id in &ids {
+        assert!(sender.entry(id).is_none(), "{id} still queued");
+    }
+
+    let mut arrived: Vec<String> = backup
+        .queued_data()
+        .iter()
+        .map(|data| without_received(data).to_string())
+        .collect();
+    let mut expected: Vec<String> = stored
+        .iter()
+        .map(|s| String::from_utf8(crlf(s)).unwrap())
+        .collect();
+    arrived.sort();
+    expected.sort();
+    assert_eq!(arrived.len(), 3);
+    assert!(arrived == expected, "the messages changed on the way");
 }
