@@ -227,3 +227,54 @@ fn without_chunking_the_pipelined_data_path_stays() {
         assert!(site.entry(id).is_none());
     }
 }
+
+#[test]
+fn recipients_past_the_servers_limit_go_again_while_other_transactions_are_in_flight() {
+    let server = Script::default().chunking().recipient_limit(2).start();
+    let site = Site::new(&server.routes(&["customer.test"]));
+    // The first message goes alone; the second's excess recipients are known only after the
+    // third and fourth messages went out behind it.
+    let first = enqueue(&site, &["first"], |_| "first\n".to_string());
+    let recipients = ["a", "b", "c", "d", "e"].map(|local| format!("{local}@customer.test"));
+    let mut args = vec!["-f", SENDER];
+    args.extend(recipients.iter().map(String::as_str));
+    let many = site.enqueue(&args, &message("many", "to five\n"));
+    let rest = enqueue(&site, &["third", "fourth"], |name| format!("{name}\n"));
+
+    let run = site.run(&["-j", "1"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(server.connections(), 1);
+    let taken: Vec<Vec<String>> = server
+        .messages()
+        .iter()
+        .map(|m| m.recipients.clone())
+        .collect();
+    let five: Vec<&Vec<String>> = taken
+        .iter()
+        .filter(|r| {
+            !r[0].starts_with("first") && !r[0].starts_with("third") && !r[0].starts_with("fourth")
+        })
+        .collect();
+    assert_eq!(
+        five,
+        [
+            &vec!["a@customer.test".to_string(), "b@customer.test".to_string()],
+            &vec!["c@customer.test".to_string(), "d@customer.test".to_string()],
+            &vec!["e@customer.test".to_string()],
+        ]
+    );
+    assert_eq!(taken.len(), 6, "{taken:?}");
+    assert!(site.mailq().is_empty(), "{:?}", site.mailq());
+    let lines = log_lines(&site, &many);
+    assert_eq!(lines.len(), 5, "{lines:?}");
+    assert!(
+        lines
+            .iter()
+            .all(|l| l.contains("status=sent (250 2.0.0 Ok: queued)"))
+    );
+    for id in first.iter().chain(&rest) {
+        let lines = log_lines(&site, id);
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert!(lines[0].contains("status=sent"), "{lines:?}");
+    }
+}
