@@ -96,12 +96,12 @@ fn bdat(rest: &str) -> Result<Request, Reply> {
         m if m.eq_ignore_ascii_case("LAST") => true,
         _ => return Err(Reply::new(501, "5.5.4 Syntax: BDAT size [LAST]")),
     };
-    if size.is_empty() || !size.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(Reply::new(501, "5.5.4 Syntax: BDAT size [LAST]"));
-    }
+    // Digits only: `parse` would also take a sign. A size beyond 64 bits is no size either.
     let size = size
         .parse::<u64>()
-        .map_err(|_| Reply::new(552, "5.3.4 Error: chunk size out of range"))?;
+        .ok()
+        .filter(|_| size.bytes().all(|b| b.is_ascii_digit()))
+        .ok_or_else(|| Reply::new(501, "5.5.4 Syntax: BDAT size [LAST]"))?;
     Ok(Request::Bdat(Chunk { size, last }))
 }
 
@@ -336,7 +336,7 @@ mod tests {
         ] {
             assert_eq!(code(bad), 501, "{bad}");
         }
-        assert_eq!(code("BDAT 99999999999999999999999"), 552);
+        assert_eq!(code("BDAT 99999999999999999999999"), 501);
     }
 }
 
@@ -412,6 +412,10 @@ mod properties {
             )),
             etrn_argument().prop_map(|a| (Command::Etrn(a.clone()), Request::Etrn(a))),
             Just((Command::Data, Request::Data)),
+            (any::<u64>(), any::<bool>()).prop_map(|(size, last)| (
+                Command::Bdat { size, last },
+                Request::Bdat(Chunk { size, last })
+            )),
             Just((Command::Rset, Request::Rset)),
             Just((Command::Noop, Request::Noop)),
             Just((Command::Quit, Request::Quit)),
