@@ -4,10 +4,10 @@
 //!
 //! ```text
 //!   C: MAIL FROM:<a@example.org>  RCPT TO:<u@example.net>  BDAT 1234 LAST  (1234 octets)
-//!   C: MAIL FROM:<b@example.org>  RCPT TO:<v@example.net>  BDAT 987 LAST   (987 octets)
+//!   C: RSET  MAIL FROM:<b@example.org>  RCPT TO:<v@example.net>  BDAT 987 LAST  (987 octets)
 //!   S: 250 2.1.0 Ok  250 2.1.5 Ok  250 2.0.0 Ok: queued as A
 //!   C: (the next transaction, as the window has room again)
-//!   S: 250 2.1.0 Ok  250 2.1.5 Ok  250 2.0.0 Ok: queued as B
+//!   S: 250 2.0.0 Ok  250 2.1.0 Ok  250 2.1.5 Ok  250 2.0.0 Ok: queued as B
 //! ```
 //!
 //! A transaction needs no reply before its data goes out, so over a long round trip the cost
@@ -19,9 +19,13 @@
 //!   MAIL, each RCPT, the BDAT of each transaction in the window. Recipients get their verdicts
 //!   exactly as after DATA: a refused MAIL or RCPT refuses them, and only a 2xx to
 //!   `BDAT LAST` accepts those the server took.
-//! - A 3xx to any of them, or a 503 to MAIL (the server is not where the commands sent have
-//!   put it, say still in the transaction before), ends the connection: what the server makes
-//!   of the rest cannot be known.
+//! - Every transaction but the connection's first opens with RSET. A server need not end a
+//!   transaction whose BDAT it refused (every recipient refused, say), and the next MAIL must
+//!   never find one open: the next message's recipients would join the old sender's
+//!   transaction. The RSET costs a few octets and no round trip.
+//! - A 3xx to any of them, anything but 2xx to RSET, or a 503 to MAIL (the server is not where
+//!   the commands sent have put it) ends the connection: what the server makes of the rest
+//!   cannot be known.
 //! - The window holds at most [`MAX_TRANSACTIONS`] transactions and stops taking more at
 //!   [`WINDOW_OCTETS`] octets of data, so a large message goes out at once but the data at risk
 //!   when a connection breaks stays bounded. Its size in transactions is measured from the
@@ -62,6 +66,8 @@ const BAD_SEQUENCE: u16 = 503;
 
 /// A transaction whose replies are still to come.
 struct Outstanding {
+    /// RSET went before its MAIL.
+    reset: bool,
     flight: u64,
     recipients: Vec<usize>,
     octets: u64,
@@ -97,12 +103,14 @@ impl Connection {
             size: 1,
         };
         let mut first = true;
+        let mut reset = false;
         loop {
             while window.has_room() {
                 let Some(transaction) = ledger.next_transaction(limit, self.capabilities()) else {
                     break;
                 };
-                let outstanding = self.send_transaction(ledger, transaction)?;
+                let outstanding = self.send_transaction(ledger, transaction, reset)?;
+                reset = true;
                 window.octets += outstanding.octets;
                 window.outstanding.push_back(outstanding);
             }
@@ -125,11 +133,13 @@ impl Connection {
         }
     }
 
-    /// Queues MAIL, the RCPTs, `BDAT n LAST` and the message; full blocks of data go out.
+    /// Queues RSET when `reset`, MAIL, the RCPTs, `BDAT n LAST` and the message; full blocks of
+    /// data go out.
     fn send_transaction(
         &mut self,
         ledger: &mut Ledger<'_>,
         transaction: Transaction,
+        reset: bool,
     ) -> Result<Outstanding, SmtpError> {
         let Some(flight) = ledger.flight(transaction.flight) else {
             return Err(self.protocol("a transaction of a message no longer in flight"));
@@ -138,6 +148,9 @@ impl Connection {
         body.rewind().map_err(SmtpError::MessageRead)?;
         let size = wire_size(body, Framing::Counted)?;
         body.rewind().map_err(SmtpError::MessageRead)?;
+        if reset {
+            self.send(&Command::Rset)?;
+        }
         self.send(&transaction.mail)?;
         for rcpt in &transaction.rcpts {
             self.send(rcpt)?;
@@ -147,6 +160,7 @@ impl Connection {
         // The rest of the data goes with the next write: from here the server may have it all.
         flight.sent = Sent::EndOfData;
         Ok(Outstanding {
+            reset,
             flight: transaction.flight,
             recipients: transaction.recipients,
             octets: size,
@@ -159,6 +173,12 @@ impl Connection {
         ledger: &mut Ledger<'_>,
         transaction: Outstanding,
     ) -> Result<(), SmtpError> {
+        if transaction.reset {
+            let reply = self.read_reply()?;
+            if !reply.is_positive() {
+                return Err(self.unexpected("RSET", reply));
+            }
+        }
         let mail = self.checked_reply(Stage::Mail)?;
         if mail.code.value() == BAD_SEQUENCE {
             return Err(self.unexpected("MAIL", mail));

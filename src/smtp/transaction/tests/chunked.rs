@@ -23,10 +23,11 @@ fn transactions_go_back_to_back_with_bdat_last_and_each_reply_finds_its_command(
                 "250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n250 2.0.0 queued as 1\r\n",
             ),
             Step::Lines(
-                7 + 7 + 6,
-                "250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n550 5.1.1 no such user\r\n250 2.0.0 queued as 2\r\n\
-                 250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n250 2.1.5 Ok\r\n554 5.6.0 refused\r\n\
-                 250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n250 2.0.0 queued as 4\r\n",
+                8 + 8 + 7,
+                "250 2.0.0 Ok\r\n250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n550 5.1.1 no such user\r\n\
+                 250 2.0.0 queued as 2\r\n\
+                 250 2.0.0 Ok\r\n250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n250 2.1.5 Ok\r\n554 5.6.0 refused\r\n\
+                 250 2.0.0 Ok\r\n250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n250 2.0.0 queued as 4\r\n",
             ),
         ],
     );
@@ -67,15 +68,15 @@ fn transactions_go_back_to_back_with_bdat_last_and_each_reply_finds_its_command(
     let wire = seen.concat();
     // Counted, not dot-stuffed, with CRLF line ends and a last line closed.
     assert!(
-        wire.contains("BDAT 18 LAST\r\nSubject: 1\r\n\r\n.x\r\nMAIL FROM:"),
+        wire.contains("BDAT 18 LAST\r\nSubject: 1\r\n\r\n.x\r\nRSET\r\nMAIL FROM:"),
         "{wire}"
     );
     assert!(
-        wire.contains("BDAT 17 LAST\r\nSubject: 3\r\n\r\nz\r\nMAIL FROM:"),
+        wire.contains("BDAT 17 LAST\r\nSubject: 3\r\n\r\nz\r\nRSET\r\nMAIL FROM:"),
         "{wire}"
     );
     assert!(!wire.contains("DATA\r\n"), "{wire}");
-    assert!(!wire.contains("RSET"), "{wire}");
+    assert_eq!(wire.matches("RSET").count(), 3, "{wire}");
 }
 
 #[test]
@@ -91,8 +92,8 @@ fn a_connection_cut_with_transactions_outstanding_tells_each_how_far_it_got() {
                 "250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n250 2.0.0 queued as 1\r\n",
             ),
             Step::Lines(
-                4 * 3,
-                "250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n250 2.0.0 queued as 2\r\n",
+                5 * 3,
+                "250 2.0.0 Ok\r\n250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n250 2.0.0 queued as 2\r\n",
             ),
         ],
     );
@@ -127,23 +128,48 @@ fn a_connection_cut_with_transactions_outstanding_tells_each_how_far_it_got() {
 }
 
 #[test]
-fn a_503_to_mail_or_a_3xx_to_bdat_ends_the_connection() {
-    for (replies, verb) in [
-        ("503 5.5.1 nested MAIL\r\n", "MAIL"),
-        ("250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n354 go on\r\n", "BDAT"),
-    ] {
-        let (addr, server) = server(
-            "220 sink ESMTP\r\n",
-            vec![Step::Lines(1, CHUNKING), Step::Lines(4, replies)],
-        );
+fn a_503_to_mail_a_3xx_to_bdat_or_a_refused_rset_ends_the_connection() {
+    const FIRST_OK: &str = "250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n250 2.0.0 queued as 1\r\n";
+    let cases: [(Vec<Step>, &str); 3] = [
+        (vec![Step::Lines(4, "503 5.5.1 nested MAIL\r\n")], "MAIL"),
+        (
+            vec![Step::Lines(
+                4,
+                "250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n354 go on\r\n",
+            )],
+            "BDAT",
+        ),
+        (
+            vec![
+                Step::Lines(4, FIRST_OK),
+                Step::Lines(5, "500 5.5.2 what RSET\r\n"),
+            ],
+            "RSET",
+        ),
+    ];
+    for (steps, verb) in cases {
+        let answered = steps.len() - 1;
+        let mut all = vec![Step::Lines(1, CHUNKING)];
+        all.extend(steps);
+        let (addr, server) = server("220 sink ESMTP\r\n", all);
         let mut conn = session(addr, Duration::from_secs(10));
-        let mut script = Script::new(vec![message("one@example.test", "x\n")]);
+        let mut script = Script::new(vec![
+            message("one@example.test", "x\n"),
+            message("two@example.test", "y\n"),
+        ]);
         let err = conn.deliver_all(&mut script).unwrap_err();
         server.join().unwrap();
         assert!(err.to_string().contains(verb), "{err}");
+        assert_eq!(script.told.len(), 1 + answered, "{verb}: {:?}", script.told);
+        if answered == 1 {
+            assert_eq!(
+                script.told[0],
+                Told::Answered(delivered("250 2.0.0 queued as 1"))
+            );
+        }
         assert!(
-            matches!(&script.told[..], [Told::Broken(_, Sent::EndOfData, _)]),
-            "{:?}",
+            matches!(&script.told[answered], Told::Broken(_, Sent::EndOfData, _)),
+            "{verb}: {:?}",
             script.told
         );
     }
