@@ -7,10 +7,12 @@
 //! (see `Worker::finish`). A state that cannot be written (a full disk) is that message's trouble
 //! alone: logged, counted as deferred, and the message waits in the queue with its old state.
 
+use std::collections::HashSet;
 use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
 
 use crate::maillog::MailLog;
-use crate::queue::{Leftover, Locked, QueueError};
+use crate::queue::{Leftover, Locked, QueueError, QueueId};
 
 use super::RunSummary;
 
@@ -47,6 +49,62 @@ pub(super) enum Finishing<'a> {
     Record(Locked<'a>, Option<Receipt>),
     /// The files of a delivered message that has left the queue.
     Discard(Leftover<'a>),
+}
+
+impl Finishing<'_> {
+    pub(super) fn id(&self) -> QueueId {
+        match self {
+            Finishing::Record(locked, _) => locked.id(),
+            Finishing::Discard(leftover) => leftover.id(),
+        }
+    }
+}
+
+/// How long a delivery thread waits for a finisher to let go of a message it needs: far more than
+/// writing one state takes, so that only a stuck disk or a dead finisher runs it out.
+const IN_HAND_WAIT: Duration = Duration::from_secs(30);
+
+/// The messages handed to the finishers and not finished yet. A job that finds one of them
+/// locked is looking at this run's own work, not another run's: it waits for the state to be
+/// written and takes the message then, instead of putting it aside for the end of the run (where
+/// it would meet the destination's connections in another order, or not at all).
+#[derive(Debug, Default)]
+pub(super) struct InHand {
+    ids: Mutex<HashSet<QueueId>>,
+    released: Condvar,
+}
+
+impl InHand {
+    pub(super) fn take(&self, id: QueueId) {
+        if let Ok(mut ids) = self.ids.lock() {
+            ids.insert(id);
+        }
+    }
+
+    pub(super) fn release(&self, id: QueueId) {
+        if let Ok(mut ids) = self.ids.lock() {
+            ids.remove(&id);
+        }
+        self.released.notify_all();
+    }
+
+    /// Waits until the finishers have let go of `id`: true when they held it and let go within
+    /// [`IN_HAND_WAIT`], false when they never held it or still do.
+    pub(super) fn wait_for(&self, id: QueueId) -> bool {
+        let Ok(ids) = self.ids.lock() else {
+            return false;
+        };
+        if !ids.contains(&id) {
+            return false;
+        }
+        match self
+            .released
+            .wait_timeout_while(ids, IN_HAND_WAIT, |ids| ids.contains(&id))
+        {
+            Ok((_, waited)) => !waited.timed_out(),
+            Err(_) => false,
+        }
+    }
 }
 
 pub(super) fn finish_work(work: Finishing<'_>, log: &MailLog, summary: &mut RunSummary) {
@@ -108,6 +166,23 @@ impl Drop for Receipt {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_message_in_a_finishers_hands_is_waited_for_and_no_other() {
+        let in_hand = InHand::default();
+        let (held, other) = (QueueId::generate(), QueueId::generate());
+        assert!(!in_hand.wait_for(held), "never handed over");
+        in_hand.take(held);
+        std::thread::scope(|scope| {
+            let waiter = scope.spawn(|| in_hand.wait_for(held));
+            assert!(!in_hand.wait_for(other));
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            assert!(!waiter.is_finished(), "did not wait for the finisher");
+            in_hand.release(held);
+            assert!(waiter.join().unwrap(), "let go, so taken");
+        });
+        assert!(!in_hand.wait_for(held));
+    }
 
     #[test]
     fn a_receipt_counts_until_it_is_let_go() {

@@ -12,8 +12,9 @@
 //! The slow disk work (writing states, unlinking files) is handed to the finisher threads (see
 //! `finish`), so that it overlaps the next message's round trip; a delivered message leaves
 //! the queue, or its new state is written, before its connection has more than one further
-//! message in flight (see `Worker::finish`). A busy message is put aside for the end of the
-//! run; once a stop is asked for, no new message is taken.
+//! message in flight (see `Worker::finish`). A message still in a finisher's hands is waited
+//! for; one locked by another process is put aside for the end of the run; once a stop is asked
+//! for, no new message is taken.
 
 use std::collections::VecDeque;
 use std::sync::mpsc::{self, SendError, SyncSender};
@@ -26,7 +27,7 @@ use crate::smtp::Capabilities;
 
 use super::RunSummary;
 use super::connect::connect;
-use super::finish::{Finishing, Unrecorded, finish_work};
+use super::finish::{Finishing, InHand, Unrecorded, finish_work};
 use super::outcome::{BAD_CONNECTION, Outcome, quarantine, record, skip, state_ceiling};
 use super::plan::{Busy, Job};
 use super::policy::Policy;
@@ -72,9 +73,10 @@ pub(super) fn work(
     // Only the finishers hold the receiving end: should they all die, sending fails instead of
     // blocking delivery for ever.
     let finishing = Arc::new(Mutex::new(finishing));
+    let in_hand = InHand::default();
     std::thread::scope(|scope| {
         for _ in 0..FINISHERS {
-            let (finishing, total) = (Arc::clone(&finishing), &total);
+            let (finishing, total, in_hand) = (Arc::clone(&finishing), &total, &in_hand);
             scope.spawn(move || {
                 let mut summary = RunSummary::default();
                 loop {
@@ -82,7 +84,9 @@ pub(super) fn work(
                     // sender, after the backlog is drained.
                     let next = finishing.lock().ok().and_then(|rx| rx.recv().ok());
                     let Some(work) = next else { break };
+                    let id = work.id();
                     finish_work(work, log, &mut summary);
+                    in_hand.release(id);
                 }
                 if let Ok(mut total) = total.lock() {
                     total.add(&summary);
@@ -100,6 +104,7 @@ pub(super) fn work(
                     busy,
                     progress,
                     finisher,
+                    in_hand: &in_hand,
                     unrecorded: Arc::default(),
                     pipelining: true,
                     router: Router::new(policy.config),
@@ -133,6 +138,8 @@ struct Worker<'a> {
     progress: &'a indicatif::ProgressBar,
     /// Where messages go once their outcome is recorded.
     finisher: SyncSender<Finishing<'a>>,
+    /// The messages the finishers have not let go of yet.
+    in_hand: &'a InHand,
     /// This thread's delivered messages whose state the finishers have not written yet.
     unrecorded: Arc<Unrecorded>,
     /// Whether the current connection pipelines: it then has two messages in flight.
@@ -300,7 +307,11 @@ impl<'a> Worker<'a> {
             self.summary.left += 1;
             return None;
         }
-        match self.queue.try_lock(id) {
+        let mut attempt = self.queue.try_lock(id);
+        if matches!(attempt, Ok(LockAttempt::Busy)) && self.in_hand.wait_for(id) {
+            attempt = self.queue.try_lock(id);
+        }
+        match attempt {
             Ok(LockAttempt::Locked(locked)) => Some(locked),
             Ok(LockAttempt::Busy) => {
                 if let Ok(mut busy) = self.busy.lock() {
@@ -416,10 +427,13 @@ impl<'a> Worker<'a> {
             Finishing::Record(locked, delivered.then(|| self.unrecorded.receipt()))
         };
         let counted = matches!(work, Finishing::Record(_, Some(_)));
+        let id = work.id();
+        self.in_hand.take(id);
         // The channel only closes when every finisher has died (a panic, which the scope raises
         // when it ends); the work is then done here rather than dropped.
         if let Err(SendError(work)) = self.finisher.send(work) {
             finish_work(work, self.log, &mut self.summary);
+            self.in_hand.release(id);
         }
         if counted && self.pipelining {
             self.unrecorded.wait_until(1);

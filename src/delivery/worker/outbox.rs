@@ -246,7 +246,7 @@ impl Outbox for JobOutbox<'_, '_, '_> {
 mod tests {
     use super::*;
     use crate::config::Config;
-    use crate::delivery::finish::{Finishing, finish_logged};
+    use crate::delivery::finish::{Finishing, InHand, finish_logged};
     use crate::delivery::outcome::{REASON_MAX, state_ceiling};
     use crate::delivery::policy::Destination;
     use crate::delivery::targets::Router;
@@ -270,6 +270,7 @@ mod tests {
 
         let busy = Mutex::new(Vec::new());
         let progress = indicatif::ProgressBar::hidden();
+        let in_hand = InHand::default();
         let (finisher, finishing) = mpsc::sync_channel(FINISH_BACKLOG);
         let mut worker = Worker {
             queue: &f.queue,
@@ -278,6 +279,7 @@ mod tests {
             busy: &busy,
             progress: &progress,
             finisher,
+            in_hand: &in_hand,
             unrecorded: Arc::default(),
             pipelining: true,
             router: Router::new(&config),
