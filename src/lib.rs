@@ -1,8 +1,9 @@
 //! etrnq: a store-and-forward mail queue for part-time connected sites.
 //!
-//! Every program in `src/bin/` is a page: its clap definition, one call into this library, and
-//! [`cli::finish`], which turns the outcome into one stderr line and a `sysexits.h` status. Four
-//! kinds of program make four data flows through the modules, each from argv to exit status:
+//! Every program in `src/bin/` is a page: argv parsed with its clap definition from [`args`],
+//! one call into this library, and [`cli::finish`], which turns the outcome into one stderr line
+//! and a `sysexits.h` status. Four kinds of program make four data flows through the modules,
+//! each from argv to exit status:
 //!
 //! ```text
 //! accept   queue-enqueue ─ submission ─┐
@@ -25,6 +26,7 @@
 //! module owns every path and every rename in the queue directory; nothing else writes there.
 
 pub mod address;
+pub mod args;
 pub mod cli;
 pub mod config;
 pub mod delivery;
