@@ -187,6 +187,36 @@ fn every_configuration_key_is_in_the_readme_table() {
     assert!(missing.is_empty(), "{}", missing.join("\n"));
 }
 
+/// The tags of the KEYS section of etrnq.toml(5): the line after each `.TP`.
+fn man_key_tags() -> Vec<String> {
+    let page = man_text(&read("man/etrnq.toml.5"));
+    let keys = page
+        .split("\n.SH ")
+        .find(|s| s.starts_with("KEYS\n"))
+        .expect("man/etrnq.toml.5 has a KEYS section");
+    let lines: Vec<&str> = keys.lines().collect();
+    lines
+        .windows(2)
+        .filter(|pair| pair[0] == ".TP")
+        .map(|pair| pair[1].replace('"', " "))
+        .collect()
+}
+
+#[test]
+fn every_configuration_key_is_in_etrnq_toml_5() {
+    let tags = man_key_tags();
+    let missing: Vec<String> = configuration_keys()
+        .into_iter()
+        .filter(|key| {
+            !tags
+                .iter()
+                .any(|tag| has_word(tag, key) || tag.contains(&format!("[{key}]")))
+        })
+        .map(|key| format!("configuration key {key}: no entry under KEYS in man/etrnq.toml.5"))
+        .collect();
+    assert!(missing.is_empty(), "{}", missing.join("\n"));
+}
+
 #[test]
 fn the_checks_find_what_is_missing() {
     assert!(has_word("use --queue-dir DIR", "--queue-dir"));
@@ -201,4 +231,55 @@ fn the_checks_find_what_is_missing() {
     assert!(cell_names(" `tls_cert`, `tls_key` ", "tls_key"));
     assert!(!cell_names(" `tls_cert` ", "tls"));
     assert!(!cell_names(" tls ", "tls"));
+}
+
+/// The name a program is installed under: etrnq's mailq is `etrnq-mailq`, beside the MTA's
+/// `mailq` (see the Install section of the README).
+fn installed_name(program: &str) -> String {
+    match program {
+        "mailq" => "etrnq-mailq".to_string(),
+        other => other.to_string(),
+    }
+}
+
+/// The completion files in `contrib/completions/`, as clap_complete writes them from the
+/// definitions: `bash/NAME`, `zsh/_NAME`, `fish/NAME.fish`.
+fn completions() -> Vec<(PathBuf, Vec<u8>)> {
+    use clap_complete::Shell;
+    let mut files = Vec::new();
+    for mut command in etrnq::args::commands() {
+        let name = installed_name(command.get_name());
+        for (shell, file) in [
+            (Shell::Bash, format!("bash/{name}")),
+            (Shell::Zsh, format!("zsh/_{name}")),
+            (Shell::Fish, format!("fish/{name}.fish")),
+        ] {
+            let mut text = Vec::new();
+            clap_complete::generate(shell, &mut command, &name, &mut text);
+            files.push((Path::new("contrib/completions").join(file), text));
+        }
+    }
+    files
+}
+
+/// The packaged completions are the definitions' own. `ETRNQ_WRITE_COMPLETIONS=1` writes them
+/// after a change to an option.
+#[test]
+fn the_shell_completions_match_the_definitions() {
+    let write = std::env::var_os("ETRNQ_WRITE_COMPLETIONS").is_some();
+    let mut stale = Vec::new();
+    for (path, text) in completions() {
+        let full = root().join(&path);
+        if write {
+            std::fs::create_dir_all(full.parent().expect("parent")).expect("completions dir");
+            std::fs::write(&full, &text).expect("write completion");
+        } else if std::fs::read(&full).ok().as_deref() != Some(text.as_slice()) {
+            stale.push(format!(
+                "{}: not what the definitions give; run ETRNQ_WRITE_COMPLETIONS=1 cargo test \
+                 --release --test docs",
+                path.display()
+            ));
+        }
+    }
+    assert!(stale.is_empty(), "{}", stale.join("\n"));
 }
