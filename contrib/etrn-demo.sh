@@ -151,7 +151,10 @@ if [ "$held" -ne "$messages" ]; then
     exit 1
 fi
 
-serve SITE_PORT "$site_port" "$ISP_PORT" smtp-sink -u "$(id -un)" -d "$work/site/%Y%m%d%H%M%S." "127.0.0.1:@PORT@" 10
+# smtp-sink changes to the user -u names, which only root may do, and root must name one.
+sink_user=()
+[ "$(id -u)" -ne 0 ] || sink_user=(-u root)
+serve SITE_PORT "$site_port" "$ISP_PORT" smtp-sink "${sink_user[@]}" -d "$work/site/%Y%m%d%H%M%S." "127.0.0.1:@PORT@" 10
 write_config "$SITE_PORT"
 step "site: comes online (smtp-sink on 127.0.0.1:$SITE_PORT) and sends ETRN"
 "$ETRNQ_BIN/etrn-send" -p "$ISP_PORT" --helo site.customer.test 127.0.0.1 customer.test
