@@ -283,3 +283,43 @@ fn the_shell_completions_match_the_definitions() {
     }
     assert!(stale.is_empty(), "{}", stale.join("\n"));
 }
+
+/// The packaged /etc/etrnq/etrnq.toml sets nothing, and each of its commented lines is a valid
+/// setting once uncommented; every key has a line.
+#[test]
+fn the_packaged_configuration_is_commented_and_valid() {
+    use etrnq::config::Config;
+    let text = read("contrib/etrnq.toml");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let commented = dir.path().join("commented.toml");
+    std::fs::write(&commented, &text).expect("write");
+    let config = Config::read(&commented).expect("the commented file reads");
+    assert_eq!(config.queue_dir, Config::default().queue_dir);
+    assert!(config.routes.is_empty() && config.hold_domains.is_empty());
+
+    // A commented line of a setting starts "#key = " or "#[table]"; prose has a space after '#'.
+    let uncommented: String = text
+        .lines()
+        .map(|line| match line.strip_prefix('#') {
+            Some(rest) if !rest.starts_with(' ') && !rest.is_empty() => format!("{rest}\n"),
+            _ => format!("{line}\n"),
+        })
+        .collect();
+    let all = dir.path().join("uncommented.toml");
+    std::fs::write(&all, &uncommented).expect("write");
+    let config = Config::read(&all)
+        .unwrap_or_else(|e| panic!("contrib/etrnq.toml uncommented: {e}\n{uncommented}"));
+    assert_eq!(config.routes.len(), 1);
+    let missing: Vec<&str> = configuration_keys()
+        .into_iter()
+        .filter(|key| {
+            !uncommented
+                .lines()
+                .any(|l| l.starts_with(&format!("{key} =")) || l == format!("[{key}]"))
+        })
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "configuration keys with no line in contrib/etrnq.toml: {missing:?}"
+    );
+}
