@@ -323,3 +323,26 @@ fn the_packaged_configuration_is_commented_and_valid() {
         "configuration keys with no line in contrib/etrnq.toml: {missing:?}"
     );
 }
+
+/// The README's Tests section has a line for every suite in tests/.
+#[test]
+fn every_suite_is_in_the_readme_tests_section() {
+    let readme = read("README.md");
+    let section = readme
+        .split("\n## ")
+        .find(|s| s.starts_with("Tests\n"))
+        .expect("README.md has a Tests section");
+    let mut missing = Vec::new();
+    for entry in std::fs::read_dir(root().join("tests")).expect("tests/") {
+        let path = entry.expect("entry").path();
+        let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+            continue;
+        };
+        if name.ends_with(".rs") && !section.contains(&format!("- `tests/{name}`:")) {
+            missing.push(format!(
+                "tests/{name}: no line \"- `tests/{name}`: ...\" under ## Tests in README.md"
+            ));
+        }
+    }
+    assert!(missing.is_empty(), "{}", missing.join("\n"));
+}
