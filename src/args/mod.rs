@@ -8,6 +8,10 @@
 //! What is shared between programs (`-C`, `--queue-dir`, the selectors) lives in `cli`; the
 //! sendmail spellings (`-qR...`, `-q30m`) are rewritten there before a definition sees them.
 
+// The field and struct docs below are the programs' --help text, written for a terminal:
+// `[::1]:25` and `<ADDRESS>` are what a user types, not links or HTML.
+#![allow(rustdoc::broken_intra_doc_links, rustdoc::invalid_html_tags)]
+
 use clap::CommandFactory;
 
 pub mod etrn_send;
