@@ -11,10 +11,11 @@ set -euo pipefail
 #   swaks    - a real SMTP client
 #   libnet-ssleay-perl - swaks' TLS (only recommended by swaks, and recommends are skipped)
 #   python3  - contrib/module-graph, which tests/contrib.rs runs to prove the modules form no cycle
+#   fetchmail - a real ODMR client (tests/odmr.rs runs it against queue-smtpd)
 # and what contrib/deb-check.sh needs beside them:
 #   adduser  - the package's postinst creates the user etrnq with it
 #   man-db   - man -w finds the installed pages
-packages=(postfix swaks libnet-ssleay-perl python3 adduser man-db)
+packages=(postfix swaks libnet-ssleay-perl python3 fetchmail adduser man-db)
 
 missing=()
 for p in "${packages[@]}"; do

@@ -197,6 +197,7 @@ fn typed_status(cause: &(dyn std::error::Error + 'static)) -> Option<Status> {
         crate::smtp::SmtpError,
         crate::smtpd::SmtpdError,
         crate::dns::DnsError,
+        crate::odmr::FetchError,
     );
     cause.downcast_ref::<std::io::Error>().map(Status::of_io)
 }

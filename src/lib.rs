@@ -9,7 +9,8 @@
 //! accept   queue-enqueue ─ submission ─┐
 //!          queue-smtpd ─ smtpd ────────┴─ header, address ─ queue (draft → commit) ─ maillog
 //!                        │                                  └─ queue::domains (per-domain record)
-//!                        └─ ETRN ─ smtpd::flush ─ starts queue-run -R DOMAIN
+//!                        ├─ ETRN ─ smtpd::flush ─ starts queue-run -R DOMAIN
+//!                        └─ ODMR ─ smtpd::odmr (AUTH, ATRN) ─ delivery down the same connection
 //!
 //! list     mailq ─ cli (selection) ─ queue (scan, index when current) ─ report
 //!
@@ -19,6 +20,9 @@
 //!
 //! ask      etrn-send ─ etrn ─┐
 //!          mx-check ─ diagnosis (dns) ─┴─ smtp (session) ─ a line per finding
+//!
+//! fetch    odmr-fetch ─ odmr ─ smtp (session, AUTH, ATRN) ─ smtpd (wire, request) on the same
+//!                       connection ─ hand-off (local SMTP server or command)
 //! ```
 //!
 //! Below them all: `config` (the one configuration file), `address` (domains, addresses, hosts
@@ -35,6 +39,7 @@ pub mod dns;
 pub mod etrn;
 pub mod header;
 pub mod maillog;
+pub mod odmr;
 #[cfg(test)]
 mod properties;
 pub mod queue;

@@ -4,13 +4,14 @@
 //! configuration. The password never comes from argv: `--auth-password-file` or
 //! `$ETRN_PASSWORD`.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
 
 use crate::address::Domain;
-use crate::config::{TlsPolicy, parse_positive_interval};
+use crate::config::{TlsPolicy, parse_nameserver, parse_positive_interval};
 #[cfg(doc)]
 use crate::etrn;
 use crate::etrn::Server;
@@ -37,6 +38,16 @@ pub struct Cli {
     /// the server's. Default: this host's `hostnames` from the configuration.
     #[arg(value_name = "DOMAIN", value_parser = EtrnArgument::parse)]
     pub domains: Vec<EtrnArgument>,
+
+    /// SERVER is a domain: send ETRN to each of its backup MX hosts at once (every MX host but
+    /// those at its best preference and this host's `hostnames`). DOMAIN defaults to it.
+    #[arg(long)]
+    pub mx: bool,
+
+    /// With --mx: the name server to ask for the MX records, IP[:PORT]; repeat for several.
+    /// Replaces the configuration's dns.nameservers.
+    #[arg(long, value_name = "IP[:PORT]", value_parser = parse_nameserver, requires = "mx")]
+    pub nameserver: Vec<SocketAddr>,
 
     /// TCP port (default 25). Same as SERVER:PORT.
     #[arg(short, long, value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]

@@ -17,6 +17,7 @@ use clap::CommandFactory;
 pub mod etrn_send;
 pub mod mailq;
 pub mod mx_check;
+pub mod odmr_fetch;
 pub mod queue_enqueue;
 pub mod queue_run;
 pub mod queue_smtpd;
@@ -30,6 +31,7 @@ pub fn commands() -> Vec<clap::Command> {
         etrn_send::Cli::command(),
         mx_check::Cli::command(),
         queue_smtpd::Cli::command(),
+        odmr_fetch::Cli::command(),
     ]
 }
 
@@ -58,6 +60,7 @@ mod tests {
                 super::etrn_send::PROGRAM,
                 super::mx_check::PROGRAM,
                 super::queue_smtpd::PROGRAM,
+                super::odmr_fetch::PROGRAM,
             ]
         );
     }

@@ -26,12 +26,21 @@ pub struct Cli {
     #[arg(
         long = "listen",
         value_name = "ADDR:PORT",
-        required_unless_present_any = ["inetd", "flush"]
+        required_unless_present_any = ["inetd", "flush", "odmr_listen"]
     )]
     pub listen: Vec<SocketAddr>,
 
+    /// Serve ODMR (RFC 2645: AUTH and ATRN, then the held mail down the same connection) on
+    /// ADDR:PORT, usually port 366; needs odmr_accounts in the configuration. Repeatable.
+    #[arg(long = "odmr-listen", value_name = "ADDR:PORT")]
+    pub odmr_listen: Vec<SocketAddr>,
+
+    /// With --inetd: the session on standard input is ODMR, not SMTP.
+    #[arg(long, requires = "inetd")]
+    pub odmr: bool,
+
     /// Serve one session on standard input and output instead of listening.
-    #[arg(long, conflicts_with_all = ["listen", "max_connections", "max_client_connections"])]
+    #[arg(long, conflicts_with_all = ["listen", "odmr_listen", "max_connections", "max_client_connections"])]
     pub inetd: bool,
 
     /// Sessions at once; clients beyond get 421.

@@ -4,9 +4,12 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 
+use etrnq::address::Domain;
 use etrnq::args::etrn_send::{Cli, PROGRAM};
 use etrnq::config::{Config, TlsPolicy};
+use etrnq::dns::Resolver;
 use etrnq::etrn::{self, Request, SMTP_PORT};
+use etrnq::route::RelayHost;
 use etrnq::smtp::{
     AddressFamily, ConnectOptions, Credentials, EtrnArgument, Timeouts, Transcript, Verification,
 };
@@ -15,14 +18,34 @@ use etrnq::sysexits::{Failure, Status};
 const PASSWORD_ENV: &str = "ETRN_PASSWORD";
 
 fn main() -> ExitCode {
-    etrnq::cli::main(PROGRAM, std::env::args_os().collect(), |args: Cli| {
-        request(args).and_then(|request| etrn::run(&request, &mut std::io::stdout()))
-    })
+    etrnq::cli::main(PROGRAM, std::env::args_os().collect(), run)
 }
 
-/// Turns the arguments and the configuration into a request.
-fn request(args: Cli) -> anyhow::Result<Request> {
+fn run(args: Cli) -> anyhow::Result<Status> {
     let config = Config::load(args.config.as_deref())?;
+    if !args.mx {
+        let request = request(args, &config, None)?;
+        return etrn::run(&request, &mut std::io::stdout());
+    }
+    let RelayHost::Name(domain) = args.server.host.clone() else {
+        return Err(Failure::new(Status::Usage, "--mx needs a domain, not an address").into());
+    };
+    if args.server.port.is_some() {
+        return Err(Failure::new(Status::Usage, "with --mx, give the port with -p").into());
+    }
+    let resolver = Resolver::for_program(&args.nameserver, &config, args.timeout)?;
+    let hosts = etrn::find_backups(&resolver, &domain, &config.hostnames)?;
+    let request = request(args, &config, Some(domain))?;
+    let fanout = etrn::run_on_hosts(&request, &hosts, &mut std::io::stdout())?;
+    for failure in &fanout.failures {
+        eprintln!("{PROGRAM}: {failure}");
+    }
+    Ok(fanout.status)
+}
+
+/// Turns the arguments and the configuration into a request; `mx_domain` is the domain whose
+/// backup MX hosts are asked, the arguments' default then.
+fn request(args: Cli, config: &Config, mx_domain: Option<Domain>) -> anyhow::Result<Request> {
     let port = match (args.port, args.server.port) {
         (Some(flag), Some(suffix)) if flag != suffix => {
             return Err(Failure::new(
@@ -33,7 +56,9 @@ fn request(args: Cli) -> anyhow::Result<Request> {
         }
         (flag, suffix) => flag.or(suffix).unwrap_or(SMTP_PORT),
     };
-    let arguments = if args.domains.is_empty() {
+    let arguments = if let (true, Some(domain)) = (args.domains.is_empty(), &mx_domain) {
+        vec![EtrnArgument::Domain(domain.clone())]
+    } else if args.domains.is_empty() {
         config
             .hostnames
             .iter()
@@ -68,6 +93,7 @@ fn request(args: Cli) -> anyhow::Result<Request> {
     };
     Ok(Request {
         host: args.server.host,
+        addresses: Vec::new(),
         port,
         arguments,
         helo: args.helo.unwrap_or_else(|| config.primary_hostname()),

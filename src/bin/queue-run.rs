@@ -40,6 +40,7 @@ fn run(cli: Cli) -> anyhow::Result<Status> {
             .map(|s| Timeouts::uniform(Duration::from_secs(s)))
             .unwrap_or_default(),
         stop: stop.clone(),
+        turnaround: None,
     };
     let Some(interval) = cli.every else {
         let summary = delivery::run(&queue, &config, &options, &log)?;

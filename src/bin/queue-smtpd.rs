@@ -7,10 +7,10 @@ use std::time::Duration;
 use anyhow::Context;
 
 use etrnq::args::queue_smtpd::{Cli, PROGRAM};
-use etrnq::cli;
+use etrnq::cli::{self};
 use etrnq::maillog::MailLog;
 use etrnq::queue;
-use etrnq::smtpd::{self, Limits, RunCommand, Server};
+use etrnq::smtpd::{self, Limits, Profile, RunCommand, Server};
 use etrnq::sysexits::{Failure, Status};
 
 fn main() -> ExitCode {
@@ -58,10 +58,15 @@ fn run(cli: Cli) -> anyhow::Result<Status> {
     };
     // Port 25 needs root: bind first, then become the queue's owner before the log and the
     // queue are opened, so every file this server and its queue runs create is the owner's.
-    let listeners = if cli.inetd || cli.flush.is_some() {
+    let listeners: Vec<_> = if cli.inetd || cli.flush.is_some() {
         Vec::new()
     } else {
-        smtpd::listen(&cli.listen)?
+        let smtp = smtpd::listen(&cli.listen)?;
+        let odmr = smtpd::listen(&cli.odmr_listen)?;
+        smtp.into_iter()
+            .map(|l| (l, Profile::Smtp))
+            .chain(odmr.into_iter().map(|l| (l, Profile::Odmr)))
+            .collect()
     };
     queue::become_owner(&config.queue_dir)?;
     let log = Arc::new(MailLog::open(&config.log, PROGRAM));
@@ -69,11 +74,19 @@ fn run(cli: Cli) -> anyhow::Result<Status> {
         smtpd::flush_handed_off(&config, run, log, &node)?;
         return Ok(Status::Ok);
     }
-    let server = Arc::new(Server::new(config, limits, run, log)?);
+    let mut server = Server::new(config, limits, run, log)?;
+    if cli.odmr || !cli.odmr_listen.is_empty() {
+        server = server.with_odmr()?;
+    }
     if cli.inetd {
-        smtpd::serve_stdio(&server)?;
+        let profile = if cli.odmr {
+            Profile::Odmr
+        } else {
+            Profile::Smtp
+        };
+        smtpd::serve_stdio(&server, profile)?;
     } else {
-        smtpd::serve(server, listeners)?;
+        smtpd::serve_all(Arc::new(server), listeners)?;
     }
     Ok(Status::Ok)
 }

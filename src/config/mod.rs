@@ -131,6 +131,9 @@ pub struct Config {
     /// Where mail to the bare `postmaster` goes; `postmaster@` the first host name when absent.
     #[serde(deserialize_with = "values::postmaster")]
     pub postmaster: Option<Address>,
+    /// The ODMR accounts file queue-smtpd reads for `--odmr-listen` (see `smtpd::odmr`).
+    #[serde(deserialize_with = "values::some_path")]
+    pub odmr_accounts: Option<PathBuf>,
 }
 
 /// The users of one relay domain, as `[relay_recipients]` gives them.
@@ -166,6 +169,7 @@ impl Default for Config {
             allow_untrusted_routing: false,
             relay_recipients: BTreeMap::new(),
             postmaster: None,
+            odmr_accounts: None,
             recipients_per_transaction: crate::smtp::RECIPIENT_LIMIT,
         }
     }

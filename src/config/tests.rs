@@ -413,6 +413,10 @@ fn every_error_message_is_exact() {
         ),
         ("tls_cert = \"\"", "etrnq.toml: tls_cert: must not be empty"),
         (
+            "odmr_accounts = \"\"",
+            "etrnq.toml: odmr_accounts: must not be empty",
+        ),
+        (
             "tls_key = 3",
             "etrnq.toml: tls_key: expected a string, found integer",
         ),

@@ -17,6 +17,7 @@
 //! - `worker`: the delivery threads, and the connection's side of a job (`worker::outbox`).
 //! - `targets`: the hosts to try for a destination (routes, MX, address literals).
 //! - `connect`: the session (`smtp::establish`) on the first host that will do.
+//! - `turnaround`: or the one connection an ODMR customer opened, instead of routing.
 //! - `outcome`: what an attempt did, written down: bounce, new state, log line.
 //! - `finish`: the finisher threads that write states and remove what is done.
 //! - [`retry`] and [`bounce`]: when to try again, and telling a sender that mail failed.
@@ -70,11 +71,12 @@ mod stop;
 mod targets;
 #[cfg(test)]
 mod testing;
+mod turnaround;
 mod worker;
 
 use std::collections::HashSet;
 use std::io::IsTerminal;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use crate::config::Config;
 use crate::maillog::MailLog;
@@ -83,6 +85,7 @@ use crate::queue::{Queue, QueueError, SWEEP_GRACE};
 use crate::smtp::{Timeouts, TlsClient, Transcript, Verification};
 
 pub use stop::{STOP_GRACE, Stop};
+pub use turnaround::Turnaround;
 
 use policy::Policy;
 
@@ -105,6 +108,8 @@ pub struct RunOptions {
     pub timeouts: Timeouts,
     /// Set when the run is asked to stop.
     pub stop: Stop,
+    /// Deliver everything down this connection instead of routing (ODMR, see `turnaround`).
+    pub turnaround: Option<Arc<Turnaround>>,
 }
 
 /// What a run did, recipient by recipient.

@@ -29,6 +29,8 @@ pub(super) enum Destination {
     Relay(String),
     /// The MX hosts of a domain.
     Domain(String),
+    /// The connection of an ODMR customer (see `turnaround`).
+    Turnaround,
 }
 
 /// The rules of this run, applied the same way when planning and after locking.
@@ -79,8 +81,12 @@ impl Policy<'_> {
             && self.options.min_size.is_none_or(|min| envelope.size >= min)
     }
 
-    /// The static route for `domain`, else the smart host, else its MX hosts.
+    /// The static route for `domain`, else the smart host, else its MX hosts; everything goes
+    /// down the connection of a run that has one.
     pub(super) fn destination(&self, domain: &str) -> (Destination, Option<&RelayTarget>) {
+        if self.options.turnaround.is_some() {
+            return (Destination::Turnaround, None);
+        }
         let key = domain.to_ascii_lowercase();
         if let Some((_, target)) = self.config.routes.get(&key) {
             return (Destination::Relay(target.to_string()), Some(target));

@@ -22,7 +22,7 @@ use crate::dns::{DnsError, MxList, Resolver};
 use crate::route::{RelayHost, RelayTarget, SMTP_PORT};
 use crate::smtp::EnhancedCode;
 
-use super::outcome::{BAD_DESTINATION, DIRECTORY_FAILURE, NULL_MX, ROUTING_LOOP};
+use super::outcome::{BAD_DESTINATION, DIRECTORY_FAILURE, NO_ANSWER, NULL_MX, ROUTING_LOOP};
 use super::plan::Job;
 use super::policy::Destination;
 
@@ -66,6 +66,11 @@ impl<'a> Router<'a> {
                     addr: SocketAddr::new(*ip, relay.port),
                 }]),
             },
+            (None, Destination::Turnaround) => Err(NoRoute {
+                permanent: false,
+                status: NO_ANSWER,
+                reason: "the ODMR connection is not routed".to_string(),
+            }),
             (None, Destination::Domain(domain)) | (None, Destination::Relay(domain)) => {
                 match Domain::parse(domain) {
                     Ok(d) => match d.literal() {
@@ -129,21 +134,13 @@ impl<'a> Router<'a> {
         let mut last_error = None;
         for mx in hosts {
             let name = mx.host.as_str();
-            let v4 = resolver.ipv4(name);
-            let v6 = resolver.ipv6(name);
-            let addresses: Vec<IpAddr> = v4
-                .iter()
-                .flatten()
-                .map(|ip| IpAddr::V4(*ip))
-                .chain(v6.iter().flatten().map(|ip| IpAddr::V6(*ip)))
-                .collect();
-            if addresses.is_empty() {
-                last_error = v4.err().or(v6.err());
+            match resolver.addresses(name) {
+                Ok(addresses) => targets.extend(addresses.into_iter().map(|ip| Target {
+                    name: Some(name.to_string()),
+                    addr: SocketAddr::new(ip, port),
+                })),
+                Err(e) => last_error = Some(e),
             }
-            targets.extend(addresses.into_iter().map(|ip| Target {
-                name: Some(name.to_string()),
-                addr: SocketAddr::new(ip, port),
-            }));
         }
         if targets.is_empty() {
             return Err(match last_error {

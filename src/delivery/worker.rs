@@ -192,10 +192,12 @@ impl<'a> Worker<'a> {
         };
         let mut fruitless = 0;
         while !lane.is_done() {
-            let found = targets.get_or_insert_with(|| self.router.targets(job));
-            let attempt = match found {
-                Ok(list) => connect(self.policy, list),
-                Err(no_route) => Err(no_route.clone()),
+            let attempt = match &self.policy.options.turnaround {
+                Some(turnaround) => turnaround.take(),
+                None => match targets.get_or_insert_with(|| self.router.targets(job)) {
+                    Ok(list) => connect(self.policy, list),
+                    Err(no_route) => Err(no_route.clone()),
+                },
             };
             let (mut conn, clear_text) = match attempt {
                 Ok(session) => session,
@@ -223,7 +225,10 @@ impl<'a> Worker<'a> {
             let answered = outbox.answered;
             let failure = match delivered {
                 Ok(()) => {
-                    conn.quit();
+                    match &self.policy.options.turnaround {
+                        Some(turnaround) => turnaround.give_back(conn),
+                        None => conn.quit(),
+                    }
                     continue;
                 }
                 // A failed connection is dropped, never reused.

@@ -95,6 +95,23 @@ impl Resolver {
         })
     }
 
+    /// The IPv4 then the IPv6 addresses of `host`; an error only when neither query gave an
+    /// address and one of them failed.
+    pub fn addresses(&self, host: &str) -> Result<Vec<IpAddr>, DnsError> {
+        let v4 = self.ipv4(host);
+        let v6 = self.ipv6(host);
+        let addresses: Vec<IpAddr> = v4
+            .iter()
+            .flatten()
+            .map(|ip| IpAddr::V4(*ip))
+            .chain(v6.iter().flatten().map(|ip| IpAddr::V6(*ip)))
+            .collect();
+        match (addresses.is_empty(), v4, v6) {
+            (true, Err(e), _) | (true, _, Err(e)) => Err(e),
+            _ => Ok(addresses),
+        }
+    }
+
     /// The MX records of `domain` as published, unsorted.
     pub fn mx(&self, domain: &Domain) -> Result<Vec<MxRecord>, DnsError> {
         let answers = self.lookup(domain.as_str(), Query::Mx)?;

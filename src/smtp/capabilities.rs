@@ -77,6 +77,11 @@ impl Capabilities {
         self.has("ETRN")
     }
 
+    /// ATRN (RFC 2645): the server turns the connection around on request.
+    pub fn atrn(&self) -> bool {
+        self.has("ATRN")
+    }
+
     pub fn starttls(&self) -> bool {
         self.has("STARTTLS")
     }

@@ -40,6 +40,8 @@ pub enum Command {
     Noop,
     Quit,
     Etrn(EtrnArgument),
+    /// `ATRN [domain[,domain...]]` (RFC 2645): no domain asks for every domain of the account.
+    Atrn(Vec<Domain>),
 }
 
 impl fmt::Display for Command {
@@ -72,6 +74,17 @@ impl fmt::Display for Command {
             Command::Noop => f.write_str("NOOP"),
             Command::Quit => f.write_str("QUIT"),
             Command::Etrn(argument) => write!(f, "ETRN {argument}"),
+            Command::Atrn(domains) if domains.is_empty() => f.write_str("ATRN"),
+            Command::Atrn(domains) => {
+                f.write_str("ATRN ")?;
+                for (i, domain) in domains.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str(",")?;
+                    }
+                    write!(f, "{domain}")?;
+                }
+                Ok(())
+            }
         }
     }
 }
@@ -110,6 +123,7 @@ impl Command {
             Command::Noop => "NOOP",
             Command::Quit => "QUIT",
             Command::Etrn(_) => "ETRN",
+            Command::Atrn(_) => "ATRN",
         }
     }
 }
@@ -124,6 +138,8 @@ fn or_equals(response: &str) -> &str {
 pub enum AuthMechanism {
     Plain,
     Login,
+    /// RFC 2195; the one RFC 2645 requires of ODMR.
+    CramMd5,
 }
 
 impl fmt::Display for AuthMechanism {
@@ -131,6 +147,7 @@ impl fmt::Display for AuthMechanism {
         f.write_str(match self {
             AuthMechanism::Plain => "PLAIN",
             AuthMechanism::Login => "LOGIN",
+            AuthMechanism::CramMd5 => "CRAM-MD5",
         })
     }
 }

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use super::capabilities::Capabilities;
 use super::command::Command;
 use super::error::{SmtpError, TlsErrorKind};
-use super::options::{AddressFamily, ConnectOptions, Peer, RECIPIENT_LIMIT, Timeouts, Transcript};
+use super::options::{AddressFamily, ConnectOptions, Peer, Timeouts, Transcript};
 use super::reply::{Reply, split_line};
 use super::tls::{self, TlsInfo};
 use crate::route::RelayHost;
@@ -112,7 +112,9 @@ impl Write for Timed<'_> {
 /// An open SMTP connection.
 pub struct Connection {
     pub(super) tcp: TcpStream,
-    pub(super) tls: Option<Box<rustls::ClientConnection>>,
+    /// Our side of TLS: the client's after STARTTLS, or the server's on a connection that
+    /// turned around ([`Connection::over`]).
+    pub(super) tls: Option<Box<rustls::Connection>>,
     pub(super) tls_info: Option<TlsInfo>,
     pub(super) peer: Peer,
     pub(super) timeouts: Timeouts,
@@ -219,21 +221,7 @@ impl Connection {
             })?;
         // Pipelined commands are gathered into one write by this client already.
         tcp.set_nodelay(true).ok();
-        Ok(Connection {
-            tcp,
-            tls: None,
-            tls_info: None,
-            peer,
-            timeouts: options.timeouts,
-            transcript: options.transcript.clone(),
-            capabilities: Capabilities::default(),
-            extended: false,
-            received: Vec::new(),
-            limits: SocketLimits::default(),
-            unsent: Vec::new(),
-            awaited: VecDeque::from([("the greeting", options.timeouts.greeting)]),
-            recipient_limit: RECIPIENT_LIMIT,
-        })
+        Ok(Connection::over(tcp, None, peer, options))
     }
 
     pub fn peer(&self) -> &Peer {
@@ -383,9 +371,14 @@ impl Connection {
             step: &mut step,
             limits: &mut self.limits,
         };
-        match self.tls.as_mut() {
-            Some(tls) => {
-                let mut stream = rustls::Stream::new(tls.as_mut(), &mut timed);
+        match self.tls.as_deref_mut() {
+            Some(rustls::Connection::Client(tls)) => {
+                let mut stream = rustls::Stream::new(tls, &mut timed);
+                stream.write_all(bytes)?;
+                stream.flush()
+            }
+            Some(rustls::Connection::Server(tls)) => {
+                let mut stream = rustls::Stream::new(tls, &mut timed);
                 stream.write_all(bytes)?;
                 stream.flush()
             }
@@ -416,8 +409,13 @@ impl Connection {
                 limits: &mut self.limits,
             };
             // A TLS read may write too (a pending record), within the same step.
-            let read = match self.tls.as_mut() {
-                Some(tls) => rustls::Stream::new(tls.as_mut(), &mut timed).read(&mut chunk),
+            let read = match self.tls.as_deref_mut() {
+                Some(rustls::Connection::Client(tls)) => {
+                    rustls::Stream::new(tls, &mut timed).read(&mut chunk)
+                }
+                Some(rustls::Connection::Server(tls)) => {
+                    rustls::Stream::new(tls, &mut timed).read(&mut chunk)
+                }
                 None => timed.read(&mut chunk),
             };
             match read {

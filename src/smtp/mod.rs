@@ -112,7 +112,7 @@ mod test_server;
 mod tls;
 mod transaction;
 
-pub use auth::Credentials;
+pub use auth::{Credentials, cram_md5_response};
 pub use capabilities::Capabilities;
 pub use command::{AuthMechanism, Command, EtrnArgument, Parameter};
 pub use connection::{Connection, resolve};

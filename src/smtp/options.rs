@@ -101,12 +101,12 @@ pub enum Transcript {
 }
 
 impl Transcript {
-    pub(super) fn sent(&self, line: &str) {
+    pub(crate) fn sent(&self, line: &str) {
         self.emit(format!(">>> {line}"));
     }
 
     /// A server line, made printable as every reply is: a transcript goes to a terminal.
-    pub(super) fn received(&self, line: &str) {
+    pub(crate) fn received(&self, line: &str) {
         if !matches!(self, Transcript::Off) {
             self.emit(printable(line).into_owned());
         }

@@ -25,21 +25,56 @@
 //! The fallback to clear text is tried once, on the address that answered first; a failure of
 //! the clear-text session is the error returned.
 
+use std::collections::VecDeque;
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{SocketAddr, TcpStream};
 use std::sync::{Arc, Mutex};
 
 use super::capabilities::Capabilities;
 use super::command::Command;
-use super::connection::{Connection, Step, Timed};
+use super::connection::{Connection, SocketLimits, Step, Timed};
 use super::error::{SmtpError, TlsErrorKind};
-use super::options::ConnectOptions;
+use super::options::{ConnectOptions, Peer, RECIPIENT_LIMIT};
 use super::reply::Reply;
 use super::tls::{self, TlsClient, TlsInfo};
 use crate::address::Domain;
 use crate::route::RelayHost;
 
 impl Connection {
+    /// A client session on a connection that is open already: [`Connection::open`]'s, or an
+    /// ODMR connection after the turnaround (RFC 2645), where the end that was the server now
+    /// sends the commands. `tls` is the TLS session running on it, whichever side of the
+    /// handshake this end took. The greeting is read next.
+    pub fn over(
+        tcp: TcpStream,
+        tls: Option<rustls::Connection>,
+        peer: Peer,
+        options: &ConnectOptions,
+    ) -> Connection {
+        Connection {
+            tcp,
+            tls: tls.map(Box::new),
+            tls_info: None,
+            peer,
+            timeouts: options.timeouts,
+            transcript: options.transcript.clone(),
+            capabilities: Capabilities::default(),
+            extended: false,
+            received: Vec::new(),
+            limits: SocketLimits::default(),
+            unsent: Vec::new(),
+            awaited: VecDeque::from([("the greeting", options.timeouts.greeting)]),
+            recipient_limit: RECIPIENT_LIMIT,
+        }
+    }
+
+    /// Ends the client's part without QUIT and gives back what carries the connection: the
+    /// socket, the TLS session on it, and the bytes received but not read as a reply. An ODMR
+    /// client takes them to become the server after ATRN.
+    pub fn into_parts(self) -> (TcpStream, Option<rustls::Connection>, Vec<u8>) {
+        (self.tcp, self.tls.map(|tls| *tls), self.received)
+    }
+
     /// Reads the greeting. A 4xx or 5xx greeting is an error carrying the server's reply.
     pub fn greeting(&mut self) -> Result<Reply, SmtpError> {
         let reply = self.read_reply()?;
@@ -122,7 +157,7 @@ impl Connection {
                 Err(reason) => format!("NOT trusted: {reason}"),
             }
         ));
-        self.tls = Some(Box::new(conn));
+        self.tls = Some(Box::new(rustls::Connection::Client(conn)));
         self.capabilities = Capabilities::default();
         self.extended = false;
         Ok(self.tls_info.insert(TlsInfo {

@@ -27,7 +27,7 @@ use nix::sys::socket::{self, AddressFamily, Backlog, SockFlag, SockType, Sockadd
 
 use crate::smtp::Reply;
 
-use super::{Channel, Client, Server, SmtpdError};
+use super::{Channel, Client, Profile, Server, SmtpdError};
 
 /// Opens a listening socket on each address. An IPv6 socket takes IPv6 only, so `0.0.0.0:25`
 /// and `[::]:25` can both be given, as administrators list them for Postfix and sendmail.
@@ -65,6 +65,15 @@ fn listen_v6_only(addr: SockaddrIn6) -> io::Result<TcpListener> {
 /// the commit it is in, then gets 421), the program waits for them and for the queue runs ETRN
 /// started, and returns.
 pub fn serve(server: Arc<Server>, listeners: Vec<TcpListener>) -> Result<(), SmtpdError> {
+    let listeners = listeners.into_iter().map(|l| (l, Profile::Smtp)).collect();
+    serve_all(server, listeners)
+}
+
+/// [`serve`] with listeners of either service: each session gets its listener's profile.
+pub fn serve_all(
+    server: Arc<Server>,
+    listeners: Vec<(TcpListener, Profile)>,
+) -> Result<(), SmtpdError> {
     let io = |action| move |source| SmtpdError::Io { action, source };
     // A signal writes a byte here; the accept loop polls it beside the listeners.
     let (wake, alarm) = UnixStream::pair().map_err(io("cannot create a socket pair"))?;
@@ -73,15 +82,20 @@ pub fn serve(server: Arc<Server>, listeners: Vec<TcpListener>) -> Result<(), Smt
         signal_hook::low_level::pipe::register(signal, alarm)
             .map_err(io("cannot handle signals"))?;
     }
-    for listener in &listeners {
+    for (listener, _) in &listeners {
         listener
             .set_nonblocking(true)
             .map_err(io("cannot set up a listener"))?;
     }
     let names: Vec<String> = listeners
         .iter()
-        .filter_map(|l| l.local_addr().ok())
-        .map(|a| a.to_string())
+        .filter_map(|(l, profile)| {
+            let addr = l.local_addr().ok()?;
+            Some(match profile {
+                Profile::Smtp => addr.to_string(),
+                Profile::Odmr => format!("{addr} (ODMR)"),
+            })
+        })
         .collect();
     server
         .log
@@ -94,7 +108,7 @@ pub fn serve(server: Arc<Server>, listeners: Vec<TcpListener>) -> Result<(), Smt
         let ready: Vec<bool> = {
             let mut fds: Vec<PollFd> = listeners
                 .iter()
-                .map(|l| PollFd::new(l.as_fd(), PollFlags::POLLIN))
+                .map(|(l, _)| PollFd::new(l.as_fd(), PollFlags::POLLIN))
                 .chain([PollFd::new(wake.as_fd(), PollFlags::POLLIN)])
                 .collect();
             match poll(&mut fds, PollTimeout::NONE) {
@@ -109,7 +123,7 @@ pub fn serve(server: Arc<Server>, listeners: Vec<TcpListener>) -> Result<(), Smt
         if ready.last() == Some(&true) {
             break 'accepting;
         }
-        for (listener, _) in listeners.iter().zip(&ready).filter(|(_, ready)| **ready) {
+        for ((listener, profile), _) in listeners.iter().zip(&ready).filter(|(_, ready)| **ready) {
             loop {
                 let (stream, peer) = match listener.accept() {
                     Ok(accepted) => accepted,
@@ -138,7 +152,8 @@ pub fn serve(server: Arc<Server>, listeners: Vec<TcpListener>) -> Result<(), Smt
                     continue;
                 }
                 next_id += 1;
-                threads.push(start_session(&server, stream, peer, next_id, &sessions));
+                let id = (next_id, *profile);
+                threads.push(start_session(&server, stream, peer, id, &sessions));
             }
         }
         threads.retain(|thread| !thread.is_finished());
@@ -168,7 +183,7 @@ fn start_session(
     server: &Arc<Server>,
     stream: TcpStream,
     peer: SocketAddr,
-    id: u64,
+    (id, profile): (u64, Profile),
     sessions: &Arc<Mutex<HashMap<u64, TcpStream>>>,
 ) -> JoinHandle<()> {
     let (server, sessions) = (Arc::clone(server), Arc::clone(sessions));
@@ -183,7 +198,7 @@ fn start_session(
             .set_nonblocking(false)
             .and_then(|()| Channel::tcp(stream, Some(server.stress())));
         match channel {
-            Ok(channel) => server.session(channel, Client::Tcp(peer)),
+            Ok(channel) => server.session(channel, Client::Tcp(peer), profile),
             Err(e) => server
                 .log
                 .warning(&format!("cannot set up a session for [{}]: {e}", peer.ip())),
@@ -243,7 +258,7 @@ fn refuse(server: &Server, mut stream: TcpStream, peer: SocketAddr, crowd: Crowd
 /// sees the connection close. Queue runs asked for by ETRN were handed to processes of their
 /// own (see [`super::flush`]) when the server was set up to; only runs watched by threads of
 /// this process are waited for.
-pub fn serve_stdio(server: &Server) -> Result<(), SmtpdError> {
+pub fn serve_stdio(server: &Server, profile: Profile) -> Result<(), SmtpdError> {
     let io = |action| move |source| SmtpdError::Io { action, source };
     let stdin: OwnedFd = io::stdin()
         .as_fd()
@@ -260,7 +275,7 @@ pub fn serve_stdio(server: &Server) -> Result<(), SmtpdError> {
             Client::Unknown,
         ),
     };
-    server.session(channel, client);
+    server.session(channel, client, profile);
     if let Ok(null) = std::fs::OpenOptions::new()
         .read(true)
         .write(true)

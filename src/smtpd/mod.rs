@@ -125,11 +125,12 @@
 pub mod clients;
 mod daemon;
 pub mod flush;
+pub mod odmr;
 pub mod recipients;
-mod request;
+pub(crate) mod request;
 mod session;
 mod tls;
-mod wire;
+pub(crate) mod wire;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -142,7 +143,7 @@ use crate::maillog::MailLog;
 use crate::queue::{Queue, QueueError};
 use crate::sysexits::{Status, Sysexit};
 
-pub use daemon::{listen, serve, serve_stdio};
+pub use daemon::{listen, serve, serve_all, serve_stdio};
 pub use flush::RunCommand;
 use wire::Channel;
 
@@ -327,6 +328,17 @@ pub struct Server {
     /// The daemon's sessions going on now (an inetd session counts none).
     load: Arc<wire::Load>,
     stopping: AtomicBool,
+    /// Present when the ODMR service runs ([`Server::with_odmr`]).
+    odmr: Option<odmr::Provider>,
+}
+
+/// Which service a listener or a session offers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Profile {
+    /// Mail for the relay and hold domains, and ETRN.
+    Smtp,
+    /// ODMR (RFC 2645): AUTH and ATRN, no mail taken ([`odmr`]).
+    Odmr,
 }
 
 impl Server {
@@ -354,7 +366,14 @@ impl Server {
             log,
             load,
             stopping: AtomicBool::new(false),
+            odmr: None,
         })
+    }
+
+    /// Sets up the ODMR service: reads `odmr_accounts`, which must exist and be usable.
+    pub fn with_odmr(mut self) -> Result<Server, SmtpdError> {
+        self.odmr = Some(odmr::Provider::load(&self.config)?);
+        Ok(self)
     }
 
     /// Where mail to the bare `postmaster` goes.
@@ -383,9 +402,15 @@ impl Server {
             .any(|listed| listed == domain)
     }
 
-    /// Runs one session over `channel` to its end.
-    fn session(&self, channel: Channel, client: Client) {
-        session::run(self, channel, client);
+    /// Runs one session of `profile` over `channel` to its end.
+    fn session(&self, channel: Channel, client: Client, profile: Profile) {
+        match (profile, &self.odmr) {
+            (Profile::Odmr, Some(provider)) => odmr::run(self, provider, channel, client),
+            (Profile::Odmr, None) => self.log.warning(&format!(
+                "ODMR connection from {client}, but ODMR is not set up"
+            )),
+            (Profile::Smtp, _) => session::run(self, channel, client),
+        }
     }
 
     fn stop(&self) {

@@ -24,6 +24,24 @@ pub fn free_port() -> u16 {
     listener.local_addr().expect("local address").port()
 }
 
+/// A port nobody listens on right now on any of `ips` (of 127.0.0.0/8), for servers that must
+/// share one port, as backup MX hosts reached with one `-p`.
+pub fn port_free_on(ips: &[Ipv4Addr]) -> u16 {
+    for _ in 0..50 {
+        let Ok(first) = TcpListener::bind((ips[0], 0)) else {
+            continue;
+        };
+        let port = first.local_addr().expect("local address").port();
+        if ips[1..]
+            .iter()
+            .all(|ip| TcpListener::bind((*ip, port)).is_ok())
+        {
+            return port;
+        }
+    }
+    panic!("no port free on all of {ips:?}");
+}
+
 pub fn poll_until(what: &str, mut done: impl FnMut() -> bool) {
     let started = Instant::now();
     while !done() {
@@ -65,17 +83,12 @@ pub struct Daemon {
 impl Daemon {
     /// queue-smtpd listening on `ip` (of 127.0.0.0/8) alone.
     pub fn start_at(site: &Site, ip: Ipv4Addr, args: &[&str]) -> Daemon {
-        let port = TcpListener::bind((ip, 0))
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
-        let listen = format!("{ip}:{port}");
-        Daemon::launch(
-            site,
-            &["--listen", &listen],
-            args,
-            SocketAddrV4::new(ip, port),
-        )
+        Daemon::start_on(site, SocketAddrV4::new(ip, port_free_on(&[ip])), args)
+    }
+
+    /// queue-smtpd listening on `addr` (of 127.0.0.0/8) alone.
+    pub fn start_on(site: &Site, addr: SocketAddrV4, args: &[&str]) -> Daemon {
+        Daemon::launch(site, &["--listen", &addr.to_string()], args, addr)
     }
 
     pub fn start(site: &Site, listen: &[&str], args: &[&str], port: u16) -> Daemon {

@@ -83,6 +83,20 @@ backup.run      IN MX   20 mx2.run.example.
 backup.run      IN MX   20 peer.run.example.
 selfbest.run    IN MX   10 mx2.run.example.
 selfbest.run    IN MX   20 peer.run.example.
+; etrn-send --mx: the site and its ISP's backup MX hosts at one preference, on 127.0.36.0/24
+backups.etrn    IN MX   10 site.etrn.example.
+backups.etrn    IN MX   20 b1.etrn.example.
+backups.etrn    IN MX   20 b2.etrn.example.
+backups.etrn    IN MX   20 b3.etrn.example.
+ghostly.etrn    IN MX   10 site.etrn.example.
+ghostly.etrn    IN MX   20 b1.etrn.example.
+ghostly.etrn    IN MX   20 ghost.etrn.example.
+lonely.etrn     IN MX   10 site.etrn.example.
+site.etrn       IN A    127.0.36.1
+b1.etrn         IN A    127.0.36.11
+b2.etrn         IN A    127.0.36.12
+b3.etrn         IN A    127.0.36.13
+ghost.etrn      IN TXT  "a backup MX without address"
 primary.run     IN A    127.0.25.3
 mx2.run         IN A    127.0.25.4
 peer.run        IN A    127.0.25.5

@@ -5,6 +5,7 @@
 //!   run against it; `queue_files`: its queue read and written file by file.
 //! - `smtp`: the scripted SMTP server, every hostile behaviour a suite needs one builder call.
 //! - `daemon`: queue-smtpd on a free loopback port, raw SMTP sessions and swaks against it.
+//! - `odmr`: a provider with the ODMR service and two accounts, and the customer up to ATRN.
 //! - `dns`: a DNS server on loopback with the zones the MX tests need; `tls`: certificates made
 //!   for one run.
 //! - `rng`: a seeded generator for the trials that need chance.
@@ -17,6 +18,7 @@
 
 pub mod daemon;
 pub mod dns;
+pub mod odmr;
 pub mod queue_files;
 pub mod rng;
 pub mod site;

@@ -1,3 +1,4 @@
+complete -c etrn-send -l nameserver -d 'With --mx: the name server to ask for the MX records, IP[:PORT]; repeat for several. Replaces the configuration\'s dns.nameservers' -r
 complete -c etrn-send -s p -l port -d 'TCP port (default 25). Same as SERVER:PORT' -r
 complete -c etrn-send -l helo -d 'Name to give in EHLO/HELO (default: the first of `hostnames`, else this host\'s name)' -r
 complete -c etrn-send -l timeout -d 'Time limit for connecting and for each reply, in seconds (or 30s, 2m)' -r
@@ -7,6 +8,7 @@ complete -c etrn-send -l auth-password-file -d 'File whose first line is the pas
 complete -c etrn-send -l retry -d 'Try again up to N times after a connection failure or a temporary (4xx) reply' -r
 complete -c etrn-send -l retry-wait -d 'Seconds to wait between tries (or 30s, 2m)' -r
 complete -c etrn-send -s C -l config -d 'Configuration file (default /etc/etrnq/etrnq.toml, or $ETRNQ_CONFIG)' -r -F
+complete -c etrn-send -l mx -d 'SERVER is a domain: send ETRN to each of its backup MX hosts at once (every MX host but those at its best preference and this host\'s `hostnames`). DOMAIN defaults to it'
 complete -c etrn-send -s 4 -d 'Connect over IPv4 only'
 complete -c etrn-send -s 6 -d 'Connect over IPv6 only'
 complete -c etrn-send -l tls-insecure -d 'Accept any TLS certificate with --starttls (a self-signed server you know)'

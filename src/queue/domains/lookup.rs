@@ -6,7 +6,7 @@
 //! file instead.
 
 use std::fs::File;
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, MetadataExt};
 
 use super::format::parse;
 use super::store::{DirTrouble, lock_within, open_dir, open_file, read_ids, read_locked};
@@ -117,6 +117,18 @@ pub(in crate::queue) fn lookup(
             None if name == UNKNOWN => return Err(RecordError::Missing { name }),
             None => return Err(RecordError::NamedButMissing { name }),
         }
+    }
+    // A file lost and made again while the look-up read is made after `.list` is removed, so a
+    // `.list` still linked now vouches for every file read.
+    let linked = list
+        .file
+        .metadata()
+        .map_err(RecordError::Unexamined)?
+        .nlink();
+    if linked == 0 {
+        return Err(RecordError::Replaced {
+            name: LIST.to_string(),
+        });
     }
     let mut ids: Vec<QueueId> = files.iter().flat_map(|(_, ids)| ids).copied().collect();
     ids.sort_unstable();

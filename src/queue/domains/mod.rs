@@ -45,10 +45,12 @@
 //! each of its recipients' domains or in `.unknown`, and every domain file that exists is named in
 //! `.list`. A message whose commit could not append its id (a file that is not what it should be,
 //! a lock held too long) removes `.list` before its envelope is renamed into place, so the record
-//! is not believed until it is rebuilt; a `domains` that is not the owner's directory is moved
-//! aside (to `QUEUE/domains.unusable.ID`) and started afresh. Extra ids (messages that left,
-//! commits that died) are harmless: the envelope files decide, and the record only chooses which
-//! of them a pass reads.
+//! is not believed until it is rebuilt. A file that `.list` names and that is gone (deleted by
+//! hand) is made again only after `.list` is removed, and a look-up believes what it read only if
+//! the `.list` it opened is still in place after its reads. A `domains` that is not the owner's
+//! directory is moved aside (to `QUEUE/domains.unusable.ID`) and started afresh. Extra ids
+//! (messages that left, commits that died) are harmless: the envelope files decide, and the
+//! record only chooses which of them a pass reads.
 //!
 //! Believed only whole: `.list` of this boot, and every file a selection needs present (or, for a
 //! domain file, absent and not named in `.list`), regular, the owner's, at most [`MAX_FILE`]
@@ -70,9 +72,9 @@
 //!
 //! # Limits
 //!
-//! Lock order is the queue directory, then one record file; a wait for a lock is bounded, and a
-//! commit that cannot take the queue directory's lock within [`COMMIT_WAIT`] fails (try again
-//! later). A rebuild holds every queued id in memory, by domain, and keeps commits waiting while
+//! Lock order is the gate (the lock of `tmp/`), the queue directory, then one record file; a wait
+//! for a lock is bounded, and a commit that cannot take the queue directory's lock within
+//! [`COMMIT_WAIT`] fails (try again later). A rebuild holds every queued id in memory, by domain, and keeps commits waiting while
 //! it lists `env/` and `hold/` a second time. An older etrnq that queues mail after this one has
 //! made a record leaves it incomplete: delete `QUEUE/domains` after running one. The boot id comes
 //! from `/proc`; without it the record is never believed.
@@ -86,6 +88,8 @@ use crate::queue::envelope::Recipient;
 mod error;
 mod format;
 mod lookup;
+#[cfg(test)]
+mod races;
 mod rebuild;
 mod record;
 mod rewrite;

@@ -28,12 +28,14 @@ impl Census {
     /// envelope could not be read.
     pub(in crate::queue) fn add(&mut self, id: QueueId, envelope: Option<&Envelope>) {
         match envelope {
-            Some(envelope) => {
-                for name in names_of(envelope.open_recipients()) {
-                    self.domains.entry(name).or_default().push(id);
-                }
-            }
+            Some(envelope) => self.note(id, names_of(envelope.open_recipients())),
             None => self.unknown.push(id),
+        }
+    }
+
+    fn note(&mut self, id: QueueId, names: Vec<String>) {
+        for name in names {
+            self.domains.entry(name).or_default().push(id);
         }
     }
 }
@@ -57,11 +59,12 @@ pub(in crate::queue) fn rebuild(
         let _lock = lock_queue(queue, false, PUBLISH_WAIT)?;
         distrust(queue, &dir).map_err(|e| RecordError::Queue(Box::new(e)))?;
     }
-    // Most of the work is done while commits go on; with them kept waiting, it is done again,
-    // which then only reads, unless a file was removed or damaged meanwhile.
+    // Most of the work is done while commits go on; with them kept waiting, it is done again
+    // with the envelopes that appeared since, in one merge of every domain's whole set, so that
+    // a file deleted meanwhile is made again whole, never with the newcomers alone.
     merge(queue, &dir, &census)?;
     let _lock = lock_queue(queue, false, PUBLISH_WAIT)?;
-    merge(queue, &dir, &census)?;
+    let mut census = census;
     let ids = queue.ids().map_err(|e| RecordError::Queue(Box::new(e)))?;
     for &(id, place) in &ids {
         if listed.binary_search_by_key(&id, |&(id, _)| id).is_ok() {
@@ -72,14 +75,12 @@ pub(in crate::queue) fn rebuild(
             Ok(Some(bytes)) => Envelope::parse(&bytes).ok().filter(|e| e.id == id),
             Err(_) => None,
         };
-        let targets = match &envelope {
-            Some(envelope) => names_of(envelope.recipients.iter()),
-            None => vec![UNKNOWN.to_string()],
-        };
-        for name in targets {
-            rewrite(queue, &dir, &name, &[id], &[], Rewrite::Rebuild)?;
+        match &envelope {
+            Some(envelope) => census.note(id, names_of(envelope.recipients.iter())),
+            None => census.unknown.push(id),
         }
     }
+    merge(queue, &dir, &census)?;
     // The census's domains are named even if their files went meanwhile, so that the loss is
     // seen.
     let mut names: Vec<String> = census.domains.keys().cloned().collect();

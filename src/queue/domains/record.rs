@@ -13,7 +13,7 @@ use nix::unistd::UnlinkatFlags;
 
 use super::format::{Seal, parse};
 use super::store::{
-    create, lock_queue, lock_within, move_aside, open_file, read_locked, usable_dir,
+    QueueLock, create, lock_queue, lock_within, move_aside, open_file, read_locked, usable_dir,
 };
 use super::{COMMIT_WAIT, DIR, LIST, LIST_MAGIC, LOCK_WAIT, RecordError, boot_id, names_of};
 use crate::queue::envelope::Envelope;
@@ -23,7 +23,7 @@ use crate::queue::{Queue, QueueError, QueueId};
 /// envelope into place; dropping it releases the lock.
 #[derive(Debug)]
 pub(in crate::queue) struct Recording {
-    _lock: File,
+    _lock: QueueLock,
 }
 
 /// Records `envelope`'s id under each of its recipients' domains, before the envelope is
@@ -60,8 +60,15 @@ pub(super) fn add(queue: &Queue, dir: &File, name: &str, id: QueueId) -> Result<
     // A file replaced while this process waited for its lock is opened again.
     for _ in 0..8 {
         let Some(file) = open_file(queue, dir, name, true)? else {
+            let list = list_without(queue, dir, name)?;
             if create(queue, dir, name, &[id])? {
-                return register(queue, dir, name);
+                return match list {
+                    Some(list) => {
+                        let len = list.metadata().map_err(RecordError::Unexamined)?.len();
+                        append(&list, len, name)
+                    }
+                    None => Ok(()),
+                };
             }
             continue;
         };
@@ -76,12 +83,13 @@ pub(super) fn add(queue: &Queue, dir: &File, name: &str, id: QueueId) -> Result<
     })
 }
 
-/// Names a new domain file in `.list`, when there is one. A file `.list` already names was
-/// lost (deleted by hand): the ids it held are not in the new one, so the record must not be
-/// believed, and this fails.
-fn register(queue: &Queue, dir: &File, name: &str) -> Result<(), RecordError> {
+/// `.list`, locked, before domain file `name` is made: `Ok(None)` when there is none. A file
+/// `.list` already names was lost (deleted by hand): the ids it held would not be in the new
+/// one, so `.list` is removed before the new file can exist, lest a look-up believe the new
+/// file between the two, and this fails.
+fn list_without(queue: &Queue, dir: &File, name: &str) -> Result<Option<File>, RecordError> {
     let Some(list) = open_file(queue, dir, LIST, true)? else {
-        return Ok(());
+        return Ok(None);
     };
     lock_within(&list, false, LOCK_WAIT)?;
     let meta = list.metadata().map_err(RecordError::Unexamined)?;
@@ -98,7 +106,7 @@ fn register(queue: &Queue, dir: &File, name: &str) -> Result<(), RecordError> {
             name: name.to_string(),
         });
     }
-    append(&list, meta.len(), name)
+    Ok(Some(list))
 }
 
 /// Adds `item` to a record file this process holds the exclusive lock on: the item's line and

@@ -44,22 +44,48 @@ pub(super) fn lock_within(file: &File, shared: bool, limit: Duration) -> Result<
     }
 }
 
-/// The queue directory itself, opened afresh (a lock belongs to one open file), locked shared
-/// by commits and exclusively by a rebuild's first and last steps and by a sweep's removals.
+/// The queue directory's lock, held shared by commits from before they record until their
+/// envelope is renamed, and exclusively by a rebuild's first and last steps and by a sweep's
+/// removals. Dropping it releases it.
+#[derive(Debug)]
+pub(super) struct QueueLock {
+    _queue: File,
+    _gate: Option<File>,
+}
+
+/// Takes the queue directory's lock, waiting at most `limit`. Every taker first passes a gate,
+/// the lock of `tmp/`, which an exclusive taker keeps closed until it is done: flock grants a
+/// shared lock whenever another is held, so without the gate, commits that keep overlapping would
+/// starve a rebuild for as long as mail arrives.
 pub(super) fn lock_queue(
     queue: &Queue,
     shared: bool,
     limit: Duration,
-) -> Result<File, RecordError> {
+) -> Result<QueueLock, RecordError> {
+    let deadline = Instant::now() + limit;
+    let gate = open_afresh(queue, &queue.tmp)?;
+    lock_within(&gate, shared, limit)?;
+    let file = open_afresh(queue, &queue.top)?;
+    lock_within(
+        &file,
+        shared,
+        deadline.saturating_duration_since(Instant::now()),
+    )?;
+    Ok(QueueLock {
+        _queue: file,
+        _gate: (!shared).then_some(gate),
+    })
+}
+
+/// Directory `dir` of the queue opened afresh: a lock belongs to one open file.
+fn open_afresh(queue: &Queue, dir: &File) -> Result<File, RecordError> {
     let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
-    let file = nix::fcntl::openat(&queue.top, ".", flags, Mode::empty())
+    nix::fcntl::openat(dir, ".", flags, Mode::empty())
         .map(File::from)
         .map_err(|errno| RecordError::OpenQueue {
             root: queue.root.clone(),
             errno,
-        })?;
-    lock_within(&file, shared, limit)?;
-    Ok(file)
+        })
 }
 
 /// What a refusal to open record file `name` says.

@@ -9,13 +9,10 @@ use std::time::Duration;
 
 use nix::sys::stat::Mode;
 
-use super::record::add;
-use super::rewrite::{Rewrite, rewrite};
-use super::store::{read_ids, usable_dir};
 use super::{COMPACT_MIN, DIR, LIST, MAX_FILE, UNKNOWN, boot_id, lookup, record};
 use crate::queue::envelope::{Envelope, Recipient};
 use crate::queue::selection::DomainPattern;
-use crate::queue::{Draft as MessageDraft, LockAttempt, Place, Queue, QueueId, TMP};
+use crate::queue::{Draft as MessageDraft, LockAttempt, Place, Queue, QueueId};
 
 fn envelope(id: QueueId, recipients: &[&str]) -> Envelope {
     Envelope {
@@ -33,19 +30,19 @@ fn envelope(id: QueueId, recipients: &[&str]) -> Envelope {
     }
 }
 
-fn commit(queue: &Queue, recipients: &[&str]) -> QueueId {
+pub(super) fn commit(queue: &Queue, recipients: &[&str]) -> QueueId {
     let mut draft: MessageDraft<'_> = queue.draft().unwrap();
     draft.write_all(b"x\n").unwrap();
     let id = draft.id();
     draft.commit(&envelope(id, recipients)).unwrap()
 }
 
-fn pattern(text: &str) -> DomainPattern {
+pub(super) fn pattern(text: &str) -> DomainPattern {
     DomainPattern::parse(text).unwrap()
 }
 
 /// The ids the record names for `text`, or why it is not believed.
-fn candidates(queue: &Queue, text: &str) -> Result<Vec<QueueId>, String> {
+pub(super) fn candidates(queue: &Queue, text: &str) -> Result<Vec<QueueId>, String> {
     lookup(queue, &[pattern(text)])
         .map(|found| found.ids)
         .map_err(|e| e.to_string())
@@ -53,7 +50,7 @@ fn candidates(queue: &Queue, text: &str) -> Result<Vec<QueueId>, String> {
 
 /// Each file of the record, whether it names `id`, and its first two lines: what a failed
 /// look-up leaves behind, for the failure message.
-fn record_state(queue: &Queue, id: QueueId) -> String {
+pub(super) fn record_state(queue: &Queue, id: QueueId) -> String {
     let mut state = String::new();
     let entries = std::fs::read_dir(queue.root.join(DIR));
     for entry in entries.into_iter().flatten().flatten() {
@@ -71,7 +68,7 @@ fn record_state(queue: &Queue, id: QueueId) -> String {
 
 /// A per-domain pass for customer.test and its subdomains (which reads `.list` and the
 /// domain's file), rebuilding the record when it cannot believe it.
-fn rebuild_now(queue: &Queue) {
+pub(super) fn rebuild_now(queue: &Queue) {
     let scan = queue.scan_domains(&[pattern("@customer.test")]).unwrap();
     scan.for_each(scan.ids(), |_| -> Result<(), ()> { Ok(()) })
         .unwrap();
@@ -83,7 +80,7 @@ fn rebuild_now(queue: &Queue) {
     }
 }
 
-fn sorted_ids(mut ids: Vec<QueueId>) -> Vec<QueueId> {
+pub(super) fn sorted_ids(mut ids: Vec<QueueId>) -> Vec<QueueId> {
     ids.sort();
     ids
 }
@@ -369,128 +366,6 @@ fn compaction_drops_what_left_and_keeps_what_is_queued() {
 }
 
 const SWEEP: Duration = Duration::from_secs(3600);
-
-#[test]
-fn compaction_racing_appenders_loses_no_append() {
-    let dir = tempfile::tempdir().unwrap();
-    let queue = Queue::open(dir.path()).unwrap();
-    let rec = usable_dir(&queue).unwrap();
-    let gone: Vec<QueueId> = sorted_ids((0..200).map(|_| QueueId::generate()).collect());
-    for &id in &gone {
-        add(&queue, &rec, "race.test", id).unwrap();
-    }
-    let appended: Vec<Vec<QueueId>> = std::thread::scope(|scope| {
-        let appenders: Vec<_> = (0..4)
-            .map(|_| {
-                scope.spawn(|| {
-                    (0..300)
-                        .map(|_| {
-                            let id = QueueId::generate();
-                            add(&queue, &rec, "race.test", id).unwrap();
-                            id
-                        })
-                        .collect::<Vec<QueueId>>()
-                })
-            })
-            .collect();
-        for _ in 0..100 {
-            rewrite(&queue, &rec, "race.test", &[], &gone, Rewrite::Compact).unwrap();
-        }
-        appenders.into_iter().map(|a| a.join().unwrap()).collect()
-    });
-    rewrite(&queue, &rec, "race.test", &[], &gone, Rewrite::Compact).unwrap();
-    let left = sorted_ids(read_ids(&queue, &rec, "race.test").unwrap().unwrap());
-    let appended: Vec<QueueId> = appended.into_iter().flatten().collect();
-    let lost = appended
-        .iter()
-        .filter(|id| left.binary_search(id).is_err())
-        .count();
-    assert_eq!(lost, 0, "{lost} of {} appends lost", appended.len());
-    assert_eq!(left.len(), appended.len(), "ids that left are still there");
-    assert!(
-        std::fs::read_dir(queue.root.join(TMP))
-            .unwrap()
-            .next()
-            .is_none(),
-        "drafts left behind"
-    );
-}
-
-/// Sets its flag when dropped, so that a failed assertion stops the other threads of a
-/// scope instead of leaving the scope waiting for them.
-struct StopOnDrop<'a>(&'a std::sync::atomic::AtomicBool);
-
-impl Drop for StopOnDrop<'_> {
-    fn drop(&mut self) {
-        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
-    }
-}
-
-#[test]
-fn commits_during_a_rebuild_are_all_in_the_record_it_makes() {
-    use std::sync::atomic::Ordering::Relaxed;
-    let dir = tempfile::tempdir().unwrap();
-    let queue = Queue::open(dir.path()).unwrap();
-    for _ in 0..50 {
-        commit(&queue, &["u@customer.test"]);
-    }
-    let stop = std::sync::atomic::AtomicBool::new(false);
-    let (committed, checked) = std::thread::scope(|scope| {
-        let _stop = StopOnDrop(&stop);
-        let committers: Vec<_> = (0..3)
-            .map(|_| {
-                scope.spawn(|| {
-                    let mut ids = Vec::new();
-                    while !stop.load(Relaxed) {
-                        ids.push(commit(&queue, &["u@customer.test"]));
-                    }
-                    ids
-                })
-            })
-            .collect();
-        // The record is deleted at any moment, so that commits record into a directory a
-        // rebuild never sees: only its second look at the queue finds them.
-        let remover = scope.spawn(|| {
-            while !stop.load(Relaxed) {
-                let _ = std::fs::remove_dir_all(queue.root.join(DIR));
-                std::thread::sleep(Duration::from_millis(3));
-            }
-        });
-        let mut checked = 0;
-        for _ in 0..40 {
-            let scan = queue.scan_domains(&[pattern("customer.test")]).unwrap();
-            scan.for_each(scan.ids(), |_| -> Result<(), ()> { Ok(()) })
-                .unwrap();
-            // Every message queued before a look-up begins is among its candidates.
-            let before = queue.ids().unwrap();
-            if let Ok(found) = candidates(&queue, "customer.test") {
-                checked += 1;
-                for (id, _) in before {
-                    if found.binary_search(&id).is_err() {
-                        panic!("{id} missing; the record:\n{}", record_state(&queue, id));
-                    }
-                }
-            }
-        }
-        stop.store(true, Relaxed);
-        remover.join().unwrap();
-        let committed: Vec<QueueId> = committers
-            .into_iter()
-            .flat_map(|c| c.join().unwrap())
-            .collect();
-        (committed, checked)
-    });
-    assert!(!committed.is_empty());
-    println!(
-        "{} commits; {checked} records believed and checked",
-        committed.len()
-    );
-    rebuild_now(&queue);
-    let found = candidates(&queue, "customer.test").unwrap();
-    let queued: Vec<QueueId> = queue.ids().unwrap().into_iter().map(|(id, _)| id).collect();
-    assert_eq!(found, queued);
-    assert_eq!(queued.len(), 50 + committed.len());
-}
 
 #[test]
 fn a_commit_killed_before_its_envelope_leaves_a_harmless_stale_id() {

@@ -23,6 +23,7 @@ mod phase;
 mod tests;
 
 use std::io;
+use std::sync::Arc;
 
 use crate::address::{Address, Domain, ReversePath};
 use crate::smtp::Reply;
@@ -77,6 +78,45 @@ pub fn run(server: &Server, channel: Channel, client: Client) {
         "disconnect from {} messages={} errors={}{ending}",
         session.client, session.messages, session.errors
     ));
+}
+
+/// STARTTLS once the session has decided to take it: refuses a client that sent anything after
+/// STARTTLS (501), answers 220 and runs the handshake. True when the session goes on over TLS;
+/// false when it must end (what went wrong is logged).
+pub(super) fn start_tls(
+    server: &Server,
+    channel: &mut Channel,
+    client: &Client,
+    config: Arc<rustls::ServerConfig>,
+) -> io::Result<bool> {
+    if channel.has_pending_input() {
+        // Whatever was pipelined after STARTTLS came in clear; answering it after the
+        // handshake would let an attacker on the path inject commands into the TLS session.
+        server.log.warning(&format!(
+            "STARTTLS from {client}: commands sent after STARTTLS before the handshake; hanging up"
+        ));
+        channel.reply(&Reply::new(
+            501,
+            "5.5.1 Error: nothing may follow STARTTLS before the TLS handshake",
+        ))?;
+        return Ok(false);
+    }
+    channel.reply(&Reply::new(220, "2.0.0 Ready to start TLS"))?;
+    channel.expect_command(server.limits.command_timeout);
+    match channel.start_tls(config) {
+        Ok(summary) => {
+            server
+                .log
+                .info(&format!("STARTTLS from {client}: {summary}"));
+            Ok(true)
+        }
+        Err(e) => {
+            server
+                .log
+                .warning(&format!("TLS handshake with {client} failed: {e}"));
+            Ok(false)
+        }
+    }
 }
 
 impl Session<'_> {
@@ -226,35 +266,8 @@ impl Session<'_> {
         let Some(config) = self.tls_offer() else {
             return self.error(Reply::new(502, "5.5.1 Error: command not implemented"));
         };
-        if self.channel.has_pending_input() {
-            // Whatever was pipelined after STARTTLS came in clear; answering it after the
-            // handshake would let an attacker on the path inject commands into the TLS session.
-            self.server.log.warning(&format!(
-                "STARTTLS from {}: commands sent after STARTTLS before the handshake; hanging up",
-                self.client
-            ));
-            self.channel.reply(&Reply::new(
-                501,
-                "5.5.1 Error: nothing may follow STARTTLS before the TLS handshake",
-            ))?;
+        if !start_tls(self.server, &mut self.channel, &self.client, config)? {
             return Ok(Flow::Close);
-        }
-        self.channel
-            .reply(&Reply::new(220, "2.0.0 Ready to start TLS"))?;
-        self.channel
-            .expect_command(self.server.limits.command_timeout);
-        match self.channel.start_tls(config) {
-            Ok(summary) => {
-                self.server
-                    .log
-                    .info(&format!("STARTTLS from {}: {summary}", self.client));
-            }
-            Err(e) => {
-                self.server
-                    .log
-                    .warning(&format!("TLS handshake with {} failed: {e}", self.client));
-                return Ok(Flow::Close);
-            }
         }
         self.phase.restart();
         Ok(Flow::Continue)

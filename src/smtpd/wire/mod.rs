@@ -79,9 +79,13 @@ pub struct Channel {
     clock: Clock,
     stress: Option<Stress>,
     pace: Pace,
-    /// TLS runs on the connection: STARTTLS succeeded, and cannot be undone.
-    tls: bool,
+    /// The TLS stream once STARTTLS succeeded, which cannot be undone; kept to hand the
+    /// connection on ([`Channel::into_parts`]).
+    tls: Option<TlsStream>,
 }
+
+/// Both halves of the channel share it after STARTTLS.
+type TlsStream = Arc<Mutex<rustls::StreamOwned<rustls::ServerConnection, Socket>>>;
 
 impl Channel {
     /// A connection over a TCP socket, with time limits, and shorter ones under `stress`.
@@ -113,7 +117,7 @@ impl Channel {
             clock: Clock::default(),
             stress: None,
             pace: Pace::Fixed,
-            tls: false,
+            tls: None,
         }
     }
 
@@ -124,7 +128,30 @@ impl Channel {
 
     /// True once the connection runs over TLS.
     pub fn is_tls(&self) -> bool {
-        self.tls
+        self.tls.is_some()
+    }
+
+    /// Ends the channel and gives back the socket and the TLS session on it, for a session that
+    /// goes on over the same connection with the roles turned around (ODMR). Queued replies are
+    /// sent first; the caller checks that no input is pending, since it would be lost.
+    pub fn into_parts(mut self) -> io::Result<(TcpStream, Option<rustls::ServerConnection>)> {
+        self.writer.flush()?;
+        let Some(socket) = self.socket.take() else {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "no socket under the session",
+            ));
+        };
+        let Some(stream) = self.tls.take() else {
+            return Ok((socket, None));
+        };
+        // The halves hold the other references to the stream.
+        drop(self);
+        let stream = Arc::try_unwrap(stream)
+            .map_err(|_| io::Error::other("the TLS stream is still shared"))?
+            .into_inner()
+            .map_err(|_| io::Error::other("TLS stream lock poisoned"))?;
+        Ok((socket, Some(stream.conn)))
     }
 
     /// True when the client has sent bytes not yet read as commands.
@@ -156,8 +183,8 @@ impl Channel {
         let summary = super::tls::describe(&connection);
         let stream = Arc::new(Mutex::new(rustls::StreamOwned::new(connection, socket)));
         self.reader = BufReader::with_capacity(16 * 1024, Box::new(TlsHalf(Arc::clone(&stream))));
-        self.writer = BufWriter::with_capacity(16 * 1024, Box::new(TlsHalf(stream)));
-        self.tls = true;
+        self.writer = BufWriter::with_capacity(16 * 1024, Box::new(TlsHalf(Arc::clone(&stream))));
+        self.tls = Some(stream);
         Ok(summary)
     }
 

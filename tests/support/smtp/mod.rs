@@ -293,6 +293,23 @@ impl Gate {
     }
 }
 
+impl Shared {
+    fn new(open: bool) -> Arc<Shared> {
+        Arc::new(Shared {
+            seen: Mutex::new(Vec::new()),
+            messages: Mutex::new(Vec::new()),
+            rules: Mutex::new(Vec::new()),
+            connections: AtomicUsize::new(0),
+            ended: AtomicUsize::new(0),
+            gate: Gate {
+                open: Mutex::new(open),
+                opened: Condvar::new(),
+            },
+            stop: AtomicBool::new(false),
+        })
+    }
+}
+
 struct Shared {
     /// Lines the clients sent, with the connection each came on.
     seen: Mutex<Vec<(usize, String)>>,

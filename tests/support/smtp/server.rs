@@ -1,14 +1,14 @@
 //! The listening half of the scripted server: it accepts connections, gives each its script
 //! and a thread, and answers the test's questions about what was seen.
 
-use std::net::{IpAddr, Shutdown, SocketAddr, TcpListener};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::session::Session;
-use super::{Gate, Received, Script, Shared};
+use super::{Received, Script, Shared};
 use crate::support::tls::Stream;
 
 const LIFETIME: Duration = Duration::from_secs(300);
@@ -82,21 +82,27 @@ impl Server {
             .set_nonblocking(true)
             .expect("nonblocking listener");
         let addr = listener.local_addr().expect("local address");
-        let shared = Arc::new(Shared {
-            seen: Mutex::new(Vec::new()),
-            messages: Mutex::new(Vec::new()),
-            rules: Mutex::new(Vec::new()),
-            connections: AtomicUsize::new(0),
-            ended: AtomicUsize::new(0),
-            gate: Gate {
-                open: Mutex::new(open),
-                opened: Condvar::new(),
-            },
-            stop: AtomicBool::new(false),
-        });
+        let shared = Shared::new(open);
         let thread = {
             let shared = shared.clone();
             std::thread::spawn(move || accept(&listener, &scripts, &shared))
+        };
+        Server {
+            addr,
+            shared,
+            thread: Some(thread),
+        }
+    }
+
+    /// The scripted session on a connection that is open already, as an ODMR customer serves
+    /// its provider after ATRN: one session, counted as connection 0.
+    pub fn over(stream: TcpStream, script: Script) -> Server {
+        let addr = stream.local_addr().expect("local address");
+        let shared = Shared::new(true);
+        shared.connections.store(1, Ordering::SeqCst);
+        let thread = {
+            let shared = shared.clone();
+            std::thread::spawn(move || session(stream, 0, &script, &shared))
         };
         Server {
             addr,
@@ -212,25 +218,30 @@ fn accept(listener: &TcpListener, scripts: &[Script], shared: &Arc<Shared>) {
         let script = scripts[n.min(scripts.len() - 1)].clone();
         let shared = shared.clone();
         sessions.push(std::thread::spawn(move || {
-            let tcp = stream.try_clone().ok();
-            shared.gate.wait(&shared.stop);
-            let mut session = Session {
-                stream: Stream::Plain(stream),
-                buffer: Vec::new(),
-                shared: &shared,
-                connection: n,
-                trickling: None,
-                tls: false,
-            };
-            let _ = session.serve(&script);
-            if let Some(tcp) = tcp {
-                let _ = tcp.shutdown(Shutdown::Both);
-            }
-            shared.ended.fetch_add(1, Ordering::SeqCst);
+            session(stream, n, &script, &shared)
         }));
     }
     shared.stop.store(true, Ordering::SeqCst);
     for session in sessions {
         let _ = session.join();
     }
+}
+
+/// Serves one connection with `script`, and counts it over when it ends.
+fn session(stream: std::net::TcpStream, n: usize, script: &Script, shared: &Shared) {
+    let tcp = stream.try_clone().ok();
+    shared.gate.wait(&shared.stop);
+    let mut session = Session {
+        stream: Stream::Plain(stream),
+        buffer: Vec::new(),
+        shared,
+        connection: n,
+        trickling: None,
+        tls: false,
+    };
+    let _ = session.serve(script);
+    if let Some(tcp) = tcp {
+        let _ = tcp.shutdown(Shutdown::Both);
+    }
+    shared.ended.fetch_add(1, Ordering::SeqCst);
 }

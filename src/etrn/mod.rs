@@ -7,6 +7,9 @@
 //! failure of the session decide the exit status, the worst one winning: success < temporary
 //! (75) < refused for this domain (459, 77) < protocol (76) < no such host (68).
 //!
+//! With `--mx`, the same arguments go to every backup MX host of a domain at once (see
+//! [`backups`]).
+//!
 //! With retries, a session that failed at the connection level or on a 4xx is repeated after a
 //! pause for the arguments that have no final answer yet, which is what a dial-up hook needs
 //! when the link and the name servers come up a little after the hook runs.
@@ -26,6 +29,7 @@
 
 use std::fmt;
 use std::io::Write;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -34,10 +38,14 @@ use crate::address::Domain;
 use crate::config::TlsPolicy;
 use crate::route::RelayHost;
 use crate::smtp::{
-    Command, ConnectOptions, Credentials, Endpoint, EtrnArgument, Reply, ReplyCode, Setup,
-    SmtpError, StartTls, TlsClient, TlsErrorKind, Verification, establish,
+    AddressFamily, Command, ConnectOptions, Connection, Credentials, Endpoint, EtrnArgument, Reply,
+    ReplyCode, Setup, SmtpError, StartTls, TlsClient, TlsErrorKind, Verification, establish,
 };
 use crate::sysexits::{Failure, Status, Sysexit};
+
+mod backups;
+
+pub use backups::{Backup, Fanout, MAX_HOSTS, backup_hosts, find_backups, run_on_hosts};
 
 /// The SMTP port etrn-send uses unless told otherwise.
 pub const SMTP_PORT: u16 = 25;
@@ -85,6 +93,9 @@ impl std::str::FromStr for Server {
 #[derive(Debug, Clone)]
 pub struct Request {
     pub host: RelayHost,
+    /// The host's addresses, when the caller found them (`--mx` asks the configured resolver);
+    /// empty: the system's resolver finds them.
+    pub addresses: Vec<IpAddr>,
     pub port: u16,
     pub arguments: Vec<EtrnArgument>,
     pub helo: Domain,
@@ -249,14 +260,7 @@ fn session(
         },
         tls,
     };
-    let endpoint = Endpoint::Host {
-        host: request.host.clone(),
-        port: request.port,
-    };
-    let mut conn = match establish(&endpoint, &request.connect, &setup) {
-        Ok(session) => session.connection,
-        Err(failed) => return Err(worded_for_the_command_line(failed.error, tls)),
-    };
+    let mut conn = connect(request, &setup).map_err(|e| worded_for_the_command_line(e, tls))?;
     if let Some(credentials) = &request.credentials {
         conn.authenticate(credentials)?;
     }
@@ -288,6 +292,47 @@ fn session(
     }
     conn.quit();
     Ok(())
+}
+
+/// A session with the request's host: by name, or at each of its addresses in turn until one
+/// answers (the last failure is reported; one that is not temporary ends the attempts).
+fn connect(request: &Request, setup: &Setup) -> Result<Connection, SmtpError> {
+    if request.addresses.is_empty() {
+        let endpoint = Endpoint::Host {
+            host: request.host.clone(),
+            port: request.port,
+        };
+        return establish(&endpoint, &request.connect, setup)
+            .map(|session| session.connection)
+            .map_err(|failed| failed.error);
+    }
+    let family = request.connect.family;
+    let usable: Vec<IpAddr> = request
+        .addresses
+        .iter()
+        .copied()
+        .filter(|ip| match family {
+            AddressFamily::Any => true,
+            AddressFamily::V4 => ip.is_ipv4(),
+            AddressFamily::V6 => ip.is_ipv6(),
+        })
+        .collect();
+    let mut last = SmtpError::NoHost {
+        host: request.host.to_string(),
+        detail: "no address of the asked family".to_string(),
+    };
+    for ip in usable {
+        let endpoint = Endpoint::Address {
+            addr: SocketAddr::new(ip, request.port),
+            name: Some(request.host.to_string()),
+        };
+        match establish(&endpoint, &request.connect, setup) {
+            Ok(session) => return Ok(session.connection),
+            Err(failed) if failed.error.is_transient() => last = failed.error,
+            Err(failed) => return Err(failed.error),
+        }
+    }
+    Err(last)
 }
 
 /// Failures of the session's opening, worded with the option that changes them.
