@@ -51,7 +51,7 @@ for unit in etrnq-queue-run.timer queue-smtpd.service queue-smtpd.socket; do
 done
 
 echo "== man pages"
-for page in queue-run etrnq.toml queue-enqueue queue-smtpd etrn-send mx-check odmr-fetch etrnq-mailq; do
+for page in queue-run etrnq.toml queue-enqueue queue-smtpd etrn-send mx-check odmr-fetch queue-admin etrnq-mailq; do
     man -w "$page"
 done
 

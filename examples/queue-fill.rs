@@ -99,6 +99,7 @@ fn fill(
             notify: None,
             ret: None,
             envid: None,
+            warned: None,
             recipients: vec![Recipient::new(match (domain, spread) {
                 (Some(domain), Some(spread)) => format!("u{n}@d{}.{domain}", n % spread),
                 (domain, _) => format!("u{n}@{}", domain.unwrap_or("customer.test")),

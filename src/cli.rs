@@ -63,6 +63,7 @@ impl SelectionOptions {
             domains: self.domains,
             senders: self.senders,
             ids: self.ids,
+            held: false,
         }
     }
 }
@@ -190,6 +191,7 @@ fn typed_status(cause: &(dyn std::error::Error + 'static)) -> Option<Status> {
     typed!(
         Failure,
         ConfigError,
+        crate::admin::AdminError,
         crate::address::AddressError,
         crate::queue::QueueError,
         crate::submission::SubmissionError,

@@ -18,6 +18,9 @@
 //!                      ─ targets (route, dns) ─ smtp (session, transaction)
 //!                      ─ outcome ─ queue (state, removal) ─ retry, bounce → queue ─ maillog
 //!
+//! change   queue-admin ─ admin (selection, lock) ─ queue (hold, state, removal)
+//!                        └─ delivery::bounce ─ maillog
+//!
 //! ask      etrn-send ─ etrn ─┐
 //!          mx-check ─ diagnosis (dns) ─┴─ smtp (session) ─ a line per finding
 //!
@@ -30,6 +33,7 @@
 //! module owns every path and every rename in the queue directory; nothing else writes there.
 
 pub mod address;
+pub mod admin;
 pub mod args;
 pub mod cli;
 pub mod config;

@@ -27,7 +27,7 @@ struct Stubs {
 impl Stubs {
     fn new() -> Stubs {
         let dir = tempfile::tempdir().expect("stub dir");
-        for program in ["queue-run", "queue-enqueue", "mailq"] {
+        for program in ["queue-run", "queue-enqueue", "mailq", "queue-admin"] {
             // Written by a child process: a file this process held open for writing would be
             // inherited by whatever another test thread forks meanwhile, and executing the stub
             // would then fail with "Text file busy" until that child had started its program.
@@ -116,6 +116,29 @@ fn sendmail_wrapper_maps_each_mode_onto_a_program() {
             "mailq [-qRcustomer.test]",
         ),
         ("mailq", &["-v"], "mailq [-v]"),
+        // sendmail's quarantine: -qQ lists it, -Qreason holds, -Q alone releases.
+        ("sendmail", &["-qQ"], "mailq [--held]"),
+        ("mailq", &["-qQ", "-v"], "mailq [--held] [-v]"),
+        (
+            "sendmail",
+            &["-bp", "-qQ", "-qRcustomer.test"],
+            "mailq [--held] [-qRcustomer.test]",
+        ),
+        (
+            "sendmail",
+            &["-Qspam run", "-qIabc"],
+            "queue-admin [hold] [-qIabc]",
+        ),
+        (
+            "sendmail",
+            &["-v", "-qSbob", "-Qflood", "-odq", "-O", "LogLevel=9"],
+            "queue-admin [hold] [-qSbob]",
+        ),
+        (
+            "sendmail",
+            &["-Q", "-qR", "customer.test"],
+            "queue-admin [release] [-qR] [customer.test]",
+        ),
         (
             "sendmail",
             &["-t", "-i", "-f", "frank@sender.test", "-odq"],
@@ -213,6 +236,64 @@ fn an_old_crontab_line_flushes_a_domain_through_the_wrapper() {
     let messages = mta.messages();
     assert_eq!(messages.len(), 1);
     assert_eq!(messages[0].recipients, ["ops@NCR.com"]);
+    assert!(site.ids().is_empty());
+}
+
+#[test]
+fn sendmail_quarantine_holds_lists_and_releases_through_the_wrapper() {
+    let mta = Script::default().start();
+    let site = Site::new(&format!("[routes]\n\"ncr.com\" = {:?}\n", mta.route()));
+    let bindir = assert_cmd::cargo::cargo_bin("queue-admin");
+    let bindir = bindir.parent().expect("target dir").to_path_buf();
+    let wrapper = |name: &str, args: &[&str]| {
+        let link_dir = tempfile::tempdir().expect("link dir");
+        let link = link_dir.path().join(name);
+        std::os::unix::fs::symlink(script("sendmail"), &link).expect("symlink");
+        let output = Command::new(&link)
+            .args(args)
+            .env("ETRNQ_BINDIR", &bindir)
+            .env("ETRNQ_CONFIG", site.config_path())
+            .env_remove("ETRNQ_QUEUE_DIR")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("wrapper runs");
+        (
+            output.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+    let id = site.enqueue(
+        &["-f", "frank@sender.test", "ops@ncr.com"],
+        b"Subject: quarantined\n\nhello\n",
+    );
+    let (code, _, stderr) = wrapper("sendmail", &["-Qsuspicious"]);
+    assert_eq!(code, 64, "no selection is no quarantine: {stderr}");
+    let (code, stdout, stderr) = wrapper("sendmail", &["-Qsuspicious", &format!("-qI{id}")]);
+    assert_eq!(
+        (code, stdout.trim()),
+        (0, &*format!("{id}: held")),
+        "{stderr}"
+    );
+    let (code, listing, _) = wrapper("mailq", &["-qQ"]);
+    assert_eq!(code, 0);
+    assert!(listing.contains(&format!("{id}!")), "{listing}");
+    assert!(listing.contains("Total requests: 1"), "{listing}");
+    let (code, _, stderr) = wrapper("sendmail", &["-qf"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(mta.message_count(), 0, "quarantined mail is not delivered");
+    let (code, stdout, stderr) = wrapper("sendmail", &["-Q", "-qR", "ncr.com"]);
+    assert_eq!(
+        (code, stdout.trim()),
+        (0, &*format!("{id}: released")),
+        "{stderr}"
+    );
+    let (code, listing, _) = wrapper("sendmail", &["-bp", "-qQ"]);
+    assert_eq!(code, 0);
+    assert!(listing.contains("Total requests: 0"), "{listing}");
+    let (code, _, stderr) = wrapper("sendmail", &["-q"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(mta.message_count(), 1);
     assert!(site.ids().is_empty());
 }
 

@@ -714,6 +714,42 @@ fn programs_started_by_root_leave_every_file_to_the_queue_owner() {
 }
 
 #[test]
+fn queue_admin_started_by_root_changes_as_the_owner_and_names_root() {
+    if !root_or_skip("queue_admin_started_by_root_changes_as_the_owner_and_names_root") {
+        return;
+    }
+    let mta = Script::default().start();
+    let site = Site::new(&mta);
+    let ids = site.fill();
+    for args in [["hold", ids[0].as_str()], ["bounce", ids[1].as_str()]] {
+        let mut admin = site.as_invoker("queue-admin");
+        admin.args(args);
+        let output = finish(admin);
+        assert!(output.status.success(), "{args:?}: {output:?}");
+    }
+    assert_eq!(list(&site.queue().join("hold")), [ids[0].clone()]);
+    assert_eq!(
+        not_owned_by(site.site.dir.path(), site.owner),
+        Vec::<String>::new(),
+        "files not the owner's"
+    );
+    let log = site.log();
+    assert!(
+        log.contains(&format!(
+            "{}: placed on hold by the administrator root (uid 0)",
+            ids[0]
+        )),
+        "{log}"
+    );
+    // The owner takes up what root held.
+    let mut release = site.as_owner("queue-admin");
+    release.args(["release", &ids[0]]);
+    let output = finish(release);
+    assert!(output.status.success(), "{output:?}");
+    assert!(list(&site.queue().join("hold")).is_empty());
+}
+
+#[test]
 fn a_user_who_is_not_the_owner_is_refused_in_one_line() {
     if !root_or_skip("a_user_who_is_not_the_owner_is_refused_in_one_line") {
         return;

@@ -32,6 +32,10 @@ pub struct Cli {
     #[command(flatten)]
     pub select: SelectionOptions,
 
+    /// Only messages on administrative hold (queue-admin hold; sendmail's -qQ).
+    #[arg(long)]
+    pub held: bool,
+
     /// sendmail's -bp (print the queue): accepted, it is what mailq does.
     #[arg(short = 'b', value_name = "MODE", hide = true, value_parser = ["p"])]
     pub mode: Option<String>,

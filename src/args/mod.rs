@@ -18,6 +18,7 @@ pub mod etrn_send;
 pub mod mailq;
 pub mod mx_check;
 pub mod odmr_fetch;
+pub mod queue_admin;
 pub mod queue_enqueue;
 pub mod queue_run;
 pub mod queue_smtpd;
@@ -32,6 +33,7 @@ pub fn commands() -> Vec<clap::Command> {
         mx_check::Cli::command(),
         queue_smtpd::Cli::command(),
         odmr_fetch::Cli::command(),
+        queue_admin::Cli::command(),
     ]
 }
 
@@ -61,6 +63,7 @@ mod tests {
                 super::mx_check::PROGRAM,
                 super::queue_smtpd::PROGRAM,
                 super::odmr_fetch::PROGRAM,
+                super::queue_admin::PROGRAM,
             ]
         );
     }

@@ -19,7 +19,8 @@ fn run(cli: Cli) -> anyhow::Result<Status> {
     let config = cli.queue.load()?;
     queue::become_owner(&config.queue_dir)?;
     let queue = Queue::open(&config.queue_dir)?;
-    let selection = cli.select.selection();
+    let mut selection = cli.select.selection();
+    selection.held = cli.held;
     let format = match (cli.json, cli.summary) {
         (true, _) => Format::Json,
         (_, true) => Format::Summary,

@@ -91,6 +91,14 @@ pub struct Config {
     pub max_hops: u32,
     #[serde(deserialize_with = "values::interval")]
     pub queue_lifetime: Duration,
+    /// Per domain (by its lower-case name), a queue lifetime other than `queue_lifetime`; see
+    /// [`Config::lifetime_of`].
+    #[serde(deserialize_with = "values::lifetimes")]
+    pub queue_lifetimes: BTreeMap<String, (Domain, Duration)>,
+    /// How old a message must be before its sender is warned, once, that it is late; no
+    /// warnings when absent.
+    #[serde(deserialize_with = "values::some_interval")]
+    pub delay_warning: Option<Duration>,
     #[serde(deserialize_with = "values::interval")]
     pub retry_first: Duration,
     #[serde(deserialize_with = "values::factor")]
@@ -154,6 +162,8 @@ impl Default for Config {
             max_message_size: 50 * 1024 * 1024,
             max_hops: 25,
             queue_lifetime: Duration::from_secs(5 * 86400),
+            queue_lifetimes: BTreeMap::new(),
+            delay_warning: None,
             retry_first: Duration::from_secs(3600),
             retry_factor: 1.5,
             smarthost: None,
@@ -281,6 +291,20 @@ impl Config {
     pub fn queue_min_free(&self) -> u64 {
         self.min_free
             .unwrap_or_else(|| self.max_message_size.saturating_mul(3) / 2)
+    }
+
+    /// How long mail for `domain` is kept: the lifetime of the most specific domain in
+    /// `queue_lifetimes` that holds it (itself or a parent, as `hold_domains` holds
+    /// subdomains), else `queue_lifetime`. A domain that does not parse gets `queue_lifetime`.
+    pub fn lifetime_of(&self, domain: &str) -> Duration {
+        let Ok(domain) = Domain::parse(domain) else {
+            return self.queue_lifetime;
+        };
+        self.queue_lifetimes
+            .values()
+            .filter(|(listed, _)| domain.is_within(listed))
+            .max_by_key(|(listed, _)| listed.as_str().len())
+            .map_or(self.queue_lifetime, |&(_, lifetime)| lifetime)
     }
 
     /// True when mail for `domain` is held until a run names it (ETRN, `-R`): a held domain

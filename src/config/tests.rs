@@ -19,12 +19,15 @@ queue_min_free = "100M"
 allow_untrusted_routing = false
 postmaster = "hostmaster@isp.example"
 recipients_per_transaction = 50
+delay_warning = "4h"
 [routes]
 "customer.example" = "[127.0.0.1]:2526"
 [dns]
 nameservers = ["127.0.0.1:5353"]
 [relay_recipients]
 "customer.example" = ["alice", "Bob"]
+[queue_lifetimes]
+"customer.example" = "30d"
 "#;
 
 #[test]
@@ -32,6 +35,12 @@ fn the_documented_example_parses() {
     let c = Config::parse(FULL, "etrnq.toml").unwrap();
     assert_eq!(c.hostnames[0].as_str(), "mx2.isp.example");
     assert_eq!(c.queue_lifetime, Duration::from_secs(5 * 86400));
+    assert_eq!(c.delay_warning, Some(Duration::from_secs(4 * 3600)));
+    assert_eq!(Config::default().delay_warning, None, "off by default");
+    assert_eq!(
+        c.lifetime_of("sub.Customer.Example"),
+        Duration::from_secs(30 * 86400)
+    );
     assert_eq!(c.routes["customer.example"].1.port, 2526);
     assert_eq!(c.dns_nameservers[0].port(), 5353);
     assert!(c.is_held(&Domain::parse("Customer.Example").unwrap()));
@@ -42,6 +51,31 @@ fn the_documented_example_parses() {
         users,
         &RecipientList::Listed(["alice".to_string(), "bob".to_string()].into())
     );
+}
+
+#[test]
+fn the_most_specific_lifetime_wins_and_the_global_one_is_the_rest() {
+    let c = Config::parse(
+        "queue_lifetime = \"5d\"\n[queue_lifetimes]\n\"customer.example\" = \"30d\"\n\
+         \"fast.customer.example\" = \"1d\"\n",
+        "etrnq.toml",
+    )
+    .unwrap();
+    let day = |n: u64| Duration::from_secs(n * 86400);
+    let cases = [
+        ("customer.example", day(30)),
+        ("CUSTOMER.example", day(30)),
+        ("a.b.customer.example", day(30)),
+        ("fast.customer.example", day(1)),
+        ("x.fast.customer.example", day(1)),
+        ("xcustomer.example", day(5)),
+        ("other.example", day(5)),
+        ("bad..domain", day(5)),
+        ("", day(5)),
+    ];
+    for (domain, lifetime) in cases {
+        assert_eq!(c.lifetime_of(domain), lifetime, "{domain:?}");
+    }
 }
 
 #[test]
@@ -358,6 +392,38 @@ fn every_error_message_is_exact() {
         (
             "routes = 5",
             "etrnq.toml: routes: expected a table, found integer",
+        ),
+        (
+            "delay_warning = \"4x\"",
+            "etrnq.toml: delay_warning: \"4x\": unit must be s, m, h, d or w",
+        ),
+        (
+            "delay_warning = \"0\"",
+            "etrnq.toml: delay_warning: must be longer than zero",
+        ),
+        (
+            "delay_warning = 4",
+            "etrnq.toml: delay_warning: expected a string, found integer",
+        ),
+        (
+            "queue_lifetimes = \"30d\"",
+            "etrnq.toml: queue_lifetimes: expected a table, found string",
+        ),
+        (
+            "[queue_lifetimes]\n\"a.example\" = \"30x\"",
+            "etrnq.toml: queue_lifetimes.a.example: \"30x\": unit must be s, m, h, d or w",
+        ),
+        (
+            "[queue_lifetimes]\n\"a.example\" = \"0\"",
+            "etrnq.toml: queue_lifetimes.a.example: must be longer than zero",
+        ),
+        (
+            "[queue_lifetimes]\n\"a.example\" = 30",
+            "etrnq.toml: queue_lifetimes.a.example: expected a string, found integer",
+        ),
+        (
+            "[queue_lifetimes]\n\"bad host\" = \"30d\"",
+            "etrnq.toml: queue_lifetimes.bad host: \"bad host\": domain may contain only letters, digits, '-' and '.'",
         ),
         (
             "[routes]\n\"a.example\" = \"[x\"",

@@ -98,6 +98,10 @@ pub fn interval<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     read(d, |value| parse_positive_interval(string(value)?))
 }
 
+pub fn some_interval<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    interval(d).map(Some)
+}
+
 pub fn factor<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
     read(d, |value| {
         let factor = value
@@ -193,6 +197,23 @@ pub fn routes<'de, D: Deserializer<'de>>(
     Ok(entries
         .into_iter()
         .map(|(DomainKey(domain), Target(target))| (domain.to_lowercase(), (domain, target)))
+        .collect())
+}
+
+/// `[queue_lifetimes]`: `"domain" = "30d"`, keyed by the domain's lower-case name.
+pub fn lifetimes<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<BTreeMap<String, (Domain, Duration)>, D::Error> {
+    struct Lifetime(Duration);
+    impl<'de> Deserialize<'de> for Lifetime {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Lifetime, D::Error> {
+            interval(d).map(Lifetime)
+        }
+    }
+    let Entries(entries) = Entries::<DomainKey, Lifetime>::deserialize(d)?;
+    Ok(entries
+        .into_iter()
+        .map(|(DomainKey(domain), Lifetime(lifetime))| (domain.to_lowercase(), (domain, lifetime)))
         .collect())
 }
 

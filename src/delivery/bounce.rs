@@ -1,4 +1,4 @@
-//! Delivery status notifications: telling a sender that mail failed (RFC 3464).
+//! Delivery status notifications: telling a sender that mail failed, or is late (RFC 3464).
 //!
 //! A bounce is one `multipart/report` message per failed message and run, listing every
 //! recipient that failed in that run with its status code, the host that refused it and that
@@ -10,6 +10,10 @@
 //!
 //! Bounces are queued before the failed recipients are marked failed: a crash in between may send
 //! a bounce twice, never lose one.
+//!
+//! A delay warning ([`queue_delay_warning`]) is the same report with `Action: delayed`, the date
+//! until which delivery goes on (`Will-Retry-Until`) and the original headers only; it goes to
+//! senders who did not ask for no delay notices (`NOTIFY` without DELAY), never to `<>`.
 
 use std::io::{BufRead, BufReader, Read, Write};
 
@@ -46,6 +50,20 @@ pub fn wants_bounce(envelope: &Envelope) -> bool {
     }
 }
 
+/// True when the sender of `envelope` is to hear that its delivery is late: not `<>`, and no
+/// NOTIFY list that leaves DELAY out (without one, a warning is sent, as sendmail does).
+pub fn wants_delay_warning(envelope: &Envelope) -> bool {
+    if envelope.sender.is_empty() {
+        return false;
+    }
+    match &envelope.notify {
+        None => true,
+        Some(notify) => notify
+            .split(',')
+            .any(|word| word.trim().eq_ignore_ascii_case("delay")),
+    }
+}
+
 /// Queues a bounce for `failed` recipients of `original`, whose stored bytes `data` yields.
 /// Returns the bounce's id, or `None` when the sender does not get one.
 pub fn queue_bounce(
@@ -59,9 +77,51 @@ pub fn queue_bounce(
     if failed.is_empty() || !wants_bounce(original) {
         return Ok(None);
     }
+    queue_notice(queue, Notice::Failure, here, original, failed, data, now).map(Some)
+}
+
+/// Queues a delay warning for the `delayed` recipients of `original` (their `reason` is the
+/// last error, their `status` a 4.x.x code), saying delivery goes on until the epoch second
+/// `until`. Returns its id, or `None` when the sender does not get one.
+pub fn queue_delay_warning(
+    queue: &Queue,
+    here: &Domain,
+    original: &Envelope,
+    delayed: &[FailedRecipient],
+    until: i64,
+    data: impl Read,
+    now: chrono::DateTime<chrono::Local>,
+) -> Result<Option<QueueId>, QueueError> {
+    if delayed.is_empty() || !wants_delay_warning(original) {
+        return Ok(None);
+    }
+    let notice = Notice::Delay { until };
+    queue_notice(queue, notice, here, original, delayed, data, now).map(Some)
+}
+
+/// What a report tells the sender.
+#[derive(Debug, Clone, Copy)]
+enum Notice {
+    /// The recipients failed: delivery has ended.
+    Failure,
+    /// The recipients are late: delivery goes on until this epoch second.
+    Delay { until: i64 },
+}
+
+fn queue_notice(
+    queue: &Queue,
+    notice: Notice,
+    here: &Domain,
+    original: &Envelope,
+    recipients: &[FailedRecipient],
+    data: impl Read,
+    now: chrono::DateTime<chrono::Local>,
+) -> Result<QueueId, QueueError> {
     let mut draft = queue.draft()?;
     let id = draft.id();
-    let written = compose(&mut draft, id, here, original, failed, data, now);
+    let written = write_report(
+        &mut draft, notice, id, here, original, recipients, data, now,
+    );
     let size = written.map_err(|source| QueueError::Io {
         action: "cannot write bounce",
         path: queue.root().join("tmp"),
@@ -75,9 +135,10 @@ pub fn queue_bounce(
         notify: None,
         ret: None,
         envid: None,
+        warned: None,
         recipients: vec![Recipient::new(original.sender.clone())],
     };
-    draft.commit(&envelope).map(Some)
+    draft.commit(&envelope)
 }
 
 /// Counts what passes through, to learn the message size while streaming it.
@@ -98,12 +159,14 @@ impl<W: Write> Write for Counting<W> {
     }
 }
 
-fn compose(
+#[allow(clippy::too_many_arguments)]
+fn write_report(
     out: impl Write,
+    notice: Notice,
     id: QueueId,
     here: &Domain,
     original: &Envelope,
-    failed: &[FailedRecipient],
+    recipients: &[FailedRecipient],
     data: impl Read,
     now: chrono::DateTime<chrono::Local>,
 ) -> std::io::Result<u64> {
@@ -112,21 +175,45 @@ fn compose(
         count: 0,
     };
     let date = rfc5322_date(&now);
-    let arrival = chrono::DateTime::from_timestamp(original.arrival, 0)
-        .map(|t| rfc5322_date(&t.with_timezone(&chrono::Local)))
-        .unwrap_or_else(|| date.clone());
+    let local = |epoch: i64| {
+        chrono::DateTime::from_timestamp(epoch, 0)
+            .map(|t| rfc5322_date(&t.with_timezone(&chrono::Local)))
+            .unwrap_or_else(|| date.clone())
+    };
+    let arrival = local(original.arrival);
     let boundary = format!("{id}/{here}");
-    let full = original
-        .ret
-        .as_deref()
-        .is_some_and(|r| r.eq_ignore_ascii_case("full"));
+    // The whole message goes back with a failure only: a warning says the message is still
+    // on its way.
+    let full = matches!(notice, Notice::Failure)
+        && original
+            .ret
+            .as_deref()
+            .is_some_and(|r| r.eq_ignore_ascii_case("full"));
+    let (subject, summary) = match notice {
+        Notice::Failure => (
+            "Undelivered Mail Returned to Sender".to_string(),
+            "to the recipients below, and has given up.".to_string(),
+        ),
+        Notice::Delay { until } => (
+            "Delayed Mail (still being retried)".to_string(),
+            format!(
+                "to the recipients below yet. This is a warning only: it keeps\n\
+                 trying until {}, and you need not send the message again.",
+                local(until)
+            ),
+        ),
+    };
+    let not = match notice {
+        Notice::Failure => "could not deliver",
+        Notice::Delay { .. } => "has not been able to deliver",
+    };
 
     write!(
         out,
         "Date: {date}\n\
          From: Mail Delivery System <MAILER-DAEMON@{here}>\n\
          To: <{sender}>\n\
-         Subject: Undelivered Mail Returned to Sender\n\
+         Subject: {subject}\n\
          Message-ID: <{id}@{here}>\n\
          Auto-Submitted: auto-replied\n\
          MIME-Version: 1.0\n\
@@ -139,13 +226,13 @@ fn compose(
          Content-Description: Notification\n\
          Content-Type: text/plain; charset=utf-8\n\
          \n\
-         The mail system at {here} could not deliver your message\n\
-         (queue id {original_id}) to the recipients below, and has given up.\n\
+         The mail system at {here} {not} your message\n\
+         (queue id {original_id}) {summary}\n\
          \n",
         sender = original.sender,
         original_id = original.id,
     )?;
-    for f in failed {
+    for f in recipients {
         writeln!(out, "<{}>: {}", f.address, f.reason)?;
     }
     write!(
@@ -160,10 +247,14 @@ fn compose(
         writeln!(out, "Original-Envelope-Id: {envid}")?;
     }
     writeln!(out, "Arrival-Date: {arrival}")?;
-    for f in failed {
+    let action = match notice {
+        Notice::Failure => "failed",
+        Notice::Delay { .. } => "delayed",
+    };
+    for f in recipients {
         write!(
             out,
-            "\nFinal-Recipient: rfc822; {}\nAction: failed\nStatus: {}\n",
+            "\nFinal-Recipient: rfc822; {}\nAction: {action}\nStatus: {}\n",
             f.address, f.status
         )?;
         if let Some(mta) = &f.remote_mta {
@@ -171,6 +262,9 @@ fn compose(
         }
         if let Some(diagnostic) = &f.diagnostic {
             writeln!(out, "Diagnostic-Code: smtp; {diagnostic}")?;
+        }
+        if let Notice::Delay { until } = notice {
+            writeln!(out, "Will-Retry-Until: {}", local(until))?;
         }
     }
     let (description, content_type) = if full {

@@ -1,8 +1,9 @@
 //! Messages past the queue lifetime, and messages dated in the future.
 //!
-//! A message older than `queue_lifetime` fails what remains of it, held domains included: its
-//! sender gets one bounce (status 4.4.7) naming the last error of each recipient, and the
-//! message leaves the queue. When that bounce cannot be queued, the recipients stay open with
+//! A recipient whose message is older than its domain's lifetime (`queue_lifetimes`, else
+//! `queue_lifetime`) fails, held domains included: the sender gets one bounce (status 4.4.7) for
+//! the recipients that expired together, naming each one's last error, and the message leaves
+//! the queue once nothing is left open; recipients with a longer lifetime stay. When that bounce cannot be queued, the recipients stay open with
 //! the expiry in their reason, and a later run fails them with the same words. A message that
 //! arrived in the future (queued under a clock set wrong) is dated from now, on disk, so that it
 //! expires in its time. Trouble with either is that message's alone: logged, counted, and left
@@ -17,8 +18,9 @@ use super::outcome::{EXPIRED, Outcome, quarantine, record};
 use super::policy::Policy;
 use super::retry;
 
-/// Fails what remains of an expired message, bounces it and removes it. Trouble stays with
-/// this message: it is logged and counted, and the message waits for a later run.
+/// Fails the expired recipients of a message, bounces them, and removes the message when
+/// nothing is left open. Trouble stays with this message: it is logged and counted, and the
+/// message waits for a later run.
 pub(super) fn expire(
     queue: &Queue,
     id: QueueId,
@@ -47,13 +49,15 @@ pub(super) fn expire(
             return;
         }
     };
-    let lifetime = policy.config.queue_lifetime.as_secs();
-    let indices: Vec<usize> = (0..locked.envelope().recipients.len())
-        .filter(|&i| locked.envelope().recipients[i].status.is_open())
-        .collect();
+    let indices = retry::expired_recipients(policy.config, locked.envelope(), policy.now);
+    if indices.is_empty() {
+        return;
+    }
     let mut outcomes = Vec::new();
     for &index in &indices {
-        let reason = expired_reason(&locked.envelope().recipients[index].reason, lifetime);
+        let recipient = &locked.envelope().recipients[index];
+        let lifetime = policy.config.lifetime_of(recipient.domain()).as_secs();
+        let reason = expired_reason(&recipient.reason, lifetime);
         outcomes.push((
             index,
             Outcome::Failed {

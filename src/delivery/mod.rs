@@ -21,6 +21,7 @@
 //! - `outcome`: what an attempt did, written down: bounce, new state, log line.
 //! - `finish`: the finisher threads that write states and remove what is done.
 //! - [`retry`] and [`bounce`]: when to try again, and telling a sender that mail failed.
+//! - `warning`: telling a sender, once, that mail is late (`delay_warning`).
 //! - `stop`: asking a run to stop ([`Stop`]).
 //!
 //! # Promises
@@ -72,6 +73,7 @@ mod targets;
 #[cfg(test)]
 mod testing;
 mod turnaround;
+mod warning;
 mod worker;
 
 use std::collections::HashSet;

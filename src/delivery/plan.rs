@@ -2,8 +2,8 @@
 //!
 //! The plan reads every envelope file once, without locking (with `-R`, those the per-domain
 //! record names; a few threads read ahead; the advisory index is never consulted). On the way
-//! it expires what is too old, dates from now what arrived in the future, and reports what
-//! cannot be used. What is due is grouped by destination, so that one connection carries every
+//! it expires what is too old, warns the senders of what is late (`warning`), dates from now
+//! what arrived in the future, and reports what cannot be used. What is due is grouped by destination, so that one connection carries every
 //! message for it; a large group is split so that up to `-j` connections work on it in
 //! parallel, never fewer than `MIN_BATCH` messages each, and the biggest work goes first.
 //! Messages another run held are grouped again for one more try at the end of the run.
@@ -20,6 +20,7 @@ use super::expiry::{date_from_now, expire};
 use super::outcome::{quarantine, skip};
 use super::policy::{Destination, Policy};
 use super::retry;
+use super::warning::warn_if_due;
 
 /// Messages per connection below which a destination is not split across connections.
 const MIN_BATCH: usize = 50;
@@ -77,14 +78,16 @@ pub(super) fn plan(
         if envelope.arrival > policy.now {
             date_from_now(queue, id, envelope.arrival, policy, log);
         }
-        if retry::is_expired(policy.config, envelope.arrival, policy.now) {
-            if selection.is_everything() || selection.selects(&envelope) {
+        let expired = retry::expired_recipients(policy.config, &envelope, policy.now);
+        if selection.is_everything() || selection.selects(&envelope) {
+            if !expired.is_empty() {
                 expire(queue, id, policy, log, summary);
             }
-            return Ok(());
+            warn_if_due(queue, id, &envelope, policy, log);
         }
         for index in 0..envelope.recipients.len() {
-            if !policy.wants(&envelope, index) {
+            // An expired recipient is never attempted, whether or not its expiry was recorded.
+            if expired.contains(&index) || !policy.wants(&envelope, index) {
                 continue;
             }
             let (destination, relay) = policy.destination(envelope.recipients[index].domain());

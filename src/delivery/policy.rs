@@ -4,7 +4,7 @@
 //! again once a message is locked and its envelope read afresh, so that what another run moved
 //! on in between is not attempted on a stale view.
 //!
-//! A recipient is attempted when it is still owed a delivery, the run's selection (`-R`, `-S`,
+//! A recipient is attempted when it is still owed a delivery and has not expired, the run's selection (`-R`, `-S`,
 //! `-I`) takes it and its message, and either the run names what it wants (a selection or `-f`)
 //! or its next attempt is due. A held domain is attempted only by a run that names domains with
 //! `-R`. Mail goes by the static route for its domain (matched exactly, without case), else by
@@ -20,7 +20,7 @@ use crate::queue::envelope::Envelope;
 use crate::route::RelayTarget;
 use crate::smtp::TlsClient;
 
-use super::RunOptions;
+use super::{RunOptions, retry};
 
 /// Where a recipient's mail goes next.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -66,6 +66,10 @@ impl Policy<'_> {
             || !selection.selects_recipient(recipient)
             || !selection.selects_message(envelope)
         {
+            return false;
+        }
+        let lifetime = self.config.lifetime_of(recipient.domain());
+        if retry::is_expired(lifetime, envelope.arrival, self.now) {
             return false;
         }
         let held = Domain::parse(recipient.domain()).is_ok_and(|d| self.config.is_held(&d));
@@ -173,16 +177,50 @@ mod tests {
                 force,
                 ..RunOptions::default()
             };
-            let envelope = envelope(
+            let mut envelope = envelope(
                 "frank@sender.test",
                 vec![
                     recipient("first@elsewhere.test", Sent, 0),
                     recipient(address, status, next_attempt),
                 ],
             );
+            envelope.arrival = NOW - 60;
             let policy = policy(&config, &options, NOW);
             assert_eq!(policy.wants(&envelope, 1), wanted, "{why}");
+            // Past its domain's lifetime, nothing is wanted, however it is named.
+            envelope.arrival = NOW
+                - config
+                    .lifetime_of(envelope.recipients[1].domain())
+                    .as_secs() as i64;
+            assert!(!policy.wants(&envelope, 1), "{why}, expired");
         }
+    }
+
+    #[test]
+    fn a_longer_lifetime_keeps_its_domain_wanted() {
+        let config = Config {
+            queue_lifetimes: [(
+                "slow.test".to_string(),
+                (
+                    Domain::parse("slow.test").unwrap(),
+                    std::time::Duration::from_secs(30 * 86400),
+                ),
+            )]
+            .into(),
+            ..Config::default()
+        };
+        let options = RunOptions::default();
+        let mut envelope = envelope(
+            "frank@sender.test",
+            vec![
+                recipient("u@slow.test", RecipientStatus::Pending, 0),
+                recipient("u@fast.test", RecipientStatus::Pending, 0),
+            ],
+        );
+        envelope.arrival = NOW - 6 * 86400;
+        let policy = policy(&config, &options, NOW);
+        assert!(policy.wants(&envelope, 0), "30 days for slow.test");
+        assert!(!policy.wants(&envelope, 1), "5 days for the rest");
     }
 
     #[test]

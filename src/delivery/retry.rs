@@ -2,14 +2,16 @@
 //!
 //! A temporary failure (4xx, connection trouble) defers a recipient; the wait before the next
 //! attempt starts at `retry_first` and grows by `retry_factor` with every attempt (1h, 1.5h,
-//! 2.25h, ... with the defaults), never beyond the queue lifetime. A message older than
-//! `queue_lifetime` has expired: what remains of it fails, held domains included. An arrival time
+//! 2.25h, ... with the defaults), never beyond the queue lifetime. A recipient whose message is
+//! older than its domain's lifetime (`queue_lifetimes`, else `queue_lifetime`) has expired and
+//! fails, held domains included; the message's other recipients keep their own lifetimes. An arrival time
 //! in the future counts from the run that finds it, which writes that time into the envelope.
 //! Runs that name what they want (`-R`, `-I`, `-S`, `-f`) ignore the wait, never the lifetime.
 
 use std::time::Duration;
 
 use crate::config::Config;
+use crate::queue::envelope::Envelope;
 
 /// The wait after the `attempts`-th failed attempt (counting from 1).
 pub fn delay_after(config: &Config, attempts: u32) -> Duration {
@@ -26,9 +28,24 @@ pub fn next_attempt(config: &Config, attempts: u32, now: i64) -> i64 {
     now.saturating_add(delay_after(config, attempts).as_secs() as i64)
 }
 
-/// True when a message that arrived at `arrival` has outlived the queue lifetime at `now`.
-pub fn is_expired(config: &Config, arrival: i64, now: i64) -> bool {
-    now.saturating_sub(arrival) >= config.queue_lifetime.as_secs() as i64
+/// True when a message that arrived at `arrival` has outlived `lifetime` at `now`.
+pub fn is_expired(lifetime: Duration, arrival: i64, now: i64) -> bool {
+    now.saturating_sub(arrival) >= i64::try_from(lifetime.as_secs()).unwrap_or(i64::MAX)
+}
+
+/// The open recipients of `envelope` whose domain's lifetime the message has outlived at `now`.
+pub fn expired_recipients(config: &Config, envelope: &Envelope, now: i64) -> Vec<usize> {
+    (0..envelope.recipients.len())
+        .filter(|&i| {
+            let recipient = &envelope.recipients[i];
+            recipient.status.is_open()
+                && is_expired(
+                    config.lifetime_of(recipient.domain()),
+                    envelope.arrival,
+                    now,
+                )
+        })
+        .collect()
 }
 
 /// The arrival time to keep for a message: one in the future (a clock set wrong when it was
@@ -55,8 +72,8 @@ mod tests {
     fn expiry_is_age_against_lifetime() {
         let config = Config::default();
         let lifetime = config.queue_lifetime.as_secs() as i64;
-        assert!(!is_expired(&config, 0, lifetime - 1));
-        assert!(is_expired(&config, 0, lifetime));
+        assert!(!is_expired(config.queue_lifetime, 0, lifetime - 1));
+        assert!(is_expired(config.queue_lifetime, 0, lifetime));
     }
 
     #[test]
@@ -66,9 +83,13 @@ mod tests {
         let config = Config::default();
         let lifetime = config.queue_lifetime.as_secs() as i64;
         let now = 1_000_000_000;
-        assert!(!is_expired(&config, now + 10 * lifetime, now + lifetime));
+        assert!(!is_expired(
+            config.queue_lifetime,
+            now + 10 * lifetime,
+            now + lifetime
+        ));
         assert!(is_expired(
-            &config,
+            config.queue_lifetime,
             clamp_arrival(now + 10 * lifetime, now),
             now + lifetime
         ));
@@ -131,7 +152,7 @@ mod tests {
         ];
         for (arrival, now, expired) in cases {
             assert_eq!(
-                is_expired(&config, arrival, now),
+                is_expired(config.queue_lifetime, arrival, now),
                 expired,
                 "{arrival} at {now}"
             );

@@ -39,6 +39,7 @@ impl Fixture {
             notify: None,
             ret: None,
             envid: None,
+            warned: None,
             recipients: recipients
                 .iter()
                 .map(|r| Recipient::new(r.to_string()))
@@ -84,6 +85,7 @@ pub(super) fn envelope(sender: &str, recipients: Vec<Recipient>) -> Envelope {
         notify: None,
         ret: None,
         envid: None,
+        warned: None,
         recipients,
     }
 }

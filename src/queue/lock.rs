@@ -18,7 +18,7 @@ use nix::unistd::{UnlinkatFlags, unlinkat};
 use super::envelope::Envelope;
 use super::error::nix_error;
 use super::state::Reservation;
-use super::{DATA, ENV, Place, Queue, QueueError, QueueId, TMP, Unusable};
+use super::{DATA, Place, Queue, QueueError, QueueId, TMP, Unusable};
 
 impl Queue {
     /// Whether a runner holds `id` right now, asked with a shared try-lock held for an instant.
@@ -32,13 +32,20 @@ impl Queue {
         }
     }
 
-    /// Takes a message for delivery: an exclusive lock on its data file, then its envelope,
-    /// both read from their own files. Damage is [`LockAttempt::Corrupt`], for `quarantine`; a
-    /// file this process cannot use is [`QueueError::Inaccessible`], for the message to be
-    /// reported and left where it is. No error here concerns more than this message.
+    /// Takes an active message for delivery: an exclusive lock on its data file, then its
+    /// envelope, both read from their own files. Damage is [`LockAttempt::Corrupt`], for
+    /// `quarantine`; a file this process cannot use is [`QueueError::Inaccessible`], for the
+    /// message to be reported and left where it is. No error here concerns more than this
+    /// message. A held message is [`LockAttempt::Gone`] here: no run delivers it.
     pub fn try_lock(&self, id: QueueId) -> Result<LockAttempt<'_>, QueueError> {
+        self.try_lock_in(id, Place::Active)
+    }
+
+    /// [`Queue::try_lock`] for the message whose envelope is in `place`: the administrator's
+    /// changes take held messages too, under the same lock as delivery.
+    pub fn try_lock_in(&self, id: QueueId, place: Place) -> Result<LockAttempt<'_>, QueueError> {
         let data_path = self.path(DATA, id.as_str());
-        let env_path = self.path(ENV, id.as_str());
+        let env_path = self.path(place.dir(), id.as_str());
         let inaccessible = |reason| Err(QueueError::Inaccessible { reason });
         let data = match self.open_own(&self.data, id.as_str()) {
             Ok(Some((file, _))) => file,
@@ -50,7 +57,7 @@ impl Queue {
                 });
             }
             Err(refusal) => {
-                return inaccessible(self.refusal_text(refusal, &data_path, id, Place::Active));
+                return inaccessible(self.refusal_text(refusal, &data_path, id, place));
             }
         };
         match data.try_lock() {
@@ -60,7 +67,7 @@ impl Queue {
                 return inaccessible(format!("cannot lock {}: {e}", data_path.display()));
             }
         }
-        let bytes = match self.read_envelope(id, Place::Active) {
+        let bytes = match self.read_envelope(id, place) {
             Ok(Some(bytes)) => bytes,
             Ok(None) => return Ok(LockAttempt::Gone),
             Err(Unusable::Damaged(reason)) => return Ok(LockAttempt::Corrupt(reason)),
@@ -70,6 +77,7 @@ impl Queue {
             Ok(envelope) if envelope.id == id => Ok(LockAttempt::Locked(Locked {
                 queue: self,
                 id,
+                place,
                 data: Arc::new(data),
                 envelope,
                 reservation: None,
@@ -99,8 +107,10 @@ pub enum LockAttempt<'q> {
 /// [`MessageData`] read from it.
 #[derive(Debug)]
 pub struct Locked<'q> {
-    queue: &'q Queue,
+    pub(super) queue: &'q Queue,
     id: QueueId,
+    /// Where its envelope is: a state is written back there, and it leaves from there.
+    pub(super) place: Place,
     /// The open data file: its descriptor holds the lock, and the message is read through it.
     data: Arc<File>,
     envelope: Envelope,
@@ -111,6 +121,10 @@ pub struct Locked<'q> {
 impl<'q> Locked<'q> {
     pub fn id(&self) -> QueueId {
         self.id
+    }
+
+    pub fn place(&self) -> Place {
+        self.place
     }
 
     pub fn envelope(&self) -> &Envelope {
@@ -171,8 +185,8 @@ impl<'q> Locked<'q> {
     /// failure the old envelope stands and nothing is left in `tmp/`.
     pub fn save(&mut self) -> Result<(), QueueError> {
         match self.reservation.take() {
-            Some(mut reservation) => reservation.commit(self.queue, &self.envelope),
-            None => self.queue.replace_envelope(&self.envelope),
+            Some(mut reservation) => reservation.commit(self.queue, self.place, &self.envelope),
+            None => self.queue.replace_envelope(self.place, &self.envelope),
         }
     }
 
@@ -182,20 +196,18 @@ impl<'q> Locked<'q> {
         self.take_out()?.remove()
     }
 
-    /// The first half of [`Locked::remove`]: moves the envelope out of `env/` to `tmp/ID.gone`,
+    /// The first half of [`Locked::remove`]: moves the envelope out of `env/` (or `hold/`) to
+    /// `tmp/ID.gone`,
     /// the instant the message leaves the queue, and keeps its data file locked for
     /// [`Leftover::remove`]. A rename frees no blocks: on a disk that discards freed blocks it
     /// costs a fraction of an unlink, and this instant is what delivery waits for.
     pub fn take_out(self) -> Result<Leftover<'q>, QueueError> {
         let name = self.id.as_str();
-        let path = || self.queue.path(ENV, name);
+        let path = || self.queue.path(self.place.dir(), name);
+        let dir = self.queue.dir_of(self.place);
         // A rename moves whatever has the name; only an envelope file may go.
-        let stat = nix::sys::stat::fstatat(
-            &self.queue.env,
-            name,
-            nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
-        )
-        .map_err(|e| nix_error("cannot remove", path())(e))?;
+        let stat = nix::sys::stat::fstatat(dir, name, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW)
+            .map_err(|e| nix_error("cannot remove", path())(e))?;
         if nix::sys::stat::SFlag::from_bits_truncate(stat.st_mode) & nix::sys::stat::SFlag::S_IFMT
             != nix::sys::stat::SFlag::S_IFREG
         {
@@ -206,7 +218,7 @@ impl<'q> Locked<'q> {
             });
         }
         let gone = format!("{name}.gone");
-        nix::fcntl::renameat(&self.queue.env, name, &self.queue.tmp, gone.as_str())
+        nix::fcntl::renameat(dir, name, &self.queue.tmp, gone.as_str())
             .map_err(|e| nix_error("cannot remove", path())(e))?;
         Ok(Leftover {
             queue: self.queue,
@@ -267,6 +279,17 @@ pub struct MessageData {
     at_end: bool,
 }
 
+impl MessageData {
+    /// A reader of a data file opened without its lock (see `Queue::peek_data`).
+    pub(super) fn unlocked(file: File) -> MessageData {
+        MessageData {
+            file: Arc::new(file),
+            offset: 0,
+            at_end: false,
+        }
+    }
+}
+
 impl Read for MessageData {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         if self.at_end || buf.is_empty() {
@@ -298,6 +321,7 @@ impl Seek for MessageData {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::queue::ENV;
     use crate::queue::testing::commit;
 
     #[test]

@@ -47,8 +47,10 @@
 //! - Delivery state changes at the instant `rename(tmp/ID.env, env/ID)` replaces the envelope
 //!   (written and fsynced first), so a reader sees the old state or the new one, never a mixture.
 //!   A write that fails leaves the old state and nothing in `tmp/`.
-//! - A message leaves the queue at the instant `rename(env/ID, tmp/ID.gone)` takes its envelope
-//!   away; `tmp/ID.gone` and `data/ID` are unlinked after it.
+//! - A message leaves the queue at the instant `rename(env/ID, tmp/ID.gone)` (or from `hold/`)
+//!   takes its envelope away; `tmp/ID.gone` and `data/ID` are unlinked after it.
+//! - A message goes on hold at the instant `rename(env/ID, hold/ID)` reaches the disk, and is
+//!   released by the reverse rename; both are made under its lock and never replace a file.
 //!
 //! # Invariants
 //!
@@ -93,7 +95,8 @@
 //! - `files`: opening queue files without trusting them, and the small-file and rename helpers.
 //! - `draft`: a message entering the queue, and its commit.
 //! - `lock`: taking a message for delivery, reading it, removing it; `state`: writing its next
-//!   state; `quarantine`: moving damage to `corrupt/`; `sweep`: what died half way.
+//!   state; `hold`: administrative hold and reading a message for a person; `quarantine`:
+//!   moving damage to `corrupt/`; `sweep`: what died half way.
 //! - `scan`: passes over the queue, with read-ahead and the index; `proc_locks`: the kernel's lock
 //!   table.
 //! - `envelope`, `index`, `domains`: the three file formats; `selection`: `-R`, `-S`, `-I`.
@@ -126,6 +129,7 @@ mod draft;
 pub mod envelope;
 mod error;
 mod files;
+mod hold;
 mod id;
 pub mod index;
 mod lock;
@@ -144,7 +148,7 @@ pub use draft::Draft;
 pub use error::Unusable;
 pub use id::{Place, QueueId};
 pub use lock::{Leftover, LockAttempt, Locked, MessageData};
-pub use owner::{become_owner, invoking_uid};
+pub use owner::{become_owner, describe_user, invoking_uid};
 pub use quarantine::disposition;
 pub use scan::{Inspection, RebuildOutcome, Scan};
 pub use sweep::SWEEP_GRACE;
@@ -333,6 +337,16 @@ impl Queue {
             .custom_flags(nix::libc::O_NOFOLLOW)
             .open(&path)
             .map_err(io_error("cannot open", path))
+    }
+}
+
+impl Queue {
+    /// The open directory of the envelopes in `place`.
+    fn dir_of(&self, place: Place) -> &File {
+        match place {
+            Place::Active => &self.env,
+            Place::Held => &self.hold,
+        }
     }
 }
 

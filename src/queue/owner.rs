@@ -71,7 +71,7 @@ pub fn become_owner(root: &Path) -> Result<(), QueueError> {
 }
 
 /// `etrnq (uid 999)`, or `uid 999` when the user has no account entry.
-pub(super) fn describe_user(uid: u32) -> String {
+pub fn describe_user(uid: u32) -> String {
     match User::from_uid(Uid::from_raw(uid)).ok().flatten() {
         Some(user) => format!("{} (uid {uid})", user.name),
         None => format!("uid {uid}"),

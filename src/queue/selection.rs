@@ -12,6 +12,7 @@
 //! of them), as with sendmail.
 
 use crate::address::{AddressError, Domain};
+use crate::queue::Place;
 use crate::queue::envelope::{Envelope, Recipient};
 
 /// One `-R` value.
@@ -58,11 +59,19 @@ pub struct Selection {
     pub domains: Vec<DomainPattern>,
     pub senders: Vec<String>,
     pub ids: Vec<String>,
+    /// Only messages on administrative hold: `mailq --held`, sendmail's `-qQ`. No run sets it,
+    /// since no run attempts held mail.
+    pub held: bool,
 }
 
 impl Selection {
     pub fn is_everything(&self) -> bool {
-        self.domains.is_empty() && self.senders.is_empty() && self.ids.is_empty()
+        self.domains.is_empty() && self.senders.is_empty() && self.ids.is_empty() && !self.held
+    }
+
+    /// True when a message in `place` may be selected: anywhere, or on hold with `--held`.
+    pub fn selects_place(&self, place: Place) -> bool {
+        !self.held || place == Place::Held
     }
 
     /// True when a recipient's domain is selected (always, without `-R`).
@@ -111,6 +120,7 @@ mod tests {
             notify: None,
             ret: None,
             envid: None,
+            warned: None,
             recipients: recipients
                 .iter()
                 .map(|r| Recipient::new(r.to_string()))

@@ -17,23 +17,27 @@ use nix::unistd::{UnlinkatFlags, unlinkat};
 use super::envelope::Envelope;
 use super::error::{io_error, nix_error};
 use super::files::write_synced;
-use super::{ENV, Queue, QueueError, TMP};
+use super::{Place, Queue, QueueError, TMP};
 
 impl Queue {
-    /// Writes `envelope` under `tmp/` and renames it over the active one. On failure nothing is
-    /// left in `tmp/` and the old envelope stands.
-    pub(super) fn replace_envelope(&self, envelope: &Envelope) -> Result<(), QueueError> {
+    /// Writes `envelope` under `tmp/` and renames it over the one in `place`. On failure nothing
+    /// is left in `tmp/` and the old envelope stands.
+    pub(super) fn replace_envelope(
+        &self,
+        place: Place,
+        envelope: &Envelope,
+    ) -> Result<(), QueueError> {
         let id = envelope.id;
         let tmp_name = format!("{id}.env");
         let tmp_path = self.path(TMP, &tmp_name);
         write_synced(&tmp_path, &envelope.to_bytes(), true)?;
-        if let Err(e) = fs::rename(&tmp_path, self.path(ENV, id.as_str())) {
+        if let Err(e) = fs::rename(&tmp_path, self.path(place.dir(), id.as_str())) {
             let _ = fs::remove_file(&tmp_path);
             return Err(io_error("cannot rename", tmp_path)(e));
         }
-        self.env
+        self.dir_of(place)
             .sync_all()
-            .map_err(io_error("cannot sync", self.root.join(ENV)))
+            .map_err(io_error("cannot sync", self.root.join(place.dir())))
     }
 }
 
@@ -68,9 +72,14 @@ impl Reservation<'_> {
     }
 
     /// Overwrites the reserved bytes with `envelope`, cuts the file to its length, syncs it and
-    /// renames it over the active envelope. A state longer than the reservation still works
+    /// renames it over the envelope in `place`. A state longer than the reservation still works
     /// while there is room.
-    pub(super) fn commit(&mut self, queue: &Queue, envelope: &Envelope) -> Result<(), QueueError> {
+    pub(super) fn commit(
+        &mut self,
+        queue: &Queue,
+        place: Place,
+        envelope: &Envelope,
+    ) -> Result<(), QueueError> {
         let bytes = envelope.to_bytes();
         let io = |action| io_error(action, &self.path);
         self.file
@@ -81,13 +90,12 @@ impl Reservation<'_> {
             .map_err(io("cannot write"))?;
         self.file.sync_all().map_err(io("cannot sync"))?;
         let id = envelope.id.as_str();
-        nix::fcntl::renameat(self.tmp, self.name.as_str(), &queue.env, id)
+        let dir = queue.dir_of(place);
+        nix::fcntl::renameat(self.tmp, self.name.as_str(), dir, id)
             .map_err(|e| nix_error("cannot rename", self.path.clone())(e))?;
         self.renamed = true;
-        queue
-            .env
-            .sync_all()
-            .map_err(io_error("cannot sync", queue.root.join(ENV)))
+        dir.sync_all()
+            .map_err(io_error("cannot sync", queue.root.join(place.dir())))
     }
 }
 
@@ -102,8 +110,8 @@ impl Drop for Reservation<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::queue::LockAttempt;
     use crate::queue::testing::commit;
+    use crate::queue::{ENV, LockAttempt};
     use std::time::Duration;
 
     #[test]

@@ -14,6 +14,7 @@ pub(super) fn envelope(id: QueueId, size: u64) -> Envelope {
         notify: None,
         ret: None,
         envid: None,
+        warned: None,
         recipients: vec![Recipient::new("user@customer.example".into())],
     }
 }

@@ -102,6 +102,7 @@ pub fn list(
         queue.scan_domains(&selection.domains)?
     };
     let mut ids = scan.ids().to_vec();
+    ids.retain(|&(_, place)| selection.selects_place(place));
     // sendmail's header line counts the entries before the first one is printed, so a filtered
     // listing in that layout selects first and prints second; the others select as they print.
     let mut select_while_printing = !selection.is_everything();

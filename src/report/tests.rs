@@ -21,6 +21,7 @@ fn reasons_group_their_recipients() {
         notify: None,
         ret: None,
         envid: None,
+        warned: None,
         recipients: ["a@x.test", "b@x.test", "c@y.test", "d@y.test"]
             .iter()
             .map(|a| Recipient::new(a.to_string()))

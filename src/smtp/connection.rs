@@ -281,6 +281,8 @@ impl Connection {
         self.unsent.extend_from_slice(b"\r\n");
         let wait = match command {
             Command::Data => self.timeouts.data_start,
+            // The reply comes once the chunk's data is in, and after LAST once it is stored.
+            Command::Bdat { .. } => self.timeouts.data_end,
             _ => self.timeouts.command,
         };
         self.awaited.push_back((command.verb(), wait));

@@ -1,16 +1,18 @@
 //! Mail transactions over one connection: MAIL, RCPT, DATA and the message data, pipelined
-//! when the server offers PIPELINING, with one verdict per recipient.
+//! when the server offers PIPELINING, or whole transactions back to back with `BDAT LAST` when
+//! it offers CHUNKING too ([`chunked`]), with one verdict per recipient.
 //!
 //! # Promises
 //!
-//! - Only a 2xx to the end of the data, after a 354 to DATA, accepts a recipient. A reply with
-//!   no place after its command (2xx to DATA, 3xx to MAIL, RCPT or the final dot, anything but
-//!   2xx to RSET) ends the connection at once: the server's state is unknown, so no further line
-//!   can be trusted to mean what it says, and the message under way is told the connection
-//!   failed, never that it was delivered or refused.
+//! - Only a 2xx to the end of the data, after a 354 to DATA (or a 2xx to `BDAT LAST`), accepts
+//!   a recipient. A reply with no place after its command (2xx to DATA, 3xx to MAIL, RCPT, BDAT
+//!   or the final dot, anything but 2xx to RSET) ends the connection at once: the server's
+//!   state is unknown, so no further line can be trusted to mean what it says, and the message
+//!   under way is told the connection failed, never that it was delivered or refused.
 //! - When the connection fails, each message in flight is told exactly how far it got
-//!   ([`Attempt`]): the one whose transaction was under way, with what of it went out
-//!   ([`Sent`]); the ones behind it, whose data never went out, as stranded.
+//!   ([`Attempt`]): the one whose transaction was under way, and every other the server may
+//!   have something of, with what of it went out ([`Sent`]); the ones whose data never went
+//!   out, as stranded.
 //! - A message has at most [`Connection::limit_recipients`] recipients per transaction (50 by
 //!   default, as Postfix's `smtp_destination_recipient_limit`); recipients the server refuses
 //!   for its own limit (452 after it accepted others, RFC 5321 §4.5.3.1.10) go in another
@@ -19,9 +21,9 @@
 //!
 //! # Limits
 //!
-//! Message data goes with DATA; CHUNKING (BDAT) is not used.
+//! BDAT is used only with PIPELINING, where it saves round trips; BINARYMIME is not used, as
+//! the queue holds text messages whose lines end in CRLF on the wire either way.
 
-use std::collections::VecDeque;
 use std::fmt;
 use std::io::{BufRead, Seek};
 
@@ -32,9 +34,11 @@ use super::error::SmtpError;
 use super::reply::{Reply, ReplyCode};
 use crate::address::{Address, ReversePath};
 
+mod chunked;
 mod data;
 mod ledger;
 
+use data::Framing;
 use ledger::{Ending, Flight, Ledger, Transaction};
 
 /// The stored message: read from its start once for each transaction that carries it.
@@ -63,6 +67,8 @@ pub enum Stage {
     Data,
     /// The final dot of the message data.
     EndOfData,
+    /// A BDAT chunk (RFC 3030); the reply to `BDAT LAST` decides the recipients.
+    Bdat,
 }
 
 impl fmt::Display for Stage {
@@ -72,6 +78,7 @@ impl fmt::Display for Stage {
             Stage::Rcpt => "RCPT TO",
             Stage::Data => "DATA",
             Stage::EndOfData => "end of DATA",
+            Stage::Bdat => "BDAT",
         })
     }
 }
@@ -101,14 +108,15 @@ pub struct Delivery {
     pub verdicts: Vec<Option<Verdict>>,
 }
 
-/// How far the transaction under way got before the connection failed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How far the transaction under way got before the connection failed, in that order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Sent {
     /// Commands only (MAIL, RCPT, DATA, RSET): the server cannot have taken the message.
     Envelope,
     /// Some message data but not the final dot: the server cannot have taken it either.
     SomeData,
-    /// The final dot: the server may have taken the message, and its answer was lost.
+    /// The final dot, or `BDAT LAST` with its data: the server may have taken the message, and
+    /// its answer was lost.
     EndOfData,
 }
 
@@ -147,12 +155,11 @@ impl Connection {
     /// trip instead of two. On a failure the messages in flight are told how far they got and
     /// the error is returned: the connection is then unusable.
     pub fn deliver_all(&mut self, outbox: &mut dyn Outbox) -> Result<(), SmtpError> {
-        let mut ledger = Ledger {
-            outbox,
-            flights: VecDeque::new(),
-            sent: Sent::Envelope,
-        };
-        let delivered = if self.capabilities().pipelining() {
+        let mut ledger = Ledger::new(outbox);
+        let capabilities = self.capabilities();
+        let delivered = if capabilities.pipelining() && capabilities.chunking() {
+            self.chunked(&mut ledger)
+        } else if capabilities.pipelining() {
             self.pipelined(&mut ledger)
         } else {
             self.lockstep(&mut ledger)
@@ -182,7 +189,7 @@ impl Connection {
             let Some(flight) = ledger.flights.front_mut() else {
                 return Ok(());
             };
-            let ending = self.answer_envelope(flight, &current, &mut ledger.sent)?;
+            let ending = self.answer_envelope(flight, &current)?;
             let next = ledger.next_transaction(limit, self.capabilities());
             if let Some(next) = &next {
                 self.send_envelope(next)?;
@@ -202,7 +209,7 @@ impl Connection {
             let Some(flight) = ledger.flights.front_mut() else {
                 return Ok(());
             };
-            ledger.sent = Sent::Envelope;
+            flight.sent = Sent::Envelope;
             let mail_reply = self.checked_command(&transaction.mail, Stage::Mail)?;
             if !mail_reply.is_positive() {
                 flight.settle(&transaction.recipients, &mail_reply, &[], None);
@@ -228,7 +235,7 @@ impl Connection {
                     reset: true,
                 }
             } else {
-                self.queue_data(flight, &mut ledger.sent)?;
+                self.queue_data(flight)?;
                 Ending::Data(accepted)
             };
             self.end_transaction(ledger, ending)?;
@@ -242,9 +249,8 @@ impl Connection {
         &mut self,
         flight: &mut Flight,
         transaction: &Transaction,
-        sent: &mut Sent,
     ) -> Result<Ending, SmtpError> {
-        *sent = Sent::Envelope;
+        flight.sent = Sent::Envelope;
         let mail = self.checked_reply(Stage::Mail)?;
         let mut rcpts = Vec::with_capacity(transaction.recipients.len());
         for _ in &transaction.recipients {
@@ -254,7 +260,7 @@ impl Connection {
         let data = self.check_data(data)?;
         let accepted = flight.settle(&transaction.recipients, &mail, &rcpts, Some(&data));
         if !accepted.is_empty() {
-            self.queue_data(flight, sent)?;
+            self.queue_data(flight)?;
             return Ok(Ending::Data(accepted));
         }
         let dot = data.code == ReplyCode::START_DATA;
@@ -269,10 +275,10 @@ impl Connection {
     }
 
     /// Queues the message's data and its final dot, from the start of the message.
-    fn queue_data(&mut self, flight: &mut Flight, sent: &mut Sent) -> Result<(), SmtpError> {
+    fn queue_data(&mut self, flight: &mut Flight) -> Result<(), SmtpError> {
         let body = flight.message.body.as_mut();
         body.rewind().map_err(SmtpError::MessageRead)?;
-        self.write_body(body, sent)?;
+        self.write_body(body, &mut flight.sent, Framing::DotStuffed, None)?;
         self.queue_dot();
         Ok(())
     }
@@ -285,7 +291,9 @@ impl Connection {
     ) -> Result<(), SmtpError> {
         match ending {
             Ending::Data(accepted) => {
-                ledger.sent = Sent::EndOfData;
+                if let Some(flight) = ledger.flights.front_mut() {
+                    flight.sent = Sent::EndOfData;
+                }
                 self.flush_data()?;
                 let reply = self.checked_reply(Stage::EndOfData)?;
                 if let Some(flight) = ledger.flights.front_mut() {
@@ -355,6 +363,7 @@ impl Stage {
             Stage::Rcpt => "RCPT",
             Stage::Data => "DATA",
             Stage::EndOfData => "the end of the message data",
+            Stage::Bdat => "BDAT",
         }
     }
 }

@@ -30,10 +30,10 @@
 //! A session (`session`) is in one phase at a time (connected, greeted, inside a mail
 //! transaction) and answers every command with a [`crate::smtp::Reply`], the type the client
 //! side parses replies into, written to the wire in one place. It greets with this host's name
-//! (`hostnames[0]`), answers HELO and EHLO (PIPELINING, SIZE, 8BITMIME, ENHANCEDSTATUSCODES,
-//! ETRN, and STARTTLS when `tls_cert` and `tls_key` are configured), and takes MAIL, RCPT, DATA,
-//! RSET, NOOP, VRFY (252), HELP, QUIT and STARTTLS. A recipient is accepted only when its domain
-//! is one of `relay_domains` or `hold_domains`, exactly (a subdomain must be listed itself); every other
+//! (`hostnames[0]`), answers HELO and EHLO (PIPELINING, SIZE, 8BITMIME, CHUNKING,
+//! ENHANCEDSTATUSCODES, ETRN, and STARTTLS when `tls_cert` and `tls_key` are configured), and
+//! takes MAIL, RCPT, DATA, BDAT, RSET, NOOP, VRFY (252), HELP, QUIT and STARTTLS. A
+//! recipient is accepted only when its domain is one of `relay_domains` or `hold_domains`, exactly (a subdomain must be listed itself); every other
 //! recipient gets `554 5.7.1 relay access denied`, and so does one whose local part routes
 //! onward (`%`, `!`, a quoted `@`) unless `allow_untrusted_routing` is set. Where
 //! `[relay_recipients]` lists a domain's users ([`recipients`]), anyone else there gets
@@ -68,16 +68,18 @@
 //!
 //! # Promises
 //!
-//! - A 250 after DATA means the message is on disk: data and envelope fsynced and renamed into
-//!   the queue. Anything refused, cut off or timed out leaves nothing in the queue.
+//! - A 250 after DATA, or after `BDAT LAST` (RFC 3030 CHUNKING), means the message is on disk:
+//!   data and envelope fsynced and renamed into the queue. Anything refused, cut off or timed
+//!   out leaves nothing in the queue.
 //! - Replies follow commands in order, however many the client pipelines.
-//! - Only `<CRLF>.<CRLF>` ends message data. A bare CR or LF, in a command or in the data, is
-//!   refused, never reinterpreted (SMTP smuggling); the data is still read to its real end.
+//! - Only `<CRLF>.<CRLF>` ends message data, and a BDAT chunk ends after the octets its command
+//!   counted. A bare CR or LF, in a command or in the data, is refused, never reinterpreted
+//!   (SMTP smuggling); the data is still read to its real end, every chunk to its last octet.
 //! - Limits: message size (552 at MAIL for a larger `SIZE=`, and after DATA for larger data,
 //!   which is read to its end first), a header section of at most 100 KiB (552 after DATA),
 //!   recipients per message (452 beyond), 512-octet command lines (500), 1000-octet data lines
 //!   (the message is refused), a deadline for each whole command line and a minimum data rate
-//!   during DATA, a time limit on each write, errors per session (421 and hang-up), ETRN
+//!   during DATA and BDAT chunks, a time limit on each write, errors per session (421 and hang-up), ETRN
 //!   commands per session and per client address (458 beyond), sessions per client address
 //!   (421 beyond).
 //! - Memory per session is fixed, whatever `max_message_size` says: at most 100 KiB of header

@@ -10,6 +10,8 @@
 use crate::address::{Address, Domain, ReversePath};
 use crate::smtp::{EtrnArgument, Reply};
 
+use super::wire::Chunk;
+
 /// A parsed command.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Request {
@@ -22,6 +24,8 @@ pub enum Request {
     },
     Rcpt(ForwardPath),
     Data,
+    /// RFC 3030: a chunk of message data follows the command line.
+    Bdat(Chunk),
     Rset,
     Noop,
     Quit,
@@ -60,6 +64,7 @@ pub fn parse(line: &[u8]) -> Result<Request, Reply> {
         "MAIL" => mail(rest),
         "RCPT" => rcpt(rest),
         "DATA" => no_argument(rest, "DATA", Request::Data),
+        "BDAT" => bdat(rest),
         "RSET" => no_argument(rest, "RSET", Request::Rset),
         "QUIT" => no_argument(rest, "QUIT", Request::Quit),
         "NOOP" => Ok(Request::Noop),
@@ -68,7 +73,7 @@ pub fn parse(line: &[u8]) -> Result<Request, Reply> {
         "VRFY" => Ok(Request::Vrfy),
         "ETRN" => etrn(rest),
         "STARTTLS" => no_argument(rest, "STARTTLS", Request::StartTls),
-        "EXPN" | "AUTH" | "BDAT" | "TURN" | "ATRN" | "SEND" | "SOML" | "SAML" => {
+        "EXPN" | "AUTH" | "TURN" | "ATRN" | "SEND" | "SOML" | "SAML" => {
             Err(Reply::new(502, "5.5.1 Error: command not implemented"))
         }
         _ => Err(Reply::new(500, "5.5.2 Error: command not recognized")),
@@ -81,6 +86,23 @@ fn no_argument(rest: &str, verb: &str, request: Request) -> Result<Request, Repl
     } else {
         Err(Reply::new(501, format!("5.5.4 Syntax: {verb}")))
     }
+}
+
+/// RFC 3030 §2: `BDAT` SP chunk-size [ SP `LAST` ].
+fn bdat(rest: &str) -> Result<Request, Reply> {
+    let (size, marker) = rest.split_once(' ').unwrap_or((rest, ""));
+    let last = match marker {
+        "" => false,
+        m if m.eq_ignore_ascii_case("LAST") => true,
+        _ => return Err(Reply::new(501, "5.5.4 Syntax: BDAT size [LAST]")),
+    };
+    // Digits only: `parse` would also take a sign. A size beyond 64 bits is no size either.
+    let size = size
+        .parse::<u64>()
+        .ok()
+        .filter(|_| size.bytes().all(|b| b.is_ascii_digit()))
+        .ok_or_else(|| Reply::new(501, "5.5.4 Syntax: BDAT size [LAST]"))?;
+    Ok(Request::Bdat(Chunk { size, last }))
 }
 
 fn hello_name(rest: &str, verb: &str) -> Result<Domain, Reply> {
@@ -297,6 +319,25 @@ mod tests {
         assert_eq!(code("XYZZY"), 500);
         assert_eq!(parse(b"NOOP \xff").unwrap_err().code.value(), 500);
     }
+
+    #[test]
+    fn bdat_takes_a_size_and_an_optional_last() {
+        let chunk = |size, last| Request::Bdat(Chunk { size, last });
+        assert_eq!(ok("BDAT 0"), chunk(0, false));
+        assert_eq!(ok("bdat 1234 last"), chunk(1234, true));
+        assert_eq!(ok("BDAT 7 LAST"), chunk(7, true));
+        for bad in [
+            "BDAT",
+            "BDAT LAST",
+            "BDAT -1",
+            "BDAT 1 FIRST",
+            "BDAT 1 LAST x",
+            "BDAT 0x10",
+        ] {
+            assert_eq!(code(bad), 501, "{bad}");
+        }
+        assert_eq!(code("BDAT 99999999999999999999999"), 501);
+    }
 }
 
 #[cfg(test)]
@@ -371,6 +412,10 @@ mod properties {
             )),
             etrn_argument().prop_map(|a| (Command::Etrn(a.clone()), Request::Etrn(a))),
             Just((Command::Data, Request::Data)),
+            (any::<u64>(), any::<bool>()).prop_map(|(size, last)| (
+                Command::Bdat { size, last },
+                Request::Bdat(Chunk { size, last })
+            )),
             Just((Command::Rset, Request::Rset)),
             Just((Command::Noop, Request::Noop)),
             Just((Command::Quit, Request::Quit)),

@@ -138,6 +138,7 @@ pub fn submit(
         notify: request.notify.clone(),
         ret: request.ret.clone(),
         envid: request.envid.clone(),
+        warned: None,
         recipients: recipients
             .into_vec()
             .into_iter()

@@ -117,6 +117,7 @@ pub struct Envelope {
     pub notify: Option<String>,
     pub ret: Option<String>,
     pub envid: Option<String>,
+    pub warned: Option<i64>,
     pub rcpts: Vec<Rcpt>,
 }
 
@@ -130,6 +131,7 @@ impl Envelope {
             notify: None,
             ret: None,
             envid: None,
+            warned: None,
             rcpts,
         }
     }
@@ -149,6 +151,7 @@ impl Envelope {
                 "notify" => env.notify = Some(value.into()),
                 "ret" => env.ret = Some(value.into()),
                 "envid" => env.envid = Some(value.into()),
+                "warned" => env.warned = Some(value.parse().expect("warned")),
                 "rcpt" => {
                     let f: Vec<&str> = value.split('\t').collect();
                     assert_eq!(f.len(), 5, "rcpt fields in {line:?}");
@@ -179,6 +182,9 @@ impl Envelope {
             if let Some(v) = value {
                 out.push_str(&format!("{key}\t{v}\n"));
             }
+        }
+        if let Some(warned) = self.warned {
+            out.push_str(&format!("warned\t{warned}\n"));
         }
         for r in &self.rcpts {
             out.push_str(&format!(

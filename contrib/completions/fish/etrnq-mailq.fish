@@ -7,5 +7,6 @@ complete -c etrnq-mailq -l queue-dir -d 'Queue directory [default: $ETRNQ_QUEUE_
 complete -c etrnq-mailq -s v -l verbose -d 'Print deferral reasons whole instead of cut to fit 80 columns'
 complete -c etrnq-mailq -l json -d 'One JSON object per message per line (postqueue -j field names; see mailq(1))'
 complete -c etrnq-mailq -l summary -d 'Per recipient domain: messages, bytes, oldest, and counts by age (like qshape)'
+complete -c etrnq-mailq -l held -d 'Only messages on administrative hold (queue-admin hold; sendmail\'s -qQ)'
 complete -c etrnq-mailq -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c etrnq-mailq -s V -l version -d 'Print version'

@@ -11,6 +11,7 @@ fn original(sender: &str, notify: Option<&str>, ret: Option<&str>) -> Envelope {
         notify: notify.map(String::from),
         ret: ret.map(String::from),
         envid: Some("env-42".into()),
+        warned: None,
         recipients: vec![Recipient::new("nouser@customer.example".into())],
     }
 }
@@ -30,8 +31,9 @@ fn render(env: &Envelope) -> String {
     let here = Domain::parse("mx2.isp.example").unwrap();
     let data = &b"Subject: hello\r\nFrom: alice@example.test\r\n\r\nsecret body\r\n"[..];
     let id = QueueId::parse("1xWNvf000000AA").unwrap();
-    compose(
+    write_report(
         &mut out,
+        Notice::Failure,
         id,
         &here,
         env,
@@ -107,8 +109,9 @@ fn the_report_names_every_failure_in_order_with_what_is_known() {
     };
     let mut out = Vec::new();
     let now = chrono::Local::now();
-    let size = compose(
+    let size = write_report(
         &mut out,
+        Notice::Failure,
         id,
         &here,
         &env,
@@ -202,4 +205,52 @@ fn a_bounce_is_queued_from_the_null_sender_when_one_is_owed() {
     bounce.data().read_to_string(&mut text).unwrap();
     assert_eq!(bounced.size, text.len() as u64);
     assert!(text.contains("Status: 5.1.1\n"));
+}
+
+#[test]
+fn a_delay_warning_says_delayed_until_when_and_carries_headers_only() {
+    let mut env = original("alice@example.test", None, None);
+    env.ret = Some("full".into());
+    let mut out = Vec::new();
+    let here = Domain::parse("mx2.isp.example").unwrap();
+    let id = QueueId::parse("1xWNvf000000AA").unwrap();
+    let until = env.arrival + 5 * 86400;
+    let late = FailedRecipient {
+        address: "b@customer.example".into(),
+        status: crate::smtp::EnhancedCode {
+            class: 4,
+            subject: 0,
+            detail: 0,
+        },
+        remote_mta: None,
+        diagnostic: None,
+        reason: "connect to [192.0.2.1]:25: Connection refused".into(),
+    };
+    write_report(
+        &mut out,
+        Notice::Delay { until },
+        id,
+        &here,
+        &env,
+        &[late],
+        &b"Subject: hello\r\n\r\nsecret body\r\n"[..],
+        chrono::Local::now(),
+    )
+    .unwrap();
+    let text = String::from_utf8(out).unwrap();
+    assert!(
+        text.contains("Subject: Delayed Mail (still being retried)\n"),
+        "{text}"
+    );
+    assert!(text.contains("This is a warning only"), "{text}");
+    assert!(
+        text.contains("Final-Recipient: rfc822; b@customer.example\nAction: delayed\nStatus: 4.0.0\nWill-Retry-Until: "),
+        "{text}"
+    );
+    assert!(!text.contains("Action: failed"), "{text}");
+    assert!(text.contains("Content-Type: text/rfc822-headers"), "{text}");
+    assert!(
+        !text.contains("secret body"),
+        "RET=FULL is for failures: {text}"
+    );
 }

@@ -23,6 +23,7 @@ fn envelope(id: QueueId, recipients: &[&str]) -> Envelope {
         notify: None,
         ret: None,
         envid: None,
+        warned: None,
         recipients: recipients
             .iter()
             .map(|r| Recipient::new(r.to_string()))

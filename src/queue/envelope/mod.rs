@@ -16,6 +16,7 @@
 //! notify   <never | success,failure,delay>      (optional, -N)
 //! ret      <full | hdrs>                        (optional, -R)
 //! envid    <text>                               (optional, -V)
+//! warned   <epoch seconds>                      (optional: a delay warning was queued)
 //! rcpt     <status> <attempts> <next_attempt> <address> <reason>
 //! end
 //! ```
@@ -138,6 +139,8 @@ pub struct Envelope {
     pub ret: Option<String>,
     /// DSN ENVID (`-V`).
     pub envid: Option<String>,
+    /// When a delay warning went to the sender, so that one message gets at most one.
+    pub warned: Option<i64>,
     pub recipients: Vec<Recipient>,
 }
 
@@ -171,6 +174,9 @@ impl Envelope {
             if let Some(value) = value {
                 let _ = writeln!(out, "{key}\t{}", flatten(value));
             }
+        }
+        if let Some(warned) = self.warned {
+            let _ = writeln!(out, "warned\t{warned}");
         }
         for r in &self.recipients {
             let _ = writeln!(
@@ -261,6 +267,7 @@ struct Builder {
     notify: Option<String>,
     ret: Option<String>,
     envid: Option<String>,
+    warned: Option<i64>,
     recipients: Vec<Recipient>,
 }
 
@@ -291,6 +298,7 @@ impl Builder {
             "notify" => self.notify = Some(value.to_string()),
             "ret" => self.ret = Some(value.to_string()),
             "envid" => self.envid = Some(value.to_string()),
+            "warned" => self.warned = Some(number(value)?),
             "rcpt" => self.recipients.push(parse_recipient(n, value)?),
             _ => return Err(bad(n, format!("unknown record {key:?}"))),
         }
@@ -310,6 +318,7 @@ impl Builder {
             notify: self.notify,
             ret: self.ret,
             envid: self.envid,
+            warned: self.warned,
             recipients: self.recipients,
         })
     }
@@ -364,6 +373,7 @@ mod tests {
             notify: Some("failure,delay".into()),
             ret: None,
             envid: None,
+            warned: Some(1_795_433_391),
             recipients: vec![Recipient::new("a@customer.example".into()), deferred],
         }
     }

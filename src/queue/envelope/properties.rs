@@ -45,10 +45,13 @@ fn envelope() -> impl Strategy<Value = Envelope> {
         proptest::option::of(value(20)),
         proptest::option::of(value(20)),
         proptest::option::of(value(20)),
-        proptest::collection::vec(recipient(), 1..6),
+        (
+            proptest::option::of(any::<i64>()),
+            proptest::collection::vec(recipient(), 1..6),
+        ),
     )
         .prop_map(
-            |(id, arrival, size, sender, notify, ret, envid, recipients)| Envelope {
+            |(id, arrival, size, sender, notify, ret, envid, (warned, recipients))| Envelope {
                 id: QueueId::parse(&id).unwrap(),
                 arrival,
                 size,
@@ -56,6 +59,7 @@ fn envelope() -> impl Strategy<Value = Envelope> {
                 notify,
                 ret,
                 envid,
+                warned,
                 recipients,
             },
         )

@@ -356,6 +356,7 @@ mod tests {
             notify: None,
             ret: None,
             envid: None,
+            warned: None,
             recipients: vec![Recipient::new("u@customer.test".into())],
         }
     }

@@ -50,6 +50,7 @@ fn messages() -> impl Strategy<Value = Vec<(Entry, Vec<u8>)>> {
                     notify: None,
                     ret: None,
                     envid: None,
+                    warned: None,
                     recipients: vec![Recipient::new("u@customer.example".into())],
                 };
                 let entry = Entry {

@@ -6,6 +6,11 @@
 //! recipient of the message, a 452 for the server's own limit sends the recipient again in
 //! another transaction) and reports messages to the [`Outbox`] in the order they were handed
 //! out, each dropped before it is reported. It writes nothing to the wire.
+//!
+//! Messages are numbered in the order they were handed out, so a transaction names its
+//! message even when several messages have transactions outstanding (CHUNKING); a message's
+//! recipients sent back for the server's limit go in the next transaction, ahead of newer
+//! messages.
 
 use std::collections::VecDeque;
 
@@ -21,6 +26,8 @@ pub(super) struct Flight {
     verdicts: Vec<Option<Verdict>>,
     /// Recipients (indices into `message.recipients`) in no transaction yet, in order.
     waiting: VecDeque<usize>,
+    /// How far this message's transaction under way got.
+    pub(super) sent: Sent,
 }
 
 impl Flight {
@@ -30,6 +37,7 @@ impl Flight {
             message,
             verdicts: vec![None; count],
             waiting: (0..count).collect(),
+            sent: Sent::Envelope,
         }
     }
 
@@ -40,6 +48,11 @@ impl Flight {
         }
         let take = limit.min(self.waiting.len());
         Some(self.waiting.drain(..take).collect())
+    }
+
+    /// True when the server may have something of this message: a verdict came, or data went.
+    fn touched(&self) -> bool {
+        self.sent != Sent::Envelope || self.verdicts.iter().any(Option::is_some)
     }
 
     /// True when every recipient has its verdict.
@@ -64,6 +77,26 @@ impl Flight {
         rcpts: &[Reply],
         data: Option<&Reply>,
     ) -> Vec<usize> {
+        let accepted = self.settle_envelope(recipients, mail, rcpts);
+        match data {
+            Some(reply) if reply.code == ReplyCode::START_DATA => accepted,
+            Some(reply) => {
+                for &recipient in &accepted {
+                    self.refuse(recipient, Stage::Data, reply);
+                }
+                Vec::new()
+            }
+            None => Vec::new(),
+        }
+    }
+
+    /// Applies the replies to MAIL and the RCPTs; returns the recipients the server took.
+    pub(super) fn settle_envelope(
+        &mut self,
+        recipients: &[usize],
+        mail: &Reply,
+        rcpts: &[Reply],
+    ) -> Vec<usize> {
         if !mail.is_positive() {
             // A refused sender is refused for every transaction of the message.
             let waiting: Vec<usize> = self.waiting.drain(..).collect();
@@ -86,26 +119,23 @@ impl Flight {
         for &recipient in over_limit.iter().rev() {
             self.waiting.push_front(recipient);
         }
-        match data {
-            Some(reply) if reply.code == ReplyCode::START_DATA => accepted,
-            Some(reply) => {
-                for &recipient in &accepted {
-                    self.refuse(recipient, Stage::Data, reply);
-                }
-                Vec::new()
-            }
-            None => Vec::new(),
-        }
+        accepted
     }
 
     /// The reply to the end of the data decides every recipient that was waiting for it.
     pub(super) fn conclude(&mut self, accepted: &[usize], reply: &Reply) {
+        self.conclude_at(accepted, reply, Stage::EndOfData);
+    }
+
+    /// The reply that ends the data, to the command `stage`, decides every recipient that was
+    /// waiting for it.
+    pub(super) fn conclude_at(&mut self, accepted: &[usize], reply: &Reply, stage: Stage) {
         for &recipient in accepted {
             self.verdicts[recipient] = Some(if reply.is_positive() {
                 Verdict::Accepted(reply.clone())
             } else {
                 Verdict::Refused {
-                    stage: Stage::EndOfData,
+                    stage,
                     reply: reply.clone(),
                 }
             });
@@ -128,8 +158,10 @@ fn is_over_limit(reply: &Reply) -> bool {
             .is_none_or(|code| code == TOO_MANY_RECIPIENTS)
 }
 
-/// A transaction of the newest message: its recipients and its envelope's commands.
+/// A transaction of one message: the message's number, its recipients and its envelope's
+/// commands.
 pub(super) struct Transaction {
+    pub(super) flight: u64,
     pub(super) recipients: Vec<usize>,
     pub(super) mail: Command,
     /// One per recipient, in order.
@@ -145,15 +177,29 @@ pub(super) enum Ending {
     Close { dot: bool, reset: bool },
 }
 
-/// The account of a delivery: the messages in flight, oldest first, and how far the
-/// transaction of the oldest got.
+/// The account of a delivery: the messages in flight, oldest first.
 pub(super) struct Ledger<'o> {
     pub(super) outbox: &'o mut dyn Outbox,
     pub(super) flights: VecDeque<Flight>,
-    pub(super) sent: Sent,
+    /// The number of the oldest message in flight: how many were reported before it.
+    first: u64,
 }
 
-impl Ledger<'_> {
+impl<'o> Ledger<'o> {
+    pub(super) fn new(outbox: &'o mut dyn Outbox) -> Ledger<'o> {
+        Ledger {
+            outbox,
+            flights: VecDeque::new(),
+            first: 0,
+        }
+    }
+
+    /// The message numbered `number`, while it is in flight.
+    pub(super) fn flight(&mut self, number: u64) -> Option<&mut Flight> {
+        let position = usize::try_from(number.checked_sub(self.first)?).ok()?;
+        self.flights.get_mut(position)
+    }
+
     /// Reports the messages at the front that have every verdict, in order.
     pub(super) fn retire(&mut self) {
         while self.flights.front().is_some_and(Flight::is_answered) {
@@ -162,54 +208,60 @@ impl Ledger<'_> {
             }) = self.flights.pop_front()
             {
                 drop(message);
+                self.first += 1;
                 self.outbox.done(Attempt::Answered(Delivery { verdicts }));
             }
-            self.sent = Sent::Envelope;
         }
     }
 
-    /// Reports every message in flight after a failure. The transaction under way was the
-    /// oldest message's: that message, unless every recipient of it is decided already, is the
-    /// one that may have broken the connection. The others are stranded.
+    /// Reports every message in flight after a failure. The oldest message, unless every
+    /// recipient of it is decided already, is one that may have broken the connection, and so
+    /// is every other the server may have something of (a verdict came, or data went). The
+    /// others are stranded: at most their envelopes went out.
     pub(super) fn fail(self, error: &SmtpError) {
-        let sent = self.sent;
         for (position, flight) in self.flights.into_iter().enumerate() {
             let answered = flight.is_answered();
+            let touched = flight.touched();
             let Flight {
-                message, verdicts, ..
+                message,
+                verdicts,
+                sent,
+                ..
             } = flight;
             drop(message);
             let delivery = Delivery { verdicts };
-            self.outbox.done(match (position, answered) {
-                (_, true) => Attempt::Answered(delivery),
-                (0, false) => Attempt::Broken {
+            self.outbox.done(match (position, answered, touched) {
+                (_, true, _) => Attempt::Answered(delivery),
+                (0, false, _) | (_, false, true) => Attempt::Broken {
                     delivery,
                     sent,
                     error,
                 },
-                (_, false) => Attempt::Stranded { error },
+                (_, false, false) => Attempt::Stranded { error },
             });
         }
     }
 
-    /// The next transaction: more recipients of the newest message, or the first of the next
-    /// message that has any. Messages without recipients are only queued behind, to be
-    /// reported in their turn.
+    /// The next transaction: more recipients of a message in flight, the oldest first, or the
+    /// first of the next message that has any. Messages without recipients are only queued
+    /// behind, to be reported in their turn.
     pub(super) fn next_transaction(
         &mut self,
         limit: usize,
         capabilities: &Capabilities,
     ) -> Option<Transaction> {
         loop {
-            if let Some(flight) = self.flights.back_mut()
-                && let Some(recipients) = flight.next_transaction(limit)
-            {
+            for (position, flight) in self.flights.iter_mut().enumerate() {
+                let Some(recipients) = flight.next_transaction(limit) else {
+                    continue;
+                };
                 let message = &flight.message;
                 let rcpts = recipients
                     .iter()
                     .map(|&recipient| rcpt_command(&message.recipients[recipient]))
                     .collect();
                 return Some(Transaction {
+                    flight: self.first + position as u64,
                     mail: mail_command(message, capabilities),
                     recipients,
                     rcpts,

@@ -1,6 +1,7 @@
 use super::*;
 use crate::smtp::test_server::{Step, domain, options, server};
 use crate::smtp::{ConnectOptions, Timeouts, Transcript};
+use std::collections::VecDeque;
 use std::io::{self, Cursor, Read, SeekFrom};
 use std::sync::Arc;
 use std::time::Duration;
@@ -101,6 +102,7 @@ fn refused(stage: Stage, line: &str) -> Option<Verdict> {
         reply: reply(line),
     })
 }
+mod chunked;
 mod data;
 mod failures;
 mod recipients;

@@ -189,6 +189,15 @@ impl<'s> Session<'s> {
                 self.channel.reply(&Reply::new(221, text))?;
                 Ok(Flow::Close)
             }
+            Request::Bdat(_) => {
+                // Its chunk cannot be told from commands without reading it: the session ends.
+                self.last = "BDAT";
+                self.channel.reply(&Reply::new(
+                    502,
+                    "5.5.1 Error: mail is not taken on the ODMR service; closing connection",
+                ))?;
+                Ok(Flow::Close)
+            }
             Request::Mail { .. }
             | Request::Rcpt(_)
             | Request::Data

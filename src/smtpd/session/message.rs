@@ -1,5 +1,5 @@
-//! DATA: the message read from the client into a queue draft, judged once all of it is in, and
-//! committed before the 250.
+//! A message, after DATA or in BDAT chunks: read from the client into a queue draft, judged once
+//! all of it is in, and committed before the 250.
 //!
 //! Receiving runs in four steps: the `Received:` field this server adds
 //! ([`Session::received_field`]), the copy of the data into the draft
@@ -24,9 +24,27 @@ use crate::queue::envelope::{Envelope, Recipient};
 use crate::queue::{Draft, QueueId};
 use crate::smtp::Reply;
 
-use super::super::wire::{DataFault, LineFault};
+use super::super::wire::{Channel, Chunk, CommandLine, DataFault, LineFault};
 use super::Session;
+use super::bdat::next_chunk;
 use super::phase::{Hello, Transaction};
+
+/// How the message comes: after DATA, or in BDAT chunks from the first one.
+pub(super) enum Body {
+    Data,
+    Chunks(Chunk),
+}
+
+/// What became of a message.
+pub(super) enum Outcome {
+    /// Committed to the queue.
+    Queued(QueueId),
+    /// Read to its end and refused with this reply; nothing kept.
+    Refused(Reply),
+    /// The client sent this command line between chunks instead of the next BDAT: nothing
+    /// kept, and the command is still to be answered.
+    Abandoned(CommandLine),
+}
 
 /// What the copy of the data left to judge.
 struct Copied {
@@ -40,20 +58,55 @@ struct Copied {
 
 impl Session<'_> {
     /// Reads the message into `draft` and commits it. The outer error is the connection's; the
-    /// inner one is the reply that refuses the message, after all of it was read.
+    /// inner outcome says whether the message was queued, refused after all of it was read, or
+    /// abandoned between chunks.
     pub(super) fn receive(
         &mut self,
         mut draft: Draft<'_>,
         hello: &Hello,
         transaction: &Transaction,
-    ) -> io::Result<Result<QueueId, Reply>> {
+        body: Body,
+    ) -> io::Result<Outcome> {
         let now = Local::now();
         let received = self.received_field(draft.id(), &now, hello, transaction);
-        let copied = self.copy_message(&mut draft, &received)?;
+        let limit = self.server.limits.max_message_size;
+        let copied = match body {
+            Body::Data => {
+                let mut data = self.channel.data(limit);
+                let mut copied = copy_message(&mut data, &mut draft, &received)?;
+                copied.fault = data.fault();
+                copied
+            }
+            Body::Chunks(first) => {
+                let limits = &self.server.limits;
+                let (command, data_timeout, rate) = (
+                    limits.command_timeout,
+                    limits.data_timeout,
+                    limits.min_data_rate,
+                );
+                let mut instead = None;
+                let next = |channel: &mut Channel, size: u64| {
+                    next_chunk(channel, size, command, (data_timeout, rate), &mut instead)
+                };
+                let mut chunks = self.channel.chunks(limit, first, next);
+                let mut copied = copy_message(&mut chunks, &mut draft, &received)?;
+                copied.fault = chunks.fault();
+                drop(chunks);
+                if let Some(line) = instead {
+                    return Ok(Outcome::Abandoned(line));
+                }
+                copied
+            }
+        };
         if let Err(refusal) = self.judge(draft.id(), &copied) {
-            return Ok(Err(refusal));
+            return Ok(Outcome::Refused(refusal));
         }
-        Ok(self.commit(draft, &now, copied.written, hello, transaction))
+        Ok(
+            match self.commit(draft, &now, copied.written, hello, transaction) {
+                Ok(id) => Outcome::Queued(id),
+                Err(refusal) => Outcome::Refused(refusal),
+            },
+        )
     }
 
     /// The `Received:` field that opens the queued message.
@@ -84,41 +137,6 @@ impl Session<'_> {
             date: &rfc5322_date(now),
         }
         .render("\r\n")
-    }
-
-    /// Copies the data to its end into `draft`, after `received`: the header section, then the
-    /// body line by line. A header section over its limit is read and dropped with the rest.
-    fn copy_message(&mut self, draft: &mut Draft<'_>, received: &str) -> io::Result<Copied> {
-        let mut data = self.channel.data(self.server.limits.max_message_size);
-        let mut out = Output::new(draft);
-        out.write(received.as_bytes());
-        let header = match HeaderSection::read(&mut data, LeadingFrom::Keep, MAX_HEADER_SECTION) {
-            Ok(header) => Some(header),
-            Err(HeaderError::Input(e)) => return Err(e),
-            Err(HeaderError::TooLarge) => None,
-        };
-        if let Some(header) = &header {
-            out.write(header.raw());
-            if header.is_empty() && header.separator.is_empty() {
-                // Data without a header section: keep its first line out of our Received field.
-                out.write(b"\r\n");
-            } else {
-                out.write(&header.separator);
-            }
-            out.write(&header.first_body_line);
-            while let Some(line) = data.next_line()? {
-                out.write(line);
-            }
-        } else {
-            // Read to its end, kept nowhere: the client is answered only after the data.
-            while data.next_line()?.is_some() {}
-        }
-        Ok(Copied {
-            header,
-            written: out.written,
-            write_error: out.error,
-            fault: data.fault(),
-        })
     }
 
     /// The reply that refuses what arrived, if anything does: a fault in the data, a header
@@ -200,6 +218,7 @@ impl Session<'_> {
             notify: None,
             ret: None,
             envid: None,
+            warned: None,
             recipients: transaction
                 .recipients
                 .iter()
@@ -224,6 +243,44 @@ impl Session<'_> {
         }
         Ok(id)
     }
+}
+
+/// Copies the data to its end into `draft`, after `received`: the header section, then the body
+/// line by line. A header section over its limit is read and dropped with the rest.
+fn copy_message<L: Lines<Error = io::Error>>(
+    data: &mut L,
+    draft: &mut Draft<'_>,
+    received: &str,
+) -> io::Result<Copied> {
+    let mut out = Output::new(draft);
+    out.write(received.as_bytes());
+    let header = match HeaderSection::read(data, LeadingFrom::Keep, MAX_HEADER_SECTION) {
+        Ok(header) => Some(header),
+        Err(HeaderError::Input(e)) => return Err(e),
+        Err(HeaderError::TooLarge) => None,
+    };
+    if let Some(header) = &header {
+        out.write(header.raw());
+        if header.is_empty() && header.separator.is_empty() {
+            // Data without a header section: keep its first line out of our Received field.
+            out.write(b"\r\n");
+        } else {
+            out.write(&header.separator);
+        }
+        out.write(&header.first_body_line);
+        while let Some(line) = data.next_line()? {
+            out.write(line);
+        }
+    } else {
+        // Read to its end, kept nowhere: the client is answered only after the data.
+        while data.next_line()?.is_some() {}
+    }
+    Ok(Copied {
+        header,
+        written: out.written,
+        write_error: out.error,
+        fault: None,
+    })
 }
 
 /// Writes the message to its draft, counting octets; a write error is kept for after the data

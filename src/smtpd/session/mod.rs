@@ -2,8 +2,9 @@
 //!
 //! A session is in one [`Phase`] at a time: connected (before HELO or EHLO: only HELO, EHLO,
 //! NOOP, RSET, VRFY, HELP, STARTTLS and QUIT do anything), greeted, or inside a mail transaction
-//! (after MAIL, taking RCPT until DATA or RSET). Each command is handled here by a method named
-//! for its verb; DATA's reading and committing is in [`message`], ETRN's answer in [`etrn`].
+//! (after MAIL, taking RCPT until DATA, BDAT or RSET). Each command is handled here by a method
+//! named for its verb; the message's reading and committing is in [`message`], BDAT's chunks in
+//! [`bdat`], ETRN's answer in [`etrn`].
 //! Commands are handled one at a time in the order they arrived, so replies to pipelined
 //! commands come out in that order. A successful STARTTLS returns the session to the phase
 //! after the greeting (RFC 3207 §4.2).
@@ -16,6 +17,7 @@
 //! Nothing here reads a socket or a file by itself: the session runs over any [`Channel`],
 //! which is how the unit tests drive it in memory.
 
+mod bdat;
 mod etrn;
 mod message;
 mod phase;
@@ -30,8 +32,9 @@ use crate::smtp::Reply;
 
 use super::recipients::Lookup;
 use super::request::{self, ForwardPath, Request};
-use super::wire::{Channel, LineFault, is_timeout};
+use super::wire::{Channel, CommandLine, LineFault, is_timeout};
 use super::{Client, Server};
+use message::{Body, Outcome};
 use phase::{Hello, Phase};
 
 /// Whether the session goes on after a command.
@@ -135,20 +138,24 @@ impl Session<'_> {
             let Some(line) = self.channel.read_command()? else {
                 return self.client_gone();
             };
-            let flow = match line {
-                Err(fault) => self.bad_line(fault)?,
-                Ok(bytes) => match request::parse(&bytes) {
-                    Ok(request) => self.handle(request)?,
-                    Err(refusal) => {
-                        self.last = "unknown command";
-                        self.error(refusal)?
-                    }
-                },
-            };
-            if let Flow::Close = flow {
+            if let Flow::Close = self.command(line)? {
                 self.channel.flush()?;
                 return Ok(());
             }
+        }
+    }
+
+    /// Answers one command line.
+    fn command(&mut self, line: CommandLine) -> io::Result<Flow> {
+        match line {
+            Err(fault) => self.bad_line(fault),
+            Ok(bytes) => match request::parse(&bytes) {
+                Ok(request) => self.handle(request),
+                Err(refusal) => {
+                    self.last = "unknown command";
+                    self.error(refusal)
+                }
+            },
         }
     }
 
@@ -215,6 +222,7 @@ impl Session<'_> {
             Request::Mail { from, size } => self.mail(from, size),
             Request::Rcpt(to) => self.rcpt(to),
             Request::Data => self.data(),
+            Request::Bdat(chunk) => self.bdat(chunk),
             Request::Rset => {
                 self.last = "RSET";
                 self.phase.reset();
@@ -235,7 +243,7 @@ impl Session<'_> {
                 self.last = "HELP";
                 self.reply(Reply::new(
                     214,
-                    "2.0.0 Commands: HELO EHLO MAIL RCPT DATA RSET NOOP VRFY ETRN HELP QUIT",
+                    "2.0.0 Commands: HELO EHLO MAIL RCPT DATA BDAT RSET NOOP VRFY ETRN HELP QUIT",
                 ))
             }
             Request::Quit => {
@@ -289,7 +297,7 @@ impl Session<'_> {
             ""
         };
         let text = format!(
-            "{greeting}\nPIPELINING\nSIZE {}\n8BITMIME\nENHANCEDSTATUSCODES\nETRN{starttls}",
+            "{greeting}\nPIPELINING\nSIZE {}\n8BITMIME\nCHUNKING\nENHANCEDSTATUSCODES\nETRN{starttls}",
             self.server.limits.max_message_size
         );
         self.reply(Reply::new(250, text))
@@ -449,12 +457,14 @@ impl Session<'_> {
             self.server.limits.data_timeout,
             self.server.limits.min_data_rate,
         );
-        let reply = match self.receive(draft, &hello, &transaction)? {
-            Ok(id) => {
+        let reply = match self.receive(draft, &hello, &transaction, Body::Data)? {
+            Outcome::Queued(id) => {
                 self.messages += 1;
                 Reply::new(250, format!("2.0.0 Ok: queued as {id}"))
             }
-            Err(refusal) => {
+            // Only chunks can be abandoned.
+            Outcome::Abandoned(line) => return self.command(line),
+            Outcome::Refused(refusal) => {
                 self.server.log.info(&format!(
                     "reject: DATA from {}: {refusal}; from=<{}>",
                     self.client, transaction.sender

@@ -22,9 +22,11 @@
 //! later command can undo.
 //!
 //! The socket side (deadlines, stress, the TLS halves) is in [`socket`], message data in
-//! [`data`]. A channel may run over any pair of streams: without a socket there are no
+//! [`data`] (after DATA) and [`chunk`] (in BDAT chunks). A channel may run over any pair of
+//! streams: without a socket there are no
 //! deadlines and no STARTTLS, as under inetd over a pipe, and as the unit tests run it.
 
+mod chunk;
 mod data;
 #[cfg(test)]
 mod properties;
@@ -39,6 +41,7 @@ use std::time::{Duration, Instant};
 
 use crate::smtp::Reply;
 
+pub use chunk::Chunk;
 pub use data::{DataFault, DataLines};
 use socket::{Clock, Socket, TlsHalf};
 pub use socket::{Load, Stress, is_timeout};

@@ -123,3 +123,70 @@ fn replies_are_multiline_and_flushed_before_waiting() {
     assert_eq!(chan.read_command().unwrap(), None);
     assert_eq!(&out.lock().unwrap()[..], b"250-a\r\n250 b\r\n");
 }
+
+/// The lines and the fault of `message` sent as chunks of the sizes given, the last one LAST.
+fn chunked(message: &[u8], sizes: &[u64]) -> (Vec<u8>, Option<DataFault>, Vec<u8>) {
+    let mut input = message.to_vec();
+    input.extend_from_slice(b"NOOP\r\n");
+    let (mut chan, _) = channel(&input);
+    let mut rest = sizes
+        .iter()
+        .skip(1)
+        .copied()
+        .collect::<std::collections::VecDeque<u64>>();
+    let first = Chunk {
+        size: sizes[0],
+        last: sizes.len() == 1,
+    };
+    let next = move |_: &mut Channel, _: u64| {
+        let size = rest.pop_front().expect("a chunk after the last");
+        Ok(Some(Chunk {
+            size,
+            last: rest.is_empty(),
+        }))
+    };
+    let mut lines = chan.chunks(100, first, next);
+    let mut got = Vec::new();
+    while let Some(line) = lines.next_line().unwrap() {
+        got.extend_from_slice(line);
+    }
+    let fault = lines.fault();
+    drop(lines);
+    let after = chan.read_command().unwrap().unwrap().unwrap();
+    (got, fault, after)
+}
+
+#[test]
+fn chunks_cut_anywhere_give_the_same_lines_and_faults() {
+    let cases: [(&[u8], &[u8], Option<DataFault>); 4] = [
+        (b"a: b\r\n\r\n.x\r\nend", b"a: b\r\n\r\n.x\r\nend\r\n", None),
+        (
+            b"a\r\nb\nc\r\n",
+            b"a\r\n",
+            Some(DataFault::Line(LineFault::BareCrOrLf)),
+        ),
+        (
+            b"a\r\nb\rc\r\n",
+            b"a\r\n",
+            Some(DataFault::Line(LineFault::BareCrOrLf)),
+        ),
+        (&[b'y'; 120], b"", Some(DataFault::TooBig)),
+    ];
+    for (message, lines, fault) in cases {
+        let length = message.len() as u64;
+        let mut splits = vec![vec![length]];
+        for cut in 0..=length {
+            splits.push(vec![cut, length - cut]);
+            splits.push(vec![0, cut, 0, length - cut]);
+        }
+        for sizes in splits {
+            let (got, got_fault, after) = chunked(message, &sizes);
+            assert_eq!(got, lines, "{sizes:?}");
+            assert_eq!(got_fault, fault, "{sizes:?}");
+            assert_eq!(
+                after, b"NOOP",
+                "every octet of the chunks read, none more: {sizes:?}"
+            );
+        }
+    }
+}

@@ -1,7 +1,10 @@
 //! The one scripted SMTP server of the end-to-end suites, hostile when the test says so.
 //!
-//! It answers each command as its [`Script`] says and records what the client sent. A script is a well-behaved receiving MTA by default (PIPELINING, SIZE, ETRN, 8BITMIME,
-//! ENHANCEDSTATUSCODES; every recipient and every message accepted). Each hostile or particular
+//! It answers each command as its [`Script`] says and records what the client sent. A script is
+//! a well-behaved receiving MTA by default (PIPELINING, SIZE, ETRN, 8BITMIME,
+//! ENHANCEDSTATUSCODES; every recipient and every message accepted). It takes BDAT (RFC 3030)
+//! whether it announces CHUNKING ([`Script::chunking`]) or not, so a client that sends BDAT
+//! unasked is seen doing it. Each hostile or particular
 //! behaviour a suite needs is one builder call:
 //!
 //! - the greeting: another text, none at all (a server that hangs), a pause before it, or
@@ -12,7 +15,8 @@
 //! - a reply per recipient (by the start of its local part; rules may also change while the
 //!   server runs, [`Server::rule`]), and a recipient limit per transaction;
 //! - any reply to DATA (250 where 354 belongs, 354 where none does);
-//! - a reply to the end of the data chosen by the message's text, or the connection cut there;
+//! - a reply to the end of the data (or to `BDAT LAST`) chosen by the message's text, or the
+//!   connection cut there;
 //! - replies trickled a byte at a time from a chosen verb on;
 //! - a wait before each end-of-data reply, to keep a delivery going.
 //!
@@ -156,6 +160,14 @@ impl Script {
         self
     }
 
+    /// CHUNKING announced after the other keywords.
+    pub fn chunking(mut self) -> Script {
+        if let Ehlo::Keywords(keywords) = &mut self.ehlo {
+            keywords.push("CHUNKING".to_string());
+        }
+        self
+    }
+
     /// EHLO answered with these keywords.
     pub fn keywords(self, keywords: &[&str]) -> Script {
         self.ehlo(Ehlo::Keywords(
@@ -228,15 +240,21 @@ pub struct Received {
     pub mail: String,
     /// The recipients it accepted, as `a@b.test`.
     pub recipients: Vec<String>,
-    /// The data as it came over the wire, dot-stuffed, without the final dot line.
+    /// The data as it came over the wire: after DATA dot-stuffed, without the final dot line;
+    /// in BDAT chunks, joined.
     pub wire: Vec<u8>,
     /// True when it came over TLS.
     pub tls: bool,
+    /// True when it came in BDAT chunks.
+    pub chunked: bool,
 }
 
 impl Received {
     /// The message as a receiver stores it: dot-stuffing undone, line ends as received.
     pub fn data(&self) -> Vec<u8> {
+        if self.chunked {
+            return self.wire.clone();
+        }
         let mut data = Vec::with_capacity(self.wire.len());
         for line in self.wire.split_inclusive(|&b| b == b'\n') {
             data.extend_from_slice(line.strip_prefix(b".").unwrap_or(line));

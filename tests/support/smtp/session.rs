@@ -28,6 +28,8 @@ pub(super) struct Session<'a> {
 struct Transaction {
     mail: Option<String>,
     recipients: Vec<String>,
+    /// The BDAT chunks so far; `None` before the first.
+    chunks: Option<Vec<u8>>,
 }
 
 impl Session<'_> {
@@ -94,7 +96,7 @@ impl Session<'_> {
                 "MAIL" => {
                     transaction = Transaction {
                         mail: Some(rest.trim_start_matches("FROM:").to_string()),
-                        recipients: Vec::new(),
+                        ..Transaction::default()
                     };
                     self.reply("250 2.1.0 Ok")?
                 }
@@ -115,6 +117,27 @@ impl Session<'_> {
                     }
                     let wire = self.read_data()?;
                     let taken = std::mem::take(&mut transaction);
+                    self.end_of_data(script, taken, wire)?;
+                }
+                "BDAT" => {
+                    let (size, last) = rest.split_once(' ').unwrap_or((rest, ""));
+                    let last = last.eq_ignore_ascii_case("LAST");
+                    let size: usize = size.parse().ok()?;
+                    let chunk = self.read_octets(size)?;
+                    if transaction.mail.is_none() || transaction.recipients.is_empty() {
+                        // RFC 3030: the chunk is consumed, and the transaction is over.
+                        transaction = Transaction::default();
+                        self.reply("554 5.5.1 Error: no valid recipients")?;
+                        continue;
+                    }
+                    let data = transaction.chunks.get_or_insert_with(Vec::new);
+                    data.extend_from_slice(&chunk);
+                    if !last {
+                        self.reply(&format!("250 2.0.0 {size} octets received"))?;
+                        continue;
+                    }
+                    let taken = std::mem::take(&mut transaction);
+                    let wire = taken.chunks.clone().unwrap_or_default();
                     self.end_of_data(script, taken, wire)?;
                 }
                 "RSET" => {
@@ -208,6 +231,7 @@ impl Session<'_> {
                 recipients: taken.recipients,
                 wire,
                 tls: self.tls,
+                chunked: taken.chunks.is_some(),
             });
         }
         self.reply(&reply)
@@ -281,6 +305,15 @@ impl Session<'_> {
         }
     }
 
+    /// The next `count` octets, as received.
+    fn read_octets(&mut self, count: usize) -> Option<Vec<u8>> {
+        let mut idle = Instant::now();
+        while self.buffer.len() < count {
+            self.read_more(&mut idle)?;
+        }
+        Some(self.buffer.drain(..count).collect())
+    }
+
     /// The next line without its CRLF.
     fn read_line(&mut self) -> Option<String> {
         let line = self.read_raw_line()?;
@@ -296,6 +329,14 @@ impl Session<'_> {
             if let Some(end) = self.buffer.iter().position(|&b| b == b'\n') {
                 return Some(self.buffer.drain(..=end).collect());
             }
+            self.read_more(&mut idle)?;
+        }
+    }
+
+    /// Waits for more octets into the buffer; `None` at the end of the connection, when the
+    /// test is over, or after a long silence.
+    fn read_more(&mut self, idle: &mut Instant) -> Option<()> {
+        loop {
             if self.shared.stop.load(Ordering::SeqCst) || idle.elapsed() > IDLE {
                 return None;
             }
@@ -304,7 +345,8 @@ impl Session<'_> {
                 Ok(0) => return None,
                 Ok(n) => {
                     self.buffer.extend_from_slice(&chunk[..n]);
-                    idle = Instant::now();
+                    *idle = Instant::now();
+                    return Some(());
                 }
                 Err(e)
                     if matches!(

@@ -4,6 +4,7 @@
 //! The connection is the only part replaced: the queue, the log and the configuration are real
 //! files in a temporary directory, and an ETRN run starts `/bin/true` as its queue-run.
 
+mod bdat;
 mod conversation;
 mod refusals;
 mod starttls;
@@ -165,6 +166,6 @@ fn ehlo_reply(literal: &str, starttls: bool) -> String {
     };
     format!(
         "250-mx.example.test Hello client.example {literal}\n250-PIPELINING\n250-SIZE 52428800\n\
-         250-8BITMIME\n250-ENHANCEDSTATUSCODES\n{tail}"
+         250-8BITMIME\n250-CHUNKING\n250-ENHANCEDSTATUSCODES\n{tail}"
     )
 }
