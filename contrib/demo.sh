@@ -4,11 +4,18 @@
 # see it (sendmail layout), as monitoring sees it (JSON), and per domain; then, when swaks and
 # smtp-sink are installed, the whole ETRN round on loopback (contrib/etrn-demo.sh). Needs no
 # root, touches nothing outside its temporary directories, and removes them on exit.
+#
+# Environment: ETRNQ_BIN, the directory of installed etrnq programs to show (/usr/bin after the
+# Debian package) instead of building them; ISP_PORT and SITE_PORT, the loopback ports of the
+# ETRN round (default: free ports, so whatever already listens on 2525 or 2526 is left alone).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-cargo build --release --quiet --bins
-export PATH="$PWD/target/release:$PATH"
+if [ -z "${ETRNQ_BIN:-}" ]; then
+    cargo build --release --quiet --bins
+    ETRNQ_BIN=$PWD/target/release
+fi
+export PATH="$ETRNQ_BIN:$PATH"
 
 DEMO=$(mktemp -d "${TMPDIR:-/tmp}/etrnq-demo.XXXXXX")
 trap 'rm -rf "$DEMO"' EXIT
@@ -58,7 +65,7 @@ echo "(exit status $status; the queue still holds $(find "$DEMO/queue/env" -type
 echo
 echo "== The whole round on loopback: the backup MX holds mail, the site sends ETRN, mail arrives"
 if command -v swaks >/dev/null && command -v smtp-sink >/dev/null; then
-    env -u ETRNQ_CONFIG ETRNQ_BIN="$PWD/target/release" contrib/etrn-demo.sh
+    env -u ETRNQ_CONFIG ETRNQ_BIN="$ETRNQ_BIN" contrib/etrn-demo.sh
 else
     echo "(skipped: needs swaks and smtp-sink, from the Debian packages swaks and postfix;"
     echo " contrib/run-tests.sh installs them)"

@@ -236,8 +236,26 @@ pub fn finish_check(program: &str, outcome: anyhow::Result<u8>) -> ExitCode {
 }
 
 fn report(program: &str, err: &anyhow::Error) {
-    let message = format!("{err:#}").replace('\n', " ");
-    eprintln!("{program}: {message}");
+    eprintln!("{program}: {}", one_line(err));
+}
+
+/// The error chain on one line, outermost first, joined by ": ". A cause whose text the error
+/// around it already shows (a typed error that prints its OS error and also names it as its
+/// source) is left out, so that no reason is said twice.
+fn one_line(err: &anyhow::Error) -> String {
+    let mut message = String::new();
+    let mut outer = String::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        if message.is_empty() {
+            message.push_str(&text);
+        } else if !outer.contains(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
+        outer = text;
+    }
+    message.replace('\n', " ")
 }
 
 fn is_broken_pipe(err: &anyhow::Error) -> bool {
@@ -317,6 +335,34 @@ mod exit_status_tests {
         let err = anyhow::Error::new(Failure::new(Status::Usage, "no recipients"))
             .context("queue-enqueue");
         assert_eq!(status_of(&err), Status::Usage);
+    }
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("cannot listen on 127.0.0.1:2525: {source}")]
+    struct Listen {
+        source: std::io::Error,
+    }
+
+    #[test]
+    fn a_cause_the_error_around_it_shows_is_said_once() {
+        let source = std::io::Error::from_raw_os_error(nix::libc::EADDRINUSE);
+        let os = source.to_string();
+        let err = anyhow::Error::new(Listen { source });
+        assert_eq!(
+            one_line(&err),
+            format!("cannot listen on 127.0.0.1:2525: {os}")
+        );
+
+        let err = anyhow::Error::new(std::io::Error::from_raw_os_error(nix::libc::ENOENT))
+            .context("reading the password file")
+            .context("etrn.toml");
+        assert_eq!(
+            one_line(&err),
+            format!(
+                "etrn.toml: reading the password file: {}",
+                std::io::Error::from_raw_os_error(nix::libc::ENOENT)
+            )
+        );
     }
 
     #[test]

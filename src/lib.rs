@@ -1,8 +1,9 @@
 //! etrnq: a store-and-forward mail queue for part-time connected sites.
 //!
-//! Every program in `src/bin/` is a page: its clap definition, one call into this library, and
-//! [`cli::finish`], which turns the outcome into one stderr line and a `sysexits.h` status. Four
-//! kinds of program make four data flows through the modules, each from argv to exit status:
+//! Every program in `src/bin/` is a page: argv parsed with its clap definition from [`args`],
+//! one call into this library, and [`cli::finish`], which turns the outcome into one stderr line
+//! and a `sysexits.h` status. Four kinds of program make four data flows through the modules,
+//! each from argv to exit status:
 //!
 //! ```text
 //! accept   queue-enqueue ─ submission ─┐
@@ -33,6 +34,7 @@
 
 pub mod address;
 pub mod admin;
+pub mod args;
 pub mod cli;
 pub mod config;
 pub mod delivery;

@@ -1,4 +1,5 @@
-//! The scripts in contrib/: the sendmail wrapper, the ssh forced command and the module graph.
+//! The scripts in contrib/: the demos, the sendmail wrapper, the ssh forced command and the
+//! module graph.
 //!
 //! Each is run as an administrator would install it, with stub programs first in its search
 //! path that record the words they were given, and (for the sendmail wrapper) once with the real
@@ -422,4 +423,93 @@ fn the_module_graph_has_no_cycle() {
         .expect("run contrib/module-graph");
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     assert_eq!(String::from_utf8_lossy(&out.stderr), "cycle: a <-> b\n");
+}
+
+/// Binds 127.0.0.1:`port` when it is free, as another mail server on the machine would; `None`
+/// when something already has it, which is the same situation for the demo.
+fn occupy(port: u16) -> Option<std::net::TcpListener> {
+    let listener = std::net::TcpListener::bind(("127.0.0.1", port)).ok()?;
+    listener.set_nonblocking(true).expect("nonblocking");
+    Some(listener)
+}
+
+/// The README's first command passes whatever the machine already runs on the ports mail
+/// software likes: the ETRN round picks free ports and leaves 2525 and 2526 alone.
+#[test]
+fn the_demo_passes_with_2525_and_2526_taken() {
+    if !support::has_program("swaks", "swaks") || !support::has_program("smtp-sink", "postfix") {
+        return;
+    }
+    let taken: Vec<_> = [2525, 2526].into_iter().filter_map(occupy).collect();
+    let bindir = support::site::bin("queue-run");
+    let output = Command::new(script("demo.sh"))
+        .env("ETRNQ_BIN", bindir.parent().expect("target dir"))
+        .env_remove("ISP_PORT")
+        .env_remove("SITE_PORT")
+        .env_remove("ETRNQ_CONFIG")
+        .env_remove("ETRNQ_QUEUE_DIR")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run contrib/demo.sh");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("etrn-demo: the site has all 3 messages"),
+        "the whole round ran: {stdout}"
+    );
+    for listener in &taken {
+        assert!(
+            listener
+                .accept()
+                .is_err_and(|e| e.kind() == std::io::ErrorKind::WouldBlock),
+            "the demo connected to {:?}, which was not its own",
+            listener.local_addr()
+        );
+    }
+}
+
+/// A port the user names that is taken stops the demo with one line naming it; the server it
+/// would have started is not left behind.
+#[test]
+fn the_etrn_demo_names_a_taken_port_once() {
+    if !support::has_program("swaks", "swaks") || !support::has_program("smtp-sink", "postfix") {
+        return;
+    }
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("loopback listener");
+    let port = listener.local_addr().expect("address").port();
+    let bindir = support::site::bin("queue-run");
+    let output = Command::new(script("etrn-demo.sh"))
+        .env("ETRNQ_BIN", bindir.parent().expect("target dir"))
+        .env("ISP_PORT", port.to_string())
+        .env_remove("SITE_PORT")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run contrib/etrn-demo.sh");
+    assert_eq!(output.status.code(), Some(69), "{output:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&output.stderr),
+        format!(
+            "etrn-demo: something already listens on 127.0.0.1:{port}; choose another ISP_PORT or unset it\n"
+        )
+    );
+}
+
+/// A daemon that cannot listen says why in one line, the OS's reason once.
+#[test]
+fn queue_smtpd_names_a_taken_address_once() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("loopback listener");
+    let addr = listener.local_addr().expect("address");
+    let site = Site::new("");
+    let output = site
+        .command("queue-smtpd")
+        .args(["--listen", &addr.to_string()])
+        .output()
+        .expect("queue-smtpd runs");
+    let reason = std::io::Error::from_raw_os_error(nix::libc::EADDRINUSE).to_string();
+    assert_eq!(output.status.code(), Some(75), "{output:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&output.stderr),
+        format!("queue-smtpd: cannot listen on {addr}: {reason}\n")
+    );
 }

@@ -200,11 +200,9 @@ impl Damage {
 
 fn every_pass_finds_every_message_after(damage: Damage) {
     if damage.needs_root() && !is_root() {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "{damage:?} needs root, and CI runs as root"
-        );
-        println!("skipped: {damage:?} needs root to give a file to another user");
+        support::skip(format!(
+            "{damage:?} needs root to give a file to another user"
+        ));
         return;
     }
     let mta = Script::default().start();

@@ -641,7 +641,7 @@ fn retry_repeats_temporary_failures_only() {
 /// machine. `None` when this machine cannot make such a namespace.
 fn with_loopback_resolver(site: &Site) -> Option<Command> {
     if !nix::unistd::geteuid().is_root() {
-        eprintln!("skipped: resolver namespace needs root");
+        support::skip("a resolver namespace needs root");
         return None;
     }
     let resolv = site.file(
@@ -662,7 +662,7 @@ fn with_loopback_resolver(site: &Site) -> Option<Command> {
         .output()
         .is_ok_and(|out| out.status.success());
     if !usable {
-        eprintln!("skipped: unshare -m or mount --bind is not available here");
+        support::skip("unshare -m or mount --bind is not available here");
         return None;
     }
     let mut cmd = Command::new("unshare");
@@ -849,11 +849,11 @@ fn set_mode(path: &Path, mode: u32) -> Result<(), String> {
 #[test]
 fn postfix_as_the_etrn_server() {
     if !nix::unistd::geteuid().is_root() {
-        eprintln!("skipped: a private Postfix instance needs root");
+        support::skip("a private Postfix instance needs root");
         return;
     }
     if !Path::new("/usr/sbin/postfix").exists() {
-        eprintln!("skipped: postfix is not installed (contrib/run-tests.sh installs it)");
+        support::skip("postfix is not installed (contrib/run-tests.sh installs it)");
         return;
     }
     let postfix = match Postfix::start("customer.example.test") {

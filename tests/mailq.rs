@@ -874,22 +874,52 @@ fn tamper_index(q: &Site, from: &str, to: &str) {
 
 /// A summary with its "oldest" column blanked: two listings a moment apart may count ages from
 /// different seconds, and that is no difference between them.
-fn without_ages(summary: &str) -> String {
-    summary
+/// A summary with its "oldest" column taken out, and that column in seconds, row by row: the
+/// age counts from the instant of each listing, so two listings compare on everything else and
+/// on the order of their ages.
+fn split_ages(summary: &str) -> (String, Vec<i64>) {
+    let mut ages = Vec::new();
+    let rest = summary
         .lines()
         .map(|line| {
             let mut fields: Vec<&str> = line.split_whitespace().collect();
             if fields.len() > 3 && fields[0] != "domain" {
+                ages.push(seconds(fields[3]));
                 fields[3] = "-";
             }
             fields.join(" ") + "\n"
         })
-        .collect()
+        .collect();
+    (rest, ages)
+}
+
+/// An age as the summary writes it (`45s`, `28m`, `3h12m`, `4d6h`), in seconds.
+fn seconds(age: &str) -> i64 {
+    let mut total = 0;
+    let mut number = String::new();
+    for c in age.chars() {
+        match c {
+            '0'..='9' => number.push(c),
+            unit => {
+                let n: i64 = number.parse().unwrap_or_else(|_| panic!("age {age:?}"));
+                number.clear();
+                total += n * match unit {
+                    's' => 1,
+                    'm' => 60,
+                    'h' => 3600,
+                    'd' => 86400,
+                    _ => panic!("age {age:?}"),
+                };
+            }
+        }
+    }
+    total
 }
 
 #[test]
 fn a_queue_that_stood_still_is_listed_from_its_index() {
     let q = Site::new("");
+    let enqueued = support::site::now();
     enqueue_from(&q, "alice@example.test", "x@customer.test");
     enqueue_from(&q, "bob@example.test", "y@other.test");
     std::thread::sleep(SETTLE);
@@ -899,7 +929,7 @@ fn a_queue_that_stood_still_is_listed_from_its_index() {
         "a settled full listing writes the index"
     );
     let json = listing(&q, &["--json"]);
-    let summary = without_ages(&listing(&q, &["--summary"]));
+    let (summary, indexed_ages) = split_ages(&listing(&q, &["--summary"]));
     assert_eq!(listing(&q, &[]), first);
 
     // Whatever the index says is what is listed: it was read, not the envelopes.
@@ -910,10 +940,18 @@ fn a_queue_that_stood_still_is_listed_from_its_index() {
     // And from the envelopes, the same listings in every format.
     assert_eq!(listing_without_index(&q, &[]), first);
     assert_eq!(listing_without_index(&q, &["--json"]), json);
-    assert_eq!(
-        without_ages(&listing_without_index(&q, &["--summary"])),
-        summary
-    );
+    let (from_envelopes, envelope_ages) = split_ages(&listing_without_index(&q, &["--summary"]));
+    let listed = support::site::now();
+    assert_eq!(from_envelopes, summary);
+    assert_eq!(indexed_ages.len(), 3, "TOTAL and two domains: {summary}");
+    for (indexed, read) in indexed_ages.iter().zip(&envelope_ages) {
+        assert!(
+            indexed <= read && *read <= listed - enqueued,
+            "the oldest is the age of the first message at each listing: {indexed_ages:?}, then \
+             {envelope_ages:?}, within {}s of the submissions",
+            listed - enqueued
+        );
+    }
     assert_eq!(
         listing_without_index(&q, &["-R", "other.test"])
             .lines()

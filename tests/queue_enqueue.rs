@@ -639,14 +639,14 @@ fn bad_configuration_is_config_error() {
 #[test]
 fn full_disk_is_tempfail_and_leaves_nothing() {
     if !nix::unistd::geteuid().is_root() {
-        eprintln!("skipped: needs root for a private mount namespace");
+        support::skip("a private mount namespace needs root");
         return;
     }
     let probe = std::process::Command::new("unshare")
         .args(["-m", "true"])
         .output();
     if !probe.is_ok_and(|o| o.status.success()) {
-        eprintln!("skipped: unshare -m is not available here");
+        support::skip("unshare -m is not available here");
         return;
     }
     // No reserve: this is about the disk filling while a message is written.

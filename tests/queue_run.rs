@@ -167,7 +167,7 @@ fn a_domain_is_flushed_to_postfix_smtp_sink_byte_for_byte() {
     let sink = match SmtpSink::start(dumps.path()) {
         Ok(sink) => sink,
         Err(reason) => {
-            eprintln!("skipped: {reason}");
+            support::skip(reason);
             return;
         }
     };
@@ -559,7 +559,7 @@ fn usage_and_configuration_errors_have_their_own_status() {
 /// A recording server on port 25 of `ip` (MX delivery always uses port 25), or why not.
 fn mta_on_25(ip: &str) -> Option<Server> {
     if !site::is_root() {
-        eprintln!("skipped: binding port 25 of {ip} needs root");
+        support::skip(format!("binding port 25 of {ip} needs root"));
         return None;
     }
     let addr: SocketAddr = format!("{ip}:25").parse().expect("address");

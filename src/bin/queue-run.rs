@@ -5,62 +5,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::Parser;
 
-use etrnq::cli::{self, QueueOptions, SelectionOptions};
-use etrnq::config::parse_interval;
+use etrnq::args::queue_run::{Cli, PROGRAM};
+use etrnq::cli;
 use etrnq::delivery::{self, RunOptions, Stop};
 use etrnq::maillog::MailLog;
 use etrnq::queue::{self, Queue};
 use etrnq::smtp::{Timeouts, Transcript};
 use etrnq::sysexits::Status;
-
-const PROGRAM: &str = "queue-run";
-
-/// Deliver queued mail over SMTP: everything that is due, or what -R, -I, -S name.
-///
-/// sendmail's spellings work too: -q, -qR domain, -qRdomain, -qIid, -qSsender, -qf, -q30m.
-/// Quiet on stdout; one log line per recipient attempt. Exit 0 when nothing this run was asked to
-/// deliver is left, 75 when some of it was deferred or left by a stop. SIGTERM, SIGINT and SIGHUP
-/// stop gracefully: no new message, what is in flight ends and is recorded (at most 30 s).
-#[derive(Debug, Parser)]
-#[command(name = PROGRAM, version)]
-struct Cli {
-    /// Show the SMTP conversation on stderr.
-    #[arg(short = 'v', long)]
-    verbose: bool,
-
-    #[command(flatten)]
-    select: SelectionOptions,
-
-    /// Attempt everything now, whatever its next-attempt time (held domains still wait for -R).
-    #[arg(short = 'f', long = "force")]
-    force: bool,
-
-    /// Only messages of at most SIZE bytes.
-    #[arg(long, value_name = "SIZE")]
-    max_size: Option<u64>,
-
-    /// Only messages of at least SIZE bytes.
-    #[arg(long, value_name = "SIZE")]
-    min_size: Option<u64>,
-
-    /// Parallel SMTP connections.
-    #[arg(short = 'j', long = "jobs", value_name = "N", default_value_t = 4,
-          value_parser = clap::value_parser!(u16).range(1..=256))]
-    jobs: u16,
-
-    /// Time limit in seconds for each SMTP step [default: RFC 5321's, 5 to 10 minutes].
-    #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
-    timeout: Option<u64>,
-
-    /// Run again every INTERVAL (30m, 1h, ...) until stopped by a signal, like sendmail -q30m.
-    #[arg(long, value_name = "INTERVAL", value_parser = parse_interval)]
-    every: Option<Duration>,
-
-    #[command(flatten)]
-    queue: QueueOptions,
-}
 
 fn main() -> ExitCode {
     cli::main(PROGRAM, cli::sendmail_queue_run(std::env::args_os()), run)
@@ -106,10 +58,4 @@ fn run(cli: Cli) -> anyhow::Result<Status> {
         stop.sleep(interval);
     }
     Ok(Status::Ok)
-}
-
-/// clap checks a definition only when it is used; this catches clashing names at test time.
-#[test]
-fn the_command_line_definition_is_consistent() {
-    <Cli as clap::CommandFactory>::command().debug_assert();
 }

@@ -1,101 +1,17 @@
 //! queue-smtpd: the backup MX's SMTP server and ETRN server.
 
-use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::Parser;
 
-use etrnq::cli::{self, QueueOptions};
+use etrnq::args::queue_smtpd::{Cli, PROGRAM};
+use etrnq::cli::{self};
 use etrnq::maillog::MailLog;
 use etrnq::queue;
-use etrnq::queue::selection::DomainPattern;
 use etrnq::smtpd::{self, Limits, Profile, RunCommand, Server};
 use etrnq::sysexits::{Failure, Status};
-
-const PROGRAM: &str = "queue-smtpd";
-
-/// Accept mail for the domains in relay_domains and hold_domains, queue it, and answer ETRN by
-/// starting `queue-run -R DOMAIN`.
-///
-/// Runs as a daemon on the --listen addresses until SIGTERM or SIGINT, or, with --inetd, serves
-/// one session on standard input and output (inetd, tcpserver, systemd Accept=yes).
-#[derive(Debug, Parser)]
-#[command(name = PROGRAM, version)]
-struct Cli {
-    /// Listen on ADDR:PORT (127.0.0.1:25, [::1]:25, 0.0.0.0:25, [::]:25). Repeatable.
-    #[arg(
-        long = "listen",
-        value_name = "ADDR:PORT",
-        required_unless_present_any = ["inetd", "flush", "odmr_listen"]
-    )]
-    listen: Vec<SocketAddr>,
-
-    /// Serve ODMR (RFC 2645: AUTH and ATRN, then the held mail down the same connection) on
-    /// ADDR:PORT, usually port 366; needs odmr_accounts in the configuration. Repeatable.
-    #[arg(long = "odmr-listen", value_name = "ADDR:PORT")]
-    odmr_listen: Vec<SocketAddr>,
-
-    /// With --inetd: the session on standard input is ODMR, not SMTP.
-    #[arg(long, requires = "inetd")]
-    odmr: bool,
-
-    /// Serve one session on standard input and output instead of listening.
-    #[arg(long, conflicts_with_all = ["listen", "odmr_listen", "max_connections", "max_client_connections"])]
-    inetd: bool,
-
-    /// Sessions at once; clients beyond get 421.
-    #[arg(long, value_name = "N", default_value_t = smtpd::MAX_CONNECTIONS as u32,
-          value_parser = clap::value_parser!(u32).range(1..=100_000))]
-    max_connections: u32,
-
-    /// Sessions at once from one client address; more get 421.
-    #[arg(long, value_name = "N", default_value_t = smtpd::MAX_CLIENT_CONNECTIONS as u32,
-          value_parser = clap::value_parser!(u32).range(1..=100_000))]
-    max_client_connections: u32,
-
-    /// Recipients per message; more get 452.
-    #[arg(long, value_name = "N", default_value_t = smtpd::MAX_RECIPIENTS as u32,
-          value_parser = clap::value_parser!(u32).range(1..=100_000))]
-    max_recipients: u32,
-
-    /// Seconds a whole command line may take to arrive (and each write).
-    #[arg(long, value_name = "SECONDS", default_value_t = smtpd::COMMAND_TIMEOUT.as_secs(),
-          value_parser = clap::value_parser!(u64).range(1..=86_400))]
-    timeout: u64,
-
-    /// Seconds message data may run ahead of the minimum rate: the time DATA may take, plus one
-    /// second for each --min-data-rate octets received.
-    #[arg(long, value_name = "SECONDS", default_value_t = smtpd::DATA_TIMEOUT.as_secs(),
-          value_parser = clap::value_parser!(u64).range(1..=86_400))]
-    data_timeout: u64,
-
-    /// Octets per second message data must average; 0: --data-timeout bounds the whole DATA.
-    #[arg(long, value_name = "BYTES", default_value_t = smtpd::MIN_DATA_RATE,
-          value_parser = clap::value_parser!(u64).range(0..=1_000_000_000))]
-    min_data_rate: u64,
-
-    /// Seconds for --timeout and --data-timeout while three quarters of the connections are
-    /// taken.
-    #[arg(long, value_name = "SECONDS", default_value_t = smtpd::STRESS_TIMEOUT.as_secs(),
-          value_parser = clap::value_parser!(u64).range(1..=86_400))]
-    stress_timeout: u64,
-
-    /// Internal: see one ETRN request for NODE through (an inetd session hands it off so).
-    #[arg(long, value_name = "NODE", hide = true, value_parser = DomainPattern::parse,
-          conflicts_with_all = ["listen", "inetd"])]
-    flush: Option<DomainPattern>,
-
-    /// The queue-run program ETRN starts [default: queue-run in this program's directory].
-    #[arg(long, value_name = "PATH")]
-    queue_run: Option<PathBuf>,
-
-    #[command(flatten)]
-    queue: QueueOptions,
-}
 
 fn main() -> ExitCode {
     cli::main(PROGRAM, std::env::args_os().collect(), run)
@@ -173,10 +89,4 @@ fn run(cli: Cli) -> anyhow::Result<Status> {
         smtpd::serve_all(Arc::new(server), listeners)?;
     }
     Ok(Status::Ok)
-}
-
-/// clap checks a definition only when it is used; this catches clashing names at test time.
-#[test]
-fn the_command_line_definition_is_consistent() {
-    <Cli as clap::CommandFactory>::command().debug_assert();
 }

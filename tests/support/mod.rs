@@ -24,3 +24,27 @@ pub mod rng;
 pub mod site;
 pub mod smtp;
 pub mod tls;
+
+/// Ends a test that cannot run on this machine (no root, a package missing): outside CI it
+/// prints "skipped: REASON" and the caller returns; under `CI=true` it fails instead, so a
+/// green CI run proves every test ran. Every test that may skip goes through here.
+pub fn skip(reason: impl std::fmt::Display) {
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "under CI every test must run, and this one cannot: {reason}"
+    );
+    eprintln!("skipped: {reason}");
+}
+
+/// True when `program` is on the search path; else the test is skipped through [`skip`],
+/// naming the Debian package (contrib/run-tests.sh installs it).
+pub fn has_program(program: &str, package: &str) -> bool {
+    let found = std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(program).is_file()));
+    if !found {
+        skip(format!(
+            "{program} is not installed (Debian package {package}; contrib/run-tests.sh installs it)"
+        ));
+    }
+    found
+}
