@@ -8,7 +8,7 @@
 //! (75) < refused for this domain (459, 77) < protocol (76) < no such host (68).
 //!
 //! With `--mx`, the same arguments go to every backup MX host of a domain at once (see
-//! [`backups`]).
+//! `backups`).
 //!
 //! With retries, a session that failed at the connection level or on a 4xx is repeated after a
 //! pause for the arguments that have no final answer yet, which is what a dial-up hook needs

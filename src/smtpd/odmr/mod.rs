@@ -13,7 +13,7 @@
 //! The service is a restricted SMTP profile (`session`): EHLO, STARTTLS when a certificate
 //! is configured, AUTH, ATRN, NOOP, RSET, HELP and QUIT. Mail is never taken on it: MAIL, RCPT,
 //! DATA, ETRN and VRFY get 502. AUTH checks the accounts file named by `odmr_accounts`
-//! ([`accounts`]) with CRAM-MD5, or PLAIN and LOGIN under TLS ([`sasl`]). ATRN asks for some
+//! ([`accounts`]) with CRAM-MD5, or PLAIN and LOGIN under TLS (`sasl`). ATRN asks for some
 //! or all of the account's domains, each exactly (not its subdomains): `530` before AUTH, `450
 //! 4.7.1` for a domain that is not the account's (logged), `451` when another ODMR connection
 //! is taking mail for one of them or the queue cannot be read, `453` when nothing waits, else
