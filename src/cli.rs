@@ -68,6 +68,24 @@ impl SelectionOptions {
     }
 }
 
+/// A secret for `--auth-user`: the first line of `file` (`--auth-password-file`), else the
+/// environment variable `env`; never the command line, where every user of the host can read it.
+pub fn secret(file: Option<&std::path::Path>, env: &str) -> anyhow::Result<String> {
+    if let Some(path) = file {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Failure::new(Status::NoInput, format!("{}: {e}", path.display())))
+            .map_err(|e| anyhow::Error::new(e).context("reading the password file"))?;
+        return Ok(text.lines().next().unwrap_or_default().to_string());
+    }
+    std::env::var(env).map_err(|_| {
+        Failure::new(
+            Status::Usage,
+            format!("--auth-user needs --auth-password-file or ${env}"),
+        )
+        .into()
+    })
+}
+
 /// A program's whole life: parse `args` (the process arguments, rewritten where the program
 /// speaks sendmail's spellings), run, and end with the status the outcome asks for.
 pub fn main<T: Parser>(

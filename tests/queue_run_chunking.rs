@@ -7,30 +7,7 @@
 mod support;
 
 use support::site::{SENDER, Site, message};
-use support::smtp::{End, Script, Server};
-
-/// A stored message as it must arrive in chunks: every line end as CRLF, the last line ended,
-/// no dot-stuffing.
-fn crlf(stored: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(stored.len() + 64);
-    let mut i = 0;
-    while i < stored.len() {
-        match stored[i] {
-            b'\r' | b'\n' => {
-                out.extend_from_slice(b"\r\n");
-                if stored[i] == b'\r' && stored.get(i + 1) == Some(&b'\n') {
-                    i += 1;
-                }
-            }
-            byte => out.push(byte),
-        }
-        i += 1;
-    }
-    if !out.is_empty() && !out.ends_with(b"\r\n") {
-        out.extend_from_slice(b"\r\n");
-    }
-    out
-}
+use support::smtp::{End, Script, Server, crlf};
 
 /// The log lines about `id`'s recipients.
 fn log_lines(site: &Site, id: &str) -> Vec<String> {

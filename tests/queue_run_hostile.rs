@@ -16,30 +16,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use support::site::{SENDER, Site, message};
-use support::smtp::{End, Script, Server};
-
-/// A stored message as a receiver must store it: every line end (CRLF, a bare CR, a bare LF)
-/// as CRLF, the last line ended.
-fn crlf(stored: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(stored.len() + 64);
-    let mut i = 0;
-    while i < stored.len() {
-        match stored[i] {
-            b'\r' | b'\n' => {
-                out.extend_from_slice(b"\r\n");
-                if stored[i] == b'\r' && stored.get(i + 1) == Some(&b'\n') {
-                    i += 1;
-                }
-            }
-            byte => out.push(byte),
-        }
-        i += 1;
-    }
-    if !out.is_empty() && !out.ends_with(b"\r\n") {
-        out.extend_from_slice(b"\r\n");
-    }
-    out
-}
+use support::smtp::{End, Script, Server, crlf};
 
 /// What a stored message must look like on the wire: [`crlf`], with a dot doubled at the start
 /// of every line.

@@ -6,6 +6,7 @@ mod support;
 
 use support::daemon::*;
 use support::site::Site;
+use support::smtp::crlf;
 
 /// The queued message without the Received field queue-smtpd put first.
 fn without_received(message: &str) -> &str {
@@ -133,28 +134,6 @@ fn a_connection_cut_inside_a_chunk_queues_nothing() {
         site.log().contains("lost connection after BDAT")
     });
     assert!(site.queued_ids().is_empty());
-}
-
-/// A stored message as it goes in chunks: every line end as CRLF, the last line ended.
-fn crlf(stored: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(stored.len() + 64);
-    let mut i = 0;
-    while i < stored.len() {
-        match stored[i] {
-            b'\r' | b'\n' => {
-                out.extend_from_slice(b"\r\n");
-                if stored[i] == b'\r' && stored.get(i + 1) == Some(&b'\n') {
-                    i += 1;
-                }
-            }
-            byte => out.push(byte),
-        }
-        i += 1;
-    }
-    if !out.is_empty() && !out.ends_with(b"\r\n") {
-        out.extend_from_slice(b"\r\n");
-    }
-    out
 }
 
 #[test]

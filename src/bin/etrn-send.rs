@@ -2,8 +2,6 @@
 
 use std::process::ExitCode;
 
-use anyhow::Context;
-
 use etrnq::address::Domain;
 use etrnq::args::etrn_send::{Cli, PROGRAM};
 use etrnq::config::{Config, TlsPolicy};
@@ -83,7 +81,7 @@ fn request(args: Cli, config: &Config, mx_domain: Option<Domain>) -> anyhow::Res
         None => None,
         Some(user) => Some(Credentials {
             user: user.clone(),
-            password: password(args.auth_password_file.as_deref())?,
+            password: etrnq::cli::secret(args.auth_password_file.as_deref(), PASSWORD_ENV)?,
         }),
     };
     let family = match (args.ipv4, args.ipv6) {
@@ -116,22 +114,5 @@ fn request(args: Cli, config: &Config, mx_domain: Option<Domain>) -> anyhow::Res
         force: args.force,
         retries: args.retry,
         retry_wait: args.retry_wait,
-    })
-}
-
-/// The AUTH password: the first line of the file, else the environment.
-fn password(file: Option<&std::path::Path>) -> anyhow::Result<String> {
-    if let Some(path) = file {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| Failure::new(Status::NoInput, format!("{}: {e}", path.display())))
-            .context("reading the password file")?;
-        return Ok(text.lines().next().unwrap_or_default().to_string());
-    }
-    std::env::var(PASSWORD_ENV).map_err(|_| {
-        Failure::new(
-            Status::Usage,
-            format!("--auth-user needs --auth-password-file or ${PASSWORD_ENV}"),
-        )
-        .into()
     })
 }

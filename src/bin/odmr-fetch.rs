@@ -115,28 +115,11 @@ fn request(args: Cli) -> anyhow::Result<Request> {
         },
         credentials: Credentials {
             user: args.auth_user,
-            password: password(args.auth_password_file.as_deref())?,
+            password: etrnq::cli::secret(args.auth_password_file.as_deref(), PASSWORD_ENV)?,
         },
         handoff,
         max_message_size: config.max_message_size,
         retries: args.retry,
         retry_wait: args.retry_wait,
-    })
-}
-
-/// The account's secret: the first line of the file, else the environment.
-fn password(file: Option<&std::path::Path>) -> anyhow::Result<String> {
-    if let Some(path) = file {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| Failure::new(Status::NoInput, format!("{}: {e}", path.display())))
-            .context("reading the password file")?;
-        return Ok(text.lines().next().unwrap_or_default().to_string());
-    }
-    std::env::var(PASSWORD_ENV).map_err(|_| {
-        Failure::new(
-            Status::Usage,
-            format!("--auth-user needs --auth-password-file or ${PASSWORD_ENV}"),
-        )
-        .into()
     })
 }

@@ -345,3 +345,26 @@ struct Shared {
 pub fn self_signed_tls() -> Arc<rustls::ServerConfig> {
     super::tls::self_signed(&["localhost", "127.0.0.1"])
 }
+
+/// A stored message as a receiver must store it, whether it went in DATA or in chunks: every
+/// line end (CRLF, a bare CR, a bare LF) as CRLF, the last line ended.
+pub fn crlf(stored: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(stored.len() + 64);
+    let mut i = 0;
+    while i < stored.len() {
+        match stored[i] {
+            b'\r' | b'\n' => {
+                out.extend_from_slice(b"\r\n");
+                if stored[i] == b'\r' && stored.get(i + 1) == Some(&b'\n') {
+                    i += 1;
+                }
+            }
+            byte => out.push(byte),
+        }
+        i += 1;
+    }
+    if !out.is_empty() && !out.ends_with(b"\r\n") {
+        out.extend_from_slice(b"\r\n");
+    }
+    out
+}
