@@ -68,6 +68,23 @@ impl SelectionOptions {
     }
 }
 
+/// The port of a client program's server: `-p` (`flag`) or the `:PORT` of the server argument
+/// (`suffix`, named `what` in the error), which must agree, else `default`.
+pub fn port(
+    flag: Option<u16>,
+    suffix: Option<u16>,
+    what: &str,
+    default: u16,
+) -> Result<u16, Failure> {
+    match (flag, suffix) {
+        (Some(flag), Some(suffix)) if flag != suffix => Err(Failure::new(
+            Status::Usage,
+            format!("-p {flag} contradicts the port {suffix} in {what}"),
+        )),
+        (flag, suffix) => Ok(flag.or(suffix).unwrap_or(default)),
+    }
+}
+
 /// A secret for `--auth-user`: the first line of `file` (`--auth-password-file`), else the
 /// environment variable `env`; never the command line, where every user of the host can read it.
 pub fn secret(file: Option<&std::path::Path>, env: &str) -> anyhow::Result<String> {
@@ -293,6 +310,20 @@ mod tests {
             .into_iter()
             .map(|a| a.into_string().unwrap())
             .collect()
+    }
+
+    #[test]
+    fn the_port_comes_from_the_flag_or_the_suffix_and_they_must_agree() {
+        assert_eq!(port(None, None, "SERVER", 25).unwrap(), 25);
+        assert_eq!(port(Some(2525), None, "SERVER", 25).unwrap(), 2525);
+        assert_eq!(port(None, Some(587), "SERVER", 25).unwrap(), 587);
+        assert_eq!(port(Some(587), Some(587), "SERVER", 25).unwrap(), 587);
+        let refused = port(Some(2525), Some(587), "PROVIDER", 366).unwrap_err();
+        assert_eq!(refused.status, Status::Usage);
+        assert_eq!(
+            refused.message,
+            "-p 2525 contradicts the port 587 in PROVIDER"
+        );
     }
 
     #[test]

@@ -44,16 +44,7 @@ fn run(args: Cli) -> anyhow::Result<Status> {
 /// Turns the arguments and the configuration into a request; `mx_domain` is the domain whose
 /// backup MX hosts are asked, the arguments' default then.
 fn request(args: Cli, config: &Config, mx_domain: Option<Domain>) -> anyhow::Result<Request> {
-    let port = match (args.port, args.server.port) {
-        (Some(flag), Some(suffix)) if flag != suffix => {
-            return Err(Failure::new(
-                Status::Usage,
-                format!("-p {flag} contradicts the port {suffix} in SERVER"),
-            )
-            .into());
-        }
-        (flag, suffix) => flag.or(suffix).unwrap_or(SMTP_PORT),
-    };
+    let port = etrnq::cli::port(args.port, args.server.port, "SERVER", SMTP_PORT)?;
     let arguments = if let (true, Some(domain)) = (args.domains.is_empty(), &mx_domain) {
         vec![EtrnArgument::Domain(domain.clone())]
     } else if args.domains.is_empty() {

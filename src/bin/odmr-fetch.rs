@@ -46,16 +46,7 @@ fn main() -> ExitCode {
 /// Turns the arguments and the configuration into a request.
 fn request(args: Cli) -> anyhow::Result<Request> {
     let config = Config::load(args.config.as_deref())?;
-    let port = match (args.port, args.provider.port) {
-        (Some(flag), Some(suffix)) if flag != suffix => {
-            return Err(Failure::new(
-                Status::Usage,
-                format!("-p {flag} contradicts the port {suffix} in PROVIDER"),
-            )
-            .into());
-        }
-        (flag, suffix) => flag.or(suffix).unwrap_or(ODMR_PORT),
-    };
+    let port = etrnq::cli::port(args.port, args.provider.port, "PROVIDER", ODMR_PORT)?;
     let handoff = match (args.deliver_to, args.mda, args.queue) {
         (_, Some(command), _) => {
             let argv: Vec<String> = command.split_whitespace().map(String::from).collect();
