@@ -26,8 +26,12 @@ use crate::address::{Address, Domain};
 use crate::route::RelayTarget;
 use crate::sysexits::{Status, Sysexit};
 
+pub mod domain_list;
+pub mod list_file;
 mod tree;
 mod values;
+
+pub use domain_list::{DomainList, DomainSet};
 
 #[cfg(test)]
 mod properties;
@@ -105,10 +109,12 @@ pub struct Config {
     pub retry_factor: f64,
     #[serde(deserialize_with = "values::relay")]
     pub smarthost: Option<RelayTarget>,
-    #[serde(deserialize_with = "values::domains")]
-    pub hold_domains: Vec<Domain>,
-    #[serde(deserialize_with = "values::domains")]
-    pub relay_domains: Vec<Domain>,
+    /// Domains held until a run names them; see [`Config::is_held`].
+    #[serde(deserialize_with = "values::domain_lists")]
+    pub hold_domains: DomainList,
+    /// Domains queue-smtpd takes mail for, besides the held ones.
+    #[serde(deserialize_with = "values::domain_lists")]
+    pub relay_domains: DomainList,
     #[serde(deserialize_with = "values::tls")]
     pub tls: TlsPolicy,
     #[serde(deserialize_with = "values::log")]
@@ -167,8 +173,8 @@ impl Default for Config {
             retry_first: Duration::from_secs(3600),
             retry_factor: 1.5,
             smarthost: None,
-            hold_domains: Vec::new(),
-            relay_domains: Vec::new(),
+            hold_domains: DomainList::default(),
+            relay_domains: DomainList::default(),
             tls: TlsPolicy::Opportunistic,
             log: LogTarget::Syslog,
             routes: BTreeMap::new(),
@@ -242,12 +248,7 @@ impl Config {
         })?;
         // A users list for a domain that is not taken would never be consulted: a typo.
         for (domain, _) in config.relay_recipients.values() {
-            if !config
-                .relay_domains
-                .iter()
-                .chain(&config.hold_domains)
-                .any(|listed| listed == domain)
-            {
+            if !config.takes(domain) {
                 let key = format!("relay_recipients.{domain}");
                 return Err(error(
                     file,
@@ -310,7 +311,13 @@ impl Config {
     /// True when mail for `domain` is held until a run names it (ETRN, `-R`): a held domain
     /// holds its subdomains too, as a part-time site's subdomains usually live on the same link.
     pub fn is_held(&self, domain: &Domain) -> bool {
-        self.hold_domains.iter().any(|held| domain.is_within(held))
+        self.hold_domains.holds(domain)
+    }
+
+    /// True when queue-smtpd takes mail for `domain`: it is listed itself in `relay_domains` or
+    /// `hold_domains` (a subdomain must be listed itself).
+    pub fn takes(&self, domain: &Domain) -> bool {
+        self.relay_domains.contains(domain) || self.hold_domains.contains(domain)
     }
 }
 

@@ -1,0 +1,186 @@
+//! `hold_domains` and `relay_domains`: domains listed in the configuration, in files, or both,
+//! and lookups whose cost grows with a domain's labels, never with the length of the list.
+//!
+//! A key's value is a list of domains, an absolute file name, or a list mixing both, as
+//! Postfix's `relay_domains = example.com, /etc/postfix/relay_domains`. A file holds one domain
+//! a line; blank lines, `#` comments (a whole line or after the domain) and surrounding space
+//! are ignored, and so is anything after the domain on its line, so that the source of a
+//! Postfix map (`customer.example  OK`) serves unchanged. One closing dot is accepted, as
+//! everywhere a domain is read.
+//!
+//! A [`DomainList`] is read whole or refused whole: a bad domain is named by FILE:LINE; a
+//! missing, unreadable or non-regular file, one larger than [`MAX_FILE`] or one that is not
+//! UTF-8 is named by its path. Nothing in a file can panic the reader.
+//!
+//! [`DomainSet`] answers two questions, each with at most one hash probe per label:
+//! [`DomainSet::contains`] (the domain is listed itself: queue-smtpd accepts exactly the listed
+//! domains) and [`DomainSet::holds`] (the domain or one of its parents is listed: a held domain
+//! holds its subdomains). Names compare without ASCII case; an address literal matches only
+//! itself.
+//!
+//! Limits: the whole set is in memory (some 60 bytes a domain, so 10,000 domains take under a
+//! megabyte). Re-reading a changed file is the caller's business ([`DomainList::reload`] and
+//! [`DomainList::files`]); a short-lived program reads the files once, at start.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+use super::list_file::{self, Stamp};
+use crate::address::Domain;
+
+/// The largest domain list file read: some two million domains.
+pub const MAX_FILE: u64 = 64 << 20;
+
+/// A set of domains, by lower-case name.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DomainSet {
+    names: HashSet<String>,
+}
+
+impl DomainSet {
+    pub fn insert(&mut self, domain: &Domain) {
+        self.names.insert(domain.to_lowercase());
+    }
+
+    /// True when `domain` itself is in the set.
+    pub fn contains(&self, domain: &Domain) -> bool {
+        self.names.contains(&domain.to_lowercase())
+    }
+
+    /// True when `domain` or one of its parents is in the set (`a.b.example` is held by
+    /// `b.example` and by `example`).
+    pub fn holds(&self, domain: &Domain) -> bool {
+        let name = domain.to_lowercase();
+        if domain.is_literal() {
+            return self.names.contains(&name);
+        }
+        let mut rest = name.as_str();
+        loop {
+            if self.names.contains(rest) {
+                return true;
+            }
+            match rest.split_once('.') {
+                Some((_, parent)) => rest = parent,
+                None => return false,
+            }
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.names.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.names.is_empty()
+    }
+}
+
+impl FromIterator<Domain> for DomainSet {
+    fn from_iter<I: IntoIterator<Item = Domain>>(domains: I) -> DomainSet {
+        let mut set = DomainSet::default();
+        for domain in domains {
+            set.insert(&domain);
+        }
+        set
+    }
+}
+
+/// One item of a domain list as the configuration wrote it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    Domain(Domain),
+    /// A file of domains, by absolute path.
+    File(PathBuf),
+}
+
+/// A configured domain list: its sources, the domains they gave, and the version of each file
+/// that was read.
+#[derive(Debug, Clone, Default)]
+pub struct DomainList {
+    sources: Vec<Source>,
+    set: DomainSet,
+    files: Vec<(PathBuf, Stamp)>,
+}
+
+impl DomainList {
+    /// Reads every source; the first that fails refuses the list, with its reason.
+    pub fn load(sources: Vec<Source>) -> Result<DomainList, String> {
+        let mut set = DomainSet::default();
+        let mut files = Vec::new();
+        for source in &sources {
+            match source {
+                Source::Domain(domain) => set.insert(domain),
+                Source::File(path) => {
+                    let (stamp, text) = list_file::read(path, MAX_FILE, "a domain list")?;
+                    parse(&text, &mut set).map_err(|(line, why)| {
+                        format!("{}:{line}: {why}", list_file::name(path))
+                    })?;
+                    files.push((path.clone(), stamp));
+                }
+            }
+        }
+        Ok(DomainList {
+            sources,
+            set,
+            files,
+        })
+    }
+
+    /// The same sources read again.
+    pub fn reload(&self) -> Result<DomainList, String> {
+        DomainList::load(self.sources.clone())
+    }
+
+    /// The files the list was read from, each with the version that was read.
+    pub fn files(&self) -> impl Iterator<Item = (&Path, &Stamp)> {
+        self.files
+            .iter()
+            .map(|(path, stamp)| (path.as_path(), stamp))
+    }
+
+    /// The domains, whichever source gave them.
+    pub fn set(&self) -> &DomainSet {
+        &self.set
+    }
+
+    /// True when `domain` itself is listed.
+    pub fn contains(&self, domain: &Domain) -> bool {
+        self.set.contains(domain)
+    }
+
+    /// True when `domain` or one of its parents is listed.
+    pub fn holds(&self, domain: &Domain) -> bool {
+        self.set.holds(domain)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.set.is_empty()
+    }
+}
+
+/// A list of domains given in the configuration itself: no files to read.
+impl From<Vec<Domain>> for DomainList {
+    fn from(domains: Vec<Domain>) -> DomainList {
+        DomainList {
+            set: domains.iter().cloned().collect(),
+            sources: domains.into_iter().map(Source::Domain).collect(),
+            files: Vec::new(),
+        }
+    }
+}
+
+/// Adds the domains of a list file to `set`; a bad line gives its number and why.
+fn parse(text: &str, set: &mut DomainSet) -> Result<(), (usize, String)> {
+    for (number, line) in text.lines().enumerate() {
+        let content = line.split('#').next().unwrap_or_default();
+        let Some(first) = content.split_whitespace().next() else {
+            continue;
+        };
+        let domain = Domain::parse(first).map_err(|e| (number + 1, e.to_string()))?;
+        set.insert(&domain);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;
