@@ -11,9 +11,14 @@
 //! error type that tells an unknown key from a bad value. A key with control characters is
 //! named escaped, so that the error stays one line.
 //!
-//! Limits: of several bad keys only the first (in sorted order) is reported. Values are checked
-//! for form, not against the system: a queue directory or a certificate that does not exist is
-//! found by the program that uses it.
+//! `hold_domains` and `relay_domains` may name files of domains ([`domain_list`]): those are
+//! read here, with the rest of the file, so that every program starts on the same lists and a
+//! bad line stops it like a bad key ("etrnq.toml: relay_domains: /etc/etrnq/relay_domains:12:
+//! ...").
+//!
+//! Limits: of several bad keys only the first (in sorted order) is reported. Other values are
+//! checked for form, not against the system: a queue directory or a certificate that does not
+//! exist is found by the program that uses it.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
