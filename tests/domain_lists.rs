@@ -259,3 +259,54 @@ fn a_list_file_that_cannot_be_used_is_exit_78_with_one_line() {
     }
     assert!(!site.queue_dir().join("env").exists(), "nothing started");
 }
+
+#[test]
+fn a_repeating_queue_run_reads_a_changed_hold_file_before_its_next_pass() {
+    let mta = Script::default().start();
+    let site = hold_file_site(&mta);
+    let hold = site.dir.path().join("hold");
+    site.enqueue(&["-f", SENDER, "h@held.test"], &message("held", "x\n"));
+    site.enqueue(&["-f", SENDER, "o@other.test"], &message("other", "y\n"));
+    let mut runner = Running(
+        site.std_command("queue-run")
+            .arg("-q1s")
+            .spawn()
+            .expect("start queue-run -q1s"),
+    );
+    let delivered = |to: &str| {
+        mta.commands()
+            .iter()
+            .any(|c| c.eq_ignore_ascii_case(&format!("RCPT TO:<{to}>")))
+    };
+    poll_until("a pass to deliver other.test", || delivered("o@other.test"));
+    assert!(!delivered("h@held.test"), "held by the file");
+
+    replace(&hold, &customers(1000));
+    poll_until("a pass to deliver held.test, no longer held", || {
+        delivered("h@held.test")
+    });
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(runner.0.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .expect("SIGTERM queue-run");
+    assert!(runner.0.wait().expect("queue-run ends").success());
+    assert!(
+        site.log()
+            .contains("hold_domains read again: 1000 domains (was 1001)"),
+        "{}",
+        site.log()
+    );
+}
+
+/// A program the test started, killed when the test ends early.
+struct Running(std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}

@@ -18,12 +18,16 @@
 //! holds its subdomains). Names compare without ASCII case; an address literal matches only
 //! itself.
 //!
+//! A list knows the version of each file it read ([`DomainList::freshness`]), so that a program
+//! that runs for long reads a changed file again ([`DomainList::reload`]); when to look is the
+//! program's business.
+//!
 //! Limits: the whole set is in memory (some 60 bytes a domain, so 10,000 domains take under a
-//! megabyte). Re-reading a changed file is the caller's business ([`DomainList::reload`] and
-//! [`DomainList::files`]); a short-lived program reads the files once, at start.
+//! megabyte).
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
+use std::time::SystemTime;
 
 use super::list_file::{self, Stamp};
 use crate::address::Domain;
@@ -93,6 +97,16 @@ pub enum Source {
     File(PathBuf),
 }
 
+/// Whether a list's files are the versions it was read from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Freshness {
+    Current,
+    /// A file changed less than [`list_file::SETTLE`] ago: it may be half written.
+    Settling,
+    /// A file changed (or went) and has settled: the list should be read again.
+    Stale,
+}
+
 /// A configured domain list: its sources, the domains they gave, and the version of each file
 /// that was read.
 #[derive(Debug, Clone, Default)]
@@ -131,6 +145,19 @@ impl DomainList {
         DomainList::load(self.sources.clone())
     }
 
+    /// Whether the files are still the versions read, at `now`.
+    pub fn freshness(&self, now: SystemTime) -> Freshness {
+        let mut freshness = Freshness::Current;
+        for (path, read) in &self.files {
+            match Stamp::of(path) {
+                Ok(stamp) if &stamp == read => {}
+                Ok(stamp) if !stamp.is_settled(now) => return Freshness::Settling,
+                _ => freshness = Freshness::Stale,
+            }
+        }
+        freshness
+    }
+
     /// The files the list was read from, each with the version that was read.
     pub fn files(&self) -> impl Iterator<Item = (&Path, &Stamp)> {
         self.files
@@ -166,6 +193,25 @@ impl From<Vec<Domain>> for DomainList {
             sources: domains.into_iter().map(Source::Domain).collect(),
             files: Vec::new(),
         }
+    }
+}
+
+/// Reads `list` (the value of `key`) again: the new version and the line a log says, or the
+/// line that says why the old one stays.
+pub fn reread(key: &str, list: &DomainList) -> Result<(DomainList, String), String> {
+    match list.reload() {
+        Ok(new) => {
+            let said = format!(
+                "{key} read again: {} domains (was {})",
+                new.set.len(),
+                list.set.len()
+            );
+            Ok((new, said))
+        }
+        Err(why) => Err(format!(
+            "{key}: {why}; the {} domains read before stay in use",
+            list.set.len()
+        )),
     }
 }
 

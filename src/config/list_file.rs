@@ -65,11 +65,18 @@ impl From<&Metadata> for Stamp {
 /// file in the refusal of a larger one ("not a users file?").
 pub fn read(path: &Path, limit: u64, what: &str) -> Result<(Stamp, String), String> {
     let name = name(path);
-    // Non-blocking, so that opening a fifo does not wait for a writer; the flag does not
-    // change how a regular file reads.
+    // A device is refused before it is opened, since opening some has effects of its own; the
+    // check is made again on what was opened, in case the name changed in between. Opening is
+    // non-blocking, so that a fifo does not wait for a writer, and never takes a terminal.
+    let is_file = std::fs::metadata(path)
+        .map_err(|e| format!("{name}: {e}"))?
+        .is_file();
+    if !is_file {
+        return Err(format!("{name}: not a regular file"));
+    }
     let file = File::options()
         .read(true)
-        .custom_flags(nix::libc::O_NONBLOCK)
+        .custom_flags(nix::libc::O_NONBLOCK | nix::libc::O_NOCTTY)
         .open(path)
         .map_err(|e| format!("{name}: {e}"))?;
     let meta = file.metadata().map_err(|e| format!("{name}: {e}"))?;

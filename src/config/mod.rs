@@ -23,7 +23,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use serde::Deserialize;
 
@@ -317,6 +317,26 @@ impl Config {
     /// holds its subdomains too, as a part-time site's subdomains usually live on the same link.
     pub fn is_held(&self, domain: &Domain) -> bool {
         self.hold_domains.holds(domain)
+    }
+
+    /// Reads `hold_domains` and `relay_domains` again where a file of theirs has changed and
+    /// settled, for a program that runs for long; a list that no longer reads stays as it was.
+    /// One line for each list looked at again: `Ok` when it was read, `Err` why not.
+    pub fn reread_domain_lists(&mut self, now: SystemTime) -> Vec<Result<String, String>> {
+        let mut said = Vec::new();
+        for (key, list) in [
+            ("relay_domains", &mut self.relay_domains),
+            ("hold_domains", &mut self.hold_domains),
+        ] {
+            if list.freshness(now) != domain_list::Freshness::Stale {
+                continue;
+            }
+            said.push(domain_list::reread(key, list).map(|(new, line)| {
+                *list = new;
+                line
+            }));
+        }
+        said
     }
 
     /// True when queue-smtpd takes mail for `domain`: it is listed itself in `relay_domains` or

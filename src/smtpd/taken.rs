@@ -17,10 +17,11 @@
 //! Limits: a change takes one to two seconds to be seen and then waits for the next RCPT or
 //! ETRN. In inetd mode each session is a process that reads the files when it starts.
 
-use std::sync::{Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::address::Domain;
+use crate::config::domain_list::{self, Freshness};
 use crate::config::list_file::Stamp;
 use crate::config::{Config, DomainList};
 use crate::maillog::MailLog;
@@ -37,8 +38,8 @@ pub struct Taken {
 
 #[derive(Debug)]
 struct Lists {
-    relay: DomainList,
-    hold: DomainList,
+    relay: Arc<DomainList>,
+    hold: Arc<DomainList>,
 }
 
 /// The files' versions, in the order of [`Lists::files`]; `None` for a file that is gone.
@@ -57,8 +58,8 @@ impl Taken {
     pub fn new(config: &Config) -> Taken {
         Taken {
             lists: RwLock::new(Lists {
-                relay: config.relay_domains.clone(),
-                hold: config.hold_domains.clone(),
+                relay: Arc::new(config.relay_domains.clone()),
+                hold: Arc::new(config.hold_domains.clone()),
             }),
             watch: Mutex::default(),
         }
@@ -115,41 +116,47 @@ impl Taken {
             return;
         }
         watch.pending = None;
-        if !self.reload(log) {
+        if !self.reload(wall, log) {
             watch.refused = Some(current);
         }
     }
 
-    /// Reads again each list whose files changed; false when one did not read.
-    fn reload(&self, log: &MailLog) -> bool {
-        let Ok(mut guard) = self.lists.write() else {
+    /// Reads again each list whose files changed; false when one did not read. The files are
+    /// read outside the lock, so lookups go on meanwhile; only one session is here at a time
+    /// (the watch is held), so nothing read in between is lost.
+    fn reload(&self, wall: SystemTime, log: &MailLog) -> bool {
+        let Ok(lists) = self.lists.read() else {
             return false;
         };
-        let Lists { relay, hold } = &mut *guard;
+        let (relay, hold) = (Arc::clone(&lists.relay), Arc::clone(&lists.hold));
+        drop(lists);
         let mut all_read = true;
-        for (key, list) in [("relay_domains", relay), ("hold_domains", hold)] {
-            let changed = list
-                .files()
-                .any(|(path, stamp)| Stamp::of(path).ok().as_ref() != Some(stamp));
-            if !changed {
-                continue;
+        let mut read_again = |key: &str, list: &DomainList| {
+            if list.freshness(wall) == Freshness::Current {
+                return None;
             }
-            match list.reload() {
-                Ok(new) => {
-                    log.info(&format!(
-                        "{key} read again: {} domains (was {})",
-                        new.set().len(),
-                        list.set().len()
-                    ));
-                    *list = new;
+            match domain_list::reread(key, list) {
+                Ok((new, line)) => {
+                    log.info(&line);
+                    Some(Arc::new(new))
                 }
-                Err(why) => {
-                    log.warning(&format!(
-                        "{key}: {why}; the {} domains read before stay in use",
-                        list.set().len()
-                    ));
+                Err(line) => {
+                    log.warning(&line);
                     all_read = false;
+                    None
                 }
+            }
+        };
+        let (new_relay, new_hold) = (
+            read_again("relay_domains", &relay),
+            read_again("hold_domains", &hold),
+        );
+        if let Ok(mut lists) = self.lists.write() {
+            if let Some(new) = new_relay {
+                lists.relay = new;
+            }
+            if let Some(new) = new_hold {
+                lists.hold = new;
             }
         }
         all_read

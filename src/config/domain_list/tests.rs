@@ -313,3 +313,41 @@ fn a_bad_domain_list_is_one_line_naming_key_file_and_line() {
     let empty = config("relay_domains = \"DIR/empty\"", dir.path()).unwrap();
     assert!(empty.relay_domains.is_empty());
 }
+
+#[test]
+fn a_long_running_program_rereads_a_changed_list_once_it_has_settled() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(dir.path(), "hold", b"one.example\n");
+    let mut config = config("hold_domains = \"DIR/hold\"", dir.path()).unwrap();
+    let later = || std::time::SystemTime::now() + list_file::SETTLE;
+    assert!(config.reread_domain_lists(later()).is_empty(), "unchanged");
+    assert_eq!(
+        config.hold_domains.freshness(std::time::SystemTime::now()),
+        Freshness::Current
+    );
+
+    let new = write(dir.path(), "hold.new", b"two.example\n");
+    std::fs::rename(&new, &path).unwrap();
+    let now = std::time::SystemTime::now();
+    assert_eq!(config.hold_domains.freshness(now), Freshness::Settling);
+    assert!(config.reread_domain_lists(now).is_empty(), "half written?");
+    assert!(config.is_held(&domain("one.example")));
+    assert_eq!(
+        config.reread_domain_lists(later()),
+        [Ok("hold_domains read again: 1 domains (was 1)".to_string())]
+    );
+    assert!(config.is_held(&domain("two.example")) && !config.is_held(&domain("one.example")));
+
+    write(dir.path(), "hold", b"two.example\nbad!domain\n");
+    let said = config.reread_domain_lists(later());
+    let wanted = format!("hold_domains: {}:2: \"bad!domain\": ", path.display());
+    assert!(
+        matches!(&said[..], [Err(line)] if line.starts_with(&wanted)
+            && line.ends_with("; the 1 domains read before stay in use")),
+        "{said:?}"
+    );
+    assert!(
+        config.is_held(&domain("two.example")),
+        "the last good list stays"
+    );
+}
