@@ -55,19 +55,7 @@ impl DomainSet {
     /// `b.example` and by `example`).
     pub fn holds(&self, domain: &Domain) -> bool {
         let name = domain.to_lowercase();
-        if domain.is_literal() {
-            return self.names.contains(&name);
-        }
-        let mut rest = name.as_str();
-        loop {
-            if self.names.contains(rest) {
-                return true;
-            }
-            match rest.split_once('.') {
-                Some((_, parent)) => rest = parent,
-                None => return false,
-            }
-        }
+        upward(domain, &name).any(|name| self.names.contains(name))
     }
 
     pub fn len(&self) -> usize {
@@ -87,6 +75,18 @@ impl FromIterator<Domain> for DomainSet {
         }
         set
     }
+}
+
+/// `name` (the lower-case form of `domain`) and then each of its parents, nearest first:
+/// `a.b.example`, `b.example`, `example`. An address literal has no parents.
+pub fn upward<'a>(domain: &Domain, name: &'a str) -> impl Iterator<Item = &'a str> {
+    let literal = domain.is_literal();
+    std::iter::successors(Some(name), move |name| {
+        if literal {
+            return None;
+        }
+        name.split_once('.').map(|(_, parent)| parent)
+    })
 }
 
 /// One item of a domain list as the configuration wrote it.

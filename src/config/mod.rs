@@ -302,14 +302,14 @@ impl Config {
     /// How long mail for `domain` is kept: the lifetime of the most specific domain in
     /// `queue_lifetimes` that holds it (itself or a parent, as `hold_domains` holds
     /// subdomains), else `queue_lifetime`. A domain that does not parse gets `queue_lifetime`.
+    /// One lookup per label, however many domains have a lifetime of their own.
     pub fn lifetime_of(&self, domain: &str) -> Duration {
         let Ok(domain) = Domain::parse(domain) else {
             return self.queue_lifetime;
         };
-        self.queue_lifetimes
-            .values()
-            .filter(|(listed, _)| domain.is_within(listed))
-            .max_by_key(|(listed, _)| listed.as_str().len())
+        let name = domain.to_lowercase();
+        domain_list::upward(&domain, &name)
+            .find_map(|name| self.queue_lifetimes.get(name))
             .map_or(self.queue_lifetime, |&(_, lifetime)| lifetime)
     }
 
