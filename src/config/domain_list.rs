@@ -229,4 +229,6 @@ fn parse(text: &str, set: &mut DomainSet) -> Result<(), (usize, String)> {
 }
 
 #[cfg(test)]
+mod properties;
+#[cfg(test)]
 mod tests;
