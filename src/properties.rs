@@ -6,8 +6,8 @@
 //! (`smtp::command`), the header section of an arriving message (`header`), addresses, domains
 //! and reverse paths (`address`), domain patterns (`selection`), relay hosts (`route`), the
 //! envelope file (`envelope`), the listing index (`index`), users files (`smtpd::recipients`),
-//! the configuration with its interval, size and name-server values (`config`), and the
-//! original message a bounce quotes (`bounce`). Each of these modules has a `properties` test
+//! domain list files (`config::domain_list`), the configuration with its interval, size and
+//! name-server values (`config`), and the original message a bounce quotes (`bounce`). Each of these modules has a `properties` test
 //! module at its bottom; `tests/properties.rs` drives whole programs the same way: queue-smtpd,
 //! queue-enqueue (its `-t` recipients too) and the SMTP client over a socket.
 //!

@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
 
@@ -19,7 +19,7 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<Status> {
-    let config = cli.queue.load()?;
+    let mut config = cli.queue.load()?;
     queue::become_owner(&config.queue_dir)?;
     let queue = Queue::open(&config.queue_dir)?;
     let log = Arc::new(MailLog::open(&config.log, PROGRAM));
@@ -52,6 +52,12 @@ fn run(cli: Cli) -> anyhow::Result<Status> {
     };
     // A daemon's stop is its normal end: 0, whatever the last pass left for the next start.
     while !stop.is_requested() {
+        for said in config.reread_domain_lists(SystemTime::now()) {
+            match said {
+                Ok(line) => log.info(&line),
+                Err(line) => log.warning(&line),
+            }
+        }
         if let Err(e) = delivery::run(&queue, &config, &options, &log) {
             log.warning(&format!("queue run failed: {e}"));
         }

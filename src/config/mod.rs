@@ -11,14 +11,19 @@
 //! error type that tells an unknown key from a bad value. A key with control characters is
 //! named escaped, so that the error stays one line.
 //!
-//! Limits: of several bad keys only the first (in sorted order) is reported. Values are checked
-//! for form, not against the system: a queue directory or a certificate that does not exist is
-//! found by the program that uses it.
+//! `hold_domains` and `relay_domains` may name files of domains ([`domain_list`]): those are
+//! read here, with the rest of the file, so that every program starts on the same lists and a
+//! bad line stops it like a bad key ("etrnq.toml: relay_domains: /etc/etrnq/relay_domains:12:
+//! ...").
+//!
+//! Limits: of several bad keys only the first (in sorted order) is reported. Other values are
+//! checked for form, not against the system: a queue directory or a certificate that does not
+//! exist is found by the program that uses it.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use serde::Deserialize;
 
@@ -26,8 +31,12 @@ use crate::address::{Address, Domain};
 use crate::route::RelayTarget;
 use crate::sysexits::{Status, Sysexit};
 
+pub mod domain_list;
+pub mod list_file;
 mod tree;
 mod values;
+
+pub use domain_list::{DomainList, DomainSet};
 
 #[cfg(test)]
 mod properties;
@@ -105,10 +114,12 @@ pub struct Config {
     pub retry_factor: f64,
     #[serde(deserialize_with = "values::relay")]
     pub smarthost: Option<RelayTarget>,
-    #[serde(deserialize_with = "values::domains")]
-    pub hold_domains: Vec<Domain>,
-    #[serde(deserialize_with = "values::domains")]
-    pub relay_domains: Vec<Domain>,
+    /// Domains held until a run names them; see [`Config::is_held`].
+    #[serde(deserialize_with = "values::domain_lists")]
+    pub hold_domains: DomainList,
+    /// Domains queue-smtpd takes mail for, besides the held ones.
+    #[serde(deserialize_with = "values::domain_lists")]
+    pub relay_domains: DomainList,
     #[serde(deserialize_with = "values::tls")]
     pub tls: TlsPolicy,
     #[serde(deserialize_with = "values::log")]
@@ -167,8 +178,8 @@ impl Default for Config {
             retry_first: Duration::from_secs(3600),
             retry_factor: 1.5,
             smarthost: None,
-            hold_domains: Vec::new(),
-            relay_domains: Vec::new(),
+            hold_domains: DomainList::default(),
+            relay_domains: DomainList::default(),
             tls: TlsPolicy::Opportunistic,
             log: LogTarget::Syslog,
             routes: BTreeMap::new(),
@@ -242,12 +253,7 @@ impl Config {
         })?;
         // A users list for a domain that is not taken would never be consulted: a typo.
         for (domain, _) in config.relay_recipients.values() {
-            if !config
-                .relay_domains
-                .iter()
-                .chain(&config.hold_domains)
-                .any(|listed| listed == domain)
-            {
+            if !config.takes(domain) {
                 let key = format!("relay_recipients.{domain}");
                 return Err(error(
                     file,
@@ -296,21 +302,47 @@ impl Config {
     /// How long mail for `domain` is kept: the lifetime of the most specific domain in
     /// `queue_lifetimes` that holds it (itself or a parent, as `hold_domains` holds
     /// subdomains), else `queue_lifetime`. A domain that does not parse gets `queue_lifetime`.
+    /// One lookup per label, however many domains have a lifetime of their own.
     pub fn lifetime_of(&self, domain: &str) -> Duration {
         let Ok(domain) = Domain::parse(domain) else {
             return self.queue_lifetime;
         };
-        self.queue_lifetimes
-            .values()
-            .filter(|(listed, _)| domain.is_within(listed))
-            .max_by_key(|(listed, _)| listed.as_str().len())
+        let name = domain.to_lowercase();
+        domain_list::upward(&domain, &name)
+            .find_map(|name| self.queue_lifetimes.get(name))
             .map_or(self.queue_lifetime, |&(_, lifetime)| lifetime)
     }
 
     /// True when mail for `domain` is held until a run names it (ETRN, `-R`): a held domain
     /// holds its subdomains too, as a part-time site's subdomains usually live on the same link.
     pub fn is_held(&self, domain: &Domain) -> bool {
-        self.hold_domains.iter().any(|held| domain.is_within(held))
+        self.hold_domains.holds(domain)
+    }
+
+    /// Reads `hold_domains` and `relay_domains` again where a file of theirs has changed and
+    /// settled, for a program that runs for long; a list that no longer reads stays as it was.
+    /// One line for each list looked at again: `Ok` when it was read, `Err` why not.
+    pub fn reread_domain_lists(&mut self, now: SystemTime) -> Vec<Result<String, String>> {
+        let mut said = Vec::new();
+        for (key, list) in [
+            ("relay_domains", &mut self.relay_domains),
+            ("hold_domains", &mut self.hold_domains),
+        ] {
+            if list.freshness(now) != domain_list::Freshness::Stale {
+                continue;
+            }
+            said.push(domain_list::reread(key, list).map(|(new, line)| {
+                *list = new;
+                line
+            }));
+        }
+        said
+    }
+
+    /// True when queue-smtpd takes mail for `domain`: it is listed itself in `relay_domains` or
+    /// `hold_domains` (a subdomain must be listed itself).
+    pub fn takes(&self, domain: &Domain) -> bool {
+        self.relay_domains.contains(domain) || self.hold_domains.contains(domain)
     }
 }
 

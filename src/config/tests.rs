@@ -374,6 +374,22 @@ fn every_error_message_is_exact() {
             "etrnq.toml: relay_domains: \"-a.example\": domain label starts or ends with '-'",
         ),
         (
+            "relay_domains = \"relay_domains.txt\"",
+            "etrnq.toml: relay_domains: expected a list of domains or an absolute file path, found \"relay_domains.txt\"",
+        ),
+        (
+            "hold_domains = 5",
+            "etrnq.toml: hold_domains: expected a list of domains or an absolute file path, found integer",
+        ),
+        (
+            "hold_domains = \"/nonexistent/etrnq/held\"",
+            "etrnq.toml: hold_domains: /nonexistent/etrnq/held: No such file or directory (os error 2)",
+        ),
+        (
+            "relay_domains = [\"a.example\", \"/nonexistent/etrnq/relay\"]",
+            "etrnq.toml: relay_domains: /nonexistent/etrnq/relay: No such file or directory (os error 2)",
+        ),
+        (
             "tls = \"maybe\"",
             "etrnq.toml: tls: \"maybe\": expected \"opportunistic\", \"required\" or \"off\"",
         ),

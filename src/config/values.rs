@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use serde::de::{self, Deserialize, Deserializer};
 
+use super::domain_list::{DomainList, Source};
 use super::tree::{Entries, Raw};
 use super::{
     LogTarget, RecipientList, TlsPolicy, parse_nameserver, parse_positive_interval, parse_size,
@@ -62,6 +63,36 @@ fn domain_list(value: &toml::Value) -> Result<Vec<Domain>, String> {
         .collect()
 }
 
+/// A domain list key: a list of domains and absolute file names, or one file name alone.
+fn domain_sources(value: &toml::Value) -> Result<DomainList, String> {
+    let source = |text: &str| {
+        if text.starts_with('/') {
+            Ok(Source::File(PathBuf::from(text)))
+        } else {
+            Domain::parse(text)
+                .map(Source::Domain)
+                .map_err(|e| e.to_string())
+        }
+    };
+    let sources = match value {
+        toml::Value::String(path) if path.starts_with('/') => vec![Source::File(path.into())],
+        toml::Value::Array(items) => items
+            .iter()
+            .map(|item| source(string(item)?))
+            .collect::<Result<Vec<_>, _>>()?,
+        other => {
+            return Err(format!(
+                "expected a list of domains or an absolute file path, found {}",
+                match other {
+                    toml::Value::String(text) => format!("{text:?}"),
+                    other => other.type_str().to_string(),
+                }
+            ));
+        }
+    };
+    DomainList::load(sources)
+}
+
 fn relay_target(value: &toml::Value) -> Result<RelayTarget, String> {
     RelayTarget::parse(string(value)?).map_err(|e| e.to_string())
 }
@@ -76,6 +107,10 @@ pub fn some_path<'de, D: Deserializer<'de>>(d: D) -> Result<Option<PathBuf>, D::
 
 pub fn domains<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Domain>, D::Error> {
     read(d, domain_list)
+}
+
+pub fn domain_lists<'de, D: Deserializer<'de>>(d: D) -> Result<DomainList, D::Error> {
+    read(d, domain_sources)
 }
 
 pub fn whole<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {

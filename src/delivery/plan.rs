@@ -270,7 +270,7 @@ mod tests {
     fn an_arrival_in_the_future_is_dated_from_now_and_then_expires() {
         let f = fixture();
         let config = Config {
-            hold_domains: vec![Domain::parse("customer.test").unwrap()],
+            hold_domains: vec![Domain::parse("customer.test").unwrap()].into(),
             ..Config::default()
         };
         let options = RunOptions::default();

@@ -168,7 +168,7 @@ mod tests {
             ("a domain that does not parse is not held", "u@bad..test", Pending, 0, all(), false, true),
         ];
         let config = Config {
-            hold_domains: vec![Domain::parse("held.test").unwrap()],
+            hold_domains: vec![Domain::parse("held.test").unwrap()].into(),
             ..Config::default()
         };
         for (why, address, status, next_attempt, selection, force, wanted) in cases {

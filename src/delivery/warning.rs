@@ -147,7 +147,7 @@ mod tests {
     fn a_warning_is_due_once_after_the_delay_and_never_for_held_or_null() {
         let config = Config {
             delay_warning: Some(Duration::from_secs(4 * 3600)),
-            hold_domains: vec![Domain::parse("held.test").unwrap()],
+            hold_domains: vec![Domain::parse("held.test").unwrap()].into(),
             ..Config::default()
         };
         let off = Config {

@@ -33,10 +33,11 @@
 //! (`hostnames[0]`), answers HELO and EHLO (PIPELINING, SIZE, 8BITMIME, CHUNKING,
 //! ENHANCEDSTATUSCODES, ETRN, and STARTTLS when `tls_cert` and `tls_key` are configured), and
 //! takes MAIL, RCPT, DATA, BDAT, RSET, NOOP, VRFY (252), HELP, QUIT and STARTTLS. A
-//! recipient is accepted only when its domain is one of `relay_domains` or `hold_domains`, exactly (a subdomain must be listed itself); every other
-//! recipient gets `554 5.7.1 relay access denied`, and so does one whose local part routes
-//! onward (`%`, `!`, a quoted `@`) unless `allow_untrusted_routing` is set. Where
-//! `[relay_recipients]` lists a domain's users ([`recipients`]), anyone else there gets
+//! recipient is accepted only when its domain is one of `relay_domains` or `hold_domains`,
+//! exactly (a subdomain must be listed itself; lists in files are read again when they change,
+//! [`taken`]); every other recipient gets `554 5.7.1 relay access denied`, and so does one
+//! whose local part routes onward (`%`, `!`, a quoted `@`) unless `allow_untrusted_routing` is
+//! set. Where `[relay_recipients]` lists a domain's users ([`recipients`]), anyone else there gets
 //! `550 5.1.1` at RCPT. `RCPT TO:<postmaster>` without a domain is taken for the configured
 //! `postmaster` address, else postmaster at this host's name (RFC 5321 §4.5.1). The message is
 //! written to a queue draft as it arrives, after one added `Received:` field, and committed
@@ -131,6 +132,7 @@ pub mod odmr;
 pub mod recipients;
 pub(crate) mod request;
 mod session;
+pub mod taken;
 mod tls;
 pub(crate) mod wire;
 
@@ -324,6 +326,8 @@ pub struct Server {
     log: Arc<MailLog>,
     flusher: Arc<flush::Flusher>,
     recipients: recipients::RelayRecipients,
+    /// The relay and hold domains in use, read again when their files change.
+    taken: taken::Taken,
     clients: clients::Clients,
     /// Present when `tls_cert` and `tls_key` are configured: STARTTLS is offered.
     tls: Option<Arc<rustls::ServerConfig>>,
@@ -361,6 +365,7 @@ impl Server {
             hostname: config.primary_hostname(),
             flusher: Arc::new(flush::Flusher::new(run, Arc::clone(&log))),
             recipients,
+            taken: taken::Taken::new(&config),
             clients: clients::Clients::default(),
             config,
             limits,
@@ -395,13 +400,10 @@ impl Server {
         }
     }
 
-    /// True when mail for `domain` is taken: it is one of `relay_domains` or `hold_domains`.
+    /// True when mail for `domain` is taken: it is listed itself in `relay_domains` or
+    /// `hold_domains`, as they are now ([`taken`]).
     pub fn accepts(&self, domain: &Domain) -> bool {
-        self.config
-            .relay_domains
-            .iter()
-            .chain(&self.config.hold_domains)
-            .any(|listed| listed == domain)
+        self.taken.accepts(domain, &self.log)
     }
 
     /// Runs one session of `profile` over `channel` to its end.

@@ -18,16 +18,14 @@
 //! Write the file elsewhere and rename it into place.
 
 use std::collections::{BTreeSet, HashMap};
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use crate::address::{Address, validate_local};
+use crate::config::list_file::{self, Stamp};
 use crate::config::{Config, ConfigError, RecipientList};
 
-/// How long a changed file is left alone before it is read.
-const SETTLE: Duration = Duration::from_secs(1);
 /// The largest users file read (a few hundred thousand users).
 const MAX_FILE: u64 = 16 * 1024 * 1024;
 
@@ -66,25 +64,6 @@ struct UsersFile {
     users: BTreeSet<String>,
     /// Why the file as it is now cannot be used, when that is so.
     broken: Option<String>,
-}
-
-/// What tells one version of a file from the next.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Stamp {
-    modified: SystemTime,
-    size: u64,
-    inode: (u64, u64),
-}
-
-impl Stamp {
-    fn of(path: &Path) -> Result<Stamp, String> {
-        let meta = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        Ok(Stamp {
-            modified: meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
-            size: meta.len(),
-            inode: (meta.dev(), meta.ino()),
-        })
-    }
 }
 
 impl RelayRecipients {
@@ -148,7 +127,8 @@ impl RelayRecipients {
 }
 
 impl UsersFile {
-    /// Reads the file again when it has changed and has been still for [`SETTLE`].
+    /// Reads the file again when it has changed and has been still for
+    /// [`list_file::SETTLE`].
     fn refresh(&mut self, now: SystemTime) {
         let stamp = match Stamp::of(&self.path) {
             Ok(stamp) => stamp,
@@ -161,10 +141,7 @@ impl UsersFile {
         if self.seen.as_ref() == Some(&stamp) {
             return;
         }
-        let settled = now
-            .duration_since(stamp.modified)
-            .is_ok_and(|age| age >= SETTLE);
-        if !settled {
+        if !stamp.is_settled(now) {
             // Half written, perhaps: what answered so far answers for another moment.
             return;
         }
@@ -185,17 +162,9 @@ impl UsersFile {
 /// Reads a users file: its stamp (taken first, so a change while reading is seen next time)
 /// and its local parts, lower-cased.
 fn read(path: &Path) -> Result<(Stamp, BTreeSet<String>), String> {
-    let stamp = Stamp::of(path)?;
-    if stamp.size > MAX_FILE {
-        return Err(format!(
-            "{}: larger than {MAX_FILE} bytes; not a users file?",
-            path.display()
-        ));
-    }
-    let text = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let text = String::from_utf8(text)
-        .map_err(|_| format!("{}: not text (UTF-8 expected)", path.display()))?;
-    let users = parse(&text).map_err(|(line, why)| format!("{}:{line}: {why}", path.display()))?;
+    let (stamp, text) = list_file::read(path, MAX_FILE, "a users file")?;
+    let users =
+        parse(&text).map_err(|(line, why)| format!("{}:{line}: {why}", list_file::name(path)))?;
     Ok((stamp, users))
 }
 
@@ -229,6 +198,7 @@ fn strip_comment(line: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::list_file::SETTLE;
 
     fn address(text: &str) -> Address {
         Address::parse_qualified(text).unwrap()
@@ -283,7 +253,7 @@ mod tests {
             broken: None,
         };
         std::fs::write(&path, "alice\nbob\n").unwrap();
-        let modified = Stamp::of(&path).unwrap().modified;
+        let modified = Stamp::of(&path).unwrap().modified();
         file.refresh(modified);
         assert!(
             !file.users.contains("bob"),

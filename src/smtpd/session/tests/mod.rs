@@ -77,8 +77,8 @@ fn fixture(limits: impl FnOnce(&mut Limits), configure: impl FnOnce(&mut Config)
     let mut config = Config {
         queue_dir: dir.path().join("queue"),
         hostnames: vec![domain("mx.example.test")],
-        relay_domains: vec![domain("customer.example")],
-        hold_domains: vec![domain("held.example")],
+        relay_domains: vec![domain("customer.example")].into(),
+        hold_domains: vec![domain("held.example")].into(),
         min_free: Some(0),
         log: LogTarget::File(dir.path().join("log")),
         ..Config::default()
