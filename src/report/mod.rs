@@ -32,10 +32,11 @@ mod summary;
 mod tests;
 mod unreadable;
 
+use std::borrow::Cow;
 use std::io::{self, Write};
 
 use crate::queue::selection::Selection;
-use crate::queue::{Inspection, Queue, QueueError, Unusable};
+use crate::queue::{Inspection, Place, Queue, QueueError, QueueId, Unusable};
 
 use json::write_json_entry;
 use sendmail::{ShortTimes, write_sendmail_entry, write_sendmail_header};
@@ -101,8 +102,13 @@ pub fn list(
     } else {
         queue.scan_domains(&selection.domains)?
     };
-    let mut ids = scan.ids().to_vec();
-    ids.retain(|&(_, place)| selection.selects_place(place));
+    // A pass holds a million ids in 15 MB: borrowed, not copied, unless some are left out.
+    let selects = |&(_, place): &(QueueId, Place)| selection.selects_place(place);
+    let mut ids: Cow<[(QueueId, Place)]> = if scan.ids().iter().all(selects) {
+        scan.ids().into()
+    } else {
+        scan.ids().iter().copied().filter(selects).collect()
+    };
     // sendmail's header line counts the entries before the first one is printed, so a filtered
     // listing in that layout selects first and prints second; the others select as they print.
     let mut select_while_printing = !selection.is_everything();
@@ -114,7 +120,7 @@ pub fn list(
             }
             Ok(())
         })?;
-        ids = selected;
+        ids = selected.into();
         select_while_printing = false;
     }
     let mut outcome = Outcome::default();

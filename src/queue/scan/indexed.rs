@@ -6,13 +6,14 @@
 //! renamed into place only when the pass saw every envelope whole and the directories' stamps did
 //! not move meanwhile; otherwise it is removed.
 
+use std::collections::HashSet;
 use std::fs::{self, File};
 use std::io::{self, Seek};
 use std::path::PathBuf;
 
-use super::{Inspection, Scan};
+use super::{Inspection, Scan, parse};
 use crate::queue::files::create_file;
-use crate::queue::index::{self, DirStamp, Entry, IndexWriter, Records, Stamps, Table};
+use crate::queue::index::{self, DirStamp, Entry, IndexWriter, Records, Stamps};
 use crate::queue::{INDEX, Place, Queue, QueueId, TMP};
 
 impl Queue {
@@ -25,13 +26,44 @@ impl Queue {
         })
     }
 
-    /// The index and its table, when it was made for the queue as `stamps` describe it.
-    pub(super) fn current_index(&self, stamps: &Stamps) -> Option<(File, Table)> {
+    /// The index, when it was made for the queue as `stamps` describe it: its messages, and
+    /// those among them whose data file's inode is one of `held_inodes`. The table's inodes are
+    /// not kept, so that a pass holds only the ids.
+    pub(super) fn current_index(
+        &self,
+        stamps: &Stamps,
+        held_inodes: Option<&HashSet<u64>>,
+    ) -> Option<CurrentIndex> {
         let (file, _) = self.open_own(&self.top, INDEX).ok()??;
-        let table =
-            index::read_table(&mut io::BufReader::with_capacity(256 * 1024, &file), stamps)?;
-        Some((file, table))
+        let (mut ids, mut locked) = (Vec::new(), HashSet::new());
+        let records_at = index::read_table(
+            &mut io::BufReader::with_capacity(256 * 1024, &file),
+            stamps,
+            |entry| {
+                if held_inodes.is_some_and(|held| held.contains(&entry.data_inode)) {
+                    locked.insert(entry.id);
+                }
+                ids.push((entry.id, entry.place));
+            },
+        )?;
+        Some(CurrentIndex {
+            file,
+            ids,
+            locked,
+            records_at,
+        })
     }
+}
+
+/// An index that describes the queue as it is.
+pub(super) struct CurrentIndex {
+    pub(super) file: File,
+    /// In listing order.
+    pub(super) ids: Vec<(QueueId, Place)>,
+    /// The messages whose data file someone held a lock on when the pass began.
+    pub(super) locked: HashSet<QueueId>,
+    /// Where the first record starts.
+    pub(super) records_at: u64,
 }
 
 impl Scan<'_> {
@@ -41,6 +73,7 @@ impl Scan<'_> {
         &self,
         (file, records_at): &(File, u64),
         ids: &[(QueueId, Place)],
+        keep: &(dyn Fn(QueueId, Place) -> bool + Sync),
         mut visit: impl FnMut(Inspection) -> Result<(), E>,
     ) -> Result<(), E> {
         let mut reader = file;
@@ -52,7 +85,7 @@ impl Scan<'_> {
             Err(_) => None,
         };
         let mut record = records.as_mut().and_then(Iterator::next);
-        for &(id, place) in ids {
+        for &(id, place) in ids.iter().filter(|&&(id, place)| keep(id, place)) {
             while record
                 .as_ref()
                 .is_some_and(|r| (r.id, r.place) < (id, place))
@@ -62,10 +95,19 @@ impl Scan<'_> {
             let indexed = match &mut record {
                 Some(r) if (r.id, r.place) == (id, place) => {
                     let bytes = std::mem::take(&mut r.envelope);
-                    let inspection = self.inspection(id, place, bytes);
                     record = records.as_mut().and_then(Iterator::next);
                     // Only the envelope's own file may condemn a message to corrupt/.
-                    inspection.envelope.is_ok().then_some(inspection)
+                    parse(id, &bytes).ok().map(|envelope| Inspection {
+                        id,
+                        place,
+                        locked: match self.held_inodes {
+                            Some(_) => self.indexed_locked.contains(&id),
+                            None => self.queue.probe_lock(id),
+                        },
+                        envelope: Ok(envelope),
+                        bytes,
+                        data_inode: None,
+                    })
                 }
                 _ => None,
             };
@@ -87,24 +129,13 @@ impl Scan<'_> {
         if !self.refresh_index || ids.len() != self.ids.len() || !stamps.is_settled(self.began) {
             return None;
         }
-        let table = ids
-            .iter()
-            .map(|&(id, place)| {
-                let at = self.data.binary_search_by_key(&id, |&(id, _)| id).ok()?;
-                Some(Entry {
-                    id,
-                    place,
-                    data_inode: self.data[at].1,
-                })
-            })
-            .collect::<Option<Vec<Entry>>>()?;
         let path = self
             .queue
             .path(TMP, &format!("{INDEX}.{}", QueueId::generate()));
         let file = create_file(&path).ok()?;
         let out = io::BufWriter::with_capacity(256 * 1024, file);
         Some(IndexRecorder {
-            writer: IndexWriter::new(out, &stamps, &table).ok(),
+            writer: IndexWriter::new(out, &stamps, ids.len()).ok(),
             path,
         })
     }
@@ -120,10 +151,19 @@ pub(super) struct IndexRecorder {
 
 impl IndexRecorder {
     pub(super) fn add(&mut self, inspection: &Inspection) {
-        let written = match (self.writer.as_mut(), &inspection.envelope) {
-            (Some(writer), Ok(_)) => writer
-                .add(inspection.place, inspection.id, &inspection.bytes)
-                .is_ok(),
+        let written = match (
+            self.writer.as_mut(),
+            &inspection.envelope,
+            inspection.data_inode,
+        ) {
+            (Some(writer), Ok(_), Some(data_inode)) => {
+                let entry = Entry {
+                    id: inspection.id,
+                    place: inspection.place,
+                    data_inode,
+                };
+                writer.add(&entry, &inspection.bytes).is_ok()
+            }
             _ => false,
         };
         if !written {
