@@ -32,11 +32,10 @@ mod summary;
 mod tests;
 mod unreadable;
 
-use std::borrow::Cow;
 use std::io::{self, Write};
 
 use crate::queue::selection::Selection;
-use crate::queue::{Inspection, Place, Queue, QueueError, QueueId, Unusable};
+use crate::queue::{Inspection, Queue, QueueError, Unusable};
 
 use json::write_json_entry;
 use sendmail::{ShortTimes, write_sendmail_entry, write_sendmail_header};
@@ -102,34 +101,32 @@ pub fn list(
     } else {
         queue.scan_domains(&selection.domains)?
     };
-    // A pass holds a million ids in 15 MB: borrowed, not copied, unless some are left out.
-    let selects = |&(_, place): &(QueueId, Place)| selection.selects_place(place);
-    let mut ids: Cow<[(QueueId, Place)]> = if scan.ids().iter().all(selects) {
-        scan.ids().into()
-    } else {
-        scan.ids().iter().copied().filter(selects).collect()
-    };
+    let selects = |_, place| selection.selects_place(place);
     // sendmail's header line counts the entries before the first one is printed, so a filtered
     // listing in that layout selects first and prints second; the others select as they print.
+    // Either way nothing is held per message but the selected ids: a listing from the index
+    // reads its table as it goes.
+    let mut selected = None;
     let mut select_while_printing = !selection.is_everything();
     if select_while_printing && matches!(format, Format::Sendmail { .. }) {
-        let mut selected = Vec::new();
-        scan.for_each(&ids, |inspection| -> Result<(), ReportError> {
+        let mut chosen = Vec::new();
+        scan.for_each_where(&selects, |inspection| -> Result<(), ReportError> {
             if is_selected(selection, &inspection) {
-                selected.push((inspection.id, inspection.place));
+                chosen.push((inspection.id, inspection.place));
             }
             Ok(())
         })?;
-        ids = selected.into();
+        selected = Some(chosen);
         select_while_printing = false;
     }
     let mut outcome = Outcome::default();
     let mut summary = Summary::default();
     let mut times = ShortTimes::default();
     if let Format::Sendmail { .. } = format {
-        write_sendmail_header(out, queue, ids.len())?;
+        let count = selected.as_ref().map_or(scan.len(), Vec::len);
+        write_sendmail_header(out, queue, count)?;
     }
-    scan.for_each(&ids, |inspection| -> Result<(), ReportError> {
+    let print = |inspection: Inspection| -> Result<(), ReportError> {
         if select_while_printing && !is_selected(selection, &inspection) {
             return Ok(());
         }
@@ -160,7 +157,11 @@ pub fn list(
             Format::Summary => summary.add(envelope, selection, now),
         }
         Ok(())
-    })?;
+    };
+    match &selected {
+        Some(ids) => scan.for_each(ids, print)?,
+        None => scan.for_each_where(&selects, print)?,
+    }
     match format {
         Format::Sendmail { .. } => writeln!(
             out,

@@ -251,17 +251,27 @@ impl<W: Write + Seek> IndexWriter<W> {
     }
 }
 
+/// Where the parts of an index found good are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Layout {
+    /// Messages in the table.
+    pub count: usize,
+    /// Where the table's first line starts.
+    pub table_at: u64,
+    /// Where the first record starts.
+    pub records_at: u64,
+}
+
 /// Reads the header and hands each entry of the table to `entry`, so that the table is never
-/// held whole; returns where the first record starts. `None` unless this is a well-formed index
-/// made for exactly these directory stamps: the entries handed over before a `None` are then not
-/// to be believed.
+/// held whole. `None` unless this is a well-formed index made for exactly these directory
+/// stamps: the entries handed over before a `None` are then not to be believed.
 pub fn read_table(
     input: &mut impl BufRead,
     stamps: &Stamps,
     mut entry: impl FnMut(Entry),
-) -> Option<u64> {
+) -> Option<Layout> {
     let mut line = String::new();
-    let mut consumed = read_line(input, &mut line)?;
+    let table_at = read_line(input, &mut line)? as u64;
     let mut fields = line.strip_suffix('\n')?.split('\t');
     if fields.next() != Some(MAGIC) {
         return None;
@@ -275,24 +285,71 @@ pub fn read_table(
     if fields.next().is_some() || recorded != *stamps {
         return None;
     }
-    let mut last: Option<(QueueId, Place)> = None;
-    for _ in 0..count {
-        line.clear();
-        consumed += read_line(input, &mut line)?;
-        let mut fields = line.strip_suffix('\n')?.split('\t');
+    let mut entries = Entries::new(input, count);
+    for read in entries.by_ref() {
+        entry(read);
+    }
+    (entries.left == 0).then_some(Layout {
+        count,
+        table_at,
+        records_at: table_at + entries.consumed,
+    })
+}
+
+/// The entries of a table, from its first line: `count` of them, unless damage ends them first.
+pub struct Entries<R: BufRead> {
+    input: R,
+    line: String,
+    left: usize,
+    last: Option<(QueueId, Place)>,
+    consumed: u64,
+    damaged: bool,
+}
+
+impl<R: BufRead> Entries<R> {
+    pub fn new(input: R, count: usize) -> Entries<R> {
+        Entries {
+            input,
+            line: String::new(),
+            left: count,
+            last: None,
+            consumed: 0,
+            damaged: false,
+        }
+    }
+
+    fn read_entry(&mut self) -> Option<Entry> {
+        self.line.clear();
+        self.consumed += read_line(&mut self.input, &mut self.line)? as u64;
+        let mut fields = self.line.strip_suffix('\n')?.split('\t');
         let read = Entry {
             place: parse_place(fields.next()?.trim_end_matches(' '))?,
             id: QueueId::parse(fields.next()?)?,
             data_inode: fields.next()?.parse().ok()?,
         };
         // Records are merged with the table in order; an unordered table is not ours.
-        if fields.next().is_some() || last.is_some_and(|last| last >= (read.id, read.place)) {
+        if fields.next().is_some() || self.last >= Some((read.id, read.place)) {
             return None;
         }
-        last = Some((read.id, read.place));
-        entry(read);
+        self.last = Some((read.id, read.place));
+        Some(read)
     }
-    Some(consumed as u64)
+}
+
+impl<R: BufRead> Iterator for Entries<R> {
+    type Item = Entry;
+
+    fn next(&mut self) -> Option<Entry> {
+        if self.left == 0 || self.damaged {
+            return None;
+        }
+        let entry = self.read_entry();
+        match entry {
+            Some(_) => self.left -= 1,
+            None => self.damaged = true,
+        }
+        entry
+    }
 }
 
 /// The records of an index, from its first one. The trailer or any damage ends them; a reader
@@ -430,8 +487,8 @@ mod tests {
     /// The table and where the records start, when the index is believed.
     fn read(input: &[u8], stamps: &Stamps) -> Option<(Vec<Entry>, usize)> {
         let mut entries = Vec::new();
-        let records_at = read_table(&mut &input[..], stamps, |entry| entries.push(entry))?;
-        Some((entries, records_at as usize))
+        let layout = read_table(&mut &input[..], stamps, |entry| entries.push(entry))?;
+        Some((entries, layout.records_at as usize))
     }
 
     fn written(table: &[Entry]) -> Vec<u8> {

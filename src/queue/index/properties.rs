@@ -77,12 +77,12 @@ fn written(stamps: &Stamps, messages: &[(Entry, Vec<u8>)]) -> Vec<u8> {
 /// line's memory whatever its length, and each record at most one envelope; a table in order and
 /// records no longer than an envelope may be.
 fn read_checked(input: &[u8], stamps: &Stamps) -> Option<(Vec<Entry>, Vec<Record>)> {
-    let (records_at, most) = peak(|| read_table(&mut &input[..], stamps, |_| {}));
+    let (layout, most) = peak(|| read_table(&mut &input[..], stamps, |_| {}));
     assert!(
         most <= 2 * MAX_LINE as usize + 1024,
         "{most} bytes for the table"
     );
-    let records_at = records_at? as usize;
+    let records_at = layout?.records_at as usize;
     assert!(records_at <= input.len());
     let mut entries = Vec::new();
     read_table(&mut &input[..], stamps, |entry| entries.push(entry))?;

@@ -17,11 +17,11 @@
 
 use std::collections::HashSet;
 use std::fs::File;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::SystemTime;
 
 use super::envelope::Envelope;
-use super::index::Stamps;
+use super::index::{Layout, Stamps};
 use super::proc_locks::locked_inodes;
 use super::selection::DomainPattern;
 use super::{DATA, Place, Queue, QueueError, QueueId, RecordError, Unusable, domains};
@@ -92,9 +92,8 @@ impl Queue {
         domains::compact(self, &found, &gone);
         Scan {
             queue: self,
-            ids,
+            ids: OnceLock::from(ids),
             held_inodes: locked_inodes(&self.root.join(DATA)),
-            indexed_locked: HashSet::new(),
             stamps: None,
             began,
             index: None,
@@ -108,23 +107,18 @@ impl Queue {
         // Taken before anything is read: a change after this instant makes the index stale.
         let stamps = self.stamps().ok();
         let held_inodes = locked_inodes(&self.root.join(DATA));
-        let current = stamps
+        let index = stamps
             .as_ref()
             .filter(|_| use_index)
-            .and_then(|s| self.current_index(s, held_inodes.as_ref()));
-        let (ids, indexed_locked, index) = match current {
-            Some(current) => (
-                current.ids,
-                current.locked,
-                Some((current.file, current.records_at)),
-            ),
-            None => (self.ids()?, HashSet::new(), None),
+            .and_then(|s| self.current_index(s));
+        let ids = match index {
+            Some(_) => OnceLock::new(),
+            None => OnceLock::from(self.ids()?),
         };
         Ok(Scan {
             queue: self,
             ids,
             held_inodes,
-            indexed_locked,
             stamps,
             began,
             index,
@@ -146,17 +140,17 @@ pub type RebuildOutcome = Result<(), Arc<RecordError>>;
 /// One pass over the queue, from [`Queue::scan`].
 pub struct Scan<'q> {
     queue: &'q Queue,
-    ids: Vec<(QueueId, Place)>,
+    /// Set when the pass begins, except in a pass made from the index, which reads its table as
+    /// it goes and makes the list only if it is asked for.
+    ids: OnceLock<Vec<(QueueId, Place)>>,
     /// The inodes of the data files someone held a lock on when the pass began; `None` when the
     /// kernel's lock table could not be read, and each message is asked instead.
     held_inodes: Option<HashSet<u64>>,
-    /// In a pass made from the index, the messages among those whose table named a held inode.
-    indexed_locked: HashSet<QueueId>,
     /// The directories' stamps when the pass began, if they could be read.
     stamps: Option<Stamps>,
     began: SystemTime,
-    /// The current index and where its records start, when the pass is made from it.
-    index: Option<(File, u64)>,
+    /// The current index and where its parts are, when the pass is made from it.
+    index: Option<(File, Layout)>,
     /// A pass over every message writes a fresh index when the one on disk is stale.
     refresh_index: bool,
     /// Set when [`Queue::scan_domains`] could not believe the per-domain record.
@@ -172,9 +166,24 @@ struct Rebuild {
 }
 
 impl Scan<'_> {
-    /// Active and held messages, oldest first.
+    /// Active and held messages, oldest first. A pass made from the index reads them from its
+    /// table the first time they are asked for; [`Scan::len`] and [`Scan::for_each_where`] do
+    /// not need them.
     pub fn ids(&self) -> &[(QueueId, Place)] {
-        &self.ids
+        self.ids.get_or_init(|| self.indexed_ids())
+    }
+
+    /// How many messages the pass covers.
+    pub fn len(&self) -> usize {
+        match (&self.index, self.ids.get()) {
+            (Some((_, layout)), _) => layout.count,
+            (None, Some(ids)) => ids.len(),
+            (None, None) => 0,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     /// Inspects `ids` in order and hands each inspection to `visit`, reading ahead on a few
@@ -188,42 +197,41 @@ impl Scan<'_> {
     ///
     /// A message that cannot be read is an inspection like any other, with its envelope an
     /// [`Unusable`]: only `visit` can end the pass early.
-    pub fn for_each<E>(
+    pub fn for_each<E: From<QueueError>>(
         &self,
         ids: &[(QueueId, Place)],
         visit: impl FnMut(Inspection) -> Result<(), E>,
     ) -> Result<(), E> {
-        self.visit(ids, None, visit)
+        self.visit(Some(ids), None, visit)
     }
 
     /// [`Scan::for_each`] over the pass's own messages that `keep` takes, without a copy of
-    /// their ids: a plan over a million messages holds one list of ids, not two.
-    pub fn for_each_where<E>(
+    /// their ids: a plan over a million messages holds one list of ids, not two, and a listing
+    /// from the index none.
+    pub fn for_each_where<E: From<QueueError>>(
         &self,
         keep: &(dyn Fn(QueueId, Place) -> bool + Sync),
         visit: impl FnMut(Inspection) -> Result<(), E>,
     ) -> Result<(), E> {
-        self.visit(&self.ids, Some(keep), visit)
+        self.visit(None, Some(keep), visit)
     }
 
-    /// Visits `ids`, or those of them `keep` takes; only a visit of whole `ids` may write the
-    /// index.
-    fn visit<E>(
+    /// Visits `only` or every message of the pass, those `keep` takes. Only a visit of every
+    /// message may write the index: one that `keep` leaves a message out of writes none, as the
+    /// index's writer refuses to finish short of its count.
+    fn visit<E: From<QueueError>>(
         &self,
-        ids: &[(QueueId, Place)],
+        only: Option<&[(QueueId, Place)]>,
         keep: Option<&(dyn Fn(QueueId, Place) -> bool + Sync)>,
         mut visit: impl FnMut(Inspection) -> Result<(), E>,
     ) -> Result<(), E> {
-        let keep_is_everything = keep.is_none();
+        let every = only.is_none_or(|ids| ids.len() == self.len());
         let keep = keep.unwrap_or(&|_, _| true);
         if let Some(index) = &self.index {
-            return self.for_each_indexed(index, ids, keep, visit);
+            return self.for_each_indexed(index, only, keep, visit);
         }
-        let mut recorder = if keep_is_everything {
-            self.index_recorder(ids)
-        } else {
-            None
-        };
+        let ids = only.unwrap_or_else(|| self.ids());
+        let mut recorder = if every { self.index_recorder() } else { None };
         let mut census = self.rebuild_due().then(domains::Census::default);
         let mut visit = |inspection: Inspection| {
             if let Some(recorder) = recorder.as_mut() {
@@ -269,14 +277,14 @@ impl Scan<'_> {
         let Some(rebuild) = &self.rebuild else {
             return;
         };
-        for &(id, place) in &self.ids {
+        for &(id, place) in self.ids() {
             if !visited(id, place)
                 && let Some(inspection) = self.inspect(id, place)
             {
                 census.add(id, inspection.envelope.as_ref().ok());
             }
         }
-        let outcome = domains::rebuild(self.queue, census, &self.ids).map_err(Arc::new);
+        let outcome = domains::rebuild(self.queue, census, self.ids()).map_err(Arc::new);
         if let Ok(mut slot) = rebuild.outcome.lock() {
             *slot = Some(outcome);
         }
@@ -406,7 +414,7 @@ mod tests {
                 .position(|&i| i == id)
                 .is_some_and(|n| n % 2 == 1)
         };
-        scan.for_each_where(&odd, |inspection| -> Result<(), ()> {
+        scan.for_each_where(&odd, |inspection| -> Result<(), QueueError> {
             seen.push(inspection.id);
             Ok(())
         })
