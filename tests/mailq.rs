@@ -1046,7 +1046,7 @@ fn a_damaged_index_is_ignored_and_replaced() {
     fs::write(&index, b"\x00\x01garbage\n").unwrap();
     assert_eq!(listing(&q, &[]), truth);
     // The settled queue's next full listing wrote a good one again.
-    assert!(fs::read(&index).unwrap().starts_with(b"etrnq-index 1\t"));
+    assert!(fs::read(&index).unwrap().starts_with(b"etrnq-index 2\t"));
     assert!(q.files("tmp").is_empty(), "{:?}", q.files("tmp"));
 }
 

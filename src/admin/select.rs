@@ -111,14 +111,9 @@ pub(super) fn resolve(
     } else {
         queue.scan_domains(&choice.selection.domains)?
     };
-    let candidates: Vec<(QueueId, Place)> = scan
-        .ids()
-        .iter()
-        .filter(|&&(id, place)| choice.may_take(id, place))
-        .copied()
-        .collect();
     let mut chosen = Vec::new();
-    scan.for_each(&candidates, |inspection| -> Result<(), AdminError> {
+    let candidate = |id, place| choice.may_take(id, place);
+    scan.for_each_where(&candidate, |inspection| -> Result<(), AdminError> {
         let (id, place) = (inspection.id, inspection.place);
         match &inspection.envelope {
             Ok(envelope) => {

@@ -50,14 +50,9 @@ pub(super) fn plan(
     } else {
         queue.scan_domains(&selection.domains)?
     };
-    let active: Vec<(QueueId, Place)> = scan
-        .ids()
-        .iter()
-        .filter(|(_, place)| *place == Place::Active)
-        .copied()
-        .collect();
     // Envelopes are read ahead on a few threads; each is handled here, in queue order.
-    scan.for_each(&active, |inspection| -> Result<(), QueueError> {
+    let active = |_, place| place == Place::Active;
+    scan.for_each_where(&active, |inspection| -> Result<(), QueueError> {
         let id = inspection.id;
         let envelope = match inspection.envelope {
             Ok(envelope) => envelope,

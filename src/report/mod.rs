@@ -101,29 +101,32 @@ pub fn list(
     } else {
         queue.scan_domains(&selection.domains)?
     };
-    let mut ids = scan.ids().to_vec();
-    ids.retain(|&(_, place)| selection.selects_place(place));
+    let selects = |_, place| selection.selects_place(place);
     // sendmail's header line counts the entries before the first one is printed, so a filtered
     // listing in that layout selects first and prints second; the others select as they print.
+    // Either way nothing is held per message but the selected ids: a listing from the index
+    // reads its table as it goes.
+    let mut selected = None;
     let mut select_while_printing = !selection.is_everything();
     if select_while_printing && matches!(format, Format::Sendmail { .. }) {
-        let mut selected = Vec::new();
-        scan.for_each(&ids, |inspection| -> Result<(), ReportError> {
+        let mut chosen = Vec::new();
+        scan.for_each_where(&selects, |inspection| -> Result<(), ReportError> {
             if is_selected(selection, &inspection) {
-                selected.push((inspection.id, inspection.place));
+                chosen.push((inspection.id, inspection.place));
             }
             Ok(())
         })?;
-        ids = selected;
+        selected = Some(chosen);
         select_while_printing = false;
     }
     let mut outcome = Outcome::default();
     let mut summary = Summary::default();
     let mut times = ShortTimes::default();
     if let Format::Sendmail { .. } = format {
-        write_sendmail_header(out, queue, ids.len())?;
+        let count = selected.as_ref().map_or(scan.len(), Vec::len);
+        write_sendmail_header(out, queue, count)?;
     }
-    scan.for_each(&ids, |inspection| -> Result<(), ReportError> {
+    let print = |inspection: Inspection| -> Result<(), ReportError> {
         if select_while_printing && !is_selected(selection, &inspection) {
             return Ok(());
         }
@@ -154,7 +157,11 @@ pub fn list(
             Format::Summary => summary.add(envelope, selection, now),
         }
         Ok(())
-    })?;
+    };
+    match &selected {
+        Some(ids) => scan.for_each(ids, print)?,
+        None => scan.for_each_where(&selects, print)?,
+    }
     match format {
         Format::Sendmail { .. } => writeln!(
             out,

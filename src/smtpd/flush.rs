@@ -302,14 +302,9 @@ pub fn pending(queue: &Queue, node: &DomainPattern) -> Result<usize, QueueError>
         ..Selection::default()
     };
     let scan = queue.scan_domains(std::slice::from_ref(node))?;
-    let active: Vec<_> = scan
-        .ids()
-        .iter()
-        .copied()
-        .filter(|&(_, place)| place == Place::Active)
-        .collect();
     let mut count = 0;
-    scan.for_each(&active, |inspection| -> Result<(), QueueError> {
+    let active = |_, place| place == Place::Active;
+    scan.for_each_where(&active, |inspection| -> Result<(), QueueError> {
         if inspection
             .envelope
             .is_ok_and(|envelope| selection.selects(&envelope))

@@ -10,7 +10,7 @@ use super::record::add;
 use super::rewrite::{Rewrite, rewrite};
 use super::store::{read_ids, usable_dir};
 use super::tests::{candidates, commit, pattern, rebuild_now, record_state, sorted_ids};
-use crate::queue::{Queue, QueueId, TMP};
+use crate::queue::{Queue, QueueError, QueueId, TMP};
 
 #[test]
 fn compaction_racing_appenders_loses_no_append() {
@@ -96,7 +96,7 @@ fn lookups_stay_complete(queue: &Queue, rounds: usize, vandal: impl Fn() + Sync)
         let mut checked = 0;
         for _ in 0..rounds {
             let scan = queue.scan_domains(&[pattern("customer.test")]).unwrap();
-            scan.for_each(scan.ids(), |_| -> Result<(), ()> { Ok(()) })
+            scan.for_each(scan.ids(), |_| -> Result<(), QueueError> { Ok(()) })
                 .unwrap();
             let before = queue.ids().unwrap();
             if let Ok(found) = candidates(queue, "customer.test") {

@@ -12,7 +12,7 @@ use nix::sys::stat::Mode;
 use super::{COMPACT_MIN, DIR, LIST, MAX_FILE, UNKNOWN, boot_id, lookup, record};
 use crate::queue::envelope::{Envelope, Recipient};
 use crate::queue::selection::DomainPattern;
-use crate::queue::{Draft as MessageDraft, LockAttempt, Place, Queue, QueueId};
+use crate::queue::{Draft as MessageDraft, LockAttempt, Place, Queue, QueueError, QueueId};
 
 fn envelope(id: QueueId, recipients: &[&str]) -> Envelope {
     Envelope {
@@ -71,7 +71,7 @@ pub(super) fn record_state(queue: &Queue, id: QueueId) -> String {
 /// domain's file), rebuilding the record when it cannot believe it.
 pub(super) fn rebuild_now(queue: &Queue) {
     let scan = queue.scan_domains(&[pattern("@customer.test")]).unwrap();
-    scan.for_each(scan.ids(), |_| -> Result<(), ()> { Ok(()) })
+    scan.for_each(scan.ids(), |_| -> Result<(), QueueError> { Ok(()) })
         .unwrap();
     if let Some((why, outcome)) = scan.record_rebuild() {
         assert!(

@@ -10,11 +10,13 @@
 //! open an envelope.
 //!
 //! File format: a header, a table of the messages in listing order (oldest first) with the inode
-//! of each data file (to match the kernel's lock table), then each envelope:
+//! of each data file (to match the kernel's lock table), then each envelope. Table lines have one
+//! length (the place padded with spaces, the inode with zeros), so that a listing writes the
+//! index in the one pass that reads the envelopes, holding nothing per message:
 //!
 //! ```text
-//! etrnq-index 1<TAB><env/ stamp><TAB><hold/ stamp><TAB><data/ stamp><TAB><messages>
-//! <active|held><TAB><queue id><TAB><data inode>          (one line per message)
+//! etrnq-index 2<TAB><env/ stamp><TAB><hold/ stamp><TAB><data/ stamp><TAB><messages>
+//! <active|held  ><TAB><queue id><TAB><data inode, 20 digits>   (one line per message)
 //! <active|held><TAB><queue id><TAB><length>             (one record per message)
 //! <length bytes: the envelope, exactly as `envelope` writes it>
 //! end-of-index
@@ -48,13 +50,13 @@
 
 use std::fmt;
 use std::fs::Metadata;
-use std::io::{self, BufRead, Write};
+use std::io::{self, BufRead, Seek, Write};
 use std::os::unix::fs::MetadataExt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::id::{Place, QueueId};
 
-const MAGIC: &str = "etrnq-index 1";
+const MAGIC: &str = "etrnq-index 2";
 const TRAILER: &str = "end-of-index";
 
 /// How long a directory must have been still before its times can vouch for its contents:
@@ -153,61 +155,123 @@ pub struct Entry {
     pub data_inode: u64,
 }
 
-/// Writes an index: the table first, then the envelopes record by record, as a listing reads
-/// them.
-pub struct IndexWriter<W: Write> {
+/// Writes an index in one pass over the queue, holding nothing per message: each message's
+/// table line goes to its fixed place (the table's lines all have one length, so the records can
+/// start before the table is known), its record after the previous one.
+pub struct IndexWriter<W: Write + Seek> {
     out: W,
+    count: usize,
+    /// Where the next table line goes, and where the next record goes.
+    table_at: u64,
+    records_at: u64,
+    /// Table lines not yet written, at most `TABLE_CHUNK`.
+    pending: Vec<u8>,
+    added: usize,
 }
 
-impl<W: Write> IndexWriter<W> {
-    pub fn new(mut out: W, stamps: &Stamps, table: &[Entry]) -> io::Result<IndexWriter<W>> {
-        writeln!(
+/// Table lines written at once: one seek each way per chunk, not per message.
+const TABLE_CHUNK: usize = 4096;
+
+/// Every table line has this length: a place padded to six characters, an id, an inode of
+/// twenty digits, a tab each between and a newline.
+const TABLE_LINE: usize = 6 + 1 + QueueId::LEN + 1 + 20 + 1;
+
+impl<W: Write + Seek> IndexWriter<W> {
+    /// Writes the header of an index of `count` messages, at the start of `out`; exactly
+    /// `count` messages must be added.
+    pub fn new(mut out: W, stamps: &Stamps, count: usize) -> io::Result<IndexWriter<W>> {
+        let header = format!(
+            "{MAGIC}\t{}\t{}\t{}\t{count}\n",
+            stamps.active, stamps.held, stamps.data
+        );
+        out.seek(io::SeekFrom::Start(0))?;
+        out.write_all(header.as_bytes())?;
+        let table_at = header.len() as u64;
+        let records_at = table_at + (count * TABLE_LINE) as u64;
+        out.seek(io::SeekFrom::Start(records_at))?;
+        Ok(IndexWriter {
             out,
-            "{MAGIC}\t{}\t{}\t{}\t{}",
-            stamps.active,
-            stamps.held,
-            stamps.data,
-            table.len()
-        )?;
-        for entry in table {
-            writeln!(
-                out,
-                "{}\t{}\t{}",
-                place_name(entry.place),
-                entry.id,
-                entry.data_inode
-            )?;
+            count,
+            table_at,
+            records_at,
+            pending: Vec::with_capacity(TABLE_CHUNK * TABLE_LINE),
+            added: 0,
+        })
+    }
+
+    /// Adds one message, in listing order: its table entry and its envelope, as the bytes of its
+    /// file (already known to parse).
+    pub fn add(&mut self, entry: &Entry, envelope: &[u8]) -> io::Result<()> {
+        if self.added == self.count {
+            return Err(io::Error::other("more messages than the index counts"));
         }
-        Ok(IndexWriter { out })
+        writeln!(
+            self.pending,
+            "{:<6}\t{}\t{:020}",
+            place_name(entry.place),
+            entry.id,
+            entry.data_inode
+        )?;
+        let line = format!(
+            "{}\t{}\t{}\n",
+            place_name(entry.place),
+            entry.id,
+            envelope.len()
+        );
+        self.out.write_all(line.as_bytes())?;
+        self.out.write_all(envelope)?;
+        self.records_at += (line.len() + envelope.len()) as u64;
+        self.added += 1;
+        if self.pending.len() >= TABLE_CHUNK * TABLE_LINE {
+            self.write_table()?;
+        }
+        Ok(())
     }
 
-    /// Adds one envelope, as the bytes of its file (already known to parse).
-    pub fn add(&mut self, place: Place, id: QueueId, envelope: &[u8]) -> io::Result<()> {
-        writeln!(self.out, "{}\t{id}\t{}", place_name(place), envelope.len())?;
-        self.out.write_all(envelope)
+    /// Writes the pending table lines in their place, and comes back to the records' end.
+    fn write_table(&mut self) -> io::Result<()> {
+        self.out.seek(io::SeekFrom::Start(self.table_at))?;
+        self.out.write_all(&self.pending)?;
+        self.table_at += self.pending.len() as u64;
+        self.pending.clear();
+        self.out.seek(io::SeekFrom::Start(self.records_at))?;
+        Ok(())
     }
 
-    /// Writes the trailer and hands back the output, flushed.
+    /// Writes what is left of the table and the trailer, and hands back the output, flushed;
+    /// an error unless every message counted was added.
     pub fn finish(mut self) -> io::Result<W> {
+        if self.added != self.count {
+            return Err(io::Error::other("fewer messages than the index counts"));
+        }
+        self.write_table()?;
         writeln!(self.out, "{TRAILER}")?;
         self.out.flush()?;
         Ok(self.out)
     }
 }
 
-/// The table of an index that describes the queue as it is.
-pub struct Table {
-    /// In listing order.
-    pub entries: Vec<Entry>,
+/// Where the parts of an index found good are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Layout {
+    /// Messages in the table.
+    pub count: usize,
+    /// Where the table's first line starts.
+    pub table_at: u64,
     /// Where the first record starts.
     pub records_at: u64,
 }
 
-/// Reads the header and the table; `None` unless this is a well-formed index made for exactly
-/// these directory stamps.
-pub fn read_table(input: &mut impl BufRead, stamps: &Stamps) -> Option<Table> {
+/// Reads the header and hands each entry of the table to `entry`, so that the table is never
+/// held whole. `None` unless this is a well-formed index made for exactly these directory
+/// stamps: the entries handed over before a `None` are then not to be believed.
+pub fn read_table(
+    input: &mut impl BufRead,
+    stamps: &Stamps,
+    mut entry: impl FnMut(Entry),
+) -> Option<Layout> {
     let mut line = String::new();
-    let mut consumed = read_line(input, &mut line)?;
+    let table_at = read_line(input, &mut line)? as u64;
     let mut fields = line.strip_suffix('\n')?.split('\t');
     if fields.next() != Some(MAGIC) {
         return None;
@@ -221,30 +285,71 @@ pub fn read_table(input: &mut impl BufRead, stamps: &Stamps) -> Option<Table> {
     if fields.next().is_some() || recorded != *stamps {
         return None;
     }
-    let mut entries: Vec<Entry> = Vec::with_capacity(count.min(1 << 20));
-    for _ in 0..count {
-        line.clear();
-        consumed += read_line(input, &mut line)?;
-        let mut fields = line.strip_suffix('\n')?.split('\t');
-        let entry = Entry {
-            place: parse_place(fields.next()?)?,
+    let mut entries = Entries::new(input, count);
+    for read in entries.by_ref() {
+        entry(read);
+    }
+    (entries.left == 0).then_some(Layout {
+        count,
+        table_at,
+        records_at: table_at + entries.consumed,
+    })
+}
+
+/// The entries of a table, from its first line: `count` of them, unless damage ends them first.
+pub struct Entries<R: BufRead> {
+    input: R,
+    line: String,
+    left: usize,
+    last: Option<(QueueId, Place)>,
+    consumed: u64,
+    damaged: bool,
+}
+
+impl<R: BufRead> Entries<R> {
+    pub fn new(input: R, count: usize) -> Entries<R> {
+        Entries {
+            input,
+            line: String::new(),
+            left: count,
+            last: None,
+            consumed: 0,
+            damaged: false,
+        }
+    }
+
+    fn read_entry(&mut self) -> Option<Entry> {
+        self.line.clear();
+        self.consumed += read_line(&mut self.input, &mut self.line)? as u64;
+        let mut fields = self.line.strip_suffix('\n')?.split('\t');
+        let read = Entry {
+            place: parse_place(fields.next()?.trim_end_matches(' '))?,
             id: QueueId::parse(fields.next()?)?,
             data_inode: fields.next()?.parse().ok()?,
         };
         // Records are merged with the table in order; an unordered table is not ours.
-        if fields.next().is_some()
-            || entries
-                .last()
-                .is_some_and(|last| (last.id, last.place) >= (entry.id, entry.place))
-        {
+        if fields.next().is_some() || self.last >= Some((read.id, read.place)) {
             return None;
         }
-        entries.push(entry);
+        self.last = Some((read.id, read.place));
+        Some(read)
     }
-    Some(Table {
-        entries,
-        records_at: consumed as u64,
-    })
+}
+
+impl<R: BufRead> Iterator for Entries<R> {
+    type Item = Entry;
+
+    fn next(&mut self) -> Option<Entry> {
+        if self.left == 0 || self.damaged {
+            return None;
+        }
+        let entry = self.read_entry();
+        match entry {
+            Some(_) => self.left -= 1,
+            None => self.damaged = true,
+        }
+        entry
+    }
 }
 
 /// The records of an index, from its first one. The trailer or any damage ends them; a reader
@@ -329,6 +434,7 @@ fn place_name(place: Place) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::properties::peak;
     use crate::queue::envelope::{Envelope, Recipient};
 
     fn stamp(inode: u64, seconds: i64) -> DirStamp {
@@ -378,24 +484,29 @@ mod tests {
         ]
     }
 
+    /// The table and where the records start, when the index is believed.
+    fn read(input: &[u8], stamps: &Stamps) -> Option<(Vec<Entry>, usize)> {
+        let mut entries = Vec::new();
+        let layout = read_table(&mut &input[..], stamps, |entry| entries.push(entry))?;
+        Some((entries, layout.records_at as usize))
+    }
+
     fn written(table: &[Entry]) -> Vec<u8> {
-        let mut writer = IndexWriter::new(Vec::new(), &stamps(), table).unwrap();
+        let mut writer =
+            IndexWriter::new(io::Cursor::new(Vec::new()), &stamps(), table.len()).unwrap();
         for entry in table {
-            writer
-                .add(entry.place, entry.id, &envelope(entry.id).to_bytes())
-                .unwrap();
+            writer.add(entry, &envelope(entry.id).to_bytes()).unwrap();
         }
-        writer.finish().unwrap()
+        writer.finish().unwrap().into_inner()
     }
 
     #[test]
     fn table_and_records_come_back_in_order() {
         let table = table();
         let bytes = written(&table);
-        let mut input = &bytes[..];
-        let read = read_table(&mut input, &stamps()).unwrap();
-        assert_eq!(read.entries, table);
-        let records: Vec<Record> = Records::new(&bytes[read.records_at as usize..]).collect();
+        let (entries, records_at) = read(&bytes, &stamps()).unwrap();
+        assert_eq!(entries, table);
+        let records: Vec<Record> = Records::new(&bytes[records_at..]).collect();
         assert_eq!(records.len(), table.len());
         for (record, entry) in records.iter().zip(&table) {
             assert_eq!((record.id, record.place), (entry.id, entry.place));
@@ -416,27 +527,27 @@ mod tests {
                 1 => moved.held.inode += 1,
                 _ => moved.data.modified.0 += 1,
             }
-            assert!(read_table(&mut &bytes[..], &moved).is_none());
+            assert!(read(&bytes, &moved).is_none());
         }
-        assert!(read_table(&mut &b"etrnq-envelope 1\n"[..], &stamps()).is_none());
+        assert!(read(b"etrnq-envelope 1\n", &stamps()).is_none());
     }
 
     #[test]
     fn an_unordered_or_short_table_is_refused() {
         let mut table = table();
         table.swap(0, 1);
-        assert!(read_table(&mut &written(&table)[..], &stamps()).is_none());
+        assert!(read(&written(&table), &stamps()).is_none());
         let bytes = written(&self::table());
         let text = String::from_utf8(bytes).unwrap();
         let header_end = text.find('\n').unwrap();
         let short = format!("{}\n", &text[..header_end]);
-        assert!(read_table(&mut short.as_bytes(), &stamps()).is_none());
+        assert!(read(short.as_bytes(), &stamps()).is_none());
     }
 
     #[test]
     fn a_torn_index_yields_only_whole_records() {
         let bytes = written(&table());
-        let records_at = read_table(&mut &bytes[..], &stamps()).unwrap().records_at as usize;
+        let (_, records_at) = read(&bytes, &stamps()).unwrap();
         for cut in records_at..bytes.len() {
             let mut records = 0;
             for record in Records::new(&bytes[records_at..cut]) {
@@ -450,7 +561,7 @@ mod tests {
     #[test]
     fn a_garbled_length_ends_the_records() {
         let bytes = written(&table());
-        let records_at = read_table(&mut &bytes[..], &stamps()).unwrap().records_at as usize;
+        let (_, records_at) = read(&bytes, &stamps()).unwrap();
         let text = String::from_utf8(bytes[records_at..].to_vec()).unwrap();
         let header = text.lines().next().unwrap();
         let (head, length) = header.rsplit_once('\t').unwrap();
@@ -464,9 +575,9 @@ mod tests {
 
     #[test]
     fn long_lines_and_records_end_the_index_unread() {
-        let mut endless = b"etrnq-index 1\t".to_vec();
+        let mut endless = format!("{MAGIC}\t").into_bytes();
         endless.extend(std::iter::repeat_n(b'7', 10 * MAX_LINE as usize));
-        assert!(read_table(&mut &endless[..], &stamps()).is_none());
+        assert!(read(&endless, &stamps()).is_none());
 
         let id = QueueId::generate();
         let table_line = format!("active\t{id}\t{}", "9".repeat(2 * MAX_LINE as usize));
@@ -474,10 +585,85 @@ mod tests {
         let text = String::from_utf8(bytes).unwrap();
         let header = text.lines().next().unwrap().replace("\t0", "\t1");
         let long_table = format!("{header}\n{table_line}\nend-of-index\n");
-        assert!(read_table(&mut long_table.as_bytes(), &stamps()).is_none());
+        assert!(read(long_table.as_bytes(), &stamps()).is_none());
 
         let huge = format!("active\t{id}\t{}\n", MAX_RECORD + 1);
         assert!(Records::new(huge.as_bytes()).next().is_none());
+    }
+
+    /// Enough messages for the table to be written in several chunks.
+    fn many(count: usize) -> Vec<Entry> {
+        let mut ids: Vec<QueueId> = (0..count).map(|_| QueueId::generate()).collect();
+        ids.sort();
+        ids.into_iter()
+            .enumerate()
+            .map(|(n, id)| Entry {
+                id,
+                place: if n % 3 == 0 {
+                    Place::Held
+                } else {
+                    Place::Active
+                },
+                data_inode: n as u64 * 7_919,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_table_of_many_chunks_comes_back_whole() {
+        let table = many(3 * TABLE_CHUNK + 5);
+        let bytes = written(&table);
+        let (entries, records_at) = read(&bytes, &stamps()).unwrap();
+        assert_eq!(entries, table);
+        let records: Vec<Record> = Records::new(&bytes[records_at..]).collect();
+        assert_eq!(records.len(), table.len());
+        assert!(bytes.ends_with(b"end-of-index\n"));
+    }
+
+    #[test]
+    fn writing_holds_one_chunk_of_the_table_whatever_the_count() {
+        let table = many(4 * TABLE_CHUNK);
+        let envelope = envelope(table[0].id).to_bytes();
+        let file = tempfile::tempfile().unwrap();
+        let (written, most) = peak(|| {
+            let mut writer = IndexWriter::new(&file, &stamps(), table.len()).unwrap();
+            for entry in &table {
+                writer.add(entry, &envelope).unwrap();
+            }
+            writer.finish().map(|_| ())
+        });
+        written.unwrap();
+        assert!(
+            most <= TABLE_CHUNK * TABLE_LINE + 4096,
+            "{most} bytes held to write {} messages",
+            table.len()
+        );
+    }
+
+    #[test]
+    fn a_count_the_messages_do_not_match_writes_no_index() {
+        let table = many(3);
+        let mut short = IndexWriter::new(io::Cursor::new(Vec::new()), &stamps(), 4).unwrap();
+        for entry in &table {
+            short.add(entry, &envelope(entry.id).to_bytes()).unwrap();
+        }
+        assert!(short.finish().is_err());
+        let mut long = IndexWriter::new(io::Cursor::new(Vec::new()), &stamps(), 2).unwrap();
+        for entry in &table[..2] {
+            long.add(entry, &envelope(entry.id).to_bytes()).unwrap();
+        }
+        assert!(
+            long.add(&table[2], &envelope(table[2].id).to_bytes())
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn an_index_of_the_earlier_format_is_not_believed() {
+        let bytes = written(&table());
+        let text = String::from_utf8(bytes).unwrap();
+        let earlier = text.replacen("etrnq-index 2\t", "etrnq-index 1\t", 1);
+        assert!(read(earlier.as_bytes(), &stamps()).is_none());
     }
 
     #[test]

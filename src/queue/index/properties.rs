@@ -65,32 +65,31 @@ fn messages() -> impl Strategy<Value = Vec<(Entry, Vec<u8>)>> {
 }
 
 fn written(stamps: &Stamps, messages: &[(Entry, Vec<u8>)]) -> Vec<u8> {
-    let table: Vec<Entry> = messages.iter().map(|(entry, _)| *entry).collect();
-    let mut writer = IndexWriter::new(Vec::new(), stamps, &table).unwrap();
+    let mut writer =
+        IndexWriter::new(std::io::Cursor::new(Vec::new()), stamps, messages.len()).unwrap();
     for (entry, envelope) in messages {
-        writer.add(entry.place, entry.id, envelope).unwrap();
+        writer.add(entry, envelope).unwrap();
     }
-    writer.finish().unwrap()
+    writer.finish().unwrap().into_inner()
 }
 
-/// The most a table of `count` entries may reserve before its lines are read.
-const TABLE_RESERVE: usize = (1 << 20) * std::mem::size_of::<Entry>();
-
-/// Reads an index as a listing does: the table, then the records. No panic; memory in
-/// proportion to the input, besides the table's reserve and one record's envelope (both
-/// capped); a table in order and records no longer than an envelope may be.
-fn read_checked(input: &[u8], stamps: &Stamps) -> Option<(Table, Vec<Record>)> {
-    let (table, most) = peak(|| read_table(&mut &input[..], stamps));
+/// Reads an index as a listing does: the table, then the records. No panic; the table costs one
+/// line's memory whatever its length, and each record at most one envelope; a table in order and
+/// records no longer than an envelope may be.
+fn read_checked(input: &[u8], stamps: &Stamps) -> Option<(Vec<Entry>, Vec<Record>)> {
+    let (layout, most) = peak(|| read_table(&mut &input[..], stamps, |_| {}));
     assert!(
-        most <= 8 * input.len() + TABLE_RESERVE + 1024,
+        most <= 2 * MAX_LINE as usize + 1024,
         "{most} bytes for the table"
     );
-    let table = table?;
-    assert!(table.records_at as usize <= input.len());
-    for pair in table.entries.windows(2) {
+    let records_at = layout?.records_at as usize;
+    assert!(records_at <= input.len());
+    let mut entries = Vec::new();
+    read_table(&mut &input[..], stamps, |entry| entries.push(entry))?;
+    for pair in entries.windows(2) {
         assert!((pair[0].id, pair[0].place) < (pair[1].id, pair[1].place));
     }
-    let mut records = Records::new(&input[table.records_at as usize..]);
+    let mut records = Records::new(&input[records_at..]);
     let mut read = Vec::new();
     loop {
         let (record, most) = peak(|| records.next());
@@ -102,7 +101,7 @@ fn read_checked(input: &[u8], stamps: &Stamps) -> Option<(Table, Vec<Record>)> {
         assert!(record.envelope.len() <= MAX_RECORD);
         read.push(record);
     }
-    Some((table, read))
+    Some((entries, read))
 }
 
 proptest! {
@@ -113,7 +112,7 @@ proptest! {
         let bytes = written(&stamps, &messages);
         let (table, records) = read_checked(&bytes, &stamps).unwrap();
         let entries: Vec<Entry> = messages.iter().map(|(entry, _)| *entry).collect();
-        prop_assert_eq!(table.entries, entries);
+        prop_assert_eq!(table, entries);
         prop_assert_eq!(records.len(), messages.len());
         for (record, (entry, envelope)) in records.iter().zip(&messages) {
             prop_assert_eq!((record.id, record.place), (entry.id, entry.place));

@@ -1,23 +1,27 @@
 //! Passes over the queue: which messages there are and what each envelope says, for a listing, a
 //! count or the plan of a queue run.
 //!
-//! A pass begins with the ids ([`Queue::scan`], [`Queue::scan_files`], [`Queue::scan_domains`]),
-//! one look at `data/` and one at the kernel's lock table, then reads one envelope per message
-//! ([`Scan::for_each`], [`Scan::inspect`]). A message that cannot be read is an [`Inspection`]
-//! like any other, with an [`Unusable`] envelope: only the caller ends a pass early.
+//! A pass begins with the ids ([`Queue::scan`], [`Queue::scan_files`], [`Queue::scan_domains`])
+//! and one look at the kernel's lock table, then reads one envelope per message and looks at its
+//! data file ([`Scan::for_each`], [`Scan::inspect`]). A message that cannot be read is an
+//! [`Inspection`] like any other, with an [`Unusable`] envelope: only the caller ends a pass
+//! early.
+//!
+//! A pass holds its ids and nothing else per message (15 bytes each, about 15 MB for a million
+//! messages): envelopes are read a few hundred at a time ahead of the caller, the index's table
+//! is read and written line by line, and the lock table names only the messages being delivered.
 //!
 //! Decisions come from the envelope files alone. The index serves listings (`indexed`); the
 //! per-domain record only chooses which envelope files a per-domain pass reads, and a pass that
 //! cannot believe it reads every envelope file and rebuilds it (see `domains`).
 
-use std::fs::{self, File};
-use std::os::unix::fs::DirEntryExt;
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::fs::File;
+use std::sync::{Arc, OnceLock};
 use std::time::SystemTime;
 
 use super::envelope::Envelope;
-use super::error::io_error;
-use super::index::Stamps;
+use super::index::{Layout, Stamps};
 use super::proc_locks::locked_inodes;
 use super::selection::DomainPattern;
 use super::{DATA, Place, Queue, QueueError, QueueId, RecordError, Unusable, domains};
@@ -28,8 +32,8 @@ mod read_ahead;
 impl Queue {
     /// Starts a pass over the queue for a listing or a count. While the index is current, its
     /// table is the whole pass: no directory is read and no envelope opened. Otherwise the ids
-    /// come from `env/` and `hold/`, then one read of `data/` and of the kernel's lock table,
-    /// so that each message afterwards costs one small file read.
+    /// come from `env/` and `hold/`, then one read of the kernel's lock table, so that each
+    /// message afterwards costs one small file read and a look at its data file.
     pub fn scan(&self) -> Result<Scan<'_>, QueueError> {
         self.scan_from(true)
     }
@@ -66,13 +70,10 @@ impl Queue {
     /// left are compacted.
     fn scan_found(&self, found: domains::Found) -> Scan<'_> {
         let began = SystemTime::now();
-        let entry = |dir: &File, id: QueueId| {
-            nix::sys::stat::fstatat(dir, id.as_str(), nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW)
-        };
-        let absent = |dir: &File, id: QueueId| matches!(entry(dir, id), Err(nix::Error::ENOENT));
-        let (mut ids, mut data, mut gone) = (Vec::new(), Vec::new(), Vec::new());
+        let absent = |dir: &File, id: QueueId| matches!(entry_of(dir, id), Err(nix::Error::ENOENT));
+        let (mut ids, mut gone) = (Vec::new(), Vec::new());
         for &id in &found.ids {
-            let data_entry = entry(&self.data, id);
+            let data_entry = entry_of(&self.data, id);
             let place = if !absent(&self.env, id) {
                 Some(Place::Active)
             } else if !absent(&self.hold, id) {
@@ -81,12 +82,7 @@ impl Queue {
                 None
             };
             match (place, data_entry) {
-                (Some(place), data_entry) => {
-                    ids.push((id, place));
-                    if let Ok(stat) = data_entry {
-                        data.push((id, stat.st_ino));
-                    }
-                }
+                (Some(place), _) => ids.push((id, place)),
                 // Data goes last when a message leaves, and ids are never reused: it is gone.
                 (None, Err(nix::Error::ENOENT)) => gone.push(id),
                 // Being committed or being removed.
@@ -94,18 +90,10 @@ impl Queue {
             }
         }
         domains::compact(self, &found, &gone);
-        let held_inodes = locked_inodes(&self.root.join(DATA));
-        let locked = held_inodes.map(|held| {
-            data.iter()
-                .filter(|(_, inode)| held.contains(inode))
-                .map(|&(id, _)| id)
-                .collect()
-        });
         Scan {
             queue: self,
-            ids,
-            data,
-            locked,
+            ids: OnceLock::from(ids),
+            held_inodes: locked_inodes(&self.root.join(DATA)),
             stamps: None,
             began,
             index: None,
@@ -118,44 +106,19 @@ impl Queue {
         let began = SystemTime::now();
         // Taken before anything is read: a change after this instant makes the index stale.
         let stamps = self.stamps().ok();
-        let data_dir = self.root.join(DATA);
-        let held_inodes = locked_inodes(&data_dir);
-        let locked_ids = |data: &[(QueueId, u64)]| {
-            held_inodes.as_ref().map(|held| {
-                data.iter()
-                    .filter(|(_, inode)| held.contains(inode))
-                    .map(|&(id, _)| id)
-                    .collect()
-            })
-        };
-        let current = stamps
+        let held_inodes = locked_inodes(&self.root.join(DATA));
+        let index = stamps
             .as_ref()
             .filter(|_| use_index)
             .and_then(|s| self.current_index(s));
-        let (ids, mut data, index) = match current {
-            Some((file, table)) => (
-                table.entries.iter().map(|e| (e.id, e.place)).collect(),
-                table.entries.iter().map(|e| (e.id, e.data_inode)).collect(),
-                Some((file, table.records_at)),
-            ),
-            None => {
-                let mut data = Vec::new();
-                let ids = self.ids()?;
-                for entry in fs::read_dir(&data_dir).map_err(io_error("cannot read", &data_dir))? {
-                    let entry = entry.map_err(io_error("cannot read", &data_dir))?;
-                    if let Some(id) = entry.file_name().to_str().and_then(QueueId::parse) {
-                        data.push((id, entry.ino()));
-                    }
-                }
-                (ids, data, None)
-            }
+        let ids = match index {
+            Some(_) => OnceLock::new(),
+            None => OnceLock::from(self.ids()?),
         };
-        data.sort_unstable();
         Ok(Scan {
             queue: self,
             ids,
-            locked: locked_ids(&data),
-            data,
+            held_inodes,
             stamps,
             began,
             index,
@@ -165,6 +128,11 @@ impl Queue {
     }
 }
 
+/// A directory entry's status, without following a link.
+fn entry_of(dir: &File, id: QueueId) -> nix::Result<nix::sys::stat::FileStat> {
+    nix::sys::stat::fstatat(dir, id.as_str(), nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW)
+}
+
 /// What rebuilding the per-domain record came to: shared, since a pass may be asked more than
 /// once and an I/O error cannot be cloned.
 pub type RebuildOutcome = Result<(), Arc<RecordError>>;
@@ -172,17 +140,17 @@ pub type RebuildOutcome = Result<(), Arc<RecordError>>;
 /// One pass over the queue, from [`Queue::scan`].
 pub struct Scan<'q> {
     queue: &'q Queue,
-    ids: Vec<(QueueId, Place)>,
-    /// Ids with a data file when the pass began, with its inode, sorted.
-    data: Vec<(QueueId, u64)>,
-    /// Ids whose data file someone held a lock on when the pass began; `None` when the kernel's
-    /// lock table could not be read, and each message is asked instead.
-    locked: Option<std::collections::HashSet<QueueId>>,
+    /// Set when the pass begins, except in a pass made from the index, which reads its table as
+    /// it goes and makes the list only if it is asked for.
+    ids: OnceLock<Vec<(QueueId, Place)>>,
+    /// The inodes of the data files someone held a lock on when the pass began; `None` when the
+    /// kernel's lock table could not be read, and each message is asked instead.
+    held_inodes: Option<HashSet<u64>>,
     /// The directories' stamps when the pass began, if they could be read.
     stamps: Option<Stamps>,
     began: SystemTime,
-    /// The current index and where its records start, when the pass is made from it.
-    index: Option<(File, u64)>,
+    /// The current index and where its parts are, when the pass is made from it.
+    index: Option<(File, Layout)>,
     /// A pass over every message writes a fresh index when the one on disk is stale.
     refresh_index: bool,
     /// Set when [`Queue::scan_domains`] could not believe the per-domain record.
@@ -198,9 +166,24 @@ struct Rebuild {
 }
 
 impl Scan<'_> {
-    /// Active and held messages, oldest first.
+    /// Active and held messages, oldest first. A pass made from the index reads them from its
+    /// table the first time they are asked for; [`Scan::len`] and [`Scan::for_each_where`] do
+    /// not need them.
     pub fn ids(&self) -> &[(QueueId, Place)] {
-        &self.ids
+        self.ids.get_or_init(|| self.indexed_ids())
+    }
+
+    /// How many messages the pass covers.
+    pub fn len(&self) -> usize {
+        match (&self.index, self.ids.get()) {
+            (Some((_, layout)), _) => layout.count,
+            (None, Some(ids)) => ids.len(),
+            (None, None) => 0,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     /// Inspects `ids` in order and hands each inspection to `visit`, reading ahead on a few
@@ -214,15 +197,41 @@ impl Scan<'_> {
     ///
     /// A message that cannot be read is an inspection like any other, with its envelope an
     /// [`Unusable`]: only `visit` can end the pass early.
-    pub fn for_each<E>(
+    pub fn for_each<E: From<QueueError>>(
         &self,
         ids: &[(QueueId, Place)],
+        visit: impl FnMut(Inspection) -> Result<(), E>,
+    ) -> Result<(), E> {
+        self.visit(Some(ids), None, visit)
+    }
+
+    /// [`Scan::for_each`] over the pass's own messages that `keep` takes, without a copy of
+    /// their ids: a plan over a million messages holds one list of ids, not two, and a listing
+    /// from the index none.
+    pub fn for_each_where<E: From<QueueError>>(
+        &self,
+        keep: &(dyn Fn(QueueId, Place) -> bool + Sync),
+        visit: impl FnMut(Inspection) -> Result<(), E>,
+    ) -> Result<(), E> {
+        self.visit(None, Some(keep), visit)
+    }
+
+    /// Visits `only` or every message of the pass, those `keep` takes. Only a visit of every
+    /// message may write the index: one that `keep` leaves a message out of writes none, as the
+    /// index's writer refuses to finish short of its count.
+    fn visit<E: From<QueueError>>(
+        &self,
+        only: Option<&[(QueueId, Place)]>,
+        keep: Option<&(dyn Fn(QueueId, Place) -> bool + Sync)>,
         mut visit: impl FnMut(Inspection) -> Result<(), E>,
     ) -> Result<(), E> {
+        let every = only.is_none_or(|ids| ids.len() == self.len());
+        let keep = keep.unwrap_or(&|_, _| true);
         if let Some(index) = &self.index {
-            return self.for_each_indexed(index, ids, visit);
+            return self.for_each_indexed(index, only, keep, visit);
         }
-        let mut recorder = self.index_recorder(ids);
+        let ids = only.unwrap_or_else(|| self.ids());
+        let mut recorder = if every { self.index_recorder() } else { None };
         let mut census = self.rebuild_due().then(domains::Census::default);
         let mut visit = |inspection: Inspection| {
             if let Some(recorder) = recorder.as_mut() {
@@ -233,12 +242,13 @@ impl Scan<'_> {
             }
             visit(inspection)
         };
-        self.read_each(ids, &mut visit)?;
+        self.read_each(ids, keep, &mut visit)?;
         if let Some(recorder) = recorder {
             recorder.commit(self);
         }
         if let Some(census) = census {
-            self.rebuild_record(census, ids);
+            let visited = |id, place| keep(id, place) && ids.binary_search(&(id, place)).is_ok();
+            self.rebuild_record(census, visited);
         }
         Ok(())
     }
@@ -259,18 +269,22 @@ impl Scan<'_> {
 
     /// Completes `census` with the messages the pass did not visit (a run visits the active ones
     /// only) and rebuilds the record from it.
-    fn rebuild_record(&self, mut census: domains::Census, visited: &[(QueueId, Place)]) {
+    fn rebuild_record(
+        &self,
+        mut census: domains::Census,
+        visited: impl Fn(QueueId, Place) -> bool,
+    ) {
         let Some(rebuild) = &self.rebuild else {
             return;
         };
-        for &(id, place) in &self.ids {
-            if visited.binary_search(&(id, place)).is_err()
+        for &(id, place) in self.ids() {
+            if !visited(id, place)
                 && let Some(inspection) = self.inspect(id, place)
             {
                 census.add(id, inspection.envelope.as_ref().ok());
             }
         }
-        let outcome = domains::rebuild(self.queue, census, &self.ids).map_err(Arc::new);
+        let outcome = domains::rebuild(self.queue, census, self.ids()).map_err(Arc::new);
         if let Ok(mut slot) = rebuild.outcome.lock() {
             *slot = Some(outcome);
         }
@@ -285,53 +299,70 @@ impl Scan<'_> {
     /// Reads one message's envelope, without taking it from a runner. `None` when it left the
     /// queue since the pass began.
     pub fn inspect(&self, id: QueueId, place: Place) -> Option<Inspection> {
-        match self.queue.read_envelope(id, place) {
-            Ok(Some(bytes)) => Some(self.inspection(id, place, bytes)),
-            Ok(None) => None,
-            Err(unusable) => Some(Inspection {
-                id,
-                place,
-                locked: false,
-                envelope: Err(unusable),
-                bytes: Vec::new(),
-            }),
-        }
-    }
-
-    /// What an envelope's bytes say, with what this pass learnt about the message's data file.
-    fn inspection(&self, id: QueueId, place: Place, bytes: Vec<u8>) -> Inspection {
-        // Data is committed before its envelope and removed after it, so an envelope that is
-        // still there when its data was not is damage, not a race.
-        if self.data.binary_search_by_key(&id, |&(id, _)| id).is_err() {
-            return Inspection {
-                id,
-                place,
-                locked: false,
-                envelope: Err(Unusable::Damaged(
-                    "message data file is missing".to_string(),
-                )),
-                bytes,
-            };
-        }
-        let locked = match &self.locked {
-            Some(locked) => locked.contains(&id),
-            None => self.queue.probe_lock(id),
+        let bytes = match self.queue.read_envelope(id, place) {
+            Ok(Some(bytes)) => bytes,
+            Ok(None) => return None,
+            Err(unusable) => {
+                return Some(Inspection {
+                    id,
+                    place,
+                    locked: false,
+                    envelope: Err(unusable),
+                    bytes: Vec::new(),
+                    data_inode: None,
+                });
+            }
         };
-        let envelope = match Envelope::parse(&bytes) {
-            Ok(env) if env.id == id => Ok(env),
-            Ok(env) => Err(Unusable::Damaged(format!(
-                "envelope names id {}, file is {id}",
-                env.id
-            ))),
-            Err(e) => Err(Unusable::Damaged(e.to_string())),
+        // Looked at after the envelope was read: data is committed before its envelope and
+        // removed after it, so an envelope still there after its data was found missing is
+        // damage, and one gone by then left the queue.
+        let data_inode = match entry_of(&self.queue.data, id) {
+            Ok(stat) => Some(stat.st_ino),
+            Err(nix::Error::ENOENT) => {
+                let dir = match place {
+                    Place::Active => &self.queue.env,
+                    Place::Held => &self.queue.hold,
+                };
+                if matches!(entry_of(dir, id), Err(nix::Error::ENOENT)) {
+                    return None;
+                }
+                return Some(Inspection {
+                    id,
+                    place,
+                    locked: false,
+                    envelope: Err(Unusable::Damaged(
+                        "message data file is missing".to_string(),
+                    )),
+                    bytes,
+                    data_inode: None,
+                });
+            }
+            Err(_) => None,
         };
-        Inspection {
+        let locked = match (&self.held_inodes, data_inode) {
+            (Some(held), Some(inode)) => held.contains(&inode),
+            _ => self.queue.probe_lock(id),
+        };
+        Some(Inspection {
             id,
             place,
             locked,
-            envelope,
+            envelope: parse(id, &bytes),
             bytes,
-        }
+            data_inode,
+        })
+    }
+}
+
+/// What an envelope file's bytes say about message `id`.
+pub(super) fn parse(id: QueueId, bytes: &[u8]) -> Result<Envelope, Unusable> {
+    match Envelope::parse(bytes) {
+        Ok(env) if env.id == id => Ok(env),
+        Ok(env) => Err(Unusable::Damaged(format!(
+            "envelope names id {}, file is {id}",
+            env.id
+        ))),
+        Err(e) => Err(Unusable::Damaged(e.to_string())),
     }
 }
 
@@ -345,6 +376,8 @@ pub struct Inspection {
     pub envelope: Result<Envelope, Unusable>,
     /// The envelope as read, for the index.
     bytes: Vec<u8>,
+    /// The inode of its data file, when it was looked at, for the index.
+    data_inode: Option<u64>,
 }
 
 #[cfg(test)]
@@ -354,13 +387,49 @@ mod tests {
     use crate::queue::testing::commit;
 
     #[test]
+    fn an_envelope_whose_data_is_missing_is_damage() {
+        let dir = tempfile::tempdir().unwrap();
+        let queue = Queue::open(dir.path()).unwrap();
+        let id = commit(&queue, b"x\n");
+        std::fs::remove_file(queue.path(DATA, id.as_str())).unwrap();
+        let scan = queue.scan_files().unwrap();
+        let inspection = scan.inspect(id, Place::Active).unwrap();
+        assert!(
+            matches!(&inspection.envelope, Err(Unusable::Damaged(why)) if why.contains("data file is missing")),
+            "{inspection:?}"
+        );
+    }
+
+    #[test]
+    fn a_pass_visits_what_keep_takes_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let queue = Queue::open(dir.path()).unwrap();
+        let ids: Vec<QueueId> = (0..5)
+            .map(|n| commit(&queue, format!("{n}\n").as_bytes()))
+            .collect();
+        let scan = queue.scan_files().unwrap();
+        let mut seen = Vec::new();
+        let odd = |id: QueueId, _| {
+            ids.iter()
+                .position(|&i| i == id)
+                .is_some_and(|n| n % 2 == 1)
+        };
+        scan.for_each_where(&odd, |inspection| -> Result<(), QueueError> {
+            seen.push(inspection.id);
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(seen, [ids[1], ids[3]]);
+    }
+
+    #[test]
     fn without_the_lock_table_each_message_is_asked() {
         let dir = tempfile::tempdir().unwrap();
         let queue = Queue::open(dir.path()).unwrap();
         let held = commit(&queue, b"x\n");
         let free = commit(&queue, b"y\n");
         let mut scan = queue.scan().unwrap();
-        scan.locked = None;
+        scan.held_inodes = None;
         let LockAttempt::Locked(_runner) = queue.try_lock(held).unwrap() else {
             panic!("not locked")
         };

@@ -12,6 +12,7 @@ impl Scan<'_> {
     pub(super) fn read_each<E>(
         &self,
         ids: &[(QueueId, Place)],
+        keep: &(dyn Fn(QueueId, Place) -> bool + Sync),
         visit: &mut impl FnMut(Inspection) -> Result<(), E>,
     ) -> Result<(), E> {
         const CHUNK: usize = 256;
@@ -20,7 +21,7 @@ impl Scan<'_> {
             .min(4)
             .min(ids.len().div_ceil(CHUNK));
         if threads <= 1 {
-            for &(id, place) in ids {
+            for &(id, place) in ids.iter().filter(|&&(id, place)| keep(id, place)) {
                 if let Some(inspection) = self.inspect(id, place) {
                     visit(inspection)?;
                 }
@@ -40,6 +41,7 @@ impl Scan<'_> {
                     for chunk in chunks.iter().skip(worker).step_by(threads) {
                         let read: Vec<Inspection> = chunk
                             .iter()
+                            .filter(|&&(id, place)| keep(id, place))
                             .filter_map(|&(id, place)| self.inspect(id, place))
                             .collect();
                         if sender.send(read).is_err() {
