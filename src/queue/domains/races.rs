@@ -159,3 +159,38 @@ fn a_domain_file_deleted_under_commits_is_never_believed_made_again() {
         "no look-up was believed: the test proves nothing"
     );
 }
+
+#[test]
+fn commits_racing_to_make_a_new_domain_file_keep_the_record_believed() {
+    for round in 0..20 {
+        let dir = tempfile::tempdir().unwrap();
+        let queue = Queue::open(dir.path()).unwrap();
+        commit(&queue, &["u@customer.test"]);
+        rebuild_now(&queue);
+        let list = queue.root.join(DIR).join(super::LIST);
+        assert!(list.exists(), "no record to begin with");
+        let rec = usable_dir(&queue).unwrap();
+        let start = std::sync::Barrier::new(6);
+        let added: Vec<QueueId> = std::thread::scope(|scope| {
+            let committers: Vec<_> = (0..6)
+                .map(|_| {
+                    scope.spawn(|| {
+                        let id = QueueId::generate();
+                        start.wait();
+                        add(&queue, &rec, "new.test", id).map(|()| id)
+                    })
+                })
+                .collect();
+            committers
+                .into_iter()
+                .map(|c| c.join().unwrap().unwrap())
+                .collect()
+        });
+        assert!(
+            list.exists(),
+            "round {round}: a new file taken for a lost one"
+        );
+        let recorded = sorted_ids(read_ids(&queue, &rec, "new.test").unwrap().unwrap());
+        assert_eq!(recorded, sorted_ids(added), "round {round}");
+    }
+}

@@ -60,7 +60,11 @@ pub(super) fn add(queue: &Queue, dir: &File, name: &str, id: QueueId) -> Result<
     // A file replaced while this process waited for its lock is opened again.
     for _ in 0..8 {
         let Some(file) = open_file(queue, dir, name, true)? else {
-            let list = list_without(queue, dir, name)?;
+            let list = match list_without(queue, dir, name)? {
+                Naming::Absent => None,
+                Naming::Unnamed(list) => Some(list),
+                Naming::MadeMeanwhile => continue,
+            };
             if create(queue, dir, name, &[id])? {
                 return match list {
                     Some(list) => {
@@ -83,13 +87,23 @@ pub(super) fn add(queue: &Queue, dir: &File, name: &str, id: QueueId) -> Result<
     })
 }
 
-/// `.list`, locked, before domain file `name` is made: `Ok(None)` when there is none. A file
-/// `.list` already names was lost (deleted by hand): the ids it held would not be in the new
-/// one, so `.list` is removed before the new file can exist, lest a look-up believe the new
-/// file between the two, and this fails.
-fn list_without(queue: &Queue, dir: &File, name: &str) -> Result<Option<File>, RecordError> {
+/// What `.list` says of a domain file about to be made.
+enum Naming {
+    /// There is no `.list`: the record is not believed anyway.
+    Absent,
+    /// `.list`, locked, does not name it: make the file, then name it.
+    Unnamed(File),
+    /// Another commit made and named it since this one looked: append to it.
+    MadeMeanwhile,
+}
+
+/// `.list`, locked, before domain file `name` is made. A file `.list` names is there, made by a
+/// commit that raced this one to it, or was lost (deleted by hand): the ids it held would not be
+/// in a new one, so `.list` is removed before the new file can exist, lest a look-up believe
+/// the new file between the two, and this fails.
+fn list_without(queue: &Queue, dir: &File, name: &str) -> Result<Naming, RecordError> {
     let Some(list) = open_file(queue, dir, LIST, true)? else {
-        return Ok(None);
+        return Ok(Naming::Absent);
     };
     lock_within(&list, false, LOCK_WAIT)?;
     let meta = list.metadata().map_err(RecordError::Unexamined)?;
@@ -102,11 +116,16 @@ fn list_without(queue: &Queue, dir: &File, name: &str) -> Result<Option<File>, R
     let bytes = read_locked(&list, LIST)?;
     let names = parse(&bytes, LIST_MAGIC, boot).ok_or(RecordError::DamagedOrOtherBoot)?;
     if names.contains(&name) {
-        return Err(RecordError::Lost {
-            name: name.to_string(),
-        });
+        // A commit names a file after making it, under this lock: one named and present is
+        // that commit's.
+        return match open_file(queue, dir, name, false)? {
+            Some(_) => Ok(Naming::MadeMeanwhile),
+            None => Err(RecordError::Lost {
+                name: name.to_string(),
+            }),
+        };
     }
-    Ok(Some(list))
+    Ok(Naming::Unnamed(list))
 }
 
 /// Adds `item` to a record file this process holds the exclusive lock on: the item's line and
