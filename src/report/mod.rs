@@ -123,7 +123,7 @@ pub fn list(
     let mut summary = Summary::default();
     let mut times = ShortTimes::default();
     if let Format::Sendmail { .. } = format {
-        let count = selected.as_ref().map_or(scan.len(), Vec::len);
+        let count = selected.as_ref().map_or(scan.count(), Vec::len);
         write_sendmail_header(out, queue, count)?;
     }
     let print = |inspection: Inspection| -> Result<(), ReportError> {

@@ -166,7 +166,7 @@ impl Scan<'_> {
         let file = create_file(&path).ok()?;
         let out = io::BufWriter::with_capacity(256 * 1024, file);
         Some(IndexRecorder {
-            writer: IndexWriter::new(out, &stamps, self.len()).ok(),
+            writer: IndexWriter::new(out, &stamps, self.count()).ok(),
             path,
         })
     }
@@ -259,7 +259,7 @@ mod tests {
         let scan = queue.scan().unwrap();
         assert!(scan.index.is_some());
         assert!(scan.ids.get().is_none());
-        assert_eq!(scan.len(), 3);
+        assert_eq!(scan.count(), 3);
         assert_eq!(visited(&scan), ids);
         assert!(scan.ids.get().is_none());
         let listed: Vec<QueueId> = scan.ids().iter().map(|&(id, _)| id).collect();

@@ -167,23 +167,19 @@ struct Rebuild {
 
 impl Scan<'_> {
     /// Active and held messages, oldest first. A pass made from the index reads them from its
-    /// table the first time they are asked for; [`Scan::len`] and [`Scan::for_each_where`] do
+    /// table the first time they are asked for; [`Scan::count`] and [`Scan::for_each_where`] do
     /// not need them.
     pub fn ids(&self) -> &[(QueueId, Place)] {
         self.ids.get_or_init(|| self.indexed_ids())
     }
 
     /// How many messages the pass covers.
-    pub fn len(&self) -> usize {
+    pub fn count(&self) -> usize {
         match (&self.index, self.ids.get()) {
             (Some((_, layout)), _) => layout.count,
             (None, Some(ids)) => ids.len(),
             (None, None) => 0,
         }
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 
     /// Inspects `ids` in order and hands each inspection to `visit`, reading ahead on a few
@@ -225,7 +221,7 @@ impl Scan<'_> {
         keep: Option<&(dyn Fn(QueueId, Place) -> bool + Sync)>,
         mut visit: impl FnMut(Inspection) -> Result<(), E>,
     ) -> Result<(), E> {
-        let every = only.is_none_or(|ids| ids.len() == self.len());
+        let every = only.is_none_or(|ids| ids.len() == self.count());
         let keep = keep.unwrap_or(&|_, _| true);
         if let Some(index) = &self.index {
             return self.for_each_indexed(index, only, keep, visit);
