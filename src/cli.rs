@@ -15,6 +15,7 @@ use clap::Parser;
 
 use crate::config::{Config, ConfigError};
 use crate::queue::selection::{DomainPattern, Selection};
+use crate::smtp::{AddressFamily, ConnectOptions, Timeouts, Transcript};
 use crate::sysexits::{Failure, Status, Sysexit};
 
 /// Options every program that touches the queue accepts.
@@ -82,6 +83,29 @@ pub fn port(
             format!("-p {flag} contradicts the port {suffix} in {what}"),
         )),
         (flag, suffix) => Ok(flag.or(suffix).unwrap_or(default)),
+    }
+}
+
+/// How a client program reaches its server: `-4`/`-6`, `--timeout` for every step, and the
+/// conversation on standard error with `-v`.
+pub fn connect_options(
+    ipv4: bool,
+    ipv6: bool,
+    timeout: std::time::Duration,
+    verbose: bool,
+) -> ConnectOptions {
+    ConnectOptions {
+        timeouts: Timeouts::uniform(timeout),
+        family: match (ipv4, ipv6) {
+            (true, _) => AddressFamily::V4,
+            (_, true) => AddressFamily::V6,
+            _ => AddressFamily::Any,
+        },
+        transcript: if verbose {
+            Transcript::Stderr
+        } else {
+            Transcript::Off
+        },
     }
 }
 

@@ -8,9 +8,7 @@ use etrnq::config::{Config, TlsPolicy};
 use etrnq::dns::Resolver;
 use etrnq::etrn::{self, Request, SMTP_PORT};
 use etrnq::route::RelayHost;
-use etrnq::smtp::{
-    AddressFamily, ConnectOptions, Credentials, EtrnArgument, Timeouts, Transcript, Verification,
-};
+use etrnq::smtp::{Credentials, EtrnArgument, Verification};
 use etrnq::sysexits::{Failure, Status};
 
 const PASSWORD_ENV: &str = "ETRN_PASSWORD";
@@ -75,26 +73,13 @@ fn request(args: Cli, config: &Config, mx_domain: Option<Domain>) -> anyhow::Res
             password: etrnq::cli::secret(args.auth_password_file.as_deref(), PASSWORD_ENV)?,
         }),
     };
-    let family = match (args.ipv4, args.ipv6) {
-        (true, _) => AddressFamily::V4,
-        (_, true) => AddressFamily::V6,
-        _ => AddressFamily::Any,
-    };
     Ok(Request {
         host: args.server.host,
         addresses: Vec::new(),
         port,
         arguments,
         helo: args.helo.unwrap_or_else(|| config.primary_hostname()),
-        connect: ConnectOptions {
-            timeouts: Timeouts::uniform(args.timeout),
-            family,
-            transcript: if args.verbose {
-                Transcript::Stderr
-            } else {
-                Transcript::Off
-            },
-        },
+        connect: etrnq::cli::connect_options(args.ipv4, args.ipv6, args.timeout, args.verbose),
         starttls: args.starttls.unwrap_or(TlsPolicy::Off),
         verification: if args.tls_insecure {
             Verification::Insecure

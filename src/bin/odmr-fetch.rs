@@ -7,9 +7,7 @@ use anyhow::Context;
 use etrnq::args::odmr_fetch::{Cli, PROGRAM};
 use etrnq::config::Config;
 use etrnq::odmr::{self, Fetched, Handoff, ODMR_PORT, Request};
-use etrnq::smtp::{
-    AddressFamily, ConnectOptions, Credentials, StartTls, Timeouts, Transcript, Verification,
-};
+use etrnq::smtp::{Credentials, StartTls, Verification};
 use etrnq::sysexits::{Failure, Status};
 
 const PASSWORD_ENV: &str = "ODMR_PASSWORD";
@@ -75,25 +73,12 @@ fn request(args: Cli) -> anyhow::Result<Request> {
             port: 25,
         },
     };
-    let family = match (args.ipv4, args.ipv6) {
-        (true, _) => AddressFamily::V4,
-        (_, true) => AddressFamily::V6,
-        _ => AddressFamily::Any,
-    };
     Ok(Request {
         host: args.provider.host,
         port,
         domains: args.domains,
         helo: args.helo.unwrap_or_else(|| config.primary_hostname()),
-        connect: ConnectOptions {
-            timeouts: Timeouts::uniform(args.timeout),
-            family,
-            transcript: if args.verbose {
-                Transcript::Stderr
-            } else {
-                Transcript::Off
-            },
-        },
+        connect: etrnq::cli::connect_options(args.ipv4, args.ipv6, args.timeout, args.verbose),
         starttls: match (args.no_starttls, args.starttls.as_str()) {
             (true, _) => StartTls::Off,
             (false, "opportunistic") => StartTls::WhenOffered,

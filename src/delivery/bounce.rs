@@ -39,20 +39,18 @@ pub struct FailedRecipient {
 
 /// True when the sender of `envelope` is to hear about failures.
 pub fn wants_bounce(envelope: &Envelope) -> bool {
-    if envelope.sender.is_empty() {
-        return false;
-    }
-    match &envelope.notify {
-        None => true,
-        Some(notify) => notify
-            .split(',')
-            .any(|word| word.trim().eq_ignore_ascii_case("failure")),
-    }
+    notifies(envelope, "failure")
 }
 
 /// True when the sender of `envelope` is to hear that its delivery is late: not `<>`, and no
 /// NOTIFY list that leaves DELAY out (without one, a warning is sent, as sendmail does).
 pub fn wants_delay_warning(envelope: &Envelope) -> bool {
+    notifies(envelope, "delay")
+}
+
+/// True when the sender of `envelope` hears of `event`: not `<>`, and no NOTIFY list (RFC 3461)
+/// that leaves it out.
+fn notifies(envelope: &Envelope, event: &str) -> bool {
     if envelope.sender.is_empty() {
         return false;
     }
@@ -60,7 +58,7 @@ pub fn wants_delay_warning(envelope: &Envelope) -> bool {
         None => true,
         Some(notify) => notify
             .split(',')
-            .any(|word| word.trim().eq_ignore_ascii_case("delay")),
+            .any(|word| word.trim().eq_ignore_ascii_case(event)),
     }
 }
 
