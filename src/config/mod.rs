@@ -137,6 +137,10 @@ pub struct Config {
     /// At most this many recipients in one SMTP transaction when delivering.
     #[serde(deserialize_with = "values::count")]
     pub recipients_per_transaction: usize,
+    /// At most this many messages in one batch of a queue run over the whole queue: what a
+    /// run plans in memory at once (see `queue::Batches`).
+    #[serde(deserialize_with = "values::count")]
+    pub queue_run_batch: usize,
     /// `queue_min_free`, when set; see [`Config::queue_min_free`].
     #[serde(rename = "queue_min_free", deserialize_with = "values::size")]
     pub min_free: Option<u64>,
@@ -192,6 +196,7 @@ impl Default for Config {
             postmaster: None,
             odmr_accounts: None,
             recipients_per_transaction: crate::smtp::RECIPIENT_LIMIT,
+            queue_run_batch: 250_000,
         }
     }
 }

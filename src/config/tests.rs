@@ -19,6 +19,7 @@ queue_min_free = "100M"
 allow_untrusted_routing = false
 postmaster = "hostmaster@isp.example"
 recipients_per_transaction = 50
+queue_run_batch = 20000
 delay_warning = "4h"
 [routes]
 "customer.example" = "[127.0.0.1]:2526"
@@ -45,6 +46,8 @@ fn the_documented_example_parses() {
     assert_eq!(c.dns_nameservers[0].port(), 5353);
     assert!(c.is_held(&Domain::parse("Customer.Example").unwrap()));
     assert_eq!(c.queue_min_free(), 100 << 20);
+    assert_eq!(c.queue_run_batch, 20_000);
+    assert_eq!(Config::default().queue_run_batch, 250_000);
     assert_eq!(c.postmaster.unwrap().to_string(), "hostmaster@isp.example");
     let (_, users) = &c.relay_recipients["customer.example"];
     assert_eq!(
@@ -180,6 +183,14 @@ fn errors_name_file_and_key() {
         (
             "recipients_per_transaction = \"50\"",
             "etrnq.toml: recipients_per_transaction: expected a whole number",
+        ),
+        (
+            "queue_run_batch = 0",
+            "etrnq.toml: queue_run_batch: must be greater than zero",
+        ),
+        (
+            "queue_run_batch = -5",
+            "etrnq.toml: queue_run_batch: must be greater than zero",
         ),
     ];
     for (text, expected) in cases {

@@ -3,7 +3,9 @@
 //! A run reads every envelope file once to plan, without locking: which recipients are due, and
 //! where each goes (a static route, the smart host, or the MX hosts of its domain). Work is
 //! grouped by destination so that one SMTP connection carries every message for it; a large
-//! group is split so that up to `-j` connections work in parallel. Each message is then locked,
+//! group is split so that up to `-j` connections work in parallel. A run over the whole queue
+//! plans and delivers it in batches of `queue_run_batch` messages, oldest first, so that its
+//! memory does not grow with the queue (see `plan`). Each message is then locked,
 //! its envelope read again (another run may have moved on), delivered, and its new state written
 //! back before the lock is released: sent recipients are done, 4xx and connection trouble defer
 //! with the next attempt growing by the retry factor, 5xx fail and are bounced. A message with
@@ -27,7 +29,7 @@
 //! # Promises
 //!
 //! - No message is delivered by two runs at once: the queue lock is held across the SMTP
-//!   conversation; busy messages are skipped and tried once more at the end of the run.
+//!   conversation; busy messages are skipped and tried once more at the end of the batch.
 //! - A plain run never touches a held domain until it expires; a run names held mail with `-R`.
 //!   Expired messages fail what remains, held domains included.
 //! - A run adds no header. Every recipient attempt writes one log line. Bounces are queued
@@ -127,7 +129,8 @@ pub struct RunSummary {
     /// Messages whose files this run could not use (another user's file, not a regular file, a
     /// read error): left in place, reported, and tried again by a later run.
     pub skipped: usize,
-    /// Messages left untouched because the run was asked to stop.
+    /// Messages left untouched because the run was asked to stop: those due in the batch under
+    /// way, and every active message of the batches not yet read.
     pub left: usize,
 }
 
@@ -166,27 +169,21 @@ pub fn run(
     };
     queue.sweep_tmp(SWEEP_GRACE)?;
     let mut summary = RunSummary::default();
-    let jobs = plan::plan(queue, &policy, log, &mut summary)?;
-    let total: usize = jobs.iter().map(|job| job.ids.len()).sum();
-    let progress = progress_bar(total);
-    let busy = Mutex::new(Vec::new());
-    summary.add(&worker::work(queue, &policy, log, jobs, &busy, &progress));
-    let busy = busy.into_inner().unwrap_or_default();
-    if options.stop.is_requested() {
-        summary.busy += busy.len();
-    } else {
-        let still_busy = Mutex::new(Vec::new());
-        summary.add(&worker::work(
-            queue,
-            &policy,
-            log,
-            plan::regroup(busy),
-            &still_busy,
-            &progress,
-        ));
-        summary.busy += still_busy.into_inner().map(|v| v.len()).unwrap_or(0);
+    let mut passes = plan::Passes::begin(queue, &policy)?;
+    let progress = indicatif::ProgressBar::hidden();
+    let given_up = worker::GivenUp::default();
+    while !options.stop.is_requested() {
+        let Some(pass) = passes.next()? else { break };
+        let jobs = plan::plan(queue, &pass, &policy, log, &mut summary)?;
+        // The jobs hold what is due; the pass's list of every id goes before they are delivered.
+        drop(pass);
+        show_progress(&progress, jobs.iter().map(|job| job.ids.len()).sum());
+        summary.add(&deliver(queue, &policy, log, jobs, &given_up, &progress));
     }
     progress.finish_and_clear();
+    if options.stop.is_requested() {
+        summary.left += passes.untaken()?;
+    }
     if let Some(signal) = options.stop.signal() {
         log.info(&format!(
             "stopped on {}: {} messages left for the next run",
@@ -197,9 +194,45 @@ pub fn run(
     Ok(summary)
 }
 
-fn progress_bar(total: usize) -> indicatif::ProgressBar {
-    if total == 0 || !std::io::stderr().is_terminal() {
-        return indicatif::ProgressBar::hidden();
+/// Delivers one pass's jobs, then once more what another run held meanwhile.
+fn deliver(
+    queue: &Queue,
+    policy: &Policy<'_>,
+    log: &MailLog,
+    jobs: Vec<plan::Job>,
+    given_up: &worker::GivenUp,
+    progress: &indicatif::ProgressBar,
+) -> RunSummary {
+    let busy = Mutex::new(Vec::new());
+    let mut summary = worker::work(queue, policy, log, jobs, &busy, given_up, progress);
+    let busy = busy.into_inner().unwrap_or_default();
+    if policy.options.stop.is_requested() {
+        summary.busy += busy.len();
+        return summary;
     }
-    indicatif::ProgressBar::new(total as u64)
+    let still_busy = Mutex::new(Vec::new());
+    let jobs = plan::regroup(busy);
+    summary.add(&worker::work(
+        queue,
+        policy,
+        log,
+        jobs,
+        &still_busy,
+        given_up,
+        progress,
+    ));
+    summary.busy += still_busy.into_inner().map(|v| v.len()).unwrap_or(0);
+    summary
+}
+
+/// Adds a pass's messages to the progress bar, which shows once there is work and stderr is a
+/// terminal.
+fn show_progress(progress: &indicatif::ProgressBar, more: usize) {
+    if more == 0 {
+        return;
+    }
+    if progress.is_hidden() && std::io::stderr().is_terminal() {
+        progress.set_draw_target(indicatif::ProgressDrawTarget::stderr());
+    }
+    progress.inc_length(more as u64);
 }

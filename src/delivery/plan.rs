@@ -1,18 +1,23 @@
 //! The plan of a run: what is due, grouped by destination, one group per connection.
 //!
-//! The plan reads every envelope file once, without locking (with `-R`, those the per-domain
-//! record names; a few threads read ahead; the advisory index is never consulted). On the way
-//! it expires what is too old, warns the senders of what is late (`warning`), dates from now
-//! what arrived in the future, and reports what cannot be used. What is due is grouped by destination, so that one connection carries every
-//! message for it; a large group is split so that up to `-j` connections work on it in
-//! parallel, never fewer than `MIN_BATCH` messages each, and the biggest work goes first.
-//! Messages another run held are grouped again for one more try at the end of the run.
+//! A run over the whole queue takes it in batches (see `queue::Batches`), oldest first, and plans
+//! and delivers one batch before it reads the next, so that its memory is one batch's however
+//! long the queue; a queue no longer than `queue_run_batch` is one batch. A run with `-R` has one
+//! pass, over the messages the per-domain record names.
+//!
+//! A plan reads every envelope of its pass once, without locking (a few threads read ahead; the
+//! advisory index is never consulted). On the way it expires what is too old, warns the senders
+//! of what is late (`warning`), dates from now what arrived in the future, and reports what
+//! cannot be used. What is due is grouped by destination, so that one connection carries every
+//! message for it; a large group is split so that up to `-j` connections work on it in parallel,
+//! never fewer than `MIN_BATCH` messages each, and the biggest work goes first. Messages another
+//! run held are grouped again for one more try at the end of the batch.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 
 use crate::maillog::MailLog;
-use crate::queue::{Place, Queue, QueueError, QueueId, SWEEP_GRACE, Unusable};
+use crate::queue::{Batches, Place, Queue, QueueError, QueueId, SWEEP_GRACE, Scan, Unusable};
 use crate::route::RelayTarget;
 
 use super::RunSummary;
@@ -32,24 +37,55 @@ pub(super) struct Job {
     pub(super) ids: Vec<QueueId>,
 }
 
-/// Reads every envelope once, expires what is too old and groups what is due by destination.
+/// The passes of a run, each planned and delivered before the next is read.
+pub(super) enum Passes<'q> {
+    /// `-R`: the one pass over what the per-domain record names (or, when it cannot be
+    /// believed, over every envelope, which rebuilds it).
+    Named(Option<Box<Scan<'q>>>),
+    /// Everything else: the active messages, a batch at a time.
+    Whole(Batches<'q>),
+}
+
+impl<'q> Passes<'q> {
+    /// Begins a run's passes. Sweeping reads all of `data/`, so only a run over the whole queue
+    /// does it.
+    pub(super) fn begin(queue: &'q Queue, policy: &Policy<'_>) -> Result<Passes<'q>, QueueError> {
+        let domains = &policy.options.selection.domains;
+        if domains.is_empty() {
+            queue.sweep_orphans(SWEEP_GRACE)?;
+            let size = policy.config.queue_run_batch;
+            return Ok(Passes::Whole(queue.scan_active_in_batches(size)));
+        }
+        Ok(Passes::Named(Some(Box::new(queue.scan_domains(domains)?))))
+    }
+
+    pub(super) fn next(&mut self) -> Result<Option<Scan<'q>>, QueueError> {
+        match self {
+            Passes::Named(scan) => Ok(scan.take().map(|scan| *scan)),
+            Passes::Whole(batches) => batches.next_batch(),
+        }
+    }
+
+    /// The active messages of the batches not yet read, for a run that stops before them.
+    pub(super) fn untaken(&self) -> Result<usize, QueueError> {
+        match self {
+            Passes::Named(_) => Ok(0),
+            Passes::Whole(batches) => batches.untaken(),
+        }
+    }
+}
+
+/// Reads every envelope of `scan` once, expires what is too old and groups what is due by
+/// destination.
 pub(super) fn plan(
     queue: &Queue,
+    scan: &Scan<'_>,
     policy: &Policy<'_>,
     log: &MailLog,
     summary: &mut RunSummary,
 ) -> Result<Vec<Job>, QueueError> {
     let selection = &policy.options.selection;
     let mut groups: HashMap<Destination, Job> = HashMap::new();
-    // Decisions come from the envelope files, never from the advisory index. With -R, the
-    // per-domain record chooses which files: that domain's, not the whole queue's. Sweeping
-    // reads all of data/, so only a pass over the whole queue does it.
-    let scan = if selection.domains.is_empty() {
-        queue.sweep_orphans(SWEEP_GRACE)?;
-        queue.scan_files()?
-    } else {
-        queue.scan_domains(&selection.domains)?
-    };
     // Envelopes are read ahead on a few threads; each is handled here, in queue order.
     let active = |_, place| place == Place::Active;
     scan.for_each_where(&active, |inspection| -> Result<(), QueueError> {
@@ -155,6 +191,21 @@ mod tests {
     use crate::config::Config;
     use crate::delivery::RunOptions;
     use crate::delivery::testing::{fixture, policy};
+
+    /// Plans every pass of a run, as a run does, without delivering anything.
+    fn plan_every_pass(
+        queue: &Queue,
+        policy: &Policy<'_>,
+        log: &MailLog,
+        summary: &mut RunSummary,
+    ) -> Vec<Job> {
+        let mut passes = Passes::begin(queue, policy).unwrap();
+        let mut jobs = Vec::new();
+        while let Some(scan) = passes.next().unwrap() {
+            jobs.extend(plan(queue, &scan, policy, log, summary).unwrap());
+        }
+        jobs
+    }
 
     /// Distinct ids in queue order.
     fn ids(count: usize) -> Vec<QueueId> {
@@ -273,13 +324,12 @@ mod tests {
         let id = f.commit(&["u@customer.test"], now + 30 * 86400);
         let mut summary = RunSummary::default();
 
-        let jobs = plan(
+        let jobs = plan_every_pass(
             &f.queue,
             &policy(&config, &options, now),
             &f.log,
             &mut summary,
-        )
-        .unwrap();
+        );
         assert!(jobs.is_empty(), "held mail is not attempted");
         assert_eq!(
             f.envelope(id).unwrap().arrival,
@@ -289,13 +339,12 @@ mod tests {
         assert!(f.log().contains("lies in the future"), "{}", f.log());
 
         let later = now + config.queue_lifetime.as_secs() as i64;
-        plan(
+        plan_every_pass(
             &f.queue,
             &policy(&config, &options, later),
             &f.log,
             &mut summary,
-        )
-        .unwrap();
+        );
         assert!(f.envelope(id).is_none(), "expired and removed");
         assert_eq!(summary.failed, 1);
         let bounce = f.queue.ids().unwrap();

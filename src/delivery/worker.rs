@@ -7,7 +7,9 @@
 //! at once on a new connection with no attempt counted. A message that was under way when a
 //! connection failed is sent alone, after the others, for the rest of the run. After
 //! `FRUITLESS_CONNECTIONS` connections in a row fail before the server answered for any message,
-//! what is left for that destination waits for the next run.
+//! what is left for that destination waits for the next run. A destination given up is given up
+//! for the whole run ([`GivenUp`]): its other shares, and its mail in later batches, are deferred
+//! without a connection, as Postfix's "delivery temporarily suspended".
 //!
 //! The slow disk work (writing states, unlinking files) is handed to the finisher threads (see
 //! `finish`), so that it overlaps the next message's round trip; a delivered message leaves
@@ -16,7 +18,7 @@
 //! for; one locked by another process is put aside for the end of the run; once a stop is asked
 //! for, no new message is taken.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::mpsc::{self, SendError, SyncSender};
 use std::sync::{Arc, Mutex};
 
@@ -30,7 +32,7 @@ use super::connect::connect;
 use super::finish::{Finishing, InHand, Unrecorded, finish_work};
 use super::outcome::{BAD_CONNECTION, Outcome, quarantine, record, skip, state_ceiling};
 use super::plan::{Busy, Job};
-use super::policy::Policy;
+use super::policy::{Destination, Policy};
 use super::targets::{NoRoute, Router, Target};
 
 mod outbox;
@@ -61,6 +63,7 @@ pub(super) fn work(
     log: &MailLog,
     jobs: Vec<Job>,
     busy: &Busy,
+    given_up: &GivenUp,
     progress: &indicatif::ProgressBar,
 ) -> RunSummary {
     if jobs.is_empty() {
@@ -102,6 +105,7 @@ pub(super) fn work(
                     policy,
                     log,
                     busy,
+                    given_up,
                     progress,
                     finisher,
                     in_hand: &in_hand,
@@ -135,6 +139,7 @@ struct Worker<'a> {
     policy: &'a Policy<'a>,
     log: &'a MailLog,
     busy: &'a Busy,
+    given_up: &'a GivenUp,
     progress: &'a indicatif::ProgressBar,
     /// Where messages go once their outcome is recorded.
     finisher: SyncSender<Finishing<'a>>,
@@ -154,6 +159,34 @@ struct Worker<'a> {
 /// a server that stalls or fails on every message would otherwise cost one full time limit per
 /// message.
 const FRUITLESS_CONNECTIONS: usize = 2;
+
+/// The destinations a run gave up, with what their mail is deferred (or failed) with from then
+/// on. A run over a long queue meets a dead destination again in each of its batches and in
+/// each share of a split one: without this, each would cost its own connection time limits.
+#[derive(Default)]
+pub(super) struct GivenUp(Mutex<HashMap<Destination, NoRoute>>);
+
+impl GivenUp {
+    fn get(&self, destination: &Destination) -> Option<NoRoute> {
+        self.0.lock().ok()?.get(destination).cloned()
+    }
+
+    fn give_up(&self, destination: &Destination, why: &NoRoute) {
+        let Ok(mut given_up) = self.0.lock() else {
+            return;
+        };
+        given_up
+            .entry(destination.clone())
+            .or_insert_with(|| NoRoute {
+                reason: if why.permanent {
+                    why.reason.clone()
+                } else {
+                    format!("delivery temporarily suspended: {}", why.reason)
+                },
+                ..why.clone()
+            });
+    }
+}
 
 /// What of a job one series of connections has still to send.
 struct Lane<'j, 'a> {
@@ -197,6 +230,10 @@ impl<'a> Worker<'a> {
             cursor: 0,
             again: VecDeque::new(),
         };
+        if let Some(no_route) = self.given_up.get(&job.destination) {
+            self.abandon(job, lane, &no_route);
+            return;
+        }
         let mut fruitless = 0;
         while !lane.is_done() {
             let attempt = match &self.policy.options.turnaround {
@@ -257,8 +294,10 @@ impl<'a> Worker<'a> {
         }
     }
 
-    /// Defers (or fails) what remains of a lane when its destination cannot be reached.
+    /// Defers (or fails) what remains of a lane when its destination cannot be reached, and
+    /// gives the destination up for the rest of the run.
     fn abandon(&mut self, job: &Job, mut lane: Lane<'_, 'a>, no_route: &NoRoute) {
+        self.given_up.give_up(&job.destination, no_route);
         while let Some(locked) = lane.again.pop_front() {
             self.unroutable(job, locked, no_route);
         }

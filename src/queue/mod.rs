@@ -150,7 +150,7 @@ pub use id::{Place, QueueId};
 pub use lock::{Leftover, LockAttempt, Locked, MessageData};
 pub use owner::{become_owner, describe_user, invoking_uid};
 pub use quarantine::disposition;
-pub use scan::{Inspection, RebuildOutcome, Scan};
+pub use scan::{Batches, Inspection, RebuildOutcome, Scan};
 pub use sweep::SWEEP_GRACE;
 
 const TMP: &str = "tmp";
@@ -276,17 +276,36 @@ impl Queue {
     /// The ids of active and held messages, oldest first. Only names are read here.
     pub fn ids(&self) -> Result<Vec<(QueueId, Place)>, QueueError> {
         let mut ids = Vec::new();
-        for (sub, place) in [(ENV, Place::Active), (HOLD, Place::Held)] {
-            let dir = self.root.join(sub);
-            for entry in fs::read_dir(&dir).map_err(io_error("cannot read", &dir))? {
-                let entry = entry.map_err(io_error("cannot read", &dir))?;
-                if let Some(id) = entry.file_name().to_str().and_then(QueueId::parse) {
-                    ids.push((id, place));
-                }
-            }
+        for (dir, sub, place) in [
+            (&self.env, ENV, Place::Active),
+            (&self.hold, HOLD, Place::Held),
+        ] {
+            self.each_id(dir, sub, |id| ids.push((id, place)))?;
         }
         ids.sort_unstable();
         Ok(ids)
+    }
+
+    /// Calls `each` with every queue id named in the directory `sub` (open as `dir`), in
+    /// directory order, keeping none: a pass over a million names holds nothing per name.
+    fn each_id(
+        &self,
+        dir: &File,
+        sub: &str,
+        mut each: impl FnMut(QueueId),
+    ) -> Result<(), QueueError> {
+        use nix::fcntl::OFlag;
+        let path = self.root.join(sub);
+        let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+        let mut names = nix::dir::Dir::openat(dir, ".", flags, nix::sys::stat::Mode::empty())
+            .map_err(nix_error("cannot read", path.clone()))?;
+        for entry in names.iter() {
+            let entry = entry.map_err(nix_error("cannot read", path.clone()))?;
+            if let Some(id) = entry.file_name().to_str().ok().and_then(QueueId::parse) {
+                each(id);
+            }
+        }
+        Ok(())
     }
 
     /// The bytes free on the queue's file system for an unprivileged writer: what new mail may

@@ -10,8 +10,11 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::time::Duration;
 
+use nix::fcntl::AtFlags;
+use nix::sys::stat::fstatat;
+
 use super::error::io_error;
-use super::{DATA, ENV, HOLD, Queue, QueueError, QueueId, TMP, domains};
+use super::{DATA, Queue, QueueError, TMP, domains};
 
 /// How long a file in `tmp/`, or data without an envelope, must sit unlocked before a sweep
 /// deletes it.
@@ -35,29 +38,23 @@ impl Queue {
     /// Removes message data that has had no envelope for longer than `grace` and that nobody
     /// holds: what a submission or a removal left when it died between its two steps. The
     /// per-domain record loses the ids of messages that left (see `domains`). It reads all of
-    /// `data/`: passes over the whole queue call it, per-domain ones do not.
+    /// `data/`, one name at a time and keeping none: passes over the whole queue call it,
+    /// per-domain ones do not.
     pub fn sweep_orphans(&self, grace: Duration) -> Result<usize, QueueError> {
-        let dir = self.root.join(DATA);
         let mut removed = 0;
-        let mut data_ids = Vec::new();
-        for entry in fs::read_dir(&dir).map_err(io_error("cannot read", &dir))? {
-            let Ok(entry) = entry else { continue };
-            let Some(id) = entry.file_name().to_str().and_then(QueueId::parse) else {
-                continue;
-            };
-            data_ids.push(id);
-            let has_envelope = [ENV, HOLD]
-                .iter()
-                .any(|sub| fs::symlink_metadata(self.path(sub, id.as_str())).is_ok());
-            if !has_envelope
-                && is_stale(&entry.path(), grace)
-                && unlocked_then_removed(&entry.path())
-            {
+        self.each_id(&self.data, DATA, |id| {
+            let has_envelope = [&self.env, &self.hold].into_iter().any(|envelopes| {
+                !matches!(
+                    fstatat(envelopes, id.as_str(), AtFlags::AT_SYMLINK_NOFOLLOW),
+                    Err(nix::Error::ENOENT)
+                )
+            });
+            let orphan = self.path(DATA, id.as_str());
+            if !has_envelope && is_stale(&orphan, grace) && unlocked_then_removed(&orphan) {
                 removed += 1;
             }
-        }
-        data_ids.sort_unstable();
-        domains::sweep(self, &data_ids);
+        })?;
+        domains::sweep(self);
         Ok(removed)
     }
 }
@@ -89,6 +86,7 @@ fn unlocked_then_removed(path: &Path) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::queue::QueueId;
     use crate::queue::testing::commit;
 
     #[test]

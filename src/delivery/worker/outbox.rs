@@ -251,7 +251,7 @@ mod tests {
     use crate::delivery::policy::Destination;
     use crate::delivery::targets::Router;
     use crate::delivery::testing::{entries, fixture, policy};
-    use crate::delivery::worker::FINISH_BACKLOG;
+    use crate::delivery::worker::{FINISH_BACKLOG, GivenUp};
     use crate::delivery::{RunOptions, RunSummary};
     use std::sync::mpsc;
     use std::sync::{Arc, Mutex};
@@ -269,6 +269,7 @@ mod tests {
         std::fs::create_dir(&obstacle).unwrap();
 
         let busy = Mutex::new(Vec::new());
+        let given_up = GivenUp::default();
         let progress = indicatif::ProgressBar::hidden();
         let in_hand = InHand::default();
         let (finisher, finishing) = mpsc::sync_channel(FINISH_BACKLOG);
@@ -277,6 +278,7 @@ mod tests {
             policy: &policy,
             log: &f.log,
             busy: &busy,
+            given_up: &given_up,
             progress: &progress,
             finisher,
             in_hand: &in_hand,

@@ -124,10 +124,10 @@ pub(in crate::queue) fn compact(queue: &Queue, found: &Found, gone: &[QueueId]) 
     }
 }
 
-/// A plain run's care of the record: each file loses the ids of messages that left (`data`, the
-/// sorted ids of `data/` as the run listed it, checked again one by one before an id is dropped),
-/// and a domain file left with none is removed, after `.list` stops naming it.
-pub(in crate::queue) fn sweep(queue: &Queue, data: &[QueueId]) {
+/// A plain run's care of the record: each file loses the ids of messages that left (their data
+/// file is gone: one look each, so that nothing is held for the whole queue), and a domain file
+/// left with none is removed, after `.list` stops naming it.
+pub(in crate::queue) fn sweep(queue: &Queue) {
     let Ok(Some(dir)) = open_dir(queue, false) else {
         return;
     };
@@ -135,11 +135,10 @@ pub(in crate::queue) fn sweep(queue: &Queue, data: &[QueueId]) {
         return;
     };
     let gone = |id: &QueueId| {
-        data.binary_search(id).is_err()
-            && matches!(
-                nix::sys::stat::fstatat(&queue.data, id.as_str(), AtFlags::AT_SYMLINK_NOFOLLOW),
-                Err(nix::Error::ENOENT)
-            )
+        matches!(
+            nix::sys::stat::fstatat(&queue.data, id.as_str(), AtFlags::AT_SYMLINK_NOFOLLOW),
+            Err(nix::Error::ENOENT)
+        )
     };
     let mut empty = Vec::new();
     for name in names.iter().map(String::as_str).chain([UNKNOWN]) {

@@ -26,8 +26,11 @@ use super::proc_locks::locked_inodes;
 use super::selection::DomainPattern;
 use super::{DATA, Place, Queue, QueueError, QueueId, RecordError, Unusable, domains};
 
+mod batches;
 mod indexed;
 mod read_ahead;
+
+pub use batches::Batches;
 
 impl Queue {
     /// Starts a pass over the queue for a listing or a count. While the index is current, its
@@ -91,11 +94,19 @@ impl Queue {
         }
         domains::compact(self, &found, &gone);
         Scan {
+            began,
+            ..self.scan_of(ids)
+        }
+    }
+
+    /// A pass over `ids`, oldest first, that decides from the envelope files.
+    fn scan_of(&self, ids: Vec<(QueueId, Place)>) -> Scan<'_> {
+        Scan {
             queue: self,
             ids: OnceLock::from(ids),
             held_inodes: locked_inodes(&self.root.join(DATA)),
             stamps: None,
-            began,
+            began: SystemTime::now(),
             index: None,
             refresh_index: false,
             rebuild: None,
