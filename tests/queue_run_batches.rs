@@ -7,7 +7,6 @@
 mod support;
 
 use std::process::Stdio;
-use std::time::Duration;
 
 use support::daemon::{bounded, poll_until};
 use support::site::{SENDER, Site, message};
@@ -22,16 +21,30 @@ fn site(server: &Server, batch: usize) -> Site {
 }
 
 /// Queues one message to each `name@customer.test`, in this order; returns their ids.
-fn enqueue(site: &Site, names: &[&str]) -> Vec<String> {
+fn enqueue(site: &Site, names: &[impl AsRef<str>]) -> Vec<String> {
     names
         .iter()
         .map(|name| {
+            let name = name.as_ref();
             site.enqueue(
                 &["-f", SENDER, &format!("{name}@customer.test")],
                 &message(name, name),
             )
         })
         .collect()
+}
+
+/// Starts queue-run against the gated `server` and returns once it has connected: it has read
+/// the queue once, and waits for the greeting until the server is opened.
+fn run_held_at_the_greeting(site: &Site, server: &Server) -> std::process::Child {
+    let child = site
+        .std_command("queue-run")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("queue-run starts");
+    poll_until("queue-run connects", || server.connections() >= 1);
+    child
 }
 
 fn names(count: usize) -> Vec<String> {
@@ -64,7 +77,6 @@ fn a_queue_longer_than_a_batch_is_delivered_once_and_oldest_first() {
     let server = Script::default().start();
     let site = site(&server, 3);
     let names = names(10);
-    let names: Vec<&str> = names.iter().map(String::as_str).collect();
     let ids = enqueue(&site, &names);
     let mut sorted = ids.clone();
     sorted.sort();
@@ -87,9 +99,7 @@ fn a_message_deferred_in_one_batch_is_not_taken_again_by_a_later_one() {
         .rcpt("m", "451 4.3.0 try again later")
         .start();
     let site = site(&server, 2);
-    let names = names(7);
-    let names: Vec<&str> = names.iter().map(String::as_str).collect();
-    let ids = enqueue(&site, &names);
+    let ids = enqueue(&site, &names(7));
 
     // -f attempts every message whatever its next attempt: a message whose deferral was written
     // back into env/ would be attempted again if a later batch took it.
@@ -113,9 +123,7 @@ fn a_destination_given_up_in_one_batch_is_not_tried_again_in_the_next() {
         .greeting(Some("421 4.3.2 not now"))
         .start();
     let site = site(&server, 2);
-    let names = names(8);
-    let names: Vec<&str> = names.iter().map(String::as_str).collect();
-    let ids = enqueue(&site, &names);
+    let ids = enqueue(&site, &names(8));
 
     let run = site.run(&[]);
     assert_eq!(run.code, 75, "{run:?}");
@@ -146,14 +154,8 @@ fn mail_that_arrives_during_a_run_waits_for_the_next() {
     let server = Server::gated(Script::default());
     let site = site(&server, 1);
     let first = enqueue(&site, &["m00", "m01", "m02"]);
-    let child = site
-        .std_command("queue-run")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("queue-run starts");
-    // Connected: the run has read the queue once, and knows its newest message.
-    poll_until("queue-run connects", || server.connections() >= 1);
+    // The run has read the queue once, and knows its newest message.
+    let child = run_held_at_the_greeting(&site, &server);
     let late = enqueue(&site, &["late"]).remove(0);
     server.open();
     let output = bounded(child, "queue-run");
@@ -176,21 +178,20 @@ fn mail_that_arrives_during_a_run_waits_for_the_next() {
 fn a_stop_before_the_later_batches_counts_their_messages_as_left() {
     let server = Server::gated(Script::default());
     let site = site(&server, 2);
-    let names = names(6);
-    let names: Vec<&str> = names.iter().map(String::as_str).collect();
-    let ids = enqueue(&site, &names);
-    let child = site
-        .std_command("queue-run")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("queue-run starts");
-    poll_until("queue-run connects", || server.connections() >= 1);
-    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");
+    let ids = enqueue(&site, &names(6));
+    let child = run_held_at_the_greeting(&site, &server);
+    let pid = child.id();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .expect("SIGTERM");
     // The run takes no new message once asked to stop: the first batch's two are left
     // untouched, and the two batches it never read with them.
-    std::thread::sleep(Duration::from_millis(200));
+    poll_until("queue-run takes the signal", || {
+        site.log()
+            .contains(&format!("queue-run[{pid}]: stopping on SIGTERM"))
+    });
     server.open();
     let output = bounded(child, "queue-run");
     assert_eq!(output.status.code(), Some(75), "{output:?}");
