@@ -7,9 +7,13 @@
 //! [`Inspection`] like any other, with an [`Unusable`] envelope: only the caller ends a pass
 //! early.
 //!
-//! A pass holds its ids and nothing else per message (15 bytes each, about 15 MB for a million
-//! messages): envelopes are read a few hundred at a time ahead of the caller, the index's table
-//! is read and written line by line, and the lock table names only the messages being delivered.
+//! A pass holds its ids and nothing else per message (15 bytes each): envelopes are read a few
+//! hundred at a time ahead of the caller, the index's table is read and written line by line, and
+//! the lock table names only the messages being delivered. A listing from a current index holds
+//! no ids at all, and one without it at most [`LISTING_BATCH`] (see `batches`), so that a
+//! listing's memory stays flat however long the queue; a plan of a queue run holds one batch
+//! (`Queue::scan_active_in_batches`). Other passes over the whole queue (`queue-admin`, a
+//! per-domain pass that rebuilds the record) hold every id.
 //!
 //! Decisions come from the envelope files alone. The index serves listings (`indexed`); the
 //! per-domain record only chooses which envelope files a per-domain pass reads, and a pass that
@@ -17,7 +21,7 @@
 
 use std::collections::HashSet;
 use std::fs::File;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::SystemTime;
 
 use super::envelope::Envelope;
@@ -32,19 +36,23 @@ mod read_ahead;
 
 pub use batches::Batches;
 
+/// The most messages a listing without a current index holds the ids of at once; a longer
+/// queue is read in batches (see `batches`).
+const LISTING_BATCH: usize = 250_000;
+
 impl Queue {
     /// Starts a pass over the queue for a listing or a count. While the index is current, its
     /// table is the whole pass: no directory is read and no envelope opened. Otherwise the ids
     /// come from `env/` and `hold/`, then one read of the kernel's lock table, so that each
     /// message afterwards costs one small file read and a look at its data file.
     pub fn scan(&self) -> Result<Scan<'_>, QueueError> {
-        self.scan_from(true)
+        self.scan_from(true, LISTING_BATCH)
     }
 
     /// Starts a pass that decides something (a queue run's plan): the ids come from the
     /// directories and every envelope from its own file, whatever the index says.
     pub fn scan_files(&self) -> Result<Scan<'_>, QueueError> {
-        self.scan_from(false)
+        self.scan_from(false, LISTING_BATCH)
     }
 
     /// Starts a pass over the messages that may have an open recipient in one of `patterns`
@@ -104,6 +112,7 @@ impl Queue {
         Scan {
             queue: self,
             ids: OnceLock::from(ids),
+            later: None,
             held_inodes: locked_inodes(&self.root.join(DATA)),
             stamps: None,
             began: SystemTime::now(),
@@ -113,7 +122,9 @@ impl Queue {
         }
     }
 
-    fn scan_from(&self, use_index: bool) -> Result<Scan<'_>, QueueError> {
+    /// A pass over every message; one for a listing (`use_index`) without a current index holds
+    /// at most `batch` ids at once.
+    fn scan_from(&self, use_index: bool, batch: usize) -> Result<Scan<'_>, QueueError> {
         let began = SystemTime::now();
         // Taken before anything is read: a change after this instant makes the index stale.
         let stamps = self.stamps().ok();
@@ -122,13 +133,24 @@ impl Queue {
             .as_ref()
             .filter(|_| use_index)
             .and_then(|s| self.current_index(s));
-        let ids = match index {
-            Some(_) => OnceLock::new(),
-            None => OnceLock::from(self.ids()?),
+        let (ids, later) = match index {
+            Some(_) => (OnceLock::new(), None),
+            None if use_index => {
+                let mut batches = Batches::new(self, batch, true);
+                let first = batches.next_ids()?.unwrap_or_default();
+                if batches.is_finished() {
+                    (OnceLock::from(first), None)
+                } else {
+                    let first = Mutex::new(Some(first));
+                    (OnceLock::new(), Some(Later { batches, first }))
+                }
+            }
+            None => (OnceLock::from(self.ids()?), None),
         };
         Ok(Scan {
             queue: self,
             ids,
+            later,
             held_inodes,
             stamps,
             began,
@@ -154,6 +176,9 @@ pub struct Scan<'q> {
     /// Set when the pass begins, except in a pass made from the index, which reads its table as
     /// it goes and makes the list only if it is asked for.
     ids: OnceLock<Vec<(QueueId, Place)>>,
+    /// A listing of more messages than one batch, made without the index: the messages come
+    /// a batch at a time instead of `ids` (see `batches`).
+    later: Option<Later<'q>>,
     /// The inodes of the data files someone held a lock on when the pass began; `None` when the
     /// kernel's lock table could not be read, and each message is asked instead.
     held_inodes: Option<HashSet<u64>>,
@@ -166,6 +191,15 @@ pub struct Scan<'q> {
     refresh_index: bool,
     /// Set when [`Queue::scan_domains`] could not believe the per-domain record.
     rebuild: Option<Rebuild>,
+}
+
+/// The messages of a listing longer than a batch: what its first reading found, and the batches
+/// after it.
+struct Later<'q> {
+    /// As they stood after the first batch was read.
+    batches: Batches<'q>,
+    /// The first batch, until a visit takes it; a later visit reads it again.
+    first: Mutex<Option<Vec<(QueueId, Place)>>>,
 }
 
 /// A pass that could not believe the per-domain record rebuilds it from what it reads.
@@ -181,15 +215,23 @@ impl Scan<'_> {
     /// table the first time they are asked for; [`Scan::count`] and [`Scan::for_each_where`] do
     /// not need them.
     pub fn ids(&self) -> &[(QueueId, Place)] {
-        self.ids.get_or_init(|| self.indexed_ids())
+        self.ids.get_or_init(|| match &self.later {
+            Some(later) => {
+                let mut ids = self.queue.ids().unwrap_or_default();
+                ids.retain(|&key| later.batches.covers(key));
+                ids
+            }
+            None => self.indexed_ids(),
+        })
     }
 
     /// How many messages the pass covers.
     pub fn count(&self) -> usize {
-        match (&self.index, self.ids.get()) {
-            (Some((_, layout)), _) => layout.count,
-            (None, Some(ids)) => ids.len(),
-            (None, None) => 0,
+        match (&self.index, &self.later, self.ids.get()) {
+            (Some((_, layout)), _, _) => layout.count,
+            (None, Some(later), _) => later.batches.found(),
+            (None, None, Some(ids)) => ids.len(),
+            (None, None, None) => 0,
         }
     }
 
@@ -237,7 +279,6 @@ impl Scan<'_> {
         if let Some(index) = &self.index {
             return self.for_each_indexed(index, only, keep, visit);
         }
-        let ids = only.unwrap_or_else(|| self.ids());
         let mut recorder = if every { self.index_recorder() } else { None };
         let mut census = self.rebuild_due().then(domains::Census::default);
         let mut visit = |inspection: Inspection| {
@@ -249,13 +290,45 @@ impl Scan<'_> {
             }
             visit(inspection)
         };
-        self.read_each(ids, keep, &mut visit)?;
+        match (only, &self.later) {
+            (None, Some(later)) => self.read_in_batches(later, keep, &mut visit)?,
+            _ => self.read_each(only.unwrap_or_else(|| self.ids()), keep, &mut visit)?,
+        }
         if let Some(recorder) = recorder {
             recorder.commit(self);
         }
         if let Some(census) = census {
+            let ids = only.unwrap_or_else(|| self.ids());
             let visited = |id, place| keep(id, place) && ids.binary_search(&(id, place)).is_ok();
             self.rebuild_record(census, visited);
+        }
+        Ok(())
+    }
+
+    /// Reads a listing longer than a batch, a batch at a time: the first as the pass began
+    /// read it (read again by a later visit), then each after it.
+    fn read_in_batches<E>(
+        &self,
+        later: &Later<'_>,
+        keep: &(dyn Fn(QueueId, Place) -> bool + Sync),
+        visit: &mut impl FnMut(Inspection) -> Result<(), E>,
+    ) -> Result<(), E>
+    where
+        E: From<QueueError>,
+    {
+        let first = later.first.lock().ok().and_then(|mut first| first.take());
+        let (mut batches, first) = match first {
+            Some(first) => (later.batches.clone(), first),
+            None => {
+                let mut again = later.batches.again_from_the_first();
+                let first = again.next_ids()?.unwrap_or_default();
+                (again, first)
+            }
+        };
+        self.read_each(&first, keep, visit)?;
+        drop(first);
+        while let Some(batch) = batches.next_ids()? {
+            self.read_each(&batch, keep, visit)?;
         }
         Ok(())
     }
@@ -427,6 +500,100 @@ mod tests {
         })
         .unwrap();
         assert_eq!(seen, [ids[1], ids[3]]);
+    }
+
+    /// Every message a visit of `scan` hands over, in order.
+    fn visited(scan: &Scan<'_>) -> Vec<(QueueId, Place)> {
+        let mut seen = Vec::new();
+        let every = |_, _| true;
+        scan.for_each_where(&every, |inspection| -> Result<(), QueueError> {
+            seen.push((inspection.id, inspection.place));
+            Ok(())
+        })
+        .unwrap();
+        seen
+    }
+
+    #[test]
+    fn a_listing_longer_than_a_batch_reads_it_a_batch_at_a_time_and_writes_the_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let queue = Queue::open(dir.path()).unwrap();
+        let ids: Vec<QueueId> = (0..8)
+            .map(|n| commit(&queue, format!("{n}\n").as_bytes()))
+            .collect();
+        for &id in &ids[1..3] {
+            let LockAttempt::Locked(mut locked) = queue.try_lock(id).unwrap() else {
+                panic!("not locked")
+            };
+            locked.move_to(Place::Held).unwrap();
+        }
+        let mut all: Vec<(QueueId, Place)> = ids
+            .iter()
+            .enumerate()
+            .map(|(n, &id)| {
+                (
+                    id,
+                    if (1..3).contains(&n) {
+                        Place::Held
+                    } else {
+                        Place::Active
+                    },
+                )
+            })
+            .collect();
+        all.sort();
+        // Wait for the directories to settle, so that a whole visit may write the index.
+        std::thread::sleep(crate::queue::index::SETTLE + std::time::Duration::from_millis(100));
+
+        let scan = queue.scan_from(true, 3).unwrap().refreshing_index();
+        assert!(scan.later.is_some(), "more than one batch");
+        assert!(scan.index.is_none());
+        assert_eq!(scan.count(), 8);
+        assert_eq!(visited(&scan), all, "every message once, oldest first");
+        assert_eq!(
+            visited(&scan),
+            all,
+            "a second visit reads the first batch again"
+        );
+        assert_eq!(scan.ids(), all);
+        let odd = |id: QueueId, _| {
+            ids.iter()
+                .position(|&i| i == id)
+                .is_some_and(|n| n % 2 == 1)
+        };
+        let mut seen = Vec::new();
+        scan.for_each_where(&odd, |inspection| -> Result<(), QueueError> {
+            seen.push(inspection.id);
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(seen, [ids[1], ids[3], ids[5], ids[7]]);
+
+        // The visit over every message wrote the index, which the next listing uses.
+        let next = queue.scan_from(true, 3).unwrap();
+        assert!(next.index.is_some(), "the batched visit wrote the index");
+        assert_eq!(visited(&next), all);
+    }
+
+    #[test]
+    fn a_listing_stops_at_what_the_first_reading_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let queue = Queue::open(dir.path()).unwrap();
+        let mut ids: Vec<QueueId> = (0..5).map(|_| commit(&queue, b"x\n")).collect();
+        ids.sort();
+        let scan = queue.scan_from(true, 2).unwrap();
+        let late = commit(&queue, b"late\n");
+        let listed: Vec<QueueId> = visited(&scan).into_iter().map(|(id, _)| id).collect();
+        assert_eq!(listed, ids);
+        assert!(!scan.ids().contains(&(late, Place::Active)));
+        assert_eq!(scan.count(), 5);
+        // A message that left during the listing is not listed, and nothing else changes.
+        let LockAttempt::Locked(locked) = queue.try_lock(ids[4]).unwrap() else {
+            panic!("not locked")
+        };
+        locked.remove().unwrap();
+        let listed: Vec<QueueId> = visited(&scan).into_iter().map(|(id, _)| id).collect();
+        assert_eq!(listed, ids[..4]);
     }
 
     #[test]
