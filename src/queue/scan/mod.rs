@@ -46,13 +46,13 @@ impl Queue {
     /// come from `env/` and `hold/`, then one read of the kernel's lock table, so that each
     /// message afterwards costs one small file read and a look at its data file.
     pub fn scan(&self) -> Result<Scan<'_>, QueueError> {
-        self.scan_from(true, LISTING_BATCH)
+        self.scan_from(Some(LISTING_BATCH))
     }
 
     /// Starts a pass that decides something (a queue run's plan): the ids come from the
     /// directories and every envelope from its own file, whatever the index says.
     pub fn scan_files(&self) -> Result<Scan<'_>, QueueError> {
-        self.scan_from(false, LISTING_BATCH)
+        self.scan_from(None)
     }
 
     /// Starts a pass over the messages that may have an open recipient in one of `patterns`
@@ -122,20 +122,20 @@ impl Queue {
         }
     }
 
-    /// A pass over every message; one for a listing (`use_index`) without a current index holds
-    /// at most `batch` ids at once.
-    fn scan_from(&self, use_index: bool, batch: usize) -> Result<Scan<'_>, QueueError> {
+    /// A pass over every message: a listing's (`listing_batch`), which uses a current index
+    /// and else holds at most that many ids at once, or one that decides from the files.
+    fn scan_from(&self, listing_batch: Option<usize>) -> Result<Scan<'_>, QueueError> {
         let began = SystemTime::now();
         // Taken before anything is read: a change after this instant makes the index stale.
         let stamps = self.stamps().ok();
         let held_inodes = locked_inodes(&self.root.join(DATA));
         let index = stamps
             .as_ref()
-            .filter(|_| use_index)
+            .filter(|_| listing_batch.is_some())
             .and_then(|s| self.current_index(s));
-        let (ids, later) = match index {
-            Some(_) => (OnceLock::new(), None),
-            None if use_index => {
+        let (ids, later) = match (index.as_ref(), listing_batch) {
+            (Some(_), _) => (OnceLock::new(), None),
+            (None, Some(batch)) => {
                 let mut batches = Batches::new(self, batch, true);
                 let first = batches.next_ids()?.unwrap_or_default();
                 if batches.is_finished() {
@@ -145,7 +145,7 @@ impl Queue {
                     (OnceLock::new(), Some(Later { batches, first }))
                 }
             }
-            None => (OnceLock::from(self.ids()?), None),
+            (None, None) => (OnceLock::from(self.ids()?), None),
         };
         Ok(Scan {
             queue: self,
@@ -545,7 +545,7 @@ mod tests {
         // Wait for the directories to settle, so that a whole visit may write the index.
         std::thread::sleep(crate::queue::index::SETTLE + std::time::Duration::from_millis(100));
 
-        let scan = queue.scan_from(true, 3).unwrap().refreshing_index();
+        let scan = queue.scan_from(Some(3)).unwrap().refreshing_index();
         assert!(scan.later.is_some(), "more than one batch");
         assert!(scan.index.is_none());
         assert_eq!(scan.count(), 8);
@@ -570,7 +570,7 @@ mod tests {
         assert_eq!(seen, [ids[1], ids[3], ids[5], ids[7]]);
 
         // The visit over every message wrote the index, which the next listing uses.
-        let next = queue.scan_from(true, 3).unwrap();
+        let next = queue.scan_from(Some(3)).unwrap();
         assert!(next.index.is_some(), "the batched visit wrote the index");
         assert_eq!(visited(&next), all);
     }
@@ -581,7 +581,7 @@ mod tests {
         let queue = Queue::open(dir.path()).unwrap();
         let mut ids: Vec<QueueId> = (0..5).map(|_| commit(&queue, b"x\n")).collect();
         ids.sort();
-        let scan = queue.scan_from(true, 2).unwrap();
+        let scan = queue.scan_from(Some(2)).unwrap();
         let late = commit(&queue, b"late\n");
         let listed: Vec<QueueId> = visited(&scan).into_iter().map(|(id, _)| id).collect();
         assert_eq!(listed, ids);
