@@ -140,6 +140,18 @@ mod scan;
 pub mod selection;
 mod state;
 mod sweep;
+
+/// A directory entry's status, without following a link.
+fn entry_of(dir: &File, id: QueueId) -> nix::Result<nix::sys::stat::FileStat> {
+    nix::sys::stat::fstatat(dir, id.as_str(), nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW)
+}
+
+/// True when `dir` has no entry named `id`; any other answer, an error included, counts as one
+/// being there, so that nothing is taken for gone that might not be.
+fn is_absent(dir: &File, id: QueueId) -> bool {
+    matches!(entry_of(dir, id), Err(nix::Error::ENOENT))
+}
+
 #[cfg(test)]
 mod testing;
 

@@ -10,11 +10,8 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::time::Duration;
 
-use nix::fcntl::AtFlags;
-use nix::sys::stat::fstatat;
-
 use super::error::io_error;
-use super::{DATA, Queue, QueueError, TMP, domains};
+use super::{DATA, Queue, QueueError, TMP, domains, is_absent};
 
 /// How long a file in `tmp/`, or data without an envelope, must sit unlocked before a sweep
 /// deletes it.
@@ -43,12 +40,9 @@ impl Queue {
     pub fn sweep_orphans(&self, grace: Duration) -> Result<usize, QueueError> {
         let mut removed = 0;
         self.each_id(&self.data, DATA, |id| {
-            let has_envelope = [&self.env, &self.hold].into_iter().any(|envelopes| {
-                !matches!(
-                    fstatat(envelopes, id.as_str(), AtFlags::AT_SYMLINK_NOFOLLOW),
-                    Err(nix::Error::ENOENT)
-                )
-            });
+            let has_envelope = [&self.env, &self.hold]
+                .into_iter()
+                .any(|envelopes| !is_absent(envelopes, id));
             let orphan = self.path(DATA, id.as_str());
             if !has_envelope && is_stale(&orphan, grace) && unlocked_then_removed(&orphan) {
                 removed += 1;

@@ -10,7 +10,6 @@
 use std::fs::File;
 use std::os::unix::fs::MetadataExt;
 
-use nix::fcntl::AtFlags;
 use nix::unistd::UnlinkatFlags;
 
 use super::format::{parse_ids, render, salvage_ids};
@@ -19,7 +18,7 @@ use super::store::{
     Draft, create, dir_names, lock_queue, lock_within, open_dir, open_file, read_ids, read_locked,
 };
 use super::{COMPACT_MIN, FILE_MAGIC, LIST, LIST_MAGIC, LOCK_WAIT, RecordError, UNKNOWN, boot_id};
-use crate::queue::{Queue, QueueId};
+use crate::queue::{Queue, QueueId, is_absent};
 
 /// How [`rewrite`] treats a file it cannot take as whole.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -134,12 +133,7 @@ pub(in crate::queue) fn sweep(queue: &Queue) {
     let Ok(names) = dir_names(queue, &dir) else {
         return;
     };
-    let gone = |id: &QueueId| {
-        matches!(
-            nix::sys::stat::fstatat(&queue.data, id.as_str(), AtFlags::AT_SYMLINK_NOFOLLOW),
-            Err(nix::Error::ENOENT)
-        )
-    };
+    let gone = |id: &QueueId| is_absent(&queue.data, *id);
     let mut empty = Vec::new();
     for name in names.iter().map(String::as_str).chain([UNKNOWN]) {
         let Ok(Some(ids)) = read_ids(queue, &dir, name) else {

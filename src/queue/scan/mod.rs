@@ -28,7 +28,9 @@ use super::envelope::Envelope;
 use super::index::{Layout, Stamps};
 use super::proc_locks::locked_inodes;
 use super::selection::DomainPattern;
-use super::{DATA, Place, Queue, QueueError, QueueId, RecordError, Unusable, domains};
+use super::{
+    DATA, Place, Queue, QueueError, QueueId, RecordError, Unusable, domains, entry_of, is_absent,
+};
 
 mod batches;
 mod indexed;
@@ -81,13 +83,12 @@ impl Queue {
     /// left are compacted.
     fn scan_found(&self, found: domains::Found) -> Scan<'_> {
         let began = SystemTime::now();
-        let absent = |dir: &File, id: QueueId| matches!(entry_of(dir, id), Err(nix::Error::ENOENT));
         let (mut ids, mut gone) = (Vec::new(), Vec::new());
         for &id in &found.ids {
             let data_entry = entry_of(&self.data, id);
-            let place = if !absent(&self.env, id) {
+            let place = if !is_absent(&self.env, id) {
                 Some(Place::Active)
-            } else if !absent(&self.hold, id) {
+            } else if !is_absent(&self.hold, id) {
                 Some(Place::Held)
             } else {
                 None
@@ -159,11 +160,6 @@ impl Queue {
             rebuild: None,
         })
     }
-}
-
-/// A directory entry's status, without following a link.
-fn entry_of(dir: &File, id: QueueId) -> nix::Result<nix::sys::stat::FileStat> {
-    nix::sys::stat::fstatat(dir, id.as_str(), nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW)
 }
 
 /// What rebuilding the per-domain record came to: shared, since a pass may be asked more than
@@ -403,7 +399,7 @@ impl Scan<'_> {
                     Place::Active => &self.queue.env,
                     Place::Held => &self.queue.hold,
                 };
-                if matches!(entry_of(dir, id), Err(nix::Error::ENOENT)) {
+                if is_absent(dir, id) {
                     return None;
                 }
                 return Some(Inspection {
